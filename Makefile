@@ -1,0 +1,61 @@
+# driftline — one command each: `make demo`, `make test`, `make check`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-unit test-functional test-e2e check lint fmt typecheck lock bench clean java
+
+java:
+	@command -v java >/dev/null 2>&1 || { echo "driftline: 'java' not found: the KCL MultiLangDaemon needs Java 17. Install it: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "driftline: $(PYTHON) not found (Python >= 3.11 needed); set PYTHON=..." >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@$(UV) pip sync --quiet --python $(PY) --require-hashes --only-binary kclpy-ext requirements.lock
+	@$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+
+demo: java $(STAMP)
+	$(VENV)/bin/driftline demo $(DEMO_ARGS)
+
+test: java $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test-functional: $(STAMP)
+	$(PY) -m pytest -q tests/functional $(PYTEST_ARGS)
+
+test-e2e: java $(STAMP)
+	$(PY) -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+# Regenerate the lock after changing dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(UV) pip compile pyproject.toml --all-extras --python-version 3.11 --generate-hashes \
+		--no-emit-package driftline -o requirements.lock
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .driftline .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""driftline package."""

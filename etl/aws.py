@@ -1,0 +1,64 @@
+"""The one place boto3 clients are made.
+
+Clients are injected everywhere else; code that is not given one asks an :class:`AwsClients`
+built from the process's settings. With ``endpoint_url`` set (the local emulator), every client
+talks to it and uses dummy credentials unless real ones are configured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+@dataclass
+class AwsClients:
+    """Creates (and caches) boto3 clients for one region and, optionally, one endpoint."""
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    max_attempts: int = 5
+    _session: boto3.session.Session | None = None
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AwsClients:
+        return cls(region=settings.region, endpoint_url=settings.endpoint_url)
+
+    @property
+    def session(self) -> boto3.session.Session:
+        if self._session is None:
+            kwargs: dict[str, Any] = {"region_name": self.region}
+            if self.endpoint_url is not None:
+                kwargs.update(_LOCAL_CREDENTIALS)
+            self._session = boto3.session.Session(**kwargs)
+        return self._session
+
+    def client(self, service: str, **config: Any) -> Any:
+        """A cached client for ``service``; extra ``config`` makes an uncached one."""
+        if not config and service in self._cache:
+            return self._cache[service]
+        cfg = Config(retries={"max_attempts": self.max_attempts, "mode": "standard"}, **config)
+        made = self.session.client(service, endpoint_url=self.endpoint_url, config=cfg)  # type: ignore[call-overload]
+        if not config:
+            self._cache[service] = made
+        return made
+
+    def s3_filesystem_kwargs(self) -> dict[str, Any]:
+        """Arguments for ``pyarrow.fs.S3FileSystem`` (pyarrow ignores AWS_ENDPOINT_URL)."""
+        kwargs: dict[str, Any] = {"region": self.region}
+        if self.endpoint_url is not None:
+            scheme, _, host = self.endpoint_url.partition("://")
+            kwargs.update(
+                endpoint_override=host,
+                scheme=scheme,
+                access_key=_LOCAL_CREDENTIALS["aws_access_key_id"],
+                secret_key=_LOCAL_CREDENTIALS["aws_secret_access_key"],
+                allow_bucket_creation=True,
+            )
+        return kwargs

@@ -1,0 +1,218 @@
+"""One frozen, typed settings object per process.
+
+Built once at the entry point. Precedence, highest first: explicit overrides (CLI flags), then the
+environment (``DRIFTLINE_<KEY>``), then a TOML file (``driftline.toml`` or ``DRIFTLINE_CONFIG``),
+then the defaults below. A bad value fails at start and names the key.
+
+>>> s = load_settings(env={"DRIFTLINE_FLUSH_MAX_RECORDS": "100"}, config_path=None)
+>>> s.flush_max_records
+100
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from etl.exceptions import ConfigError
+
+ENV_PREFIX = "DRIFTLINE_"
+DEFAULT_CONFIG_FILE = "driftline.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a driftline process needs to know, resolved once."""
+
+    # -- where: AWS or the local emulator ------------------------------------------------
+    stack_name: str = "driftline"
+    region: str = "us-east-1"
+    #: None means real AWS; the local stack sets the emulator's URL.
+    endpoint_url: str | None = None
+    contract_path: str | None = None
+
+    # -- resources (the stack's outputs fill these in; explicit values win) --------------
+    stream_name: str | None = None
+    lake_bucket: str | None = None
+    glue_database: str | None = None
+    lake_prefix: str = "lake"
+    dead_letter_prefix: str = "dead-letters"
+    manifest_prefix: str = "manifests"
+    baseline_prefix: str = "baselines"
+
+    # -- consumer --------------------------------------------------------------------------
+    application_name: str | None = None
+    flush_max_records: int = 50_000
+    flush_max_bytes: int = 64 * 1024 * 1024
+    flush_max_age_s: float = 60.0
+    parquet_compression: str = "zstd"
+    s3_max_attempts: int = 6
+    s3_backoff_base_s: float = 0.2
+    kcl_jars: str | None = None
+    kcl_max_records: int = 10_000
+    kcl_idle_time_ms: int = 250
+
+    # -- drift -----------------------------------------------------------------------------
+    drift_window_s: float = 60.0
+    drift_min_rows: int = 500
+    metrics_namespace: str = "Driftline"
+    metrics_high_resolution: bool = False
+
+    # -- producer --------------------------------------------------------------------------
+    producer_max_attempts: int = 8
+    producer_backoff_base_s: float = 0.05
+
+    def require(self, key: str) -> str:
+        """The value of a resource setting that must be known by now (e.g. from stack outputs)."""
+        value = getattr(self, key)
+        if value in (None, ""):
+            raise ConfigError(
+                key,
+                f"is not set; set {ENV_PREFIX}{key.upper()} or run `driftline local up` /"
+                " `driftline deploy` so the stack's outputs provide it",
+            )
+        return str(value)
+
+    def replace(self, **changes: Any) -> Settings:
+        return _build({**dataclasses.asdict(self), **changes}, origin="override")
+
+
+_VALID_COMPRESSION = ("zstd", "snappy", "gzip", "none")
+
+
+def _coerce(key: str, raw: Any, annotation: Any) -> Any:
+    optional = False
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional, annotation = True, args[0]
+    if raw is None or (optional and isinstance(raw, str) and raw == ""):
+        if optional:
+            return None
+        raise ConfigError(key, f"must be a {annotation.__name__}, got nothing")
+    if annotation is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(key, f"expected true/false, got {raw!r}")
+    if annotation is int:
+        if isinstance(raw, bool):
+            raise ConfigError(key, f"expected an integer, got {raw!r}")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected an integer, got {raw!r}") from None
+    if annotation is float:
+        if isinstance(raw, bool):
+            raise ConfigError(key, f"expected a number, got {raw!r}")
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected a number, got {raw!r}") from None
+    if annotation is str:
+        if not isinstance(raw, str | int | float):
+            raise ConfigError(key, f"expected a string, got {raw!r}")
+        return str(raw)
+    raise ConfigError(key, f"unsupported setting type {annotation!r}")  # pragma: no cover
+
+
+def _build(values: Mapping[str, Any], origin: str) -> Settings:
+    hints = typing.get_type_hints(Settings)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown setting (from {origin}); known keys: {sorted(known)}")
+    coerced = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
+    s = Settings(**coerced)
+    _check(s)
+    return s
+
+
+def _check(s: Settings) -> None:
+    positive_ints = ("flush_max_records", "flush_max_bytes", "s3_max_attempts", "kcl_max_records",
+                     "drift_min_rows", "producer_max_attempts")
+    for key in positive_ints:
+        if getattr(s, key) <= 0:
+            raise ConfigError(key, f"must be > 0, got {getattr(s, key)}")
+    for key in ("flush_max_age_s", "drift_window_s", "s3_backoff_base_s", "producer_backoff_base_s"):
+        if getattr(s, key) <= 0:
+            raise ConfigError(key, f"must be > 0 seconds, got {getattr(s, key)}")
+    if s.kcl_idle_time_ms < 0:
+        raise ConfigError("kcl_idle_time_ms", f"must be >= 0, got {s.kcl_idle_time_ms}")
+    if s.parquet_compression not in _VALID_COMPRESSION:
+        raise ConfigError(
+            "parquet_compression", f"got {s.parquet_compression!r}, expected one of {_VALID_COMPRESSION}"
+        )
+    if s.endpoint_url is not None and not s.endpoint_url.startswith(("http://", "https://")):
+        raise ConfigError("endpoint_url", f"expected an http(s) URL, got {s.endpoint_url!r}")
+    if not s.stack_name.replace("-", "").isalnum() or not s.stack_name[:1].isalpha():
+        raise ConfigError(
+            "stack_name", f"got {s.stack_name!r}; use letters, digits and hyphens, starting with a letter"
+        )
+    for key in ("lake_prefix", "dead_letter_prefix", "manifest_prefix", "baseline_prefix"):
+        value = getattr(s, key)
+        if not value or value.startswith("/") or value.endswith("/"):
+            raise ConfigError(key, f"got {value!r}; use a non-empty prefix without leading/trailing '/'")
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    config_path: str | Path | None = DEFAULT_CONFIG_FILE,
+) -> Settings:
+    """Resolve settings: overrides > ``DRIFTLINE_*`` env > TOML file > defaults.
+
+    ``config_path`` defaults to ``driftline.toml`` in the working directory when it exists;
+    ``DRIFTLINE_CONFIG`` names another file (which then must exist).
+    """
+    env = os.environ if env is None else env
+    known = {f.name for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+
+    explicit_file = env.get(f"{ENV_PREFIX}CONFIG")
+    path = Path(explicit_file) if explicit_file else (Path(config_path) if config_path else None)
+    if path is not None:
+        if path.is_file():
+            try:
+                doc = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+            for key, val in doc.items():
+                if key not in known:
+                    raise ConfigError(key, f"unknown setting in {path}; known keys: {sorted(known)}")
+                values[key] = val
+        elif explicit_file:
+            raise ConfigError("config", f"{ENV_PREFIX}CONFIG names {path}, which does not exist")
+
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        if key in known:
+            values[key] = raw
+    for key, val in (overrides or {}).items():
+        if val is not None:
+            values[key] = val
+    return _build(values, origin="environment/config")
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The ``DRIFTLINE_*`` variables that rebuild ``settings`` in a child process."""
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(Settings):
+        val = getattr(settings, f.name)
+        if val is None:
+            continue
+        out[f"{ENV_PREFIX}{f.name.upper()}"] = str(val).lower() if isinstance(val, bool) else str(val)
+    return out

@@ -1,0 +1,1 @@
+"""CLI subcommands: each module here defines ``register(subparsers)``; ``infra.cli`` finds them all."""

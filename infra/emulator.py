@@ -1,0 +1,181 @@
+"""The embedded AWS emulator: moto's own WSGI app served by hypercorn on 127.0.0.1.
+
+hypercorn speaks HTTP/1.1 and HTTP/2 cleartext (h2c with prior knowledge), which the KCL's Kinesis
+client needs; plain ``moto_server`` (werkzeug) fails it with "First received frame was not
+SETTINGS". Run as a process::
+
+    python -m infra.emulator --port 0 --ready-file /tmp/endpoint
+
+It binds a free port on loopback, writes ``http://127.0.0.1:PORT`` to the ready file once it
+accepts connections, and serves until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from etl.exceptions import EmulatorError
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(port: int, ready_file: Path | None) -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    # moto decides some behaviour from env; keep it deterministic and offline.
+    os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
+    app = DomainDispatcherApplication(create_backend_app)
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = "-"
+    config.loglevel = "WARNING"
+    config.keep_alive_timeout = 75
+    config.h2_max_concurrent_streams = 256
+    config.wsgi_max_body_size = 64 * 1024 * 1024
+
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        async def announce() -> None:
+            endpoint = f"http://127.0.0.1:{port}"
+            for _ in range(600):
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+            if ready_file is not None:
+                tmp = ready_file.with_suffix(".tmp")
+                tmp.write_text(endpoint)
+                tmp.replace(ready_file)
+
+        task = asyncio.create_task(announce())
+        await serve(app, config, shutdown_trigger=stop.wait, mode="wsgi")  # type: ignore[arg-type]
+        task.cancel()
+
+    asyncio.run(main())
+
+
+@dataclass
+class EmulatorProcess:
+    """A running emulator subprocess."""
+
+    pid: int
+    endpoint: str
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        stop_pid(self.pid, timeout)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout)
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM ``pid`` (a process we started), SIGKILL after ``timeout``."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+            if finished == pid:
+                return
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def start_emulator(
+    state_dir: Path, *, port: int | None = None, timeout: float = 60.0, log_file: Path | None = None
+) -> EmulatorProcess:
+    """Start the emulator in its own process group and wait until it answers."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ready = state_dir / "emulator.endpoint"
+    ready.unlink(missing_ok=True)
+    port = port or free_port()
+    log = open(log_file or state_dir / "emulator.log", "ab")  # noqa: SIM115 - handed to the child
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infra.emulator", "--port", str(port), "--ready-file", str(ready)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmulatorError(
+                f"the emulator exited with code {proc.returncode} at start; see {state_dir / 'emulator.log'}"
+            )
+        if ready.exists():
+            endpoint = ready.read_text().strip()
+            if _answers(endpoint):
+                return EmulatorProcess(pid=proc.pid, endpoint=endpoint, process=proc)
+        time.sleep(0.05)
+    stop_pid(proc.pid)
+    raise EmulatorError(f"the emulator did not answer within {timeout:.0f}s on port {port}")
+
+
+def _answers(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2) as resp:  # noqa: S310 - loopback
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def reset(endpoint: str) -> None:
+    """Forget every resource (moto's reset API): fast isolation between tests."""
+    req = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+        resp.read()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--ready-file", type=Path, default=None)
+    args: Any = parser.parse_args(argv)
+    _serve(args.port or free_port(), args.ready_file)
+
+
+if __name__ == "__main__":
+    main()

@@ -69,6 +69,36 @@ class Settings:
     producer_max_attempts: int = 8
     producer_backoff_base_s: float = 0.05
 
+    # -- retrain (issue 4) -------------------------------------------------------------------
+    #: Hours of lake data a retrain reads (the most recent part is held out).
+    retrain_window_hours: float = 6.0
+    retrain_holdout_fraction: float = 0.25
+    retrain_min_rows: int = 500
+    #: Metric the champion and challenger are compared on, and the margin the challenger must win by.
+    promotion_metric: str = "roc_auc"
+    promotion_margin: float = 0.01
+    #: After a completed run no new run starts for this long; a run's lock expires after the TTL.
+    retrain_cooldown_s: float = 300.0
+    retrain_lock_ttl_s: float = 1800.0
+    training_backend: str = "local"
+    serving_backend: str = "local"
+    model_name: str = "fraud"
+    endpoint_name: str | None = None
+    idempotency_table: str | None = None
+    retrain_queue_url: str | None = None
+    model_package_group: str | None = None
+    topic_arn: str | None = None
+    drift_alarm_name: str | None = None
+    #: URL of the local model server (set by whoever starts it); the local serving backend reloads it.
+    model_server_url: str | None = None
+    model_cache_dir: str = ".driftline/models"
+    model_max_request_bytes: int = 1024 * 1024
+    #: SageMaker only: execution role, instance types, framework version.
+    sagemaker_role_arn: str | None = None
+    sagemaker_training_instance: str = "ml.m5.large"
+    sagemaker_serving_instance: str = "ml.m5.large"
+    sklearn_framework_version: str = "1.2-1"
+
     def require(self, key: str) -> str:
         """The value of a resource setting that must be known by now (e.g. from stack outputs)."""
         value = getattr(self, key)
@@ -140,13 +170,14 @@ def _build(values: Mapping[str, Any], origin: str) -> Settings:
 
 def _check(s: Settings) -> None:
     positive_ints = ("flush_max_records", "flush_max_bytes", "s3_max_attempts", "kcl_max_records",
-                     "drift_min_rows", "producer_max_attempts")
+                     "drift_min_rows", "producer_max_attempts", "warehouse_batch_manifests")
     for key in positive_ints:
         if getattr(s, key) <= 0:
             raise ConfigError(key, f"must be > 0, got {getattr(s, key)}")
     for key in ("flush_max_age_s", "drift_window_s", "s3_backoff_base_s", "producer_backoff_base_s"):
         if getattr(s, key) <= 0:
             raise ConfigError(key, f"must be > 0 seconds, got {getattr(s, key)}")
+    _check_retrain(s)
     if s.kcl_idle_time_ms < 0:
         raise ConfigError("kcl_idle_time_ms", f"must be >= 0, got {s.kcl_idle_time_ms}")
     if s.parquet_compression not in _VALID_COMPRESSION:
@@ -163,6 +194,53 @@ def _check(s: Settings) -> None:
         value = getattr(s, key)
         if not value or value.startswith("/") or value.endswith("/"):
             raise ConfigError(key, f"got {value!r}; use a non-empty prefix without leading/trailing '/'")
+    _check_warehouse(s)
+
+
+_PROMOTION_METRICS = ("roc_auc", "average_precision", "accuracy", "f1", "log_loss")
+_BACKENDS = ("local", "sagemaker")
+
+
+def _check_retrain(s: Settings) -> None:
+    for key in ("retrain_window_hours", "retrain_lock_ttl_s"):
+        if getattr(s, key) <= 0:
+            raise ConfigError(key, f"must be > 0, got {getattr(s, key)}")
+    if not 0 < s.retrain_holdout_fraction < 1:
+        raise ConfigError(
+            "retrain_holdout_fraction", f"must be in (0, 1), got {s.retrain_holdout_fraction}"
+        )
+    for key in ("retrain_min_rows", "model_max_request_bytes"):
+        if getattr(s, key) <= 0:
+            raise ConfigError(key, f"must be > 0, got {getattr(s, key)}")
+    if s.promotion_margin < 0:
+        raise ConfigError("promotion_margin", f"must be >= 0, got {s.promotion_margin}")
+    if s.retrain_cooldown_s < 0:
+        raise ConfigError("retrain_cooldown_s", f"must be >= 0 seconds, got {s.retrain_cooldown_s}")
+    if s.promotion_metric not in _PROMOTION_METRICS:
+        raise ConfigError(
+            "promotion_metric", f"got {s.promotion_metric!r}, expected one of {_PROMOTION_METRICS}"
+        )
+    for key in ("training_backend", "serving_backend"):
+        if getattr(s, key) not in _BACKENDS:
+            raise ConfigError(key, f"got {getattr(s, key)!r}, expected one of {_BACKENDS}")
+    if not s.model_name.replace("-", "").isalnum():
+        raise ConfigError("model_name", f"got {s.model_name!r}; use letters, digits and hyphens")
+
+
+_VALID_WAREHOUSE_BACKENDS = ("postgres", "redshift-data")
+
+
+def _check_warehouse(s: Settings) -> None:
+    if s.warehouse_backend not in _VALID_WAREHOUSE_BACKENDS:
+        raise ConfigError(
+            "warehouse_backend",
+            f"got {s.warehouse_backend!r}, expected one of {_VALID_WAREHOUSE_BACKENDS}",
+        )
+    if not s.warehouse_schema.isidentifier() or s.warehouse_schema != s.warehouse_schema.lower():
+        raise ConfigError(
+            "warehouse_schema",
+            f"got {s.warehouse_schema!r}; use a lower-case SQL identifier such as 'driftline'",
+        )
 
 
 def load_settings(

@@ -24,6 +24,12 @@ OUTPUT_SETTINGS: dict[str, str] = {
     "LakeBucket": "lake_bucket",
     "GlueDatabase": "glue_database",
     "KclApplicationName": "application_name",
+    "RetrainQueueUrl": "retrain_queue_url",
+    "ModelPackageGroupName": "model_package_group",
+    "TopicArn": "topic_arn",
+    "DriftAlarmName": "drift_alarm_name",
+    "IdempotencyTableName": "idempotency_table",
+    "EndpointName": "endpoint_name",
 }
 
 

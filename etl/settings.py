@@ -99,6 +99,19 @@ class Settings:
     sagemaker_serving_instance: str = "ml.m5.large"
     sklearn_framework_version: str = "1.2-1"
 
+    # -- warehouse (issue 5) -----------------------------------------------------------------
+    #: "postgres" (the embedded local warehouse, or any PostgreSQL >= 15) or "redshift-data".
+    warehouse_backend: str = "postgres"
+    #: libpq DSN of the PostgreSQL warehouse; the local stack's state fills it in.
+    warehouse_dsn: str | None = None
+    warehouse_schema: str = "driftline"
+    warehouse_batch_manifests: int = 50
+    redshift_workgroup: str | None = None
+    redshift_database: str | None = None
+    redshift_secret_arn: str | None = None
+    #: IAM role Redshift assumes for COPY; "default" uses the namespace's default role.
+    redshift_iam_role: str = "default"
+
     def require(self, key: str) -> str:
         """The value of a resource setting that must be known by now (e.g. from stack outputs)."""
         value = getattr(self, key)

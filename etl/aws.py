@@ -62,3 +62,18 @@ class AwsClients:
                 allow_bucket_creation=True,
             )
         return kwargs
+
+
+_WRANGLER_SERVICES = ("s3", "glue", "sts", "athena", "redshift", "kms", "dynamodb", "secretsmanager")
+
+
+def configure_awswrangler(endpoint_url: str | None) -> None:
+    """Point awswrangler's clients at ``endpoint_url`` (the emulator), or back at AWS with None.
+
+    awswrangler builds its own clients from a boto3 session plus its process-wide ``wr.config``;
+    call this once at a process's entry point, like setting ``WR_*_ENDPOINT_URL``.
+    """
+    import awswrangler as wr
+
+    for service in _WRANGLER_SERVICES:
+        setattr(wr.config, f"{service}_endpoint_url", endpoint_url)

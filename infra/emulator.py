@@ -36,6 +36,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _always_send_body(app: Any) -> Any:
+    """hypercorn's WSGI adapter never sends the response start when the app yields no chunk
+    (moto's HEAD responses), which surfaces as a 500; always yield at least one (empty) chunk."""
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        result = app(environ, start_response)
+        try:
+            chunks = [bytes(c) for c in result]
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return chunks or [b""]
+
+    return wrapped
+
+
 def _serve(port: int, ready_file: Path | None) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
@@ -43,7 +60,7 @@ def _serve(port: int, ready_file: Path | None) -> None:
 
     # moto decides some behaviour from env; keep it deterministic and offline.
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
-    app = DomainDispatcherApplication(create_backend_app)
+    app = _always_send_body(DomainDispatcherApplication(create_backend_app))
 
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]

@@ -1,0 +1,63 @@
+"""Object keys of the lake, derived only from (table, shard, sequence range, partition).
+
+A replayed flush covers the same sequence range, so it rewrites the same objects: retries are
+idempotent without any bookkeeping. Sequence numbers are digit strings of varying length (56 digits
+on AWS, a few on the emulator); they are compared as integers and zero-padded to a fixed width
+wherever they become part of a key, so keys also sort in sequence order.
+
+>>> lake_object_key("lake", "tx", "shardId-000000000001", "7", "42", "2026-01-01", "05")[-61:]
+'00000000000000000000000000000000000000000000000000000042.parquet'
+"""
+
+from __future__ import annotations
+
+SEQ_WIDTH = 56
+
+
+def pad_sequence(seq: str) -> str:
+    """Zero-pad a sequence number to :data:`SEQ_WIDTH` digits (raises ValueError on non-digits)."""
+    if not seq.isdigit() or not seq.isascii():
+        raise ValueError(f"sequence number must be a string of digits, got {seq!r}")
+    if len(seq) > SEQ_WIDTH:
+        raise ValueError(f"sequence number {seq!r} is longer than {SEQ_WIDTH} digits")
+    return seq.zfill(SEQ_WIDTH)
+
+
+def sequence_key(seq: str) -> int:
+    """Order sequence numbers as integers (``"10" > "9"``)."""
+    return int(pad_sequence(seq))
+
+
+def range_stem(shard_id: str, first: str, last: str) -> str:
+    return f"{shard_id}-{pad_sequence(first)}-{pad_sequence(last)}"
+
+
+def lake_object_key(
+    lake_prefix: str, table: str, shard_id: str, first: str, last: str, event_date: str, event_hour: str
+) -> str:
+    return (
+        f"{lake_prefix}/{table}/event_date={event_date}/event_hour={event_hour}/"
+        f"{range_stem(shard_id, first, last)}.parquet"
+    )
+
+
+def dead_letter_key(dead_letter_prefix: str, table: str, shard_id: str, first: str, last: str, day: str) -> str:
+    return f"{dead_letter_prefix}/{table}/event_date={day}/{range_stem(shard_id, first, last)}.jsonl"
+
+
+def manifest_prefix_for(manifest_prefix: str, table: str, shard_id: str) -> str:
+    return f"{manifest_prefix}/{table}/{shard_id}/"
+
+
+def manifest_key(manifest_prefix: str, table: str, shard_id: str, first: str, last: str) -> str:
+    return (
+        f"{manifest_prefix_for(manifest_prefix, table, shard_id)}"
+        f"{pad_sequence(first)}-{pad_sequence(last)}.json"
+    )
+
+
+def parse_manifest_name(name: str) -> tuple[str, str]:
+    """``'<first>-<last>.json'`` → (first, last) without the padding."""
+    stem = name.rsplit("/", 1)[-1].removesuffix(".json")
+    first, _, last = stem.partition("-")
+    return str(int(first)), str(int(last))

@@ -1,0 +1,320 @@
+"""Record decoding and validation: reasons, type rules, timestamps, sequence numbers."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from etl.contract import load_contract, parse_contract
+from etl.records import (
+    SEQ_WIDTH,
+    DeadLetter,
+    RawRecord,
+    Reason,
+    RecordDecoder,
+    pad_sequence,
+    sequence_key,
+)
+from etl.synthetic import encode_record, generate_records, make_poison
+
+CONTRACT = load_contract()
+INGEST = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+SHARD = "shardId-000000000001"
+
+
+def _raw(payload: bytes | dict[str, Any], seq: int = 1, arrival_ms: int | None = None) -> RawRecord:
+    data = encode_record(payload) if isinstance(payload, dict) else payload
+    return RawRecord(data, str(seq), "card-1", arrival_ms)
+
+
+def _decode(*payloads: bytes | dict[str, Any]) -> Any:
+    recs = [_raw(p, seq=i + 1) for i, p in enumerate(payloads)]
+    return RecordDecoder(CONTRACT).decode(recs, shard_id=SHARD, ingest_time=INGEST)
+
+
+def _good() -> dict[str, Any]:
+    return {
+        "transaction_id": "t-1",
+        "card_id": "card-1",
+        "event_time": "2026-01-01T10:00:00Z",
+        "amount": 12.5,
+        "merchant_category": "grocery",
+        "hour": 10,
+        "distance_from_home_km": 3.5,
+        "device": "mobile",
+        "country": "US",
+        "is_fraud": False,
+    }
+
+
+def _one_reason(payload: bytes | dict[str, Any]) -> tuple[str, str]:
+    batch = _decode(payload)
+    assert batch.table.num_rows == 0
+    assert len(batch.dead_letters) == 1
+    return batch.dead_letters[0].reason, batch.dead_letters[0].detail
+
+
+def test_a_good_record_becomes_one_row_with_metadata() -> None:
+    # GIVEN one valid record with an arrival time
+    rec = RawRecord(
+        encode_record(_good()),
+        "49590338271490256608559692538361571095921575989136588898",
+        "card-1",
+        1767261600123,
+    )
+    # WHEN decoded
+    batch = RecordDecoder(CONTRACT).decode([rec], shard_id=SHARD, ingest_time=INGEST)
+    # THEN the row holds the contract's fields plus shard, sequence, arrival and ingest times
+    assert batch.dead_letters == []
+    assert batch.good_bytes == len(rec.data)
+    assert batch.table.schema == CONTRACT.arrow_schema(with_metadata=True, with_partitions=False)
+    row = batch.table.to_pylist()[0]
+    assert row["event_time"] == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    assert row["amount"] == 12.5 and row["hour"] == 10 and row["is_fraud"] is False
+    assert row["shard_id"] == SHARD
+    assert row["sequence_number"] == rec.sequence_number
+    assert row["approximate_arrival_time"] == datetime(2026, 1, 1, 10, 0, 0, 123000, tzinfo=UTC)
+    assert row["ingest_time"] == INGEST
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("malformed_json", Reason.MALFORMED_JSON),
+        ("wrong_type", Reason.WRONG_TYPE),
+        ("missing_required", Reason.MISSING_REQUIRED),
+        ("non_utf8", Reason.NON_UTF8),
+        ("oversize", Reason.OVERSIZE),
+    ],
+)
+def test_each_poison_kind_gets_its_reason(kind: str, reason: Reason) -> None:
+    # GIVEN 20 poison payloads of one kind (different seeds pick different fields/cuts)
+    records = generate_records(20, seed=3)
+    payloads = [make_poison(kind, np.random.default_rng(i), r) for i, r in enumerate(records)]
+    # WHEN decoded together with one good record
+    batch = _decode(*payloads, encode_record(records[0]))
+    # THEN every poison record has exactly that reason and the good one survives
+    assert [d.reason for d in batch.dead_letters] == [reason.value] * 20
+    assert batch.table.column("transaction_id").to_pylist() == [records[0]["transaction_id"]]
+
+
+def test_not_an_object() -> None:
+    assert _one_reason(b"[1, 2]") == ("not_an_object", "expected a JSON object, got array [1, 2]")
+
+
+def test_nan_and_infinity_tokens_are_not_json() -> None:
+    text = json.dumps({**_good(), "amount": float("nan")}).encode()
+    assert _one_reason(text)[0] == "malformed_json"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason", "detail"),
+    [
+        ("amount", True, "wrong_type", "amount: expected a JSON number, got boolean true"),
+        ("amount", "12.5", "wrong_type", 'amount: expected a JSON number, got string "12.5"'),
+        ("hour", 7.5, "wrong_type", "hour: expected a JSON integer, got number 7.5"),
+        ("hour", True, "wrong_type", "hour: expected a JSON integer, got boolean true"),
+        ("hour", "7", "wrong_type", 'hour: expected a JSON integer, got string "7"'),
+        ("is_fraud", 1, "wrong_type", "is_fraud: expected true or false, got integer 1"),
+        ("is_fraud", "true", "wrong_type", 'is_fraud: expected true or false, got string "true"'),
+        ("device", 3, "wrong_type", "device: expected a JSON string, got integer 3"),
+        (
+            "event_time",
+            1767225600,
+            "wrong_type",
+            "event_time: expected an ISO-8601 timestamp string, got integer 1767225600",
+        ),
+        (
+            "event_time",
+            "yesterday",
+            "wrong_type",
+            'event_time: expected an ISO-8601 timestamp string, got string "yesterday"',
+        ),
+        ("amount", None, "null_not_allowed", "amount: null is not allowed"),
+        ("amount", -0.01, "out_of_range", "amount: -0.01 is outside [0, +inf]"),
+        ("hour", 24, "out_of_range", "hour: 24 is outside [0, 23]"),
+        ("hour", 2**64, "out_of_range", f"hour: {2**64} does not fit a 64-bit integer"),
+    ],
+)
+def test_type_and_value_rules(field: str, value: Any, reason: str, detail: str) -> None:
+    # GIVEN a record with one bad value WHEN decoded THEN it gets that reason and names field+value
+    assert _one_reason({**_good(), field: value}) == (reason, detail)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("amount", 12, 12.0),  # ints are fine floats
+        ("hour", 7.0, 7),  # an integral float is an int
+        ("distance_from_home_km", None, None),  # nullable
+        ("is_fraud", True, True),
+    ],
+)
+def test_accepted_values(field: str, value: Any, expected: Any) -> None:
+    batch = _decode({**_good(), field: value})
+    assert batch.dead_letters == []
+    assert batch.table.column(field).to_pylist() == [expected]
+
+
+def test_missing_optional_field_is_null_and_unknown_fields_are_ignored() -> None:
+    # GIVEN a record without the optional label and with an extra field
+    doc = {k: v for k, v in _good().items() if k != "is_fraud"} | {"note": "hello"}
+    # WHEN decoded THEN it is a good row with a null label and no 'note' column
+    batch = _decode(doc)
+    assert batch.dead_letters == []
+    assert batch.table.column("is_fraud").to_pylist() == [None]
+    assert "note" not in batch.table.column_names
+
+
+def test_missing_required_vs_null_not_allowed() -> None:
+    doc = {k: v for k, v in _good().items() if k != "card_id"}
+    assert _one_reason(doc) == ("missing_required", "card_id: required field is missing")
+    assert _one_reason({**_good(), "card_id": None}) == (
+        "null_not_allowed",
+        "card_id: null is not allowed",
+    )
+
+
+def test_first_problem_in_field_order_wins() -> None:
+    # GIVEN a record wrong in 'hour' (later field) and in 'amount' (earlier field)
+    doc = {**_good(), "hour": "x", "amount": -5}
+    # THEN the reported problem is the earlier field's
+    assert _one_reason(doc) == ("out_of_range", "amount: -5.0 is outside [0, +inf]")
+
+
+def test_payload_problems_come_before_field_problems() -> None:
+    # GIVEN an oversize payload that is also not UTF-8 THEN it is oversize
+    assert _one_reason(b"\xff" * (CONTRACT.max_record_bytes + 1))[0] == "oversize"
+
+
+def test_not_allowed_value() -> None:
+    # GIVEN a contract restricting 'device'
+    doc = CONTRACT.to_dict()
+    for f in doc["fields"]:
+        if f["name"] == "device":
+            f["allowed"] = ["mobile", "desktop"]
+    decoder = RecordDecoder(parse_contract(doc))
+    recs = [_raw({**_good(), "device": d}, seq=i) for i, d in enumerate(["mobile", "toaster"])]
+    # WHEN decoded THEN only the unknown device is dead
+    batch = decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST)
+    assert [(d.reason, d.detail) for d in batch.dead_letters] == [
+        ("not_allowed_value", "device: \"toaster\" is not one of ['mobile', 'desktop']")
+    ]
+    assert batch.table.column("device").to_pylist() == ["mobile"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-01T10:00:00Z", datetime(2026, 1, 1, 10, tzinfo=UTC)),
+        ("2026-01-01T12:30:00+02:30", datetime(2026, 1, 1, 10, tzinfo=UTC)),
+        ("2026-01-01T05:00:00-0500", datetime(2026, 1, 1, 10, tzinfo=UTC)),
+        ("2026-01-01T10:00:00", datetime(2026, 1, 1, 10, tzinfo=UTC)),  # naive = UTC
+        ("2026-01-01 10:00:00.250000Z", datetime(2026, 1, 1, 10, 0, 0, 250000, tzinfo=UTC)),
+    ],
+)
+def test_timestamp_formats(text: str, expected: datetime) -> None:
+    batch = _decode({**_good(), "event_time": text})
+    assert batch.dead_letters == []
+    assert batch.table.column("event_time").to_pylist() == [expected]
+
+
+def test_mixed_timestamps_in_one_batch_pinpoint_the_bad_ones() -> None:
+    # GIVEN 50 records mixing zone-aware, naive and three unparseable timestamps
+    texts = []
+    for i in range(50):
+        texts.append(f"2026-01-01T00:00:{i:02d}Z" if i % 2 else f"2026-01-01T00:00:{i:02d}")
+    for bad in (3, 17, 40):
+        texts[bad] = f"2026-13-01T00:00:{bad:02d}Z"
+    batch = _decode(
+        *({**_good(), "transaction_id": f"t{i}", "event_time": t} for i, t in enumerate(texts))
+    )
+    # THEN exactly those three are dead and the others parse to the right instants in order
+    assert [d.sequence_number for d in batch.dead_letters] == ["4", "18", "41"]
+    assert all(d.reason == "wrong_type" for d in batch.dead_letters)
+    good = [i for i in range(50) if i not in (3, 17, 40)]
+    assert batch.table.column("event_time").to_pylist() == [
+        datetime(2026, 1, 1, 0, 0, i, tzinfo=UTC) for i in good
+    ]
+    assert batch.table.column("transaction_id").to_pylist() == [f"t{i}" for i in good]
+
+
+def test_dead_letters_keep_input_order_and_identity() -> None:
+    # GIVEN good and bad records interleaved
+    batch = _decode(_good(), b"{", _good(), b"\xff", _good())
+    # THEN dead letters are in input order with their sequence numbers, and 3 rows survive
+    assert [(d.reason, d.sequence_number, d.shard_id) for d in batch.dead_letters] == [
+        ("malformed_json", "2", SHARD),
+        ("non_utf8", "4", SHARD),
+    ]
+    assert batch.table.num_rows == 3
+    assert batch.table.column("sequence_number").to_pylist() == ["1", "3", "5"]
+    assert batch.good_bytes == 3 * len(encode_record(_good()))
+
+
+def test_empty_batch() -> None:
+    batch = _decode()
+    assert batch.table.num_rows == 0 and batch.dead_letters == [] and batch.good_bytes == 0
+
+
+def test_dead_letter_json_line() -> None:
+    # GIVEN a UTF-8 and a non-UTF-8 dead letter
+    at = datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
+    text = DeadLetter("malformed_json", "x", b"{", SHARD, "7", "card-1", 1767225600500)
+    binary = DeadLetter("non_utf8", "y", b"\xff\x00", SHARD, "8", "card-2", None)
+    # THEN the text payload is kept as text and the binary one as base64
+    assert json.loads(text.to_json(at)) == {
+        "reason": "malformed_json",
+        "detail": "x",
+        "payload": "{",
+        "shard_id": SHARD,
+        "sequence_number": "7",
+        "partition_key": "card-1",
+        "approximate_arrival_time": "2026-01-01T00:00:00.500000Z",
+        "dead_at": "2026-01-01T00:00:01.000000Z",
+    }
+    doc = json.loads(binary.to_json(at))
+    assert "payload" not in doc
+    assert base64.b64decode(doc["payload_base64"]) == b"\xff\x00"
+    assert doc["approximate_arrival_time"] is None
+    assert "\n" not in binary.to_json(at)
+
+
+def test_sequence_numbers_compare_as_integers() -> None:
+    # GIVEN a 56-digit AWS sequence number and a short moto one
+    long = "49590338271490256608559692538361571095921575989136588898"
+    short = "9"
+    # THEN numeric order holds where string order would not
+    assert len(long) == SEQ_WIDTH
+    assert short > long  # the trap
+    assert sequence_key(short) < sequence_key(long)
+    assert pad_sequence(short) < pad_sequence(long)
+    assert pad_sequence(short) == "0" * 55 + "9"
+    assert pad_sequence(long) == long
+    assert pad_sequence("0042") == pad_sequence("42")
+    assert sorted(["10", "9", long], key=sequence_key) == ["9", "10", long]
+
+
+@pytest.mark.parametrize("bad", ["", "12a", "-1", "1.5", "١٢", "1" * (SEQ_WIDTH + 1)])
+def test_bad_sequence_numbers_are_rejected(bad: str) -> None:
+    with pytest.raises(ValueError):
+        pad_sequence(bad)
+
+
+def test_table_types_for_a_generated_batch() -> None:
+    # GIVEN 2,000 generated records WHEN decoded THEN all survive with the contract's types
+    recs = generate_records(2000, seed=8)
+    batch = _decode(*recs)
+    assert batch.dead_letters == []
+    assert batch.table.num_rows == 2000
+    assert batch.table.column("amount").to_pylist() == [r["amount"] for r in recs]
+    assert batch.table.column("distance_from_home_km").null_count == sum(
+        r["distance_from_home_km"] is None for r in recs
+    )
+    assert batch.table.schema.field("event_time").type == pa.timestamp("us", tz="UTC")

@@ -1,0 +1,191 @@
+"""Warehouse DDL generated from the data contract, for PostgreSQL and Redshift.
+
+The warehouse table holds a lake row (the contract's fields, then ``shard_id``, ``sequence_number``,
+``approximate_arrival_time``, ``ingest_time``) plus ``loaded_at``, the time the loader merged it
+(lake → warehouse lag is ``loaded_at - ingest_time``). Partition columns stay in the lake's paths.
+
+Only the record's identity (``shard_id``, ``sequence_number``) and the contract's id and event time
+are ``NOT NULL``: every other column is nullable in the warehouse so that adding a field to the
+contract is always an ``ALTER TABLE ... ADD COLUMN`` (rows loaded before it read ``NULL``).
+
+Redshift physical design (see docs/warehouse.md):
+
+* ``DISTKEY(sequence_number)``: high cardinality, so rows spread evenly over slices, and the
+  loader's staging table uses the same key, so the MERGE join on (shard_id, sequence_number) is
+  collocated. ``shard_id`` has only as many values as the stream has shards and would skew.
+* ``SORTKEY(<event time>)``: analytics filter on time ranges (days, hours, drift windows); rows
+  arrive roughly in event-time order, so the unsorted region stays small.
+
+>>> from etl.contract import load_contract
+>>> print(create_table_sql(load_contract(), "driftline", Dialect.POSTGRES).splitlines()[0])
+CREATE TABLE IF NOT EXISTS driftline.card_transactions (
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from etl.contract import (
+    ARRIVAL_TIME,
+    INGEST_TIME,
+    SEQUENCE_NUMBER,
+    SHARD_ID,
+    Contract,
+    FieldType,
+)
+from etl.exceptions import WarehouseError
+
+LOADED_AT = "loaded_at"
+LEDGER_TABLE = "load_ledger"
+
+#: Redshift VARCHAR lengths are bytes. Contract strings have no declared length.
+REDSHIFT_STRING_BYTES = 1024
+REDSHIFT_ALLOWED_STRING_BYTES = 256
+
+
+class Dialect(StrEnum):
+    POSTGRES = "postgres"
+    REDSHIFT = "redshift"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    #: The type as written in DDL.
+    sql_type: str
+    #: The type as ``information_schema.columns.data_type`` reports it.
+    info_type: str
+    not_null: bool = False
+
+    def ddl(self) -> str:
+        return f"{self.name} {self.sql_type}{' NOT NULL' if self.not_null else ''}"
+
+
+_INFO_TYPES: dict[FieldType, str] = {
+    FieldType.STRING: "character varying",
+    FieldType.INT: "bigint",
+    FieldType.FLOAT: "double precision",
+    FieldType.BOOL: "boolean",
+    FieldType.TIMESTAMP: "timestamp with time zone",
+}
+
+_SQL_TYPES: dict[FieldType, str] = {
+    FieldType.STRING: "VARCHAR",
+    FieldType.INT: "BIGINT",
+    FieldType.FLOAT: "DOUBLE PRECISION",
+    FieldType.BOOL: "BOOLEAN",
+    FieldType.TIMESTAMP: "TIMESTAMPTZ",
+}
+
+
+def _string(dialect: Dialect, size: int) -> str:
+    # PostgreSQL: VARCHAR without a length is TEXT by another name, and reports the same info type.
+    return "VARCHAR" if dialect is Dialect.POSTGRES else f"VARCHAR({size})"
+
+
+def lake_columns(contract: Contract, dialect: Dialect) -> list[Column]:
+    """Columns of a lake row, in the lake's (and the Parquet objects') order."""
+    cols: list[Column] = []
+    strict = {contract.id_field.name, contract.event_time_field.name}
+    for f in contract.fields:
+        if f.type is FieldType.STRING:
+            size = REDSHIFT_ALLOWED_STRING_BYTES if f.allowed else REDSHIFT_STRING_BYTES
+            if f.allowed:
+                size = max(size, *(len(a.encode()) for a in f.allowed))
+            sql_type = _string(dialect, size)
+        else:
+            sql_type = _SQL_TYPES[f.type]
+        cols.append(Column(f.name, sql_type, _INFO_TYPES[f.type], not_null=f.name in strict))
+    cols += [
+        Column(SHARD_ID, _string(dialect, 64), "character varying", not_null=True),
+        Column(SEQUENCE_NUMBER, _string(dialect, 128), "character varying", not_null=True),
+        Column(ARRIVAL_TIME, "TIMESTAMPTZ", "timestamp with time zone"),
+        Column(INGEST_TIME, "TIMESTAMPTZ", "timestamp with time zone"),
+    ]
+    return cols
+
+
+def table_columns(contract: Contract, dialect: Dialect) -> list[Column]:
+    """Columns of the warehouse table: the lake row, then ``loaded_at``."""
+    return [
+        *lake_columns(contract, dialect),
+        Column(LOADED_AT, "TIMESTAMPTZ", "timestamp with time zone"),
+    ]
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{schema}.{table}"
+
+
+def create_schema_sql(schema: str) -> str:
+    return f"CREATE SCHEMA IF NOT EXISTS {schema}"
+
+
+def create_table_sql(contract: Contract, schema: str, dialect: Dialect) -> str:
+    cols = table_columns(contract, dialect)
+    body = ",\n".join(f"    {c.ddl()}" for c in cols)
+    target = qualified(schema, contract.name)
+    if dialect is Dialect.POSTGRES:
+        return (
+            f"CREATE TABLE IF NOT EXISTS {target} (\n{body},\n"
+            f"    PRIMARY KEY ({SHARD_ID}, {SEQUENCE_NUMBER})\n)"
+        )
+    return (
+        f"CREATE TABLE IF NOT EXISTS {target} (\n{body},\n"
+        f"    PRIMARY KEY ({SHARD_ID}, {SEQUENCE_NUMBER})\n)\n"
+        f"DISTSTYLE KEY DISTKEY ({SEQUENCE_NUMBER})\n"
+        f"COMPOUND SORTKEY ({contract.event_time_field.name})"
+    )
+
+
+def create_ledger_sql(schema: str, dialect: Dialect) -> str:
+    text = _string(dialect, 1024)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {qualified(schema, LEDGER_TABLE)} (\n"
+        f"    manifest_key {text} NOT NULL PRIMARY KEY,\n"
+        f"    etag {_string(dialect, 128)} NOT NULL,\n"
+        f"    rows BIGINT NOT NULL,\n"
+        f"    loaded_at TIMESTAMPTZ NOT NULL\n"
+        ")"
+    )
+
+
+def _same_type(found: str, wanted: str) -> bool:
+    found = found.lower()
+    return found == wanted or (wanted == "character varying" and found == "text")
+
+
+def plan_evolution(
+    contract: Contract, schema: str, existing: Mapping[str, str], dialect: Dialect
+) -> list[str]:
+    """``ALTER TABLE`` statements that bring an existing table up to the contract.
+
+    ``existing`` maps column name → ``information_schema`` data type. A field new to the contract
+    becomes an added (nullable) column; a column the contract dropped or retyped is an error that
+    names the column and the fix, because silently loading around it would lose data.
+    """
+    target = qualified(schema, contract.name)
+    wanted = table_columns(contract, dialect)
+    wanted_names = {c.name for c in wanted}
+    removed = sorted(set(existing) - wanted_names)
+    if removed:
+        raise WarehouseError(
+            f"{target} has columns {removed} that the contract {contract.name!r} no longer has;"
+            " put the fields back in the contract as nullable, or drop them from the warehouse"
+            f" (ALTER TABLE {target} DROP COLUMN {removed[0]}) if their data may go"
+        )
+    statements: list[str] = []
+    for col in wanted:
+        found = existing.get(col.name)
+        if found is None:
+            statements.append(f"ALTER TABLE {target} ADD COLUMN {col.name} {col.sql_type}")
+        elif not _same_type(found, col.info_type):
+            raise WarehouseError(
+                f"{target}.{col.name} is {found!r} in the warehouse but the contract"
+                f" {contract.name!r} makes it {col.info_type!r}; a field's type cannot change in"
+                " place: add a field under a new name, or migrate the column"
+                f" (ALTER TABLE {target} ALTER COLUMN {col.name} TYPE {col.sql_type}) and reload"
+            )
+    return statements

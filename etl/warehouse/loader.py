@@ -1,0 +1,173 @@
+"""The warehouse loader: new committed manifests → warehouse, in batches, exactly once in effect.
+
+One round (:meth:`Loader.run_once`): list the table's manifests, drop those whose (key, ETag) the
+ledger already holds, read the rest, keep the committed ones, and load them in batches of
+``batch_manifests`` manifests — one transaction per batch (staging COPY, MERGE on
+``(shard_id, sequence_number)``, ledger rows). :meth:`Loader.follow` repeats rounds until stopped.
+
+The warehouse behind it is a :class:`Warehouse`: :class:`~etl.warehouse.postgres.PostgresWarehouse`
+locally, :class:`~etl.warehouse.redshift.RedshiftDataWarehouse` on AWS.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from etl.contract import Contract
+from etl.exceptions import ConfigError
+from etl.settings import Settings
+from etl.warehouse import ledger
+from etl.warehouse.source import FlushManifest, LakeSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+class Warehouse(Protocol):
+    """What the loader needs from a warehouse backend."""
+
+    def ensure_tables(self) -> list[str]:
+        """Create schema, table and ledger if missing; evolve the table; return the ALTERs run."""
+        ...
+
+    def loaded(self) -> dict[str, str]:
+        """The ledger: manifest key → ETag of the version loaded."""
+        ...
+
+    def load(self, manifests: Sequence[FlushManifest]) -> int:
+        """Load a batch in one transaction; return the rows newly inserted by the MERGE."""
+        ...
+
+    def query(self, sql: str) -> QueryResult: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class LoadSummary:
+    manifests: int = 0
+    rows: int = 0
+    inserted: int = 0
+    batches: int = 0
+    pending: int = 0
+    altered: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: LoadSummary) -> None:
+        for key in ("manifests", "rows", "inserted", "batches", "pending", "altered"):
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+        self.seconds = round(self.seconds + other.seconds, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Loader:
+    """Loads one table's lake into one warehouse."""
+
+    def __init__(
+        self, warehouse: Warehouse, source: LakeSource, *, batch_manifests: int = 50
+    ) -> None:
+        if batch_manifests <= 0:
+            raise ConfigError("warehouse_batch_manifests", f"must be > 0, got {batch_manifests}")
+        self.warehouse = warehouse
+        self.source = source
+        self.batch_manifests = batch_manifests
+        self._ensured = False
+
+    def run_once(self) -> LoadSummary:
+        t0 = time.perf_counter()
+        summary = LoadSummary()
+        if not self._ensured:
+            summary.altered = len(self.warehouse.ensure_tables())
+            self._ensured = True
+        loaded = self.warehouse.loaded()
+        refs = ledger.to_read(self.source.list_manifests(), loaded)
+        manifests = self.source.read_manifests([r.key for r in refs])
+        todo = ledger.to_load(manifests, loaded)
+        summary.pending = sum(1 for m in manifests if not m.committed)
+        for batch in ledger.batches(todo, self.batch_manifests):
+            inserted = self.warehouse.load(batch)
+            summary.batches += 1
+            summary.manifests += len(batch)
+            summary.rows += sum(m.rows for m in batch)
+            summary.inserted += inserted
+            log.info(
+                "loaded batch of %d manifests: %d rows, %d new",
+                len(batch),
+                sum(m.rows for m in batch),
+                inserted,
+            )
+        summary.seconds = round(time.perf_counter() - t0, 3)
+        return summary
+
+    def follow(
+        self,
+        interval_s: float = 2.0,
+        stop: threading.Event | None = None,
+        on_round: Callable[[LoadSummary], None] | None = None,
+    ) -> LoadSummary:
+        """Run rounds every ``interval_s`` until ``stop`` is set; return the total."""
+        stop = stop or threading.Event()
+        total = LoadSummary()
+        for summary in self._rounds(interval_s, stop):
+            total.add(summary)
+            if on_round is not None:
+                on_round(summary)
+        return total
+
+    def _rounds(self, interval_s: float, stop: threading.Event) -> Iterator[LoadSummary]:
+        while not stop.is_set():
+            yield self.run_once()
+            stop.wait(interval_s)
+
+
+def build_warehouse(
+    settings: Settings, contract: Contract, clients: Any, source: LakeSource | None = None
+) -> Warehouse:
+    """The warehouse ``settings`` names (``warehouse_backend``), with its clients."""
+    if settings.warehouse_backend == "postgres":
+        from etl.warehouse.postgres import PostgresWarehouse
+
+        dsn = settings.require("warehouse_dsn")
+        return PostgresWarehouse(dsn, contract, schema=settings.warehouse_schema, source=source)
+    from etl.warehouse.redshift import RedshiftDataWarehouse, RedshiftTarget
+
+    target = RedshiftTarget(
+        workgroup=settings.require("redshift_workgroup"),
+        database=settings.require("redshift_database"),
+        secret_arn=settings.require("redshift_secret_arn"),
+        iam_role=settings.redshift_iam_role,
+        schema=settings.warehouse_schema,
+    )
+    return RedshiftDataWarehouse(
+        clients.client("redshift-data"),
+        clients.client("s3"),
+        contract,
+        target,
+        bucket=settings.require("lake_bucket"),
+    )
+
+
+def build_loader(settings: Settings, contract: Contract, clients: Any) -> Loader:
+    source = LakeSource(
+        clients.client("s3"),
+        settings.require("lake_bucket"),
+        contract.name,
+        manifest_prefix=settings.manifest_prefix,
+    )
+    return Loader(
+        build_warehouse(settings, contract, clients, source),
+        source,
+        batch_manifests=settings.warehouse_batch_manifests,
+    )

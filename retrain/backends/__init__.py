@@ -1,0 +1,13 @@
+"""Training and serving backends: ``local`` (subprocess, local model server) and ``sagemaker``."""
+
+from __future__ import annotations
+
+from retrain.backends.base import (
+    Deployment,
+    ServingBackend,
+    TrainingBackend,
+    TrainingRequest,
+    TrainingResult,
+)
+
+__all__ = ["Deployment", "ServingBackend", "TrainingBackend", "TrainingRequest", "TrainingResult"]

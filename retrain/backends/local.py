@@ -1,0 +1,180 @@
+"""Local backends: the training script in a subprocess; the local model server for serving.
+
+Training runs ``python -m retrain.train`` with exactly the environment a SageMaker training
+container gets (``SM_MODEL_DIR``, ``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_TEST``, ``SM_OUTPUT_DATA_DIR``,
+``SM_HPS``) and the hyperparameters as arguments, then uploads ``model.tar.gz`` to S3 (the
+emulator's) as a training job would.
+
+Serving extracts the version's artifact into the model cache and asks the running model server
+(``infra/model_server.py``) to load it: ``POST /admin/reload``; it also rewrites the pointer file
+the server watches, so a server started later (or one that missed the request) serves it too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from etl.exceptions import RetrainError
+from retrain.artifacts import fetch_model, upload_model
+from retrain.backends.base import Deployment, TrainingRequest, TrainingResult
+
+log = logging.getLogger(__name__)
+
+LOCAL_IMAGE = "driftline/local-sklearn:latest"
+POINTER_FILE = "CURRENT"
+
+
+def sm_env(
+    model_dir: Path,
+    train_dir: Path,
+    test_dir: Path,
+    output_dir: Path,
+    hyperparameters: dict[str, str],
+) -> dict[str, str]:
+    """The variables of the SageMaker training contract for one job."""
+    return {
+        "SM_MODEL_DIR": str(model_dir),
+        "SM_CHANNEL_TRAIN": str(train_dir),
+        "SM_CHANNEL_TEST": str(test_dir),
+        "SM_OUTPUT_DATA_DIR": str(output_dir),
+        "SM_CHANNELS": json.dumps(["test", "train"]),
+        "SM_HPS": json.dumps(hyperparameters, sort_keys=True),
+        "SM_NUM_CPUS": str(os.cpu_count() or 1),
+    }
+
+
+def hyperparameter_args(hyperparameters: dict[str, str]) -> list[str]:
+    args: list[str] = []
+    for key, value in sorted(hyperparameters.items()):
+        args += [f"--{key}", str(value)]
+    return args
+
+
+class LocalTraining:
+    """``retrain/train.py`` in a subprocess with the SageMaker environment contract."""
+
+    name = "local"
+
+    def __init__(self, s3: Any, work_dir: Path, *, timeout_s: float = 900.0) -> None:
+        self._s3 = s3
+        self._work = work_dir
+        self._timeout = timeout_s
+
+    def image_uri(self) -> str:
+        return LOCAL_IMAGE
+
+    def train(self, request: TrainingRequest) -> TrainingResult:
+        started = time.monotonic()
+        job = self._work / request.run_id
+        model_dir, output_dir = job / "model", job / "output"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        hps = dict(request.hyperparameters)
+        env = {
+            **os.environ,
+            **sm_env(model_dir, request.train_dir, request.test_dir, output_dir, hps),
+            "PYTHONUNBUFFERED": "1",
+        }
+        cmd = [sys.executable, "-m", "retrain.train", *hyperparameter_args(hps)]
+        log.info("training job %s: %s", request.run_id, " ".join(cmd))
+        try:
+            proc = subprocess.run(
+                cmd, env=env, capture_output=True, text=True, timeout=self._timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise RetrainError(
+                f"local training job {request.run_id} exceeded {self._timeout:.0f}s"
+            ) from None
+        (job / "train.log").write_text(proc.stderr)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            raise RetrainError(
+                f"local training job {request.run_id} failed with exit code {proc.returncode}:"
+                f" {tail} (full log: {job / 'train.log'})"
+            )
+        url = upload_model(self._s3, model_dir, request.output_uri)
+        return TrainingResult(
+            model_data_url=url,
+            model_dir=model_dir,
+            image_uri=LOCAL_IMAGE,
+            seconds=time.monotonic() - started,
+            job_name=request.run_id,
+        )
+
+
+def write_pointer(cache_dir: Path, model_dir: Path) -> Path:
+    """Atomically point ``cache_dir/CURRENT`` at ``model_dir`` (the server watches it)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    pointer = cache_dir / POINTER_FILE
+    fd, tmp = tempfile.mkstemp(prefix=".current-", dir=cache_dir)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(model_dir.resolve()))
+    Path(tmp).replace(pointer)
+    return pointer
+
+
+def reload_server(url: str, model_dir: Path, *, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Ask the local model server to load ``model_dir`` and swap to it."""
+    body = json.dumps({"model_dir": str(model_dir.resolve())}).encode()
+    req = urllib.request.Request(
+        f"{url.rstrip('/')}/admin/reload",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            doc: dict[str, Any] = json.loads(resp.read())
+            return doc
+    except urllib.error.HTTPError as exc:
+        raise RetrainError(
+            f"model server {url} refused the reload of {model_dir}: {exc.code}"
+            f" {exc.read().decode(errors='replace')}"
+        ) from None
+    except OSError as exc:
+        raise RetrainError(f"model server {url} is unreachable ({exc}); is it running?") from None
+
+
+class LocalServing:
+    """Deploy = extract into the cache, point CURRENT at it, reload the server (if running)."""
+
+    name = "local"
+
+    def __init__(self, s3: Any, cache_dir: Path, server_url: str | None) -> None:
+        self._s3 = s3
+        self._cache = cache_dir
+        self._url = server_url
+
+    def deploy(
+        self, *, version: int, model_data_url: str, image_uri: str, model_dir: Path | None
+    ) -> Deployment:
+        started = time.monotonic()
+        dest = self._cache / f"v{version}"
+        if model_dir is not None and model_dir.exists():
+            self._cache.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=self._cache))
+            shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
+            if dest.exists():
+                shutil.rmtree(dest)
+            tmp.rename(dest)
+        else:
+            fetch_model(self._s3, model_data_url, dest)
+        write_pointer(self._cache, dest)
+        model_id = f"v{version}"
+        if self._url:
+            doc = reload_server(self._url, dest)
+            model_id = str(doc.get("model_id", model_id))
+        return Deployment(
+            endpoint=self._url or str(dest), model_id=model_id, seconds=time.monotonic() - started
+        )

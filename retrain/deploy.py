@@ -1,0 +1,174 @@
+"""Blue/green deployment of a model version to a SageMaker endpoint, with auto-rollback.
+
+CreateModel → CreateEndpointConfig → UpdateEndpoint with a ``BlueGreenUpdatePolicy`` (canary: a
+slice of capacity first, then all of it) and ``AutoRollbackConfiguration`` on the endpoint's error
+and latency alarms; CreateEndpoint when the endpoint does not exist yet. moto lacks
+UpdateEndpoint, so the request shapes are checked with botocore's Stubber against the service
+model (tests/functional/test_retrain_deploy.py).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from etl.exceptions import RetrainError
+
+VARIANT = "AllTraffic"
+INFERENCE_PROGRAM = "inference.py"
+CODE_DIR = "/opt/ml/model/code"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPlan:
+    endpoint_name: str
+    model_name: str
+    config_name: str
+    image_uri: str
+    model_data_url: str
+    role_arn: str
+    instance_type: str
+    instance_count: int = 1
+    alarm_names: tuple[str, ...] = ()
+    canary_percent: int = 10
+    canary_wait_s: int = 300
+    termination_wait_s: int = 300
+    max_execution_timeout_s: int = 3600
+
+
+def plan(
+    *,
+    endpoint_name: str,
+    version: int,
+    image_uri: str,
+    model_data_url: str,
+    role_arn: str,
+    instance_type: str,
+    alarm_names: Sequence[str] = (),
+    suffix: str = "",
+) -> EndpointPlan:
+    """Names derived from (endpoint, version): a retry creates the same resources."""
+    base = re.sub(r"[^a-zA-Z0-9-]", "-", f"{endpoint_name}-v{version}{suffix}")[:63]
+    return EndpointPlan(
+        endpoint_name=endpoint_name,
+        model_name=base,
+        config_name=base,
+        image_uri=image_uri,
+        model_data_url=model_data_url,
+        role_arn=role_arn,
+        instance_type=instance_type,
+        alarm_names=tuple(alarm_names),
+    )
+
+
+def deployment_config(p: EndpointPlan) -> dict[str, Any]:
+    """BlueGreenUpdatePolicy (canary, then all) + AutoRollbackConfiguration."""
+    cfg: dict[str, Any] = {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {
+                "Type": "CANARY",
+                "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": p.canary_percent},
+                "WaitIntervalInSeconds": p.canary_wait_s,
+            },
+            "TerminationWaitInSeconds": p.termination_wait_s,
+            "MaximumExecutionTimeoutInSeconds": p.max_execution_timeout_s,
+        }
+    }
+    if p.alarm_names:
+        cfg["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in p.alarm_names]}
+    return cfg
+
+
+def _exists(sagemaker: Any, endpoint_name: str) -> bool:
+    try:
+        sagemaker.describe_endpoint(EndpointName=endpoint_name)
+        return True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ValidationException":
+            return False
+        raise
+
+
+def _ignore_exists(call: Callable[..., Any], **kwargs: Any) -> None:
+    try:
+        call(**kwargs)
+    except ClientError as exc:
+        message = str(exc.response.get("Error", {}).get("Message", ""))
+        if "already exist" not in message.lower():
+            raise
+
+
+def deploy(sagemaker: Any, p: EndpointPlan) -> str:
+    """Create the model and config (idempotent), then update (or create) the endpoint."""
+    try:
+        _ignore_exists(
+            sagemaker.create_model,
+            ModelName=p.model_name,
+            PrimaryContainer={
+                "Image": p.image_uri,
+                "ModelDataUrl": p.model_data_url,
+                "Environment": {
+                    "SAGEMAKER_PROGRAM": INFERENCE_PROGRAM,
+                    "SAGEMAKER_SUBMIT_DIRECTORY": CODE_DIR,
+                },
+            },
+            ExecutionRoleArn=p.role_arn,
+        )
+        _ignore_exists(
+            sagemaker.create_endpoint_config,
+            EndpointConfigName=p.config_name,
+            ProductionVariants=[
+                {
+                    "VariantName": VARIANT,
+                    "ModelName": p.model_name,
+                    "InitialInstanceCount": p.instance_count,
+                    "InstanceType": p.instance_type,
+                    "InitialVariantWeight": 1.0,
+                }
+            ],
+        )
+        if _exists(sagemaker, p.endpoint_name):
+            sagemaker.update_endpoint(
+                EndpointName=p.endpoint_name,
+                EndpointConfigName=p.config_name,
+                RetainAllVariantProperties=False,
+                DeploymentConfig=deployment_config(p),
+            )
+        else:
+            sagemaker.create_endpoint(
+                EndpointName=p.endpoint_name, EndpointConfigName=p.config_name
+            )
+    except ClientError as exc:
+        raise RetrainError(
+            f"deploying {p.model_name} to endpoint {p.endpoint_name!r} failed: {exc}"
+        ) from exc
+    return p.endpoint_name
+
+
+def wait_in_service(
+    sagemaker: Any,
+    endpoint_name: str,
+    *,
+    timeout_s: float = 3600.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Poll with backoff until InService (ok) or Failed / rolled back (RetrainError)."""
+    delay, deadline = 5.0, time.monotonic() + timeout_s
+    while True:
+        desc = sagemaker.describe_endpoint(EndpointName=endpoint_name)
+        status = str(desc.get("EndpointStatus"))
+        if status == "InService":
+            return status
+        if status in ("Failed", "RollingBack", "OutOfService"):
+            raise RetrainError(
+                f"endpoint {endpoint_name!r} is {status}: {desc.get('FailureReason', '')}"
+            )
+        if time.monotonic() > deadline:
+            raise RetrainError(f"endpoint {endpoint_name!r} still {status} after {timeout_s:.0f}s")
+        sleep(delay)
+        delay = min(delay * 1.5, 60.0)

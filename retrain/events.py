@@ -1,0 +1,209 @@
+"""Typed parsing of the CloudWatch alarm state-change event that EventBridge delivers.
+
+The rule's target (a Lambda on AWS, an SQS queue read by the local dispatcher) receives the event in
+CloudWatch's shape. :func:`parse_alarm_event` turns it into an :class:`AlarmEvent` or raises
+:class:`~etl.exceptions.EventError` (the raw event kept on the exception, never lost);
+:func:`should_retrain` says whether a well-formed event starts a run, with the reason when not.
+
+>>> ev = parse_alarm_event(example_event("driftline-drift-score", "ALARM", event_id="e-1"))
+>>> ev.alarm_name, ev.state, ev.previous_state
+('driftline-drift-score', 'ALARM', 'OK')
+>>> should_retrain(ev, alarm_names=("driftline-drift-score",)).run
+True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from etl.exceptions import EventError
+
+DETAIL_TYPE = "CloudWatch Alarm State Change"
+SOURCE = "aws.cloudwatch"
+ALARM = "ALARM"
+STATES = ("OK", "ALARM", "INSUFFICIENT_DATA")
+
+
+class MalformedEventError(EventError):
+    """The event is not a CloudWatch alarm state change; ``raw`` keeps it verbatim."""
+
+    def __init__(self, message: str, raw: Any) -> None:
+        self.raw = raw
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """The parts of a CloudWatch alarm state-change event a retrain needs."""
+
+    event_id: str
+    alarm_name: str
+    alarm_arn: str
+    state: str
+    previous_state: str | None
+    reason: str
+    timestamp: datetime
+    region: str
+    account: str
+    reason_data: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether an event starts a run; ``reason`` says why not (logged, returned to the caller)."""
+
+    run: bool
+    reason: str
+
+
+def _require(obj: Mapping[str, Any], key: str, where: str, raw: Any, kind: type = str) -> Any:
+    if key not in obj:
+        raise MalformedEventError(f"alarm event: missing {where}{key!r}", raw)
+    value = obj[key]
+    if not isinstance(value, kind):
+        raise MalformedEventError(
+            f"alarm event: {where}{key!r} must be a {kind.__name__}, got {value!r}", raw
+        )
+    return value
+
+
+def _parse_time(text: str, where: str, raw: Any) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise MalformedEventError(
+            f"alarm event: {where} {text!r} is not an ISO-8601 timestamp", raw
+        ) from None
+    if parsed.tzinfo is None:
+        raise MalformedEventError(f"alarm event: {where} {text!r} has no time zone", raw)
+    return parsed
+
+
+def parse_alarm_event(raw: Any) -> AlarmEvent:
+    """Validate ``raw`` (a dict, or its JSON text) as a CloudWatch alarm state-change event.
+
+    Raises :class:`MalformedEventError` naming the first missing or mistyped key.
+    """
+    doc: Any = raw
+    if isinstance(raw, str | bytes):
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedEventError(f"alarm event: not valid JSON ({exc})", raw) from None
+    if not isinstance(doc, Mapping):
+        raise MalformedEventError(
+            f"alarm event: expected a JSON object, got {type(doc).__name__}", raw
+        )
+    event_id = _require(doc, "id", "", raw)
+    if not event_id:
+        raise MalformedEventError("alarm event: 'id' is empty", raw)
+    source = _require(doc, "source", "", raw)
+    detail_type = _require(doc, "detail-type", "", raw)
+    if source != SOURCE or detail_type != DETAIL_TYPE:
+        raise MalformedEventError(
+            f"alarm event: source/detail-type is {source!r}/{detail_type!r}, expected"
+            f" {SOURCE!r}/{DETAIL_TYPE!r}",
+            raw,
+        )
+    detail = _require(doc, "detail", "", raw, Mapping)
+    alarm_name = _require(detail, "alarmName", "detail.", raw)
+    state = _require(detail, "state", "detail.", raw, Mapping)
+    value = _require(state, "value", "detail.state.", raw)
+    if value not in STATES:
+        raise MalformedEventError(
+            f"alarm event: detail.state.value {value!r} is not one of {STATES}", raw
+        )
+    timestamp_text = state.get("timestamp") or doc.get("time")
+    if not isinstance(timestamp_text, str):
+        raise MalformedEventError(
+            "alarm event: neither detail.state.timestamp nor time is a timestamp string", raw
+        )
+    reason_data: Mapping[str, Any] = {}
+    rd = state.get("reasonData")
+    if isinstance(rd, str) and rd:
+        try:
+            parsed_rd = json.loads(rd)
+        except ValueError:
+            raise MalformedEventError(
+                "alarm event: detail.state.reasonData is not valid JSON", raw
+            ) from None
+        reason_data = parsed_rd if isinstance(parsed_rd, Mapping) else {"value": parsed_rd}
+    previous = detail.get("previousState")
+    previous_state = previous.get("value") if isinstance(previous, Mapping) else None
+    resources = doc.get("resources")
+    alarm_arn = resources[0] if isinstance(resources, list) and resources else ""
+    return AlarmEvent(
+        event_id=event_id,
+        alarm_name=alarm_name,
+        alarm_arn=str(alarm_arn),
+        state=value,
+        previous_state=previous_state if isinstance(previous_state, str) else None,
+        reason=str(state.get("reason", "")),
+        timestamp=_parse_time(timestamp_text, "detail.state.timestamp", raw),
+        region=str(doc.get("region", "")),
+        account=str(doc.get("account", "")),
+        reason_data=reason_data,
+        raw=doc,
+    )
+
+
+def should_retrain(
+    event: AlarmEvent, *, alarm_names: Sequence[str] = (), alarm_prefix: str = ""
+) -> Decision:
+    """A run starts only for a transition *into* ALARM of one of ``alarm_names`` (when given)
+    or of an alarm whose name starts with ``alarm_prefix``."""
+    if alarm_names and event.alarm_name not in alarm_names:
+        return Decision(
+            False,
+            f"alarm {event.alarm_name!r} is not a retrain alarm (expected {list(alarm_names)})",
+        )
+    if not alarm_names and not event.alarm_name.startswith(alarm_prefix):
+        return Decision(
+            False, f"alarm {event.alarm_name!r} does not start with this stack's {alarm_prefix!r}"
+        )
+    if event.state != ALARM:
+        return Decision(False, f"alarm {event.alarm_name!r} moved to {event.state}, not ALARM")
+    if event.previous_state == ALARM:
+        return Decision(False, f"alarm {event.alarm_name!r} was already in ALARM (no transition)")
+    return Decision(True, f"alarm {event.alarm_name!r} moved {event.previous_state} -> ALARM")
+
+
+def example_event(
+    alarm_name: str,
+    state: str = ALARM,
+    *,
+    event_id: str = "00000000-0000-0000-0000-000000000000",
+    previous_state: str = "OK",
+    time: str = "2026-01-01T00:00:00Z",
+    region: str = "us-east-1",
+    account: str = "123456789012",
+) -> dict[str, Any]:
+    """An event in exactly CloudWatch's shape (for tests, docs and `driftline retrain --now`)."""
+    arn = f"arn:aws:cloudwatch:{region}:{account}:alarm:{alarm_name}"
+    stamp = time.replace("Z", ".000+0000")
+    return {
+        "version": "0",
+        "id": event_id,
+        "detail-type": DETAIL_TYPE,
+        "source": SOURCE,
+        "account": account,
+        "time": time,
+        "region": region,
+        "resources": [arn],
+        "detail": {
+            "alarmName": alarm_name,
+            "state": {
+                "value": state,
+                "reason": f"Threshold Crossed: example transition to {state}",
+                "reasonData": json.dumps({"version": "1.0", "queryDate": stamp}),
+                "timestamp": stamp,
+            },
+            "previousState": {"value": previous_state, "reason": "", "timestamp": stamp},
+            "configuration": {"description": "", "metrics": []},
+        },
+    }

@@ -1,0 +1,215 @@
+"""The scikit-learn serving container's contract: model_fn, input_fn, predict_fn, output_fn.
+
+The same module is the ``entry_point`` of a SageMaker endpoint and is what the local model server
+(``infra/model_server.py``) calls. It is self-contained (numpy, pandas, joblib, scikit-learn): the
+model directory carries its own input schema (``model.json``), so no driftline code is needed in
+the container.
+
+Requests: ``application/json`` with one object, a list of objects or ``{"instances": [...]}`` whose
+keys are the feature names (extra keys are ignored; a nullable feature may be absent or null), or
+``text/csv`` with one row per record in the schema's feature order (an optional header row names
+them; an empty cell is null). Responses: JSON ``{"predictions": [{"score": p, "label": bool}]}``
+or CSV (one score per line).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+MODEL_FILE = "model.joblib"
+SCHEMA_FILE = "model.json"
+JSON = "application/json"
+CSV = "text/csv"
+NUMERIC = ("int", "float")
+
+
+class InputError(ValueError):
+    """A request the model cannot score; the message says what is wrong (the server answers 4xx)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    name: str
+    type: str
+    nullable: bool
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A fitted pipeline and the schema it was trained on."""
+
+    pipeline: Any
+    features: tuple[FeatureSpec, ...]
+    model_id: str
+    threshold: float = 0.5
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+def model_fn(model_dir: str) -> LoadedModel:
+    """Load ``model.joblib`` and ``model.json`` from ``model_dir`` (fully, before any swap)."""
+    import joblib
+
+    root = Path(model_dir)
+    meta = json.loads((root / SCHEMA_FILE).read_text())
+    features = tuple(
+        FeatureSpec(f["name"], f["type"], bool(f.get("nullable", False))) for f in meta["features"]
+    )
+    pipeline = joblib.load(root / MODEL_FILE)
+    return LoadedModel(
+        pipeline=pipeline,
+        features=features,
+        model_id=str(meta.get("model_id", root.name)),
+        threshold=float(meta.get("threshold", 0.5)),
+        meta=meta,
+    )
+
+
+def _base_type(content_type: str) -> str:
+    return content_type.split(";", maxsplit=1)[0].strip().lower()
+
+
+def input_fn(request_body: str | bytes, request_content_type: str) -> list[Any]:
+    """Parse the body into records (JSON objects) or rows (CSV lists of strings)."""
+    kind = _base_type(request_content_type or JSON)
+    if isinstance(request_body, bytes):
+        try:
+            text = request_body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError("the request body is not UTF-8") from None
+    else:
+        text = request_body
+    if not text.strip():
+        raise InputError("the request body is empty; send at least one record")
+    if kind == JSON:
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"the body is not valid JSON: {exc}") from None
+        if isinstance(doc, Mapping) and "instances" in doc:
+            doc = doc["instances"]
+        records = [doc] if isinstance(doc, Mapping) else doc
+        if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
+            raise InputError(
+                'expected a JSON object, a list of objects or {"instances": [...]} of feature'
+                " name -> value"
+            )
+        if not records:
+            raise InputError("no records to score")
+        return list(records)
+    if kind == CSV:
+        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+        if not rows:
+            raise InputError("no CSV rows to score")
+        return rows
+    raise InputError(
+        f"content type {request_content_type!r} is not supported; use {JSON!r} or {CSV!r}",
+        status=415,
+    )
+
+
+def _check_value(spec: FeatureSpec, value: Any, where: str) -> Any:
+    if value is None:
+        if not spec.nullable:
+            raise InputError(f"{where}: feature {spec.name!r} is required and may not be null")
+        return None
+    if spec.type in NUMERIC:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(
+                f"{where}: feature {spec.name!r} must be a number ({spec.type}), got {value!r}"
+            )
+        if not math.isfinite(float(value)):
+            raise InputError(f"{where}: feature {spec.name!r} must be finite, got {value!r}")
+        return float(value)
+    if spec.type == "bool":
+        if not isinstance(value, bool):
+            raise InputError(f"{where}: feature {spec.name!r} must be true/false, got {value!r}")
+        return str(value).lower()
+    if not isinstance(value, str):
+        raise InputError(f"{where}: feature {spec.name!r} must be a string, got {value!r}")
+    return value
+
+
+def _from_csv_cell(spec: FeatureSpec, cell: str, where: str) -> Any:
+    if cell == "":
+        return _check_value(spec, None, where)
+    if spec.type in NUMERIC:
+        try:
+            number = float(cell)
+        except ValueError:
+            raise InputError(
+                f"{where}: feature {spec.name!r} must be a number ({spec.type}), got {cell!r}"
+            ) from None
+        return _check_value(spec, number, where)
+    if spec.type == "bool":
+        return _check_value(spec, cell.strip().lower() in ("true", "1"), where)
+    return cell
+
+
+def to_frame(data: Sequence[Any], model: LoadedModel) -> pd.DataFrame:
+    """Validate parsed records/rows against the model's schema; a frame in feature order."""
+    names = model.feature_names
+    columns: dict[str, list[Any]] = {n: [] for n in names}
+    rows = list(data)
+    if rows and isinstance(rows[0], list) and [c.strip() for c in rows[0]] == names:
+        rows = rows[1:]  # CSV header
+    if not rows:
+        raise InputError("no records to score")
+    for i, rec in enumerate(rows):
+        where = f"record {i}"
+        if isinstance(rec, Mapping):
+            for spec in model.features:
+                columns[spec.name].append(_check_value(spec, rec.get(spec.name), where))
+        elif isinstance(rec, list):
+            if len(rec) != len(names):
+                raise InputError(
+                    f"{where}: expected {len(names)} CSV columns in the order {names}, got"
+                    f" {len(rec)}"
+                )
+            for spec, cell in zip(model.features, rec, strict=True):
+                columns[spec.name].append(_from_csv_cell(spec, cell, where))
+        else:
+            raise InputError(f"{where}: expected an object or a CSV row, got {rec!r}")
+    frame = pd.DataFrame(columns, columns=names)
+    for spec in model.features:
+        if spec.type in NUMERIC:
+            frame[spec.name] = pd.to_numeric(frame[spec.name], errors="coerce").astype("float64")
+        else:
+            frame[spec.name] = frame[spec.name].astype(object)
+    return frame
+
+
+def predict_fn(input_data: Sequence[Any], model: LoadedModel) -> list[float]:
+    """Fraud probability of each record."""
+    frame = to_frame(input_data, model)
+    proba = model.pipeline.predict_proba(frame)[:, 1]
+    return [float(p) for p in proba]
+
+
+def output_fn(
+    prediction: Sequence[float], accept: str, threshold: float = 0.5
+) -> tuple[bytes, str]:
+    """Serialise scores as JSON (default) or CSV; returns (body, content type)."""
+    kind = _base_type(accept or JSON)
+    if kind in (JSON, "*/*"):
+        body = {"predictions": [{"score": p, "label": p >= threshold} for p in prediction]}
+        return json.dumps(body).encode(), JSON
+    if kind == CSV:
+        return "".join(f"{p!r}\n" for p in prediction).encode(), CSV
+    raise InputError(f"accept type {accept!r} is not supported; use {JSON!r} or {CSV!r}", 406)

@@ -1,0 +1,268 @@
+"""Training entry point under the SageMaker training contract.
+
+Inputs come from the environment SageMaker sets in a training container (the local backend sets
+the same variables for a subprocess):
+
+* ``SM_CHANNEL_TRAIN`` (required) and ``SM_CHANNEL_TEST`` (optional): folders of Parquet (or CSV)
+  files with the contract's features and label;
+* ``SM_MODEL_DIR``: where the model goes (SageMaker tars it into ``model.tar.gz``);
+* ``SM_OUTPUT_DATA_DIR``: extra outputs (metrics, baseline copy);
+* hyperparameters as command-line arguments (``--max-iter 200 --learning-rate 0.1 ...``).
+
+Outputs in ``SM_MODEL_DIR``: ``model.joblib`` (a scikit-learn pipeline), ``model.json`` (the input
+schema that ``retrain/inference.py`` validates requests against), ``metrics.json`` (on the test
+channel) and ``baseline.json`` — the drift baseline profile of the training data, in the format of
+``etl/profile.py``, which becomes the current baseline when the model is promoted.
+
+Run locally::
+
+    SM_CHANNEL_TRAIN=data/train SM_MODEL_DIR=/tmp/model python -m retrain.train --max-iter 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from etl.contract import Contract, FieldType, load_contract
+from etl.exceptions import RetrainError
+from retrain.evaluate import score
+from retrain.inference import MODEL_FILE, SCHEMA_FILE
+
+log = logging.getLogger("retrain.train")
+
+METRICS_FILE = "metrics.json"
+BASELINE_FILE = "baseline.json"
+
+
+def read_channel(path: str | Path) -> pd.DataFrame:
+    """All Parquet/CSV files of a channel folder (or one file), concatenated in name order."""
+    root = Path(path)
+    files = (
+        [root]
+        if root.is_file()
+        else sorted(p for p in root.rglob("*") if p.suffix in (".parquet", ".csv") and p.is_file())
+    )
+    if not files:
+        raise RetrainError(f"channel {str(root)!r} holds no .parquet or .csv files")
+    frames = [pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p) for p in files]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def feature_frame(data: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """The contract's features, typed for the pipeline (numbers as float, categories as str)."""
+    missing = [f.name for f in contract.features if f.name not in data.columns]
+    if missing:
+        raise RetrainError(f"training data lacks features {missing} of contract {contract.name!r}")
+    out = pd.DataFrame(index=data.index)
+    for f in contract.features:
+        col = data[f.name]
+        if f.is_numeric:
+            out[f.name] = pd.to_numeric(col, errors="coerce").astype("float64")
+        elif f.type is FieldType.BOOL:
+            out[f.name] = col.map(lambda v: None if v is None else str(bool(v)).lower()).astype(
+                object
+            )
+        else:
+            out[f.name] = col.astype(object).where(col.notna(), None)
+    return out
+
+
+def labels(data: pd.DataFrame, contract: Contract) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    label = contract.label
+    if label is None:
+        raise RetrainError(f"contract {contract.name!r} has no label field; a model needs one")
+    return np.asarray(data[label.name].astype(bool).to_numpy(), dtype=bool)
+
+
+def labelled(data: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    label = contract.label
+    if label is None:
+        raise RetrainError(f"contract {contract.name!r} has no label field; a model needs one")
+    return data[data[label.name].notna()].reset_index(drop=True)
+
+
+def build_pipeline(contract: Contract, hp: Mapping[str, Any]) -> Any:
+    """Impute + one-hot, then gradient-boosted trees (handles the interactions fraud needs)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    numeric = [f.name for f in contract.features if f.is_numeric]
+    categorical = [f.name for f in contract.features if not f.is_numeric]
+    pre = ColumnTransformer(
+        [
+            ("num", SimpleImputer(strategy="median", add_indicator=True), numeric),
+            (
+                "cat",
+                Pipeline(
+                    [
+                        ("fill", SimpleImputer(strategy="constant", fill_value="__null__")),
+                        (
+                            "onehot",
+                            OneHotEncoder(
+                                handle_unknown="ignore", sparse_output=False, min_frequency=5
+                            ),
+                        ),
+                    ]
+                ),
+                categorical,
+            ),
+        ]
+    )
+    model = HistGradientBoostingClassifier(
+        max_iter=int(hp["max_iter"]),
+        learning_rate=float(hp["learning_rate"]),
+        max_leaf_nodes=int(hp["max_leaf_nodes"]),
+        random_state=int(hp["seed"]),
+    )
+    return Pipeline([("pre", pre), ("model", model)])
+
+
+def schema_doc(contract: Contract, model_id: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "model_id": model_id,
+        "contract": {"name": contract.name, "hash": contract.hash},
+        "label": contract.label.name if contract.label else None,
+        "features": [
+            {"name": f.name, "type": f.type.value, "nullable": f.nullable or not f.required}
+            for f in contract.features
+        ],
+        "threshold": 0.5,
+        **extra,
+    }
+
+
+def train(
+    train_dir: str | Path,
+    model_dir: str | Path,
+    *,
+    test_dir: str | Path | None = None,
+    output_dir: str | Path | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    contract: Contract | None = None,
+) -> dict[str, Any]:
+    """Fit, evaluate, write model + schema + metrics + baseline; returns the metrics document."""
+    import joblib
+
+    from etl.profile import build_profile
+
+    contract = contract or load_contract()
+    hp = {
+        "max_iter": 200,
+        "learning_rate": 0.1,
+        "max_leaf_nodes": 31,
+        "seed": 0,
+        "model_id": "model",
+        "source": str(train_dir),
+        **(hyperparameters or {}),
+    }
+    started = time.monotonic()
+    data = labelled(read_channel(train_dir), contract)
+    y = labels(data, contract)
+    if len(np.unique(y)) < 2:
+        raise RetrainError(
+            f"training data ({len(y)} labelled rows) has a single class; widen the window"
+        )
+    pipeline = build_pipeline(contract, hp)
+    pipeline.fit(feature_frame(data, contract), y)
+    fit_s = time.monotonic() - started
+
+    metrics: dict[str, Any] = {"train_rows": len(data), "fit_seconds": round(fit_s, 3)}
+    metrics["train"] = score(y, pipeline.predict_proba(feature_frame(data, contract))[:, 1])
+    if test_dir is not None and Path(test_dir).exists():
+        test = labelled(read_channel(test_dir), contract)
+        metrics["test"] = score(
+            labels(test, contract), pipeline.predict_proba(feature_frame(test, contract))[:, 1]
+        )
+
+    out = Path(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    joblib.dump(pipeline, out / MODEL_FILE)
+    profile = build_profile(data, contract, source=str(hp["source"]))
+    extra = {
+        "hyperparameters": {
+            k: hp[k] for k in ("max_iter", "learning_rate", "max_leaf_nodes", "seed")
+        },
+        "baseline_version": profile.version,
+        "train_rows": len(data),
+    }
+    (out / SCHEMA_FILE).write_text(
+        json.dumps(schema_doc(contract, str(hp["model_id"]), extra), indent=1, sort_keys=True)
+    )
+    metrics["baseline_version"] = profile.version
+    metrics_text = json.dumps(metrics, indent=1, sort_keys=True, default=float)
+    (out / METRICS_FILE).write_text(metrics_text)
+    (out / BASELINE_FILE).write_text(profile.to_json())
+    if output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / METRICS_FILE).write_text(metrics_text)
+    log.info("trained on %d rows in %.2fs; model in %s", len(data), fit_s, out)
+    return metrics
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Hyperparameters as SageMaker passes them (``--key value``; dashes or underscores)."""
+    p = argparse.ArgumentParser(description="driftline training entry point (SageMaker contract)")
+    p.add_argument("--max-iter", "--max_iter", dest="max_iter", type=int, default=200)
+    p.add_argument(
+        "--learning-rate", "--learning_rate", dest="learning_rate", type=float, default=0.1
+    )
+    p.add_argument(
+        "--max-leaf-nodes", "--max_leaf_nodes", dest="max_leaf_nodes", type=int, default=31
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-id", "--model_id", dest="model_id", default="model")
+    p.add_argument("--source", default="", help="where the training data came from (lineage)")
+    p.add_argument("--contract", default=None, help="contract file; the shipped one by default")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    env = os.environ if env is None else env
+    args = parse_args(argv)
+    if "SM_CHANNEL_TRAIN" not in env or "SM_MODEL_DIR" not in env:
+        print(
+            "train: SM_CHANNEL_TRAIN and SM_MODEL_DIR must be set (SageMaker training contract)",
+            file=sys.stderr,
+        )
+        return 2
+    hp = {
+        k: getattr(args, k)
+        for k in ("max_iter", "learning_rate", "max_leaf_nodes", "seed", "model_id")
+    }
+    hp["source"] = args.source or env["SM_CHANNEL_TRAIN"]
+    try:
+        train(
+            env["SM_CHANNEL_TRAIN"],
+            env["SM_MODEL_DIR"],
+            test_dir=env.get("SM_CHANNEL_TEST"),
+            output_dir=env.get("SM_OUTPUT_DATA_DIR"),
+            hyperparameters=hp,
+            contract=load_contract(args.contract) if args.contract else None,
+        )
+    except RetrainError as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

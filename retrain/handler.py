@@ -38,6 +38,7 @@ from retrain.evaluate import decide_promotion, score
 from retrain.events import AlarmEvent, parse_alarm_event, should_retrain
 from retrain.idempotency import COMPLETED, FAILED, DynamoStore, IdempotencyStore
 from retrain.inference import LoadedModel, model_fn
+from retrain.promote import activate
 from retrain.train import BASELINE_FILE, METRICS_FILE, feature_frame
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ def run_retrain(
     """
     import pandas as pd
 
-    from etl.profile import Profile, save_baseline
+    from etl.profile import Profile
 
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -354,27 +355,23 @@ def run_retrain(
     if decision.promote:
         t3 = time.monotonic()
         try:
-            deployment = serving.deploy(
-                version=version.version,
-                model_data_url=result.model_data_url,
+            activation = activate(
+                settings,
+                s3,
+                sm,
+                serving,
+                version,
+                reason=decision.reason,
                 image_uri=result.image_uri,
                 model_dir=result.model_dir,
+                staging_dir=job_dir,
             )
         except RetrainError as exc:
             registry.set_status(sm, version, registry.REJECTED, reason=f"deployment failed: {exc}")
             raise
-        endpoint = deployment.endpoint
+        endpoint = activation.deployment.endpoint
+        baseline_uri = activation.baseline_uri
         timings["deploy_s"] = time.monotonic() - t3
-        registry.set_status(
-            sm,
-            version,
-            registry.APPROVED,
-            reason=decision.reason,
-            properties={"promoted_at": f"{time.time():.3f}"},
-        )
-        baseline_uri = save_baseline(
-            s3, bucket, settings.baseline_prefix, profile, make_current=True
-        )
         status = PROMOTED
     else:
         registry.set_status(sm, version, registry.REJECTED, reason=decision.reason)

@@ -1,0 +1,395 @@
+"""Local model server on the SageMaker container contract, with zero-downtime model switches.
+
+``GET /ping`` answers 200 once a model is loaded; ``POST /invocations`` scores ``application/json``
+or ``text/csv`` bodies through ``retrain/inference.py`` (``model_fn``/``input_fn``/``predict_fn``/
+``output_fn``), exactly what a SageMaker scikit-learn endpoint runs. Bad input gets a 4xx with a
+message; bodies over the limit get 413 without being read.
+
+A switch loads the new model completely first, then replaces the one reference that requests read
+(an atomic assignment): a request in flight finishes on the model it started with, the next one
+uses the new model, and no request ever sees a half-loaded model. Triggers: ``POST /admin/reload``
+with ``{"model_dir": ...}``, or a change of the watched pointer file (``--pointer``), which holds
+the path of the model directory to serve.
+
+Run as a process (binds 127.0.0.1 only)::
+
+    python -m infra.model_server --model-dir DIR [--pointer FILE] --port 0 --ready-file F
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from etl.exceptions import EmulatorError
+from infra.emulator import free_port, stop_pid
+from retrain.inference import InputError, LoadedModel, input_fn, model_fn, output_fn, predict_fn
+
+log = logging.getLogger("infra.model_server")
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+
+
+class ModelHolder:
+    """The served model: one reference, replaced atomically after a full load."""
+
+    def __init__(self) -> None:
+        self._model: LoadedModel | None = None
+        self._model_dir: str | None = None
+        self._loaded_at = 0.0
+        self._reload_lock = threading.Lock()
+        self.swaps = 0
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._model
+
+    def describe(self) -> dict[str, Any]:
+        model = self._model
+        return {
+            "model_id": model.model_id if model else None,
+            "model_dir": self._model_dir,
+            "loaded_at": self._loaded_at,
+            "swaps": self.swaps,
+        }
+
+    def load(self, model_dir: str) -> dict[str, Any]:
+        """Load ``model_dir`` fully (and score a warm-up row), then swap; on error keep the old."""
+        with self._reload_lock:
+            previous = self._model.model_id if self._model else None
+            started = time.monotonic()
+            model = model_fn(model_dir)
+            _warm_up(model)
+            self._model, self._model_dir, self._loaded_at = model, model_dir, time.time()
+            self.swaps += 1
+            log.info("serving model %s from %s (was %s)", model.model_id, model_dir, previous)
+            return {
+                "model_id": model.model_id,
+                "previous": previous,
+                "load_seconds": round(time.monotonic() - started, 4),
+            }
+
+
+def _warm_up(model: LoadedModel) -> None:
+    """Score one synthetic row, so a model that cannot predict is refused before the swap."""
+    zero: dict[str, Any] = {"int": 0, "float": 0.0, "bool": False}
+    predict_fn([{f.name: zero.get(f.type, "") for f in model.features}], model)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, port: int, holder: ModelHolder, max_bytes: int) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.holder = holder
+        self.max_bytes = max_bytes
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, json.dumps({"error": message, "status": status}).encode())
+
+    def _read_body(self) -> bytes | None:
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            self.close_connection = True
+            self._error(411, "a Content-Length header is required (chunked bodies are refused)")
+            return None
+        try:
+            length = int(length_text)
+        except ValueError:
+            self.close_connection = True
+            self._error(400, f"Content-Length {length_text!r} is not a number")
+            return None
+        if length > self.server.max_bytes:
+            self.close_connection = True  # the unread body must not be parsed as a request
+            self._error(413, f"the body has {length} bytes; the limit is {self.server.max_bytes}")
+            return None
+        return self.rfile.read(length)
+
+    def do_GET(self) -> None:
+        holder = self.server.holder
+        if self.path == "/ping":
+            if holder.current is None:
+                self._error(503, "no model loaded yet")
+            else:
+                self._send(200, b"{}")
+        elif self.path == "/model":
+            self._send(200, json.dumps(holder.describe()).encode())
+        else:
+            self._error(404, f"no route GET {self.path}; use /ping, /model or POST /invocations")
+
+    def do_POST(self) -> None:
+        if self.path == "/invocations":
+            self._invoke()
+        elif self.path == "/admin/reload":
+            self._reload()
+        else:
+            self._error(404, f"no route POST {self.path}; use /invocations or /admin/reload")
+
+    def _invoke(self) -> None:
+        body = self._read_body()
+        if body is None:
+            return
+        model = self.server.holder.current  # read once: the whole request uses this model
+        if model is None:
+            self._error(503, "no model loaded yet")
+            return
+        try:
+            data = input_fn(body, self.headers.get("Content-Type", "application/json"))
+            prediction = predict_fn(data, model)
+            out, content_type = output_fn(
+                prediction, self.headers.get("Accept", "application/json"), model.threshold
+            )
+        except InputError as exc:
+            self._error(exc.status, str(exc))
+            return
+        except Exception as exc:  # a model failure answers 500 and the server keeps serving
+            log.exception("prediction failed")
+            self._error(500, f"prediction failed: {type(exc).__name__}: {exc}")
+            return
+        self._send(200, out, content_type, {"X-Model-Id": model.model_id})
+
+    def _reload(self) -> None:
+        body = self._read_body()
+        if body is None:
+            return
+        try:
+            doc = json.loads(body or b"{}")
+            model_dir = doc["model_dir"]
+            if not isinstance(model_dir, str) or not Path(model_dir).is_dir():
+                raise ValueError(f"model_dir {model_dir!r} is not a directory")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._error(400, f'expected {{"model_dir": "/path"}}: {exc}')
+            return
+        try:
+            result = self.server.holder.load(model_dir)
+        except Exception as exc:
+            log.exception("reload of %s failed; still serving the previous model", model_dir)
+            self._error(
+                500,
+                f"loading {model_dir} failed ({type(exc).__name__}: {exc});"
+                " still serving the previous model",
+            )
+            return
+        self._send(200, json.dumps(result).encode())
+
+
+def _watch_pointer(
+    pointer: Path, holder: ModelHolder, stop: threading.Event, interval_s: float = 0.25
+) -> None:
+    """Reload when the pointer file names another directory."""
+    seen: str | None = holder.describe()["model_dir"]
+    while not stop.wait(interval_s):
+        try:
+            target = pointer.read_text().strip()
+        except OSError:
+            continue
+        if target and target != seen:
+            seen = target
+            try:
+                holder.load(target)
+            except Exception:
+                log.exception("pointer %s names %s, which failed to load", pointer, target)
+
+
+def serve(
+    model_dir: str | None,
+    port: int,
+    *,
+    pointer: Path | None = None,
+    ready_file: Path | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    holder = ModelHolder()
+    initial = model_dir
+    if initial is None and pointer is not None and pointer.exists():
+        initial = pointer.read_text().strip() or None
+    if initial is not None:
+        holder.load(initial)
+    server = _Server(port, holder, max_bytes)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if pointer is not None:
+        threading.Thread(target=_watch_pointer, args=(pointer, holder, stop), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    if ready_file is not None:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(url)
+        tmp.replace(ready_file)
+    log.info("model server on %s", url)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+
+
+# -- process management ----------------------------------------------------------------------
+@dataclass
+class ServerProcess:
+    pid: int
+    url: str
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        stop_pid(self.pid, timeout)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout)
+
+
+def start_model_server(
+    state_dir: Path,
+    model_uri_or_dir: str | Path | None,
+    *,
+    pointer: Path | None = None,
+    port: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    s3_client: Any = None,
+    timeout: float = 60.0,
+) -> ServerProcess:
+    """Start the server as a process on 127.0.0.1 and wait until it answers ``/ping``.
+
+    ``model_uri_or_dir`` is a model directory or an ``s3://.../model.tar.gz`` (then ``s3_client``
+    is needed; the archive is extracted under ``state_dir/models``), or None to serve whatever
+    ``pointer`` names.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    model_dir: str | None = None
+    if model_uri_or_dir is not None:
+        text = str(model_uri_or_dir)
+        if text.startswith("s3://"):
+            if s3_client is None:
+                raise EmulatorError(f"{text}: pass s3_client to fetch an s3:// model")
+            from retrain.artifacts import fetch_model
+
+            name = text.rstrip("/").rsplit("/", 2)[-2]
+            model_dir = str(fetch_model(s3_client, text, state_dir / "models" / name))
+        else:
+            model_dir = str(Path(text).resolve())
+    ready = state_dir / "model_server.endpoint"
+    ready.unlink(missing_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "infra.model_server",
+        "--port",
+        str(port or free_port()),
+        "--ready-file",
+        str(ready),
+        "--max-bytes",
+        str(max_bytes),
+    ]
+    if model_dir is not None:
+        cmd += ["--model-dir", model_dir]
+    if pointer is not None:
+        cmd += ["--pointer", str(pointer)]
+    log_path = state_dir / "model_server.log"
+    with open(log_path, "ab") as logf:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmulatorError(
+                f"the model server exited with code {proc.returncode} at start; see {log_path}"
+            )
+        if ready.exists():
+            url = ready.read_text().strip()
+            if _answers(url, need_model=model_dir is not None):
+                return ServerProcess(pid=proc.pid, url=url, process=proc)
+        time.sleep(0.05)
+    stop_pid(proc.pid)
+    raise EmulatorError(f"the model server did not answer within {timeout:.0f}s; see {log_path}")
+
+
+def _answers(url: str, *, need_model: bool) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:  # loopback only
+            return bool(resp.status == 200)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 503 and not need_model
+    except OSError:
+        return False
+
+
+def stop_model_server(server: ServerProcess, timeout: float = 10.0) -> None:
+    server.stop(timeout)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="driftline local model server")
+    parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--pointer", type=Path, default=None)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ready-file", type=Path, default=None)
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    serve(
+        args.model_dir,
+        args.port or free_port(),
+        pointer=args.pointer,
+        ready_file=args.ready_file,
+        max_bytes=args.max_bytes,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -52,6 +52,7 @@ from etl.profile import (
     NumericProfile,
     Profile,
     arrow_column,
+    as_arrow,
     categorical_counts,
     categorical_values,
     column_names,
@@ -238,6 +239,7 @@ class DriftWindow:
 
     def update(self, data: Any) -> int:
         """Add a batch (Arrow Table/RecordBatch, DataFrame, mapping of arrays); returns its rows."""
+        data = as_arrow(data)
         n = num_rows(data)
         if n == 0:
             return 0

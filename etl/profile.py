@@ -36,6 +36,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -81,13 +82,25 @@ def arrow_column(data: Any, name: str) -> pa.Array | pa.ChunkedArray:
     """One column as an Arrow array (zero-copy where the input allows it)."""
     if isinstance(data, pa.Table | pa.RecordBatch):
         return data.column(name)
+    if not isinstance(data, Mapping) and hasattr(data, "columns"):  # pandas DataFrame
+        return as_arrow(data[[name]]).column(0)
     col = data[name]
     if isinstance(col, pa.Array | pa.ChunkedArray):
         return col
     if hasattr(col, "to_numpy") and hasattr(col, "dtype"):  # pandas Series
-        return pa.array(col, from_pandas=True)
+        return pa.Array.from_pandas(col)
     arr = np.asarray(col)
     return pa.array(arr, from_pandas=arr.dtype.kind in "fO")
+
+
+def as_arrow(data: Any) -> Any:
+    """A pandas DataFrame as a pyarrow Table (converted once); anything else unchanged."""
+    if isinstance(data, pa.Table | pa.RecordBatch | Mapping) or not hasattr(data, "columns"):
+        return data
+    with warnings.catch_warnings():
+        # pyarrow reads tz-aware columns through Series.values, which pandas 3 deprecates
+        warnings.filterwarnings("ignore", message=".*Series.values.*")
+        return pa.Table.from_pandas(data, preserve_index=False)
 
 
 def num_rows(data: Any) -> int:
@@ -459,6 +472,7 @@ def build_profile(
         raise BaselineError(f"bins={bins} and top_k={top_k} must both be >= 1")
     if edges_from is not None:
         check_contract(edges_from, contract)
+    data = as_arrow(data)
     wanted = set(features) if features is not None else None
     present = set(column_names(data))
     feats: dict[str, FeatureProfile] = {}

@@ -1,0 +1,314 @@
+"""The KCL record processor: decode → validate → buffer per shard → flush to the lake → checkpoint.
+
+The MultiLangDaemon (Java) starts one child process per leased shard and talks to it over
+stdin/stdout (so this module never prints: logs go to stderr). The sink contract:
+
+* a record is checkpointed only after it is durable in the lake or the dead-letter prefix;
+* a flush covers a contiguous sequence range and writes keys derived from it;
+* after a crash or a lease handover, the ranges that were flushed but not checkpointed (their
+  manifests lie past the checkpoint) are replayed exactly: committed ones are skipped and
+  checkpointed, a pending one is rewritten with the same range, so the same objects are rewritten;
+* ``lease_lost`` drops the buffer without checkpointing; ``shard_ended`` and ``shutdown_requested``
+  flush, then checkpoint;
+* a lake write that still fails after bounded retries ends the process (``SystemExit``): the
+  daemon then exits and its supervisor restarts it from the last checkpoint. Nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from consumers.flush import FlushPolicy, FlushReason
+from etl.exceptions import LakeWriteError
+from etl.keys import sequence_key
+from etl.lake import LakeWriter, Manifest
+from etl.records import DeadLetter, RawRecord, RecordDecoder
+
+log = logging.getLogger("driftline.consumer")
+
+
+class Checkpointer(Protocol):
+    def checkpoint(self, sequence_number: str | None = None, sub_sequence_number: int | None = None) -> None: ...
+
+
+class BatchObserver(Protocol):
+    """Sees every decoded batch (e.g. the drift window); must never fail the data path."""
+
+    def observe(self, rows: pa.Table, dead_letters: int, now: float) -> None: ...
+
+    def flush(self, now: float) -> None: ...
+
+
+@dataclass
+class _Buffer:
+    tables: list[pa.Table] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    first: str | None = None
+    last: str | None = None
+    records: int = 0
+    nbytes: int = 0
+    opened_at: float = 0.0
+
+    def add(self, decoded_rows: pa.Table, dead: list[DeadLetter], first: str, last: str,
+            count: int, nbytes: int, now: float) -> None:
+        if self.first is None:
+            self.first, self.opened_at = first, now
+        self.last = last
+        if decoded_rows.num_rows:
+            self.tables.append(decoded_rows)
+        self.dead_letters.extend(dead)
+        self.records += count
+        self.nbytes += nbytes
+
+
+def to_raw_records(records: Sequence[Any]) -> list[RawRecord]:
+    """Convert amazon_kclpy ``Record`` objects (or the protocol's dicts) to :class:`RawRecord`."""
+    out: list[RawRecord] = []
+    for r in records:
+        if isinstance(r, dict):
+            data_b64, seq, pkey = r["data"], r["sequenceNumber"], r.get("partitionKey", "")
+            arrival = r.get("approximateArrivalTimestamp")
+        else:
+            data_b64, seq, pkey = r.data, r.sequence_number, r.partition_key
+            arrival = r.approximate_arrival_timestamp
+        if isinstance(arrival, datetime):
+            arrival_ms: int | None = int(arrival.timestamp() * 1000)
+        else:
+            arrival_ms = int(arrival) if arrival is not None else None
+        out.append(RawRecord(
+            data=base64.b64decode(data_b64),
+            sequence_number=str(seq),
+            partition_key=pkey or "",
+            approximate_arrival_ms=arrival_ms,
+        ))
+    return out
+
+
+class ShardProcessor:
+    """Everything the KCL asks of a processor, written against plain inputs so it is testable.
+
+    :class:`KclRecordProcessor` adapts the amazon_kclpy message objects to these methods.
+    """
+
+    def __init__(
+        self,
+        decoder: RecordDecoder,
+        writer: LakeWriter,
+        policy: FlushPolicy,
+        *,
+        observer: BatchObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], None] = time.sleep,
+        checkpoint_attempts: int = 6,
+    ) -> None:
+        self.decoder = decoder
+        self.writer = writer
+        self.policy = policy
+        self.observer = observer
+        self._clock = clock
+        self._wall = wall_clock
+        self._sleep = sleep
+        self._checkpoint_attempts = checkpoint_attempts
+        self.shard_id = ""
+        self._buffer = _Buffer()
+        self._replay: deque[Manifest] = deque()
+        self.flushes: list[Manifest] = []
+        self.checkpointed: str | None = None
+        self.skipped_replayed = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def initialize(self, shard_id: str, checkpoint: str | None) -> None:
+        self.shard_id = shard_id
+        self._buffer = _Buffer()
+        self.checkpointed = checkpoint
+        self._replay = deque(self.writer.uncheckpointed(shard_id, checkpoint))
+        log.info("initialized", extra={"shard": shard_id, "checkpoint": checkpoint,
+                                        "replay_ranges": len(self._replay)})
+
+    def process(self, records: Sequence[RawRecord], checkpointer: Checkpointer) -> None:
+        now = self._clock()
+        pending = list(records)
+        while pending:
+            if self._replay:
+                pending = self._take_replay(pending, checkpointer, now)
+            else:
+                self._add(pending, now)
+                pending = []
+                self._maybe_flush(checkpointer, now)
+        if not records:
+            self._maybe_flush(checkpointer, now)
+        if self.observer is not None:
+            self.observer.flush(now)
+
+    def lease_lost(self) -> None:
+        dropped = self._buffer.records
+        self._buffer = _Buffer()
+        log.warning("lease lost: buffer dropped, not checkpointed",
+                    extra={"shard": self.shard_id, "dropped_records": dropped})
+
+    def shard_ended(self, checkpointer: Checkpointer) -> None:
+        self._flush(checkpointer, FlushReason.SHARD_END)
+        # The KCL requires a checkpoint at SHARD_END (no sequence number) before children start.
+        self._checkpoint(checkpointer, None)
+
+    def shutdown_requested(self, checkpointer: Checkpointer) -> None:
+        self._flush(checkpointer, FlushReason.SHUTDOWN)
+        if self.observer is not None:
+            self.observer.flush(self._clock())
+
+    # -- buffering ---------------------------------------------------------------------------
+    def _add(self, records: Sequence[RawRecord], now: float) -> None:
+        if not records:
+            return
+        batch = self.decoder.decode(records, shard_id=self.shard_id, ingest_time=self._wall())
+        nbytes = sum(len(r.data) for r in records)
+        self._buffer.add(batch.table, batch.dead_letters, records[0].sequence_number,
+                         records[-1].sequence_number, len(records), nbytes, now)
+        if self.observer is not None:
+            try:
+                self.observer.observe(batch.table, len(batch.dead_letters), now)
+            except Exception:  # the observer must never stall or fail the data path
+                log.exception("batch observer failed", extra={"shard": self.shard_id})
+
+    def _take_replay(self, records: list[RawRecord], checkpointer: Checkpointer,
+                     now: float) -> list[RawRecord]:
+        """Consume records belonging to the next replayed range; returns the rest."""
+        m = self._replay[0]
+        first, last = sequence_key(m.first_sequence), sequence_key(m.last_sequence)
+        keys = [sequence_key(r.sequence_number) for r in records]
+        # Records before the range (never flushed): flush them on their own first.
+        before = sum(1 for k in keys if k < first)
+        if before:
+            self._add(records[:before], now)
+            self._flush(checkpointer, FlushReason.REPLAY)
+            return records[before:]
+        inside = sum(1 for k in keys if k <= last)
+        chunk, rest = records[:inside], records[inside:]
+        if m.state == "committed":
+            self.skipped_replayed += len(chunk)
+        else:
+            self._add(chunk, now)
+        reached = bool(chunk) and sequence_key(chunk[-1].sequence_number) >= last
+        if reached or (rest and sequence_key(rest[0].sequence_number) > last):
+            self._replay.popleft()
+            if m.state == "committed":
+                self._checkpoint(checkpointer, m.last_sequence)
+            else:
+                self._flush(checkpointer, FlushReason.REPLAY, force_range=(m.first_sequence, m.last_sequence))
+        return rest
+
+    def _maybe_flush(self, checkpointer: Checkpointer, now: float) -> None:
+        b = self._buffer
+        reason = self.policy.decide(records=b.records, nbytes=b.nbytes,
+                                    age_s=now - b.opened_at if b.records else 0.0)
+        if reason is not None:
+            self._flush(checkpointer, reason)
+
+    def _flush(self, checkpointer: Checkpointer, reason: FlushReason,
+               force_range: tuple[str, str] | None = None) -> None:
+        b = self._buffer
+        if b.records == 0 or b.first is None or b.last is None:
+            return
+        first, last = force_range or (b.first, b.last)
+        rows = pa.concat_tables(b.tables) if b.tables else self.writer.contract.arrow_schema().empty_table()
+        started = time.perf_counter()
+        try:
+            manifest = self.writer.write(self.shard_id, first, last, rows, b.dead_letters)
+        except LakeWriteError:
+            log.critical("lake write failed after retries; exiting so the KCL restarts from the"
+                         " last checkpoint", extra={"shard": self.shard_id, "first": first, "last": last})
+            raise SystemExit(3) from None
+        self.flushes.append(manifest)
+        log.info("flushed", extra={
+            "shard": self.shard_id, "reason": reason.value, "first": first, "last": last,
+            "rows": rows.num_rows, "dead_letters": len(b.dead_letters),
+            "seconds": round(time.perf_counter() - started, 3),
+        })
+        self._buffer = _Buffer()
+        self._checkpoint(checkpointer, last)
+
+    def _checkpoint(self, checkpointer: Checkpointer, seq: str | None) -> None:
+        from amazon_kclpy.checkpoint_error import CheckpointError
+
+        for attempt in range(1, self._checkpoint_attempts + 1):
+            try:
+                checkpointer.checkpoint(seq)
+                self.checkpointed = seq
+                return
+            except CheckpointError as exc:
+                code = str(exc.value)
+                if code == "ShutdownException":
+                    # The lease is gone: another worker replays from the previous checkpoint and
+                    # rewrites the same objects. Nothing is lost.
+                    log.warning("checkpoint refused: lease lost", extra={"shard": self.shard_id, "seq": seq})
+                    return
+                if code == "ThrottlingException" and attempt < self._checkpoint_attempts:
+                    self._sleep(min(5.0, 0.2 * 2 ** attempt))
+                    continue
+                log.critical("checkpoint failed", extra={"shard": self.shard_id, "seq": seq, "error": code})
+                raise SystemExit(4) from None
+
+
+def _fatal(fn: Callable[..., None]) -> Callable[..., None]:
+    """amazon_kclpy logs and *continues* after an exception in a processor method, so the next
+    flush would checkpoint past the failed batch. Any unexpected error ends the child instead: the
+    daemon exits and is restarted from the last checkpoint, and nothing is skipped."""
+
+    def wrapped(self: KclRecordProcessor, arg: Any) -> None:
+        try:
+            fn(self, arg)
+        except SystemExit:
+            raise
+        except Exception:
+            log.critical("record processor failed; exiting to replay from the last checkpoint",
+                         exc_info=True, extra={"method": fn.__name__})
+            raise SystemExit(5) from None
+
+    wrapped.__name__ = fn.__name__
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+class KclRecordProcessor:
+    """amazon_kclpy v3 processor interface over a :class:`ShardProcessor`."""
+
+    version = 3
+
+    def __init__(self, make_processor: Callable[[], ShardProcessor]) -> None:
+        self._make = make_processor
+        self.processor: ShardProcessor | None = None
+
+    def _p(self) -> ShardProcessor:
+        if self.processor is None:
+            self.processor = self._make()
+        return self.processor
+
+    @_fatal
+    def initialize(self, initialize_input: Any) -> None:
+        self._p().initialize(initialize_input.shard_id, initialize_input.sequence_number)
+
+    @_fatal
+    def process_records(self, process_records_input: Any) -> None:
+        self._p().process(to_raw_records(process_records_input.records), process_records_input.checkpointer)
+
+    @_fatal
+    def lease_lost(self, lease_lost_input: Any) -> None:
+        self._p().lease_lost()
+
+    @_fatal
+    def shard_ended(self, shard_ended_input: Any) -> None:
+        self._p().shard_ended(shard_ended_input.checkpointer)
+
+    @_fatal
+    def shutdown_requested(self, shutdown_requested_input: Any) -> None:
+        self._p().shutdown_requested(shutdown_requested_input.checkpointer)

@@ -84,6 +84,8 @@ class Loader:
         self.source = source
         self.batch_manifests = batch_manifests
         self._ensured = False
+        #: Totals of every round so far (read it after interrupting :meth:`follow`).
+        self.total = LoadSummary()
 
     def run_once(self) -> LoadSummary:
         t0 = time.perf_counter()
@@ -109,6 +111,7 @@ class Loader:
                 inserted,
             )
         summary.seconds = round(time.perf_counter() - t0, 3)
+        self.total.add(summary)
         return summary
 
     def follow(
@@ -117,14 +120,12 @@ class Loader:
         stop: threading.Event | None = None,
         on_round: Callable[[LoadSummary], None] | None = None,
     ) -> LoadSummary:
-        """Run rounds every ``interval_s`` until ``stop`` is set; return the total."""
+        """Run rounds every ``interval_s`` until ``stop`` is set; return the totals so far."""
         stop = stop or threading.Event()
-        total = LoadSummary()
         for summary in self._rounds(interval_s, stop):
-            total.add(summary)
             if on_round is not None:
                 on_round(summary)
-        return total
+        return self.total
 
     def _rounds(self, interval_s: float, stop: threading.Event) -> Iterator[LoadSummary]:
         while not stop.is_set():

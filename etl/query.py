@@ -1,0 +1,203 @@
+"""Athena's stand-in: DuckDB over the lake's Parquet (and dead-letter JSON lines), read by pyarrow.
+
+Each lake table ``lake/<table>/`` becomes a DuckDB view ``<table>`` (columns as in Glue, plus the
+string partitions ``event_date`` and ``event_hour``), and its dead letters
+``dead-letters/<table>/`` the view ``<table>_dead_letters``. The data is read through pyarrow's
+``S3FileSystem`` (with the emulator's ``endpoint_override`` locally; pyarrow ignores
+``AWS_ENDPOINT_URL``) as a lazy dataset, so DuckDB pushes projections and partition filters down;
+DuckDB's own ``httpfs`` is not used because it downloads an extension at run time.
+
+The SQL files in ``etl/sql/`` (volume per partition, feature summaries per day, dead-letter reasons)
+are written in the subset of SQL that Athena (Trino) and DuckDB both accept, with ``{table}`` and
+``{dead_letters}`` placeholders, and run unchanged through :meth:`LakeQuery.run_file`.
+
+>>> lake = LakeQuery("my-lake-bucket", clients=AwsClients(endpoint_url="http://127.0.0.1:5000"))
+>>> lake.query("SELECT count(*) FROM card_transactions").rows   # doctest: +SKIP
+[(1200,)]
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.json as pajson
+
+from etl.aws import AwsClients
+from etl.contract import PARTITION_DATE, PARTITION_HOUR, Contract
+from etl.exceptions import WarehouseError
+from etl.settings import Settings
+from etl.warehouse.loader import QueryResult
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("payload", pa.string()),
+        ("payload_base64", pa.string()),
+        ("shard_id", pa.string()),
+        ("sequence_number", pa.string()),
+        ("partition_key", pa.string()),
+        ("approximate_arrival_time", pa.string()),
+        ("dead_at", pa.string()),
+    ]
+)
+_HOUR_PARTITIONS = pa.schema([(PARTITION_DATE, pa.string()), (PARTITION_HOUR, pa.string())])
+_DAY_PARTITIONS = pa.schema([(PARTITION_DATE, pa.string())])
+
+
+def sql_file(name: str) -> str:
+    """The text of ``etl/sql/<name>.sql``."""
+    path = resources.files("etl.sql").joinpath(f"{name}.sql")
+    if not path.is_file():
+        available = sorted(
+            p.name.removesuffix(".sql")
+            for p in resources.files("etl.sql").iterdir()
+            if p.name.endswith(".sql")
+        )
+        raise WarehouseError(f"no SQL file {name!r}; available: {available}")
+    return path.read_text()
+
+
+def render(sql: str, table: str) -> str:
+    """Fill the ``{table}`` / ``{dead_letters}`` placeholders of a shared SQL file."""
+    return sql.replace("{table}", table).replace("{dead_letters}", f"{table}_dead_letters")
+
+
+class LakeQuery:
+    """A DuckDB connection with the lake's tables registered as views."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        lake_prefix: str = "lake",
+        dead_letter_prefix: str = "dead-letters",
+        clients: AwsClients | None = None,
+        contract: Contract | None = None,
+        filesystem: pafs.FileSystem | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.lake_prefix = lake_prefix
+        self.dead_letter_prefix = dead_letter_prefix
+        self.contract = contract
+        if filesystem is None:
+            clients = clients or AwsClients()
+            filesystem = pafs.S3FileSystem(**clients.s3_filesystem_kwargs())
+        self.fs = filesystem
+        self._con: duckdb.DuckDBPyConnection | None = None
+        #: The datasets behind the views (kept alive as long as the connection).
+        self.datasets: dict[str, ds.Dataset] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, clients: AwsClients | None = None, contract: Contract | None = None
+    ) -> LakeQuery:
+        return cls(
+            settings.require("lake_bucket"),
+            lake_prefix=settings.lake_prefix,
+            dead_letter_prefix=settings.dead_letter_prefix,
+            clients=clients or AwsClients.from_settings(settings),
+            contract=contract,
+        )
+
+    def _subfolders(self, prefix: str) -> list[str]:
+        selector = pafs.FileSelector(f"{self.bucket}/{prefix}", allow_not_found=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError as exc:
+            raise WarehouseError(f"listing s3://{self.bucket}/{prefix}/ failed: {exc}") from None
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+    def tables(self) -> list[str]:
+        """Lake tables: folders under ``<lake_prefix>/``, plus the contract's even if empty."""
+        found = set(self._subfolders(self.lake_prefix))
+        if self.contract is not None:
+            found.add(self.contract.name)
+        return sorted(found)
+
+    def _rows_dataset(self, table: str) -> ds.Dataset:
+        schema = None
+        if self.contract is not None and table == self.contract.name:
+            schema = self.contract.arrow_schema(with_metadata=True, with_partitions=True)
+        try:
+            return ds.dataset(
+                f"{self.bucket}/{self.lake_prefix}/{table}",
+                filesystem=self.fs,
+                format="parquet",
+                partitioning=ds.partitioning(_HOUR_PARTITIONS, flavor="hive"),
+                schema=schema,
+            )
+        except FileNotFoundError:
+            if schema is None:
+                raise
+            return self._empty(schema)
+
+    def _dead_letter_dataset(self, table: str) -> ds.Dataset:
+        fmt = ds.JsonFileFormat(
+            parse_options=pajson.ParseOptions(
+                explicit_schema=DEAD_LETTER_SCHEMA, unexpected_field_behavior="ignore"
+            )
+        )
+        return ds.dataset(
+            f"{self.bucket}/{self.dead_letter_prefix}/{table}",
+            filesystem=self.fs,
+            format=fmt,
+            partitioning=ds.partitioning(_DAY_PARTITIONS, flavor="hive"),
+            schema=pa.schema([*DEAD_LETTER_SCHEMA, (PARTITION_DATE, pa.string())]),
+        )
+
+    def _empty(self, schema: pa.Schema) -> ds.Dataset:
+        return ds.dataset(schema.empty_table())
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection, views registered on first use."""
+        if self._con is None:
+            con = duckdb.connect(":memory:")
+            for table in self.tables():
+                try:
+                    rows = self._rows_dataset(table)
+                except (OSError, pa.ArrowInvalid) as exc:
+                    raise WarehouseError(f"reading lake table {table!r} failed: {exc}") from None
+                try:
+                    dead = self._dead_letter_dataset(table)
+                except (OSError, pa.ArrowInvalid):
+                    dead = self._empty(
+                        pa.schema([*DEAD_LETTER_SCHEMA, (PARTITION_DATE, pa.string())])
+                    )
+                self.datasets[table] = rows
+                self.datasets[f"{table}_dead_letters"] = dead
+                con.register(table, rows)
+                con.register(f"{table}_dead_letters", dead)
+            self._con = con
+        return self._con
+
+    def query(self, sql: str, params: list[Any] | None = None) -> QueryResult:
+        try:
+            cur = self.connection.execute(sql, params)
+            columns = [d[0] for d in cur.description] if cur.description else []
+            rows = [tuple(r) for r in cur.fetchall()] if cur.description else []
+        except duckdb.Error as exc:
+            raise WarehouseError(f"lake query failed: {exc}") from None
+        return QueryResult(columns, rows)
+
+    def run_file(self, name: str, table: str | None = None) -> QueryResult:
+        """Run ``etl/sql/<name>.sql`` against ``table`` (default: the contract's table)."""
+        if table is None:
+            if self.contract is None:
+                raise WarehouseError(f"run_file({name!r}) needs a table name or a contract")
+            table = self.contract.name
+        return self.query(render(sql_file(name), table))
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None

@@ -1,0 +1,170 @@
+"""The local stack: the emulator, the template deployed into it, and the local stand-ins.
+
+``up`` starts (each as its own process, recorded by PID in ``.driftline/state.json``):
+
+* the emulator (moto over hypercorn, HTTP/2 cleartext) on a free loopback port;
+* the CloudFormation template, deployed into it (what moto ignores is created by API);
+* the alarm evaluator (moto stores alarms but never evaluates them);
+* the embedded PostgreSQL standing in for Redshift;
+* the retrain dispatcher (polls the retrain rule's SQS target) and the local model server.
+
+``down`` stops exactly those PIDs and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from etl.aws import AwsClients, configure_awswrangler
+from etl.contract import load_contract
+from etl.exceptions import EmulatorError
+from etl.lake import GlueCatalog, LakeLayout
+from infra.context import LocalState, settings_from_outputs, state_dir
+from infra.emulator import start_emulator, stop_pid
+
+log = logging.getLogger("driftline.local")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalUp:
+    state: LocalState
+    resources: list[tuple[str, str, str]]  # (logical id, type, provided by)
+    seconds: float
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start_module(module: str, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``python -m module args`` detached in its own session; returns its PID."""
+    with log_path.open("ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args], stdout=logf, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **(env or {})},
+        )
+    return proc.pid
+
+
+def up(
+    *, stack_name: str = "driftline", region: str = "us-east-1", directory: Path | None = None,
+    with_warehouse: bool = True, with_services: bool = True,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> LocalUp:
+    """Start everything; idempotent when the recorded emulator still runs."""
+    started = time.monotonic()
+    d = directory or state_dir()
+    existing = LocalState.load(d)
+    if existing is not None and _pid_alive(existing.pids.get("emulator", -1)):
+        progress(f"local stack already up at {existing.endpoint}")
+        return LocalUp(existing, [], 0.0)
+    if existing is not None:
+        down(directory=d)
+    d.mkdir(parents=True, exist_ok=True)
+    progress("starting the emulator (moto over hypercorn, HTTP/2 cleartext)")
+    emu = start_emulator(d)
+    state = LocalState(endpoint=emu.endpoint, stack_name=stack_name, region=region,
+                       pids={"emulator": emu.pid})
+    state.save(d)
+    try:
+        clients = AwsClients(region=region, endpoint_url=emu.endpoint)
+        configure_awswrangler(emu.endpoint)
+        progress("deploying infra/templates/driftline.yaml into the emulator")
+        from infra.stack import deploy_local
+
+        result = deploy_local(clients, stack_name=stack_name)
+        state.outputs = dict(result.outputs)
+        state.save(d)
+        contract = load_contract()
+        names = settings_from_outputs(state.outputs)
+        layout = LakeLayout(bucket=names["lake_bucket"], table=contract.name)
+        GlueCatalog(contract, layout, names["glue_database"], clients.session).ensure_table()
+        if with_warehouse:
+            progress("starting the embedded PostgreSQL (Redshift stand-in)")
+            from infra.pg import start_postgres
+
+            pg = start_postgres(d)
+            state.pids["postgres"] = pg.pid
+            state.extra["warehouse_dsn"] = pg.dsn
+            state.save(d)
+        if with_services:
+            _start_services(state, d, progress)
+        state.save(d)
+    except BaseException:
+        down(directory=d)
+        raise
+    resources = [(r.logical_id, r.type, r.provided_by) for r in result.resources]
+    return LocalUp(state, resources, time.monotonic() - started)
+
+
+def _start_services(state: LocalState, d: Path, progress: Callable[[str], None]) -> None:
+    env = {"DRIFTLINE_STATE_DIR": str(d)}
+    evaluator = Path(__file__).with_name("alarm_evaluator.py")
+    if evaluator.exists():
+        progress("starting the alarm evaluator (moto never evaluates alarms)")
+        state.pids["alarm_evaluator"] = start_module(
+            "infra.alarm_evaluator",
+            ["--endpoint", state.endpoint, "--state-dir", str(d), "--interval", "5"],
+            d / "alarm_evaluator.log", env,
+        )
+
+
+def down(*, directory: Path | None = None, timeout: float = 15.0) -> list[str]:
+    """Stop every process ``up`` recorded, by PID; remove the state. Returns what was stopped."""
+    d = directory or state_dir()
+    state = LocalState.load(d)
+    if state is None:
+        return []
+    stopped = []
+    # Services first, the emulator last (they talk to it while stopping).
+    for name in sorted(state.pids, key=lambda n: n == "emulator"):
+        pid = state.pids[name]
+        if name == "postgres":
+            from infra.pg import stop_postgres
+
+            with contextlib.suppress(Exception):
+                stop_postgres(pid, timeout)
+        else:
+            stop_pid(pid, timeout)
+        stopped.append(f"{name} (pid {pid})")
+    (d / "state.json").unlink(missing_ok=True)
+    return stopped
+
+
+def status(*, directory: Path | None = None) -> dict[str, object]:
+    d = directory or state_dir()
+    state = LocalState.load(d)
+    if state is None:
+        return {"up": False}
+    procs = {name: {"pid": pid, "alive": _pid_alive(pid)} for name, pid in state.pids.items()}
+    out: dict[str, object] = {"up": procs.get("emulator", {}).get("alive", False),
+                              "endpoint": state.endpoint, "stack": state.stack_name,
+                              "processes": procs, "outputs": state.outputs}
+    if out["up"]:
+        from infra.stack import describe_local
+
+        try:
+            res = describe_local(AwsClients(region=state.region, endpoint_url=state.endpoint),
+                                 state.stack_name)
+            out["resources"] = [
+                {"logical_id": r.logical_id, "type": r.type, "physical_id": r.physical_id,
+                 "provided_by": r.provided_by}
+                for r in res.resources
+            ]
+        except EmulatorError as exc:  # pragma: no cover - reported, not raised
+            out["resources_error"] = str(exc)
+    return out

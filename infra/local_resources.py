@@ -203,6 +203,10 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+class LeftBehind(Exception):  # noqa: N818 - a signal, not an error
+    """The emulator cannot delete this resource; the message says why and when it goes."""
+
+
 class _Handler:
     resource_type = ""
 
@@ -289,7 +293,181 @@ class S3BucketPolicy(_Handler):
                 raise
 
 
-HANDLERS: dict[str, type[_Handler]] = {h.resource_type: h for h in (GlueDatabase, S3BucketPolicy)}
+class CloudWatchAlarm(_Handler):
+    """PutMetricAlarm with the template's own threshold, period, M of N and missing-data mode."""
+
+    resource_type = "AWS::CloudWatch::Alarm"
+    _STRINGS = (
+        "AlarmName",
+        "AlarmDescription",
+        "Namespace",
+        "MetricName",
+        "Statistic",
+        "ExtendedStatistic",
+        "ComparisonOperator",
+        "TreatMissingData",
+        "Unit",
+        "EvaluateLowSampleCountPercentile",
+        "ThresholdMetricId",
+    )
+    _INTS = ("Period", "EvaluationPeriods", "DatapointsToAlarm")
+    _LISTS = ("AlarmActions", "OKActions", "InsufficientDataActions")
+
+    def physical_id(self, logical_id: str, props: dict[str, Any], stack_name: str) -> str:
+        if "AlarmName" not in props:
+            raise StackError(f"alarm {logical_id} needs an AlarmName for the local stack")
+        return str(props["AlarmName"])
+
+    def attribute(self, physical_id: str, props: dict[str, Any], name: str) -> str:
+        if name == "Arn":
+            alarms = self.clients.client("cloudwatch").describe_alarms(AlarmNames=[physical_id])
+            return str(alarms["MetricAlarms"][0]["AlarmArn"])
+        return super().attribute(physical_id, props, name)
+
+    @classmethod
+    def request(cls, props: dict[str, Any]) -> dict[str, Any]:
+        """The PutMetricAlarm request for the resolved CloudFormation properties."""
+        known = {
+            *cls._STRINGS,
+            *cls._INTS,
+            *cls._LISTS,
+            "Threshold",
+            "Dimensions",
+            "ActionsEnabled",
+            "Metrics",
+        }
+        unknown = sorted(set(props) - known)
+        if unknown:
+            raise StackError(f"alarm property {unknown[0]} is not mapped to PutMetricAlarm locally")
+        req: dict[str, Any] = {k: str(props[k]) for k in cls._STRINGS if k in props}
+        req.update({k: int(props[k]) for k in cls._INTS if k in props})
+        req.update({k: list(props[k]) for k in cls._LISTS if k in props})
+        if "Threshold" in props:
+            req["Threshold"] = float(props["Threshold"])
+        if "Dimensions" in props:
+            req["Dimensions"] = [
+                {"Name": str(d["Name"]), "Value": str(d["Value"])} for d in props["Dimensions"]
+            ]
+        if "ActionsEnabled" in props:
+            req["ActionsEnabled"] = props["ActionsEnabled"] in (True, "true")
+        if "Metrics" in props:
+            req["Metrics"] = props["Metrics"]
+        return req
+
+    def create(self, logical_id: str, props: dict[str, Any], stack_name: str) -> None:
+        self.clients.client("cloudwatch").put_metric_alarm(**self.request(props))
+
+    def exists(self, physical_id: str, props: dict[str, Any]) -> bool:
+        found = self.clients.client("cloudwatch").describe_alarms(AlarmNames=[physical_id])
+        return bool(found.get("MetricAlarms"))
+
+    def delete(self, physical_id: str, props: dict[str, Any]) -> None:
+        self.clients.client("cloudwatch").delete_alarms(AlarmNames=[physical_id])
+
+
+class ModelPackageGroup(_Handler):
+    resource_type = "AWS::SageMaker::ModelPackageGroup"
+
+    def physical_id(self, logical_id: str, props: dict[str, Any], stack_name: str) -> str:
+        # CloudFormation's Ref returns the group's ARN
+        return self._arn(str(props["ModelPackageGroupName"]))
+
+    def _arn(self, name: str) -> str:
+        account = self.clients.client("sts").get_caller_identity()["Account"]
+        partition = _partition(self.clients)
+        return (
+            f"arn:{partition}:sagemaker:{self.clients.region}:{account}:model-package-group/{name}"
+        )
+
+    def attribute(self, physical_id: str, props: dict[str, Any], name: str) -> str:
+        if name == "ModelPackageGroupArn":
+            return physical_id
+        return super().attribute(physical_id, props, name)
+
+    def create(self, logical_id: str, props: dict[str, Any], stack_name: str) -> None:
+        sm = self.clients.client("sagemaker")
+        name = str(props["ModelPackageGroupName"])
+        if self.exists(self._arn(name), props):
+            return
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": name}
+        if "ModelPackageGroupDescription" in props:
+            kwargs["ModelPackageGroupDescription"] = str(props["ModelPackageGroupDescription"])
+        sm.create_model_package_group(**kwargs)
+
+    def exists(self, physical_id: str, props: dict[str, Any]) -> bool:
+        try:
+            self.clients.client("sagemaker").describe_model_package_group(
+                ModelPackageGroupName=str(props["ModelPackageGroupName"])
+            )
+        except ClientError as exc:
+            if _code(exc) in ("ValidationException", "ResourceNotFound"):
+                return False
+            raise
+        return True
+
+    def delete(self, physical_id: str, props: dict[str, Any]) -> None:
+        sm = self.clients.client("sagemaker")
+        name = str(props["ModelPackageGroupName"])
+        if not self.exists(physical_id, props):
+            return
+        # a group with versions cannot be deleted: drop the versions first (local teardown only)
+        paginator = sm.get_paginator("list_model_packages")
+        for page in paginator.paginate(ModelPackageGroupName=name):
+            for pkg in page.get("ModelPackageSummaryList", []):
+                sm.delete_model_package(ModelPackageName=pkg["ModelPackageArn"])
+        try:
+            sm.delete_model_package_group(ModelPackageGroupName=name)
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 500:
+                raise LeftBehind(
+                    "moto does not implement DeleteModelPackageGroup; the group goes when the "
+                    "emulator stops"
+                ) from None
+            raise
+
+
+class SqsQueuePolicy(_Handler):
+    resource_type = "AWS::SQS::QueuePolicy"
+
+    def physical_id(self, logical_id: str, props: dict[str, Any], stack_name: str) -> str:
+        return ",".join(str(q) for q in props["Queues"])
+
+    def create(self, logical_id: str, props: dict[str, Any], stack_name: str) -> None:
+        policy = json.dumps(props["PolicyDocument"])
+        for url in props["Queues"]:
+            self.clients.client("sqs").set_queue_attributes(
+                QueueUrl=str(url), Attributes={"Policy": policy}
+            )
+
+    def exists(self, physical_id: str, props: dict[str, Any]) -> bool:
+        for url in props["Queues"]:
+            try:
+                attrs = self.clients.client("sqs").get_queue_attributes(
+                    QueueUrl=str(url), AttributeNames=["Policy"]
+                )
+            except ClientError as exc:
+                if "NonExistentQueue" in _code(exc):
+                    return False
+                raise
+            if not attrs.get("Attributes", {}).get("Policy"):
+                return False
+        return True
+
+    def delete(self, physical_id: str, props: dict[str, Any]) -> None:
+        for url in props["Queues"]:
+            try:
+                self.clients.client("sqs").set_queue_attributes(
+                    QueueUrl=str(url), Attributes={"Policy": ""}
+                )
+            except ClientError as exc:
+                if "NonExistentQueue" not in _code(exc):
+                    raise
+
+
+HANDLERS: dict[str, type[_Handler]] = {
+    h.resource_type: h
+    for h in (GlueDatabase, S3BucketPolicy, CloudWatchAlarm, ModelPackageGroup, SqsQueuePolicy)
+}
 
 
 def handler_for(resource_type: str, clients: AwsClients) -> _Handler:

@@ -350,7 +350,10 @@ class _LocalStack:
             if action == "create":
                 handler.create(logical_id, props, self.stack_name)
             elif action == "delete":
-                handler.delete(physical, props)
+                try:
+                    handler.delete(physical, props)
+                except lr.LeftBehind as exc:
+                    provided = f"left behind: {exc}"
             elif not handler.exists(physical, props):
                 provided = f"missing (expected by API: {rtype})"
             out.append(ResourceStatus(logical_id, rtype, physical, provided))

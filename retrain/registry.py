@@ -71,7 +71,8 @@ def properties_for(candidate: Candidate) -> dict[str, str]:
     props = {f"metric.{k}": _clip(f"{float(v):.6g}") for k, v in candidate.metrics.items()}
     for k, v in (candidate.champion_metrics or {}).items():
         props[f"champion.{k}"] = _clip(f"{float(v):.6g}")
-    props.update({f"lineage.{k}": _clip(v) for k, v in candidate.lineage.items()})
+    # AWS refuses empty values: an unknown lineage item is left out
+    props.update({f"lineage.{k}": _clip(v) for k, v in candidate.lineage.items() if v != ""})
     return props
 
 

@@ -1,0 +1,230 @@
+"""`driftline baseline build`, `drift check` and `alarms` end to end (local files, emulator S3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from etl.aws import AwsClients
+from etl.contract import load_contract
+from etl.profile import as_arrow
+from etl.synthetic import Scenario, generate_frame
+from infra.alarm_evaluator import HISTORY_FILE, Transition
+from infra.cli import main
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No local stack state, no config file: only what each test sets."""
+    monkeypatch.setenv("DRIFTLINE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    for var in ("DRIFTLINE_ENDPOINT_URL", "DRIFTLINE_LAKE_BUCKET", "DRIFTLINE_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def _table(n: int, seed: int, scenario: Scenario = Scenario.STATIONARY) -> pa.Table:
+    table: pa.Table = as_arrow(generate_frame(n, seed=seed, scenario=scenario, drift_at=0.0))
+    return table
+
+
+def test_local_parquet_baseline_then_csv_check(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a training set as Parquet and a drifted set as CSV
+    pq.write_table(_table(5_000, seed=1), env / "train.parquet")
+    pacsv.write_csv(_table(2_000, seed=2, scenario=Scenario.DRIFT), env / "drifted.csv")
+    # WHEN a baseline is built to a local file
+    assert (
+        main(
+            [
+                "baseline",
+                "build",
+                "--from",
+                str(env / "train.parquet"),
+                "--out",
+                str(env / "b.json"),
+            ]
+        )
+        == 0
+    )
+    built = json.loads(capsys.readouterr().out)
+    # THEN it names its version, rows, the contract's hash and window
+    assert built["rows"] == 5_000 and built["contract_hash"] == load_contract().hash
+    assert built["window"][0] == "2026-01-01T00:00:00Z"
+    # WHEN the drifted CSV is checked against it
+    assert (
+        main(
+            [
+                "drift",
+                "check",
+                "--baseline",
+                str(env / "b.json"),
+                "--from",
+                str(env / "drifted.csv"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    # THEN every feature is reported and the drift score is high
+    assert [f["name"] for f in result["features"]] == [f.name for f in load_contract().features]
+    assert result["rows"] == 2_000 and result["drift_score"] > 0.2
+    # AND as a CI gate it fails; a stationary check passes the same gate
+    assert (
+        main(
+            [
+                "drift",
+                "check",
+                "--baseline",
+                str(env / "b.json"),
+                "--from",
+                str(env / "drifted.csv"),
+                "--fail-above",
+                "0.2",
+            ]
+        )
+        == 1
+    )
+    pq.write_table(_table(2_000, seed=3), env / "calm.parquet")
+    assert (
+        main(
+            [
+                "drift",
+                "check",
+                "--baseline",
+                str(env / "b.json"),
+                "--from",
+                str(env / "calm.parquet"),
+                "--fail-above",
+                "0.2",
+            ]
+        )
+        == 0
+    )
+    assert "drift score (max PSI)" in capsys.readouterr().out
+
+
+def test_baseline_for_another_contract_is_refused(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pq.write_table(_table(1_000, seed=1), env / "train.parquet")
+    assert (
+        main(
+            [
+                "baseline",
+                "build",
+                "--from",
+                str(env / "train.parquet"),
+                "--out",
+                str(env / "b.json"),
+            ]
+        )
+        == 0
+    )
+    text = (Path(__file__).parents[2] / "etl/contracts/card_transactions.toml").read_text()
+    (env / "v2.toml").write_text(text.replace("version = 1", "version = 2"))
+    capsys.readouterr()
+    rc = main(
+        [
+            "drift",
+            "check",
+            "--baseline",
+            str(env / "b.json"),
+            "--contract",
+            str(env / "v2.toml"),
+            "--from",
+            str(env / "train.parquet"),
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert load_contract().hash in err and "rebuild the baseline" in err
+
+
+def test_s3_sources_and_current_pointer(
+    env: Path,
+    aws: AwsClients,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN the emulator with a lake bucket holding training data (Parquet) and new data (CSV)
+    monkeypatch.setenv("DRIFTLINE_ENDPOINT_URL", aws.endpoint_url or "")
+    monkeypatch.setenv("DRIFTLINE_LAKE_BUCKET", "lake")
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="lake")
+    pq.write_table(_table(3_000, seed=1), env / "t.parquet")
+    s3.upload_file(str(env / "t.parquet"), "lake", "training/part-0.parquet")
+    pacsv.write_csv(_table(1_000, seed=2, scenario=Scenario.DRIFT), env / "d.csv")
+    s3.upload_file(str(env / "d.csv"), "lake", "incoming/d.csv")
+    # WHEN a baseline is built from an S3 prefix without --out
+    assert main(["baseline", "build", "--from", "s3://lake/training/"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    # THEN it is stored under baselines/<table>/ and the pointer names it
+    assert built["uri"] == f"s3://lake/baselines/card_transactions/{built['version']}.json"
+    pointer = json.loads(
+        s3.get_object(Bucket="lake", Key="baselines/card_transactions/CURRENT.json")["Body"].read()
+    )
+    assert pointer == {"version": built["version"], "uri": built["uri"]}
+    # WHEN new data on S3 is checked against the current baseline
+    assert main(["drift", "check", "--from", "s3://lake/incoming/d.csv", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["baseline_version"] == built["version"] and result["drift_score"] > 0.2
+
+
+def test_alarms_shows_states_and_history(
+    env: Path,
+    aws: AwsClients,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DRIFTLINE_ENDPOINT_URL", aws.endpoint_url or "")
+    cw = aws.client("cloudwatch")
+    cw.put_metric_alarm(
+        AlarmName="driftline-drift-score",
+        Namespace="Driftline",
+        MetricName="DriftScore",
+        Statistic="Maximum",
+        Period=60,
+        EvaluationPeriods=3,
+        DatapointsToAlarm=2,
+        Threshold=0.2,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    cw.put_metric_alarm(
+        AlarmName="other",
+        Namespace="X",
+        MetricName="Y",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1.0,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    state = env / "state"
+    state.mkdir()
+    t = Transition(
+        time="2026-11-22T05:01:00.000+0000",
+        alarm_name="driftline-drift-score",
+        alarm_arn="arn",
+        previous_state="OK",
+        state="ALARM",
+        reason="r",
+        reason_data="{}",
+    )
+    (state / HISTORY_FILE).write_text(t.to_json() + "\n")
+    assert main(["alarms", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [a["name"] for a in doc["alarms"]] == ["driftline-drift-score"]
+    assert doc["alarms"][0]["datapoints"] == "2 of 3 x 60s"
+    assert [(h["previous_state"], h["state"]) for h in doc["history"]] == [("OK", "ALARM")]
+    assert main(["alarms"]) == 0
+    assert "OK -> ALARM" in capsys.readouterr().out

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from etl.contract import Contract, Field, FieldType
 
@@ -50,6 +52,9 @@ _TS_UTC = pa.timestamp("us", tz="UTC")
 _TS_NAIVE = pa.timestamp("us")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ONLY_NONE = frozenset({type(None)})
+_ROW_IN_ERROR = re.compile(r"\bin row (\d+)")
+#: Below this many candidates a batch (or a bisected part of one) goes straight to the slow path.
+_FAST_MIN = 8
 
 
 class Reason(StrEnum):
@@ -234,30 +239,43 @@ class RecordDecoder:
         self._allowed_sets = {
             f.name: pa.array(list(f.allowed), pa.string()) for f in contract.fields if f.allowed
         }
+        self._fields_schema = contract.arrow_schema(with_metadata=False)
+        self._empty_fields = self._fields_schema.empty_table()
+        # Everything nullable (missing and null are told apart by the slow path), timestamps as
+        # strings (parsed column-wise afterwards, so a bad one does not fail the whole block).
+        parse_schema = pa.schema(
+            [
+                pa.field(f.name, pa.string() if f.type is FieldType.TIMESTAMP else f.arrow_type)
+                for f in contract.fields
+            ]
+        )
+        self._parse_options = pa_json.ParseOptions(
+            explicit_schema=parse_schema, unexpected_field_behavior="ignore"
+        )
 
     def decode(
         self, records: Sequence[RawRecord], *, shard_id: str, ingest_time: datetime
     ) -> DecodedBatch:
         """Decode and validate ``records``; good rows keep their input order."""
         bad: dict[int, tuple[Reason, str]] = {}
-        objs, pos = self._parse_payloads(records, bad)
-        m = len(objs)
-        local_bad: dict[int, tuple[Reason, str]] = {}
+        fast_table, fast_idx, slow_idx = self._fast_path(records, bad)
+        slow_table, slow_good = self._slow_path(records, slow_idx, bad, shard_id)
+        if not slow_good:
+            fields, good = fast_table, fast_idx
+        elif not fast_idx:
+            fields, good = slow_table, slow_good
+        else:  # merge back into input order
+            fields = pa.concat_tables([fast_table, slow_table])
+            merged = np.concatenate([np.asarray(fast_idx), np.asarray(slow_good)])
+            order = np.argsort(merged, kind="stable")
+            fields = fields.take(pa.array(order))
+            good = merged[order].tolist()
 
-        def flag(k: int, reason: Reason, detail: str) -> None:
-            if k not in local_bad:
-                local_bad[k] = (reason, detail)
-
-        arrays = [self._column(f, objs, flag) for f in self.contract.fields]
-
-        if log.isEnabledFor(logging.DEBUG):
-            unknown = sum(len(o.keys() - self._known) for o in objs)
-            if unknown:
-                log.debug("ignored %d unknown fields in %d records of %s", unknown, m, shard_id)
-
-        seqs = [records[i].sequence_number for i in pos]
-        arrivals = [records[i].approximate_arrival_ms for i in pos]
+        m = len(good)
+        seqs = [records[i].sequence_number for i in good]
+        arrivals = [records[i].approximate_arrival_ms for i in good]
         ingest_us = int(_as_utc(ingest_time).timestamp() * 1_000_000)
+        arrays = [*fields.columns]
         arrays += [
             pa.array([shard_id] * m, pa.string()),
             pa.array(seqs, pa.string()),
@@ -265,12 +283,6 @@ class RecordDecoder:
             pa.array(np.full(m, ingest_us, dtype=np.int64), pa.int64()).cast(_TS_UTC),
         ]
         table = pa.Table.from_arrays(arrays, schema=self.schema)
-        if local_bad:
-            keep = np.ones(m, dtype=bool)
-            keep[list(local_bad)] = False
-            table = table.filter(pa.array(keep))
-            for k, problem in local_bad.items():
-                bad[pos[k]] = problem
 
         dead = [
             DeadLetter(
@@ -284,20 +296,180 @@ class RecordDecoder:
             )
             for i, (reason, detail) in sorted(bad.items())
         ]
-        good_bytes = sum(len(r.data) for r in records) - sum(len(d.data) for d in dead)
+        good_bytes = sum(len(records[i].data) for i in good)
         return DecodedBatch(table=table, dead_letters=dead, good_bytes=good_bytes)
+
+    # -- fast path: Arrow's JSON reader over the whole batch ------------------------------------
+
+    def _fast_path(
+        self, records: Sequence[RawRecord], bad: dict[int, tuple[Reason, str]]
+    ) -> tuple[pa.Table, list[int], list[int]]:
+        """Parse the plainly well-formed records in one C++ pass; the rest go to the slow path.
+
+        Returns the parsed fields table, the record indices of its rows, and the indices the slow
+        path must judge. Anything the fast path is unsure about goes to the slow path, which is
+        the reference: Arrow rejects type mismatches, so only nulls, non-finite floats, ranges and
+        allowed values need checking afterwards.
+        """
+        limit = self.contract.max_record_bytes
+        cand: list[int] = []
+        slow: list[int] = []
+        for i, rec in enumerate(records):
+            data = rec.data
+            if len(data) > limit:
+                bad[i] = (Reason.OVERSIZE, f"{len(data)} bytes > max_record_bytes={limit}")
+            elif (
+                data[:1] == b"{"
+                and data[-1:] == b"}"
+                and b"\n" not in data
+                and (data.isascii() or _is_utf8(data))
+            ):
+                cand.append(i)
+            else:
+                slow.append(i)
+        if len(cand) < _FAST_MIN:
+            return self._empty_fields, [], sorted(slow + cand)
+        pieces: list[tuple[list[int], pa.Table]] = []
+        self._parse_block(records, cand, pieces, slow)
+        if not pieces:
+            return self._empty_fields, [], sorted(slow)
+        idx = [i for chunk, _ in pieces for i in chunk]
+        table = pieces[0][1] if len(pieces) == 1 else pa.concat_tables([t for _, t in pieces])
+        table, unparsed = self._cast_timestamps(table)
+        suspect = self._suspects(table, unparsed)
+        if suspect is not None:
+            keep = pc.invert(suspect)
+            slow += [idx[k] for k in _true_positions(suspect)]
+            idx = [i for i, ok in zip(idx, keep.to_pylist(), strict=True) if ok]
+            table = table.filter(keep)
+        slow.sort()
+        return pa.Table.from_arrays(table.columns, schema=self._fields_schema), idx, slow
+
+    def _parse_block(
+        self,
+        records: Sequence[RawRecord],
+        cand: list[int],
+        pieces: list[tuple[list[int], pa.Table]],
+        slow: list[int],
+    ) -> None:
+        """Parse ``cand`` as one NDJSON block, setting aside the records Arrow rejects.
+
+        Arrow names the row for most errors ("... in row N"): that record goes to the slow path
+        and the parts before and after it are parsed on their own. Errors without a row (a value
+        that does not convert) bisect the block. Small remainders go to the slow path directly.
+        """
+        if len(cand) < _FAST_MIN:
+            slow.extend(cand)
+            return
+        block = b"\n".join([records[i].data for i in cand])
+        try:
+            table = pa_json.read_json(
+                pa.py_buffer(block),
+                read_options=pa_json.ReadOptions(use_threads=False, block_size=len(block) + 1),
+                parse_options=self._parse_options,
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            found = _ROW_IN_ERROR.search(str(exc))
+            row = int(found.group(1)) if found else -1
+            if 0 <= row < len(cand):
+                slow.append(cand[row])
+                self._parse_block(records, cand[:row], pieces, slow)
+                self._parse_block(records, cand[row + 1 :], pieces, slow)
+                return
+            table = None
+        if table is not None and table.num_rows == len(cand):
+            pieces.append((cand, table))
+            return
+        mid = len(cand) // 2
+        self._parse_block(records, cand[:mid], pieces, slow)
+        self._parse_block(records, cand[mid:], pieces, slow)
+
+    def _cast_timestamps(self, table: pa.Table) -> tuple[pa.Table, list[int]]:
+        """Timestamps arrive as strings; returns the table and the rows whose text did not parse."""
+        unparsed: list[int] = []
+        for f in self.contract.fields:
+            if f.type is FieldType.TIMESTAMP:
+                pos = table.schema.get_field_index(f.name)
+                parsed, bad = _parse_timestamps(table.column(pos).combine_chunks())
+                unparsed += bad
+                table = table.set_column(pos, f.name, parsed)
+        return table, unparsed
+
+    def _suspects(self, table: pa.Table, unparsed: list[int]) -> pa.Array | None:
+        """Rows the fast path cannot vouch for (null rules, non-finite floats, ranges, allowed)."""
+        masks: list[pa.Array] = []
+        if unparsed:
+            flags = np.zeros(table.num_rows, dtype=bool)
+            flags[unparsed] = True
+            masks.append(pa.array(flags))
+        for f in self.contract.fields:
+            col = table.column(f.name)
+            if col.null_count and not (f.nullable and not f.required):
+                masks.append(pc.is_null(col))
+            if f.type is FieldType.FLOAT:
+                masks.append(pc.invert(pc.is_finite(col)))
+            if f.min is not None:
+                masks.append(pc.less(col, f.min))
+            if f.max is not None:
+                masks.append(pc.greater(col, f.max))
+            if f.allowed is not None:
+                masks.append(pc.invert(pc.is_in(col, value_set=self._allowed_sets[f.name])))
+        masks = [pc.fill_null(m, False) for m in masks]
+        masks = [m for m in masks if pc.any(m).as_py()]
+        if not masks:
+            return None
+        out = masks[0]
+        for m in masks[1:]:
+            out = pc.or_(out, m)
+        return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
+
+    # -- slow path: json.loads per record, then column-wise checks -----------------------------
+
+    def _slow_path(
+        self,
+        records: Sequence[RawRecord],
+        indices: list[int],
+        bad: dict[int, tuple[Reason, str]],
+        shard_id: str,
+    ) -> tuple[pa.Table, list[int]]:
+        if not indices:
+            return self._empty_fields, []
+        objs, pos = self._parse_payloads(records, indices, bad)
+        local_bad: dict[int, tuple[Reason, str]] = {}
+
+        def flag(k: int, reason: Reason, detail: str) -> None:
+            if k not in local_bad:
+                local_bad[k] = (reason, detail)
+
+        arrays = [self._column(f, objs, flag) for f in self.contract.fields]
+        if log.isEnabledFor(logging.DEBUG):
+            unknown = sum(len(o.keys() - self._known) for o in objs)
+            if unknown:
+                log.debug(
+                    "ignored %d unknown fields in %d records of %s", unknown, len(objs), shard_id
+                )
+        table = pa.Table.from_arrays(arrays, schema=self._fields_schema)
+        if not local_bad:
+            return table, pos
+        keep = np.ones(len(objs), dtype=bool)
+        keep[list(local_bad)] = False
+        for k, problem in local_bad.items():
+            bad[pos[k]] = problem
+        return table.filter(pa.array(keep)), [
+            i for i, ok in zip(pos, keep.tolist(), strict=True) if ok
+        ]
 
     # -- steps ----------------------------------------------------------------------------------
 
     def _parse_payloads(
-        self, records: Sequence[RawRecord], bad: dict[int, tuple[Reason, str]]
+        self, records: Sequence[RawRecord], indices: list[int], bad: dict[int, tuple[Reason, str]]
     ) -> tuple[list[dict[str, Any]], list[int]]:
         limit = self.contract.max_record_bytes
         loads = self._json
         objs: list[dict[str, Any]] = []
         pos: list[int] = []
-        for i, rec in enumerate(records):
-            data = rec.data
+        for i in indices:
+            data = records[i].data
             if len(data) > limit:
                 bad[i] = (Reason.OVERSIZE, f"{len(data)} bytes > max_record_bytes={limit}")
                 continue
@@ -335,6 +507,9 @@ class RecordDecoder:
         elif extra:
             self._fix_values(f, objs, values, flag)
         arr = self._to_arrow(f, values, flag)
+        if f.type is FieldType.FLOAT:
+            for k in _true_positions(pc.invert(pc.is_finite(arr))):
+                flag(k, Reason.OUT_OF_RANGE, f"{name}: {_show(values[k])} is not a finite number")
         if f.min is not None or f.max is not None:
             self._check_range(f, arr, flag)
         if f.allowed is not None:
@@ -394,7 +569,7 @@ class RecordDecoder:
         self, f: Field, values: list[Any], flag: Callable[[int, Reason, str], None]
     ) -> pa.Array:
         if f.type is FieldType.TIMESTAMP:
-            parsed, bad = _parse_timestamps(pa.array(values, pa.string()))
+            parsed, bad = _parse_timestamps(self._strings(f, values, flag))
             for k in bad:
                 flag(k, Reason.WRONG_TYPE, _wrong_type(f, values[k]))
             return parsed
@@ -423,7 +598,23 @@ class RecordDecoder:
                             )
                             values[k] = None
                 return pa.array(values, pa.float64())
+        if f.type is FieldType.STRING:
+            return self._strings(f, values, flag)
         return pa.array(values, f.arrow_type)
+
+    @staticmethod
+    def _strings(f: Field, values: list[Any], flag: Callable[[int, Reason, str], None]) -> pa.Array:
+        try:
+            return pa.array(values, pa.string())
+        except (UnicodeEncodeError, pa.ArrowException):  # "\ud800": a lone surrogate escape
+            for k, v in enumerate(values):
+                try:
+                    if v is not None:
+                        v.encode("utf-8")
+                except UnicodeEncodeError:
+                    flag(k, Reason.NON_UTF8, f"{f.name}: {_show(v)} is not valid Unicode")
+                    values[k] = None
+            return pa.array(values, pa.string())
 
     def _check_range(
         self, f: Field, arr: pa.Array, flag: Callable[[int, Reason, str], None]
@@ -445,6 +636,14 @@ def _true_positions(mask: pa.Array) -> list[int]:
     if not pc.any(filled).as_py():
         return []
     return [int(k) for k in np.flatnonzero(filled.to_numpy(zero_copy_only=False))]
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _as_utc(ts: datetime) -> datetime:

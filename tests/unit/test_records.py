@@ -318,3 +318,99 @@ def test_table_types_for_a_generated_batch() -> None:
         r["distance_from_home_km"] is None for r in recs
     )
     assert batch.table.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
+
+
+# -- the fast path (Arrow's JSON reader over a batch) agrees with the slow path ------------------
+
+EDGE_CASES: list[bytes] = [
+    b'{"transaction_id":"a","transaction_id":"b"}',  # duplicate key (json.loads keeps the last)
+    b'{"a":1}{"b":2}',  # two objects in one record
+    b"{}",
+    b" {}",
+    b"",
+    b"null",
+    b'{"amount":NaN}',
+    b"{\n}",
+    b'{"device":"a\rb"}',
+]
+
+
+def _variants() -> list[bytes]:
+    """Good records, each poison kind, and hand-made edge cases, interleaved."""
+    rows = generate_records(120, seed=21)
+    rng = np.random.default_rng(21)
+    out = [encode_record(r) for r in rows]
+    kinds = ["malformed_json", "wrong_type", "missing_required", "non_utf8", "oversize"]
+    for j in range(0, 120, 6):
+        out[j] = make_poison(kinds[(j // 6) % 5], rng, rows[j])
+    good = rows[1]
+    extra = [
+        {**good, "hour": 7.0},  # integral float: fine as int
+        {**good, "amount": float("inf")},  # json.dumps writes Infinity: not JSON
+        {**good, "device": "\ud800"},  # lone surrogate escape
+        {**good, "is_fraud": None},
+        {k: v for k, v in good.items() if k != "is_fraud"},
+        {**good, "distance_from_home_km": None},
+        {**good, "event_time": "2026-01-01T00:00:00+05:00"},
+        {**good, "event_time": "2026-02-30T00:00:00Z"},
+        {**good, "hour": -1},
+        {**good, "card_id": None},
+    ]
+    out[7:7] = [json.dumps(e).encode() for e in extra]
+    out[50:50] = EDGE_CASES
+    out.append(json.dumps({**good, "amount": 5}, indent=1).encode())  # newlines as whitespace
+    return out
+
+
+def test_batch_decode_equals_record_by_record_decode() -> None:
+    # GIVEN a batch mixing good records, every poison kind and edge cases
+    payloads = _variants()
+    recs = [RawRecord(p, str(i), "k", 1000 + i) for i, p in enumerate(payloads)]
+    decoder = RecordDecoder(CONTRACT)
+    # WHEN decoded as one batch (fast path) and one record at a time (slow path)
+    batch = decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST)
+    singles = [decoder.decode([r], shard_id=SHARD, ingest_time=INGEST) for r in recs]
+    # THEN both agree on every row, every dead letter and the byte count
+    assert batch.table.equals(pa.concat_tables([s.table for s in singles]))
+    assert batch.dead_letters == [d for s in singles for d in s.dead_letters]
+    assert batch.good_bytes == sum(s.good_bytes for s in singles)
+    # AND the hand-made cases got the expected verdicts
+    reasons = {int(d.sequence_number): d.reason for d in batch.dead_letters}
+    assert {k: reasons.get(k) for k in range(7, 17)} == {
+        7: None,
+        8: "malformed_json",
+        9: "non_utf8",
+        10: None,
+        11: None,
+        12: None,
+        13: None,
+        14: "wrong_type",
+        15: "out_of_range",
+        16: "null_not_allowed",
+    }
+    assert {k: reasons.get(k) for k in range(50, 59)} == {
+        50: "missing_required",  # the duplicate-key record lacks every other field
+        51: "malformed_json",
+        52: "missing_required",
+        53: "missing_required",
+        54: "malformed_json",
+        55: "not_an_object",
+        56: "malformed_json",
+        57: "missing_required",
+        58: "malformed_json",
+    }
+    assert len(payloads) - 1 not in reasons  # pretty-printed JSON is still JSON
+
+
+def test_batch_of_only_good_records_never_needs_the_slow_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN 500 good records and a slow path that would fail the test if used
+    recs = [
+        RawRecord(encode_record(r), str(i), "k")
+        for i, r in enumerate(generate_records(500, seed=1))
+    ]
+    decoder = RecordDecoder(CONTRACT)
+    monkeypatch.setattr(decoder, "_parse_payloads", lambda *a: pytest.fail("slow path used"))
+    # WHEN decoded THEN all 500 rows come out
+    assert decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST).table.num_rows == 500

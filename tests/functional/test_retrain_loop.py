@@ -4,6 +4,7 @@ challenger → registry → local model server swap → new current baseline →
 from __future__ import annotations
 
 import json
+import math
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -26,16 +27,27 @@ pytestmark = pytest.mark.functional
 
 def _settings(emulator: str, tmp: Path, topic: str, server_url: str) -> Settings:
     return load_settings(
-        {"endpoint_url": emulator, "lake_bucket": "lake", "topic_arn": topic,
-         "model_cache_dir": str(tmp / "models"), "model_server_url": server_url,
-         "retrain_window_hours": 3.0, "retrain_min_rows": 200},
-        env={}, config_path=None,
+        {
+            "endpoint_url": emulator,
+            "lake_bucket": "lake",
+            "topic_arn": topic,
+            "model_cache_dir": str(tmp / "models"),
+            "model_server_url": server_url,
+            "retrain_window_hours": 3.0,
+            "retrain_min_rows": 200,
+        },
+        env={},
+        config_path=None,
     )
 
 
 def _post(url: str, record: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    req = urllib.request.Request(f"{url}/invocations", data=json.dumps(record).encode(),
-                                 method="POST", headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{url}/invocations",
+        data=json.dumps(record).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read()), str(resp.headers["X-Model-Id"])
 
@@ -46,16 +58,27 @@ def test_drift_retrain_promotes_then_a_worse_challenger_is_rejected(
     # GIVEN 8 hours in the lake: stationary for 4 h, then drifted (label relation changed)
     contract = load_contract()
     aws.client("s3").create_bucket(Bucket="lake")
-    frame = generate_frame(12_000, seed=11, scenario=Scenario.DRIFT, drift_at=0.5, start=T0,
-                           events_per_second=12_000 / (8 * 3600))
+    frame = generate_frame(
+        12_000,
+        seed=11,
+        scenario=Scenario.DRIFT,
+        drift_at=0.5,
+        start=T0,
+        events_per_second=12_000 / (8 * 3600),
+    )
     write_lake(frame, session=aws.session, endpoint=emulator, bucket="lake", contract=contract)
     sns, sqs = aws.client("sns"), aws.client("sqs")
     topic = sns.create_topic(Name="retrain-news")["TopicArn"]
     queue = sqs.create_queue(QueueName="retrain-news")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn,
-                  Attributes={"RawMessageDelivery": "true"})
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=queue_arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
     server = start_model_server(tmp_path / "server", None, pointer=None)
     try:
         settings = _settings(emulator, tmp_path, topic, server.url)
@@ -67,7 +90,9 @@ def test_drift_retrain_promotes_then_a_worse_challenger_is_rejected(
         assert first.status == PROMOTED and first.model_version == 1
         assert first.metrics_champion is None and first.champion_version is None
         record = frame.iloc[-1][[f.name for f in contract.features]].to_dict()
-        record = {k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()}
+        record = {
+            k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()
+        }
         _, served = _post(server.url, record)
         assert served == first.run_id
 
@@ -89,8 +114,13 @@ def test_drift_retrain_promotes_then_a_worse_challenger_is_rejected(
         assert pointer.version == second.baseline_version
 
         # WHEN a much weaker model (one stump) challenges on the same window
-        third = run_retrain(settings, aws, event=None, now=T0 + timedelta(hours=8),
-                            hyperparameters={"max-iter": "1", "max-leaf-nodes": "2"})
+        third = run_retrain(
+            settings,
+            aws,
+            event=None,
+            now=T0 + timedelta(hours=8),
+            hyperparameters={"max-iter": "1", "max-leaf-nodes": "2"},
+        )
 
         # THEN it is rejected with the reason recorded, and the champion keeps serving
         assert third.status == REJECTED
@@ -98,22 +128,31 @@ def test_drift_retrain_promotes_then_a_worse_challenger_is_rejected(
         assert _post(server.url, record)[1] == second.run_id
         versions = registry.list_versions(aws.client("sagemaker"), model_group(settings))
         assert [(v.version, v.status) for v in versions] == [
-            (1, "Approved"), (2, "Approved"), (3, "Rejected")]
+            (1, "Approved"),
+            (2, "Approved"),
+            (3, "Rejected"),
+        ]
         champ = registry.champion(versions)
         assert champ is not None and champ.version == 2
         assert versions[2].reason == third.reason
         assert versions[1].lineage["window_end"] == (T0 + timedelta(hours=8)).isoformat()
         assert versions[1].lineage["baseline_version"] == second.baseline_version
         assert versions[1].metrics["roc_auc"] == pytest.approx(
-            second.metrics_challenger["roc_auc"], abs=1e-5)
+            second.metrics_challenger["roc_auc"], abs=1e-5
+        )
 
         # AND SNS carried champion vs challenger for each run
         got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        bodies = sorted((json.loads(m["Body"]) for m in got["Messages"]),
-                        key=lambda d: d["model_version"])
+        bodies = sorted(
+            (json.loads(m["Body"]) for m in got["Messages"]), key=lambda d: d["model_version"]
+        )
         assert [(b["model_version"], b["status"]) for b in bodies] == [
-            (1, PROMOTED), (2, PROMOTED), (3, REJECTED)]
+            (1, PROMOTED),
+            (2, PROMOTED),
+            (3, REJECTED),
+        ]
         assert bodies[1]["metrics_champion"]["roc_auc"] == pytest.approx(
-            second.metrics_champion["roc_auc"])
+            second.metrics_champion["roc_auc"]
+        )
     finally:
         server.stop()

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from etl.aws import AwsClients
@@ -415,8 +416,13 @@ class ModelPackageGroup(_Handler):
         for page in paginator.paginate(ModelPackageGroupName=name):
             for pkg in page.get("ModelPackageSummaryList", []):
                 sm.delete_model_package(ModelPackageName=pkg["ModelPackageArn"])
+        once = self.clients.session.client(  # no retries: moto answers 500 (not implemented)
+            "sagemaker",
+            endpoint_url=self.clients.endpoint_url,
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+        )
         try:
-            sm.delete_model_package_group(ModelPackageGroupName=name)
+            once.delete_model_package_group(ModelPackageGroupName=name)
         except ClientError as exc:
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 500:
                 raise LeftBehind(

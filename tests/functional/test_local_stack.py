@@ -1,0 +1,159 @@
+"""The template deployed into the emulator: every resource present, and how it is provided."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from etl.aws import AwsClients
+from infra.stack import (
+    TEMPLATE_PATH,
+    deploy_local,
+    describe_local,
+    load_template,
+    stack_status,
+    teardown_local,
+)
+
+pytestmark = pytest.mark.functional
+
+REQUIRED_OUTPUTS = {
+    "StreamName": "driftline-events",
+    "LakeBucket": "driftline-lake-123456789012-us-east-1",
+    "GlueDatabase": "driftline_lake",
+    "KclApplicationName": "driftline-consumer",
+    "MetricsNamespace": "Driftline",
+    "DriftAlarmName": "driftline-drift-score",
+    "DeadLetterAlarmName": "driftline-dead-letter-rate",
+    "RetrainRuleName": "driftline-retrain-on-drift",
+    "ModelPackageGroupName": "driftline-fraud",
+    "TopicArn": "arn:aws:sns:us-east-1:123456789012:driftline-notifications",
+    "IdempotencyTableName": "driftline-retrain-idempotency",
+    "EndpointName": "driftline-fraud",
+}
+
+
+def test_deploy_local_provides_every_resource_of_the_template(aws: AwsClients) -> None:
+    # GIVEN an empty emulator  WHEN the stack is deployed locally
+    result = deploy_local(aws)
+    template = load_template(TEMPLATE_PATH)
+
+    # THEN every resource of the template is listed once, in template order, and none is missing
+    assert [r.logical_id for r in result.resources] == list(template["Resources"])
+    assert result.missing() == []
+    by_id = {r.logical_id: r for r in result.resources}
+    kinds = {r.logical_id: r.provided_by.split(" ")[0] for r in result.resources}
+    print("\n" + "\n".join(f"{r.logical_id:30} {r.provided_by}" for r in result.resources))
+    assert {k for k, v in kinds.items() if v == "emulator-api"} == {
+        "GlueDatabase", "DriftAlarm", "DeadLetterAlarm", "ConsumerLagAlarm",
+        "RetrainQueuePolicy", "RetrainDeadLetterQueuePolicy", "ModelPackageGroup",
+    }  # fmt: skip
+    assert by_id["Stream"].provided_by == "emulator-cloudformation"
+    assert by_id["RedshiftWorkgroup"].provided_by.startswith("local stand-in: embedded PostgreSQL")
+    assert by_id["RetrainFunction"].physical_id is None
+    # AND the outputs other modules map to settings are there with the template's names
+    assert {k: result.outputs[k] for k in REQUIRED_OUTPUTS} == REQUIRED_OUTPUTS
+    assert result.outputs["RetrainQueueUrl"].endswith("/123456789012/driftline-retrain-events")
+    assert "RedshiftWorkgroup" not in result.outputs
+
+    # AND the resources are really there, with the template's settings
+    assert (
+        aws.client("kinesis").describe_stream_summary(StreamName="driftline-events")[
+            "StreamDescriptionSummary"
+        ]["OpenShardCount"]
+        == 2
+    )
+    assert aws.client("glue").get_database(Name="driftline_lake")["Database"]["Name"] == (
+        "driftline_lake"
+    )
+    [alarm] = aws.client("cloudwatch").describe_alarms(AlarmNames=["driftline-drift-score"])[
+        "MetricAlarms"
+    ]
+    stream_dimension = [{"Name": "Stream", "Value": "driftline-events"}]
+    assert (
+        alarm["Threshold"], alarm["Period"], alarm["DatapointsToAlarm"],
+        alarm["EvaluationPeriods"], alarm["TreatMissingData"], alarm["Dimensions"],
+    ) == (0.2, 60, 2, 3, "notBreaching", stream_dimension)  # fmt: skip
+    s3 = aws.client("s3")
+    bucket = REQUIRED_OUTPUTS["LakeBucket"]
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    assert by_id["LakeBucketPolicy"].provided_by.startswith("not emulated: the emulator serves")
+    s3.put_object(Bucket=bucket, Key="lake/t/probe.parquet", Body=b"x")  # no TLS-only deny locally
+    aws.client("kms").describe_key(KeyId="alias/driftline-data")  # moto's dict policy repaired
+
+
+def test_describe_matches_deploy_and_a_second_deploy_changes_nothing(aws: AwsClients) -> None:
+    # GIVEN a deployed local stack
+    first = deploy_local(aws)
+    # WHEN deployed again with the same parameters, then described
+    second = deploy_local(aws)
+    described = describe_local(aws)
+    # THEN the resources and outputs are identical
+    assert second.resources == first.resources
+    assert described.resources == first.resources
+    assert second.outputs == described.outputs == first.outputs
+
+
+def test_update_with_a_parameter_changes_the_alarm(aws: AwsClients) -> None:
+    # GIVEN a deployed stack  WHEN the drift threshold and M of N are changed by parameter
+    deploy_local(aws)
+    deploy_local(aws, parameters={"DriftThreshold": "0.35", "DriftDatapointsToAlarm": "3"})
+    # THEN the alarm in the emulator follows the template's parameters
+    [alarm] = aws.client("cloudwatch").describe_alarms(AlarmNames=["driftline-drift-score"])[
+        "MetricAlarms"
+    ]
+    assert (alarm["Threshold"], alarm["DatapointsToAlarm"]) == (0.35, 3)
+
+
+def test_alarm_event_reaches_the_retrain_queue_and_other_alarms_do_not(aws: AwsClients) -> None:
+    # GIVEN the local stack (rule -> SQS queue)
+    outputs = deploy_local(aws).outputs
+    events, sqs = aws.client("events"), aws.client("sqs")
+
+    def alarm_event(name: str, state: str) -> dict[str, str]:
+        detail = {"alarmName": name, "state": {"value": state}, "previousState": {"value": "OK"}}
+        return {
+            "Source": "aws.cloudwatch",
+            "DetailType": "CloudWatch Alarm State Change",
+            "Detail": json.dumps(detail),
+            "Resources": [f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{name}"],
+        }
+
+    # WHEN the drift alarm goes to ALARM, then OK, and the lag alarm goes to ALARM
+    events.put_events(
+        Entries=[
+            alarm_event("driftline-drift-score", "ALARM"),
+            alarm_event("driftline-drift-score", "OK"),
+            alarm_event("driftline-consumer-lag", "ALARM"),
+        ]
+    )
+    got = sqs.receive_message(
+        QueueUrl=outputs["RetrainQueueUrl"], MaxNumberOfMessages=10, WaitTimeSeconds=1
+    ).get("Messages", [])
+    # THEN exactly the drift ALARM transition is delivered
+    bodies = [json.loads(m["Body"]) for m in got]
+    assert [(b["detail"]["alarmName"], b["detail"]["state"]["value"]) for b in bodies] == [
+        ("driftline-drift-score", "ALARM")
+    ]
+
+
+def test_teardown_removes_the_stack_and_what_was_created_by_api(aws: AwsClients) -> None:
+    # GIVEN a deployed stack with an object in the (versioned, retained) lake bucket
+    out = deploy_local(aws).outputs
+    aws.client("s3").put_object(Bucket=out["LakeBucket"], Key="lake/x/part.parquet", Body=b"x")
+    # WHEN it is torn down
+    removed = teardown_local(aws)
+    # THEN the stack, bucket, Glue database and alarms are gone
+    cfn = aws.client("cloudformation")
+    assert stack_status(cfn, "driftline") in (None, "DELETE_COMPLETE")
+    assert aws.client("s3").list_buckets()["Buckets"] == []
+    assert aws.client("glue").get_databases()["DatabaseList"] == []
+    assert aws.client("cloudwatch").describe_alarms()["MetricAlarms"] == []
+    assert aws.client("kinesis").list_streams()["StreamNames"] == []
+    # AND only what moto cannot delete is reported as left behind
+    assert [r.logical_id for r in removed if r.provided_by.startswith("left behind")] == [
+        "ModelPackageGroup"
+    ]
+    # AND a new deployment after teardown works
+    assert deploy_local(aws).missing() == []

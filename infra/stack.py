@@ -14,8 +14,10 @@ template with how it is provided.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -464,8 +466,6 @@ def _deployed_template(cfn: Any, stack_name: str, template_path: Path | None) ->
     body = cfn.get_template(StackName=stack_name)["TemplateBody"]
     if isinstance(body, dict):
         return body
-    import tempfile
-
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
         fh.write(body)
     try:
@@ -506,3 +506,165 @@ def result_table(result: StackResult) -> str:
 
 def dumps(result: StackResult) -> str:
     return json.dumps(result.to_json(), indent=2, sort_keys=True)
+
+
+# -- AWS ----------------------------------------------------------------------------------------
+
+
+def artifacts_bucket_name(account: str, region: str) -> str:
+    """One artifacts bucket per account and region, shared by every driftline stack there."""
+    return f"driftline-artifacts-{account}-{region}"
+
+
+def ensure_artifacts_bucket(clients: AwsClients) -> str:
+    """Create the artifacts bucket if absent: private, encrypted, versioned, TLS only."""
+    account = str(clients.client("sts").get_caller_identity()["Account"])
+    bucket = artifacts_bucket_name(account, clients.region)
+    s3 = clients.client("s3")
+    try:
+        s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
+        return bucket
+    except ClientError as exc:
+        if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+            raise StackError(
+                f"artifacts bucket {bucket} is not usable ({_code(exc)}); it may belong to "
+                "another account"
+            ) from None
+    kwargs: dict[str, Any] = {"Bucket": bucket}
+    if clients.region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": clients.region}
+    s3.create_bucket(**kwargs)
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    if clients.endpoint_url is None:  # the emulator is plain HTTP and enforces bucket policies
+        deny = {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
+        s3.put_bucket_policy(
+            Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]})
+        )
+    log.info("created artifacts bucket %s", bucket)
+    return bucket
+
+
+def _upload_once(clients: AwsClients, bucket: str, key: str, path: Path) -> None:
+    s3 = clients.client("s3")
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return  # content-addressed: already there
+    except ClientError as exc:
+        if _code(exc) not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    s3.upload_file(str(path), bucket, key)
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    bucket: str
+    app_key: str
+    lambda_key: str
+    template_url: str
+
+
+def upload_artifacts(
+    clients: AwsClients, stack_name: str, *, template_path: Path | None = None,
+    root: Path | None = None, work_dir: Path | None = None,
+) -> Artifacts:  # fmt: skip
+    """Build the app bundle and the Lambda zip, upload them and the template; return their keys."""
+    from infra.lambda_pkg import ROOT, build_app_bundle, build_lambda_zip
+
+    src = root or ROOT
+    bucket = ensure_artifacts_bucket(clients)
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        app = build_app_bundle(src, Path(tmp))
+        fn = build_lambda_zip(src, Path(tmp))
+        app_key, fn_key = f"{stack_name}/app/{app.name}", f"{stack_name}/lambda/{fn.name}"
+        _upload_once(clients, bucket, app_key, app.path)
+        _upload_once(clients, bucket, fn_key, fn.path)
+    body = (template_path or TEMPLATE_PATH).read_bytes()
+    tkey = f"{stack_name}/templates/driftline-{hashlib.sha256(body).hexdigest()[:12]}.yaml"
+    clients.client("s3").put_object(Bucket=bucket, Key=tkey, Body=body)
+    # moto reads the template from its own S3 by parsing this same URL (no network involved)
+    url = f"https://{bucket}.s3.{clients.region}.amazonaws.com/{tkey}"
+    return Artifacts(bucket, app_key, fn_key, url)
+
+
+def deploy_aws(
+    clients: AwsClients,
+    *,
+    stack_name: str = "driftline",
+    parameters: Mapping[str, str] | None = None,
+    template_path: Path | None = None,
+    root: Path | None = None,
+    timeout: float = 3600.0,
+    poll: float = 10.0,
+) -> StackResult:
+    """Package, upload, create or update the stack through a change set, wait; return outputs."""
+    art = upload_artifacts(clients, stack_name, template_path=template_path, root=root)
+    params = {
+        "LocalMode": "false",
+        "ArtifactsBucket": art.bucket,
+        "AppArtifactKey": art.app_key,
+        "LambdaCodeKey": art.lambda_key,
+        **{k: str(v) for k, v in (parameters or {}).items()},
+    }
+    cfn = clients.client("cloudformation")
+    apply_change_set(
+        cfn, stack_name, params, template_url=art.template_url, timeout=timeout, poll=poll
+    )
+    return describe_aws(clients, stack_name)
+
+
+def describe_aws(clients: AwsClients, stack_name: str = "driftline") -> StackResult:
+    cfn = clients.client("cloudformation")
+    resources = [
+        ResourceStatus(lid, rtype, physical, "aws-cloudformation")
+        for lid, (rtype, physical) in _cfn_resources(cfn, stack_name).items()
+    ]
+    return StackResult(outputs=stack_outputs(cfn, stack_name), resources=resources)
+
+
+def destroy_aws(
+    clients: AwsClients, stack_name: str = "driftline", *, timeout: float = 3600.0,
+    poll: float = 10.0,
+) -> list[str]:  # fmt: skip
+    """Delete the stack and wait. Returns the physical ids of resources kept by DeletionPolicy."""
+    cfn = clients.client("cloudformation")
+    if stack_status(cfn, stack_name) is None:
+        return []
+    template = _deployed_template(cfn, stack_name, None)
+    made = _cfn_resources(cfn, stack_name)
+    kept = [
+        made[lid][1]
+        for lid, spec in template["Resources"].items()
+        if spec.get("DeletionPolicy") == "Retain" and lid in made
+    ]
+    cfn.delete_stack(StackName=stack_name)
+
+    def gone() -> tuple[bool, str | None]:
+        now = stack_status(cfn, stack_name)
+        if now == "DELETE_FAILED":
+            return False, _first_failure(cfn, stack_name)
+        return now in (None, "DELETE_COMPLETE"), None
+
+    _wait(gone, f"deletion of stack {stack_name}", timeout, poll)
+    return kept

@@ -1,0 +1,134 @@
+"""``driftline deploy`` / ``driftline destroy``: the stack on AWS, or in the running emulator.
+
+On AWS, ``deploy`` packages the app (wheel + lock) and the retrain Lambda's zip into the artifacts
+bucket (``driftline-artifacts-<account>-<region>``, created if absent), uploads the template,
+creates a change set (CREATE or UPDATE), waits, executes it, waits and prints the outputs. With
+``--local`` (or whenever the local stack's state or ``DRIFTLINE_ENDPOINT_URL`` points at the
+emulator) the same commands deploy the same template into the emulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from etl.aws import AwsClients
+from etl.exceptions import ConfigError
+from infra.context import LocalState, resolve_settings, state_dir
+from infra.stack import (
+    StackResult,
+    deploy_aws,
+    deploy_local,
+    destroy_aws,
+    result_table,
+    teardown_local,
+)
+
+
+def register(subparsers: Any) -> None:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "deploy",
+        help="create or update the stack (AWS, or the emulator with --local)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a template parameter (repeatable), e.g. --param ShardCount=4",
+    )
+    p.add_argument("--json", action="store_true", help="print outputs and resources as JSON")
+    p.set_defaults(func=run_deploy)
+
+    d: argparse.ArgumentParser = subparsers.add_parser(
+        "destroy",
+        help="delete the stack (the lake bucket is retained on AWS)",
+        description="Delete the stack. On AWS the lake bucket is kept (DeletionPolicy Retain);"
+        " locally everything goes.",
+    )
+    _common(d)
+    d.set_defaults(func=run_destroy)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stack", default=None, metavar="NAME", help="stack name (default: settings)")
+    p.add_argument("--region", default=None, help="AWS region (default: settings)")
+    p.add_argument(
+        "--local", action="store_true", help="target the running emulator (`driftline local up`)"
+    )
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    """``["K=V", ...]`` -> ``{"K": "V"}``; a malformed item names itself."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--param", f"expected K=V, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def _target(args: argparse.Namespace) -> tuple[AwsClients, str, bool]:
+    overrides = {"stack_name": args.stack, "region": args.region}
+    settings, _local = resolve_settings(overrides)
+    local = args.local or settings.endpoint_url is not None
+    if args.local and settings.endpoint_url is None:
+        raise ConfigError(
+            "--local", "no emulator is running; start it with `driftline local up` first"
+        )
+    clients = AwsClients(region=settings.region, endpoint_url=settings.endpoint_url)
+    return clients, settings.stack_name, local
+
+
+def _print(result: StackResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        return
+    print(result_table(result))
+    print()
+    width = max((len(k) for k in result.outputs), default=0)
+    for key, value in sorted(result.outputs.items()):
+        print(f"{key.ljust(width)}  {value}")
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    params = parse_params(args.param)
+    clients, stack_name, local = _target(args)
+    where = "the emulator" if local else f"AWS ({clients.region})"
+    print(f"driftline: deploying stack {stack_name} to {where}", file=sys.stderr)
+    if local:
+        result = deploy_local(clients, stack_name=stack_name, parameters=params)
+        state = LocalState.load(state_dir())
+        if state is not None and state.stack_name == stack_name:
+            state.outputs = dict(result.outputs)
+            state.save(state_dir())
+    else:
+        result = deploy_aws(clients, stack_name=stack_name, parameters=params)
+    _print(result, args.json)
+    return 0
+
+
+def run_destroy(args: argparse.Namespace) -> int:
+    clients, stack_name, local = _target(args)
+    if local:
+        removed = teardown_local(clients, stack_name)
+        for r in removed:
+            if r.provided_by.startswith("left behind"):
+                print(f"driftline: {r.logical_id}: {r.provided_by}", file=sys.stderr)
+        print(f"driftline: local stack {stack_name} removed", file=sys.stderr)
+        return 0
+    kept = destroy_aws(clients, stack_name)
+    print(f"driftline: stack {stack_name} deleted", file=sys.stderr)
+    for physical in kept:
+        print(
+            f"driftline: kept {physical} (DeletionPolicy Retain: the lake's data); empty and"
+            " delete it yourself when it is no longer needed",
+            file=sys.stderr,
+        )
+    return 0

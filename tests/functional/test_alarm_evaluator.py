@@ -200,30 +200,31 @@ def test_evaluator_process_evaluates_until_sigterm(aws: AwsClients, tmp_path: Pa
         TreatMissingData="breaching",
     )
     # WHEN the evaluator runs as its own process
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "infra.alarm_evaluator",
-            "--endpoint",
-            aws.endpoint_url or "",
-            "--state-dir",
-            str(tmp_path),
-            "--interval",
-            "0.2",
-            "--prefix",
-            "driftline-",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not read_history(tmp_path):
-            time.sleep(0.1)
-    finally:
-        stop_pid(proc.pid)
-        proc.wait(10)
+    with open(tmp_path / "evaluator.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "infra.alarm_evaluator",
+                "--endpoint",
+                aws.endpoint_url or "",
+                "--state-dir",
+                str(tmp_path),
+                "--interval",
+                "0.2",
+                "--prefix",
+                "driftline-",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not read_history(tmp_path):
+                time.sleep(0.1)
+        finally:
+            stop_pid(proc.pid)
+            proc.wait(10)
     # THEN it recorded the transition, set the state, and exited cleanly on SIGTERM
     assert [h.state for h in read_history(tmp_path)] == ["ALARM"]
     assert cw.describe_alarms()["MetricAlarms"][0]["StateValue"] == "ALARM"

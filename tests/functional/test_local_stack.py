@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -9,8 +10,10 @@ import pytest
 from etl.aws import AwsClients
 from infra.stack import (
     TEMPLATE_PATH,
+    deploy_aws,
     deploy_local,
     describe_local,
+    destroy_aws,
     load_template,
     stack_status,
     teardown_local,
@@ -157,3 +160,77 @@ def test_teardown_removes_the_stack_and_what_was_created_by_api(aws: AwsClients)
     ]
     # AND a new deployment after teardown works
     assert deploy_local(aws).missing() == []
+
+
+# -- the AWS path, exercised against the emulator with LocalMode=false ---------------------------
+
+
+def test_deploy_aws_path_packages_uploads_and_creates_the_fleet(aws: AwsClients) -> None:
+    # GIVEN a VPC with two subnets in the emulator (the fleet's network on AWS)
+    ec2 = aws.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{z}")[
+            "Subnet"
+        ]["SubnetId"]
+        for i, z in enumerate("ab")
+    ]
+    params = {"VpcId": vpc, "SubnetIds": ",".join(subnets), "ConsumerInstances": "2"}
+    # WHEN the AWS deploy path runs (artifacts bucket, app bundle, Lambda zip, change set by URL)
+    result = deploy_aws(aws, stack_name="prod", parameters=params, poll=0.1)
+    # THEN the artifacts are in the content-addressed artifacts bucket
+    bucket = "driftline-artifacts-123456789012-us-east-1"
+    keys = sorted(
+        o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
+    )
+    assert [k.split("/")[1] for k in keys] == ["app", "lambda", "templates"]
+    # AND the AWS-only resources exist: the Lambda, the launch template and the ASG over the subnets
+    types = {r.logical_id: r.type for r in result.resources}
+    assert {"RetrainFunction", "ConsumerLaunchTemplate", "ConsumerGroup"} <= set(types)
+    assert "RetrainQueue" not in types
+    [group] = aws.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=["prod-consumers"]
+    )["AutoScalingGroups"]
+    assert (group["DesiredCapacity"], sorted(group["VPCZoneIdentifier"].split(","))) == (
+        2, sorted(subnets),
+    )  # fmt: skip
+    [version] = ec2.describe_launch_template_versions(LaunchTemplateName="prod-consumer")[
+        "LaunchTemplateVersions"
+    ]
+    user_data = base64.b64decode(version["LaunchTemplateData"]["UserData"]).decode()
+    assert "dnf install -y java-17-amazon-corretto-headless" in user_data
+    assert "ExecStart=/opt/driftline/venv/bin/driftline consume --workers 1" in user_data
+    assert "Restart=always" in user_data
+    assert f"s3://{bucket}/{next(k for k in keys if '/app/' in k)}" in user_data
+    fn = aws.client("lambda").get_function(FunctionName="prod-retrain")["Configuration"]
+    assert (fn["Handler"], fn["Runtime"]) == ("retrain.handler.handler", "python3.11")
+
+    # WHEN the stack is destroyed  THEN the lake bucket is kept (DeletionPolicy Retain)
+    assert destroy_aws(aws, "prod", poll=0.1) == ["prod-lake-123456789012-us-east-1"]
+
+
+def test_cli_deploy_and_destroy_local(emulator: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the emulator named by DRIFTLINE_ENDPOINT_URL (no local state)
+    monkeypatch.setenv("DRIFTLINE_ENDPOINT_URL", emulator)
+    monkeypatch.setenv("DRIFTLINE_STATE_DIR", "/nonexistent-driftline-state")
+    # WHEN `driftline deploy --stack cli --param ShardCount=3 --json` runs
+    import contextlib
+    import io
+
+    from infra.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["deploy", "--stack", "cli", "--param", "ShardCount=3", "--json"])
+    doc = json.loads(out.getvalue())
+    # THEN the stack is there with 3 shards and its outputs are printed
+    assert rc == 0
+    assert doc["outputs"]["StreamName"] == "cli-events"
+    aws = AwsClients(endpoint_url=emulator)
+    summary = aws.client("kinesis").describe_stream_summary(StreamName="cli-events")
+    assert summary["StreamDescriptionSummary"]["OpenShardCount"] == 3
+    # AND a malformed parameter is refused with exit code 2
+    assert main(["deploy", "--stack", "cli", "--param", "oops"]) == 2
+    # AND destroy removes it
+    assert main(["destroy", "--stack", "cli"]) == 0
+    assert aws.client("kinesis").list_streams()["StreamNames"] == []

@@ -27,9 +27,11 @@ timestamps take ISO-8601 strings with ``Z`` or an offset (naive means UTC).
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import logging
 import math
+import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -233,9 +235,14 @@ def _parse_timestamps(arr: pa.Array) -> tuple[pa.Array, list[int]]:
 
 
 class RecordDecoder:
-    """Turns KCL records into lake rows for one contract. Stateless between batches."""
+    """Turns KCL records into lake rows for one contract. Stateless between batches.
 
-    def __init__(self, contract: Contract) -> None:
+    ``parser`` picks the bulk decoder of the fast path: ``"msgspec"`` (typed, skips unknown fields
+    cheaply; needs the optional ``msgspec`` package), ``"arrow"`` (pyarrow's JSON reader), or
+    ``"auto"`` (msgspec when installed). Results are identical; only the speed differs.
+    """
+
+    def __init__(self, contract: Contract, *, parser: str = "auto") -> None:
         self.contract = contract
         self.schema = contract.arrow_schema(with_metadata=True, with_partitions=False)
         self._known = frozenset(f.name for f in contract.fields)
@@ -247,15 +254,50 @@ class RecordDecoder:
         self._empty_fields = self._fields_schema.empty_table()
         # Everything nullable (missing and null are told apart by the slow path), timestamps as
         # strings (parsed column-wise afterwards, so a bad one does not fail the whole block).
-        parse_schema = pa.schema(
+        self._parse_schema = pa.schema(
             [
                 pa.field(f.name, pa.string() if f.type is FieldType.TIMESTAMP else f.arrow_type)
                 for f in contract.fields
             ]
         )
+        self._empty_parse = self._parse_schema.empty_table()
         self._parse_options = pa_json.ParseOptions(
-            explicit_schema=parse_schema, unexpected_field_behavior="ignore"
+            explicit_schema=self._parse_schema, unexpected_field_behavior="ignore"
         )
+        if parser not in ("auto", "msgspec", "arrow"):
+            raise ValueError(f"parser must be 'auto', 'msgspec' or 'arrow', got {parser!r}")
+        msgspec = _msgspec() if parser != "arrow" else None
+        if parser == "msgspec" and msgspec is None:
+            raise ValueError("parser='msgspec' needs the msgspec package; install it or use 'auto'")
+        self.parser = "msgspec" if msgspec is not None else "arrow"
+        self._typed: Callable[[bytes], Any] | None = None
+        self._typed_errors: tuple[type[BaseException], ...] = (ValueError,)
+        self._typed_columns: list[tuple[Callable[[Any], Any], pa.DataType]] = []
+        if msgspec is not None:
+            self._build_typed(msgspec)
+
+    def _build_typed(self, msgspec: Any) -> None:
+        """A msgspec Struct mirroring the contract: same refusals as the slow path, or stricter."""
+        py: dict[FieldType, type] = {
+            FieldType.STRING: str,
+            FieldType.INT: int,
+            FieldType.FLOAT: float,
+            FieldType.BOOL: bool,
+            FieldType.TIMESTAMP: str,  # parsed by Arrow afterwards, exactly as the slow path does
+        }
+        specs: list[Any] = []
+        rename: dict[str, str] = {}
+        for k, f in enumerate(self.contract.fields):
+            attr = f"f{k}"
+            rename[attr] = f.name
+            typ: Any = py[f.type] | None if f.nullable else py[f.type]
+            specs.append((attr, typ) if f.required else (attr, typ, None))
+            self._typed_columns.append(
+                (operator.attrgetter(attr), self._parse_schema.field(k).type)
+            )
+        row = msgspec.defstruct("Row", specs, kw_only=True, rename=rename)
+        self._typed = msgspec.json.Decoder(row).decode
+        self._typed_errors = (msgspec.MsgspecError, ValueError)
 
     def decode(
         self, records: Sequence[RawRecord], *, shard_id: str, ingest_time: datetime
@@ -308,13 +350,63 @@ class RecordDecoder:
     def _fast_path(
         self, records: Sequence[RawRecord], bad: dict[int, tuple[Reason, str]]
     ) -> tuple[pa.Table, list[int], list[int]]:
-        """Parse the plainly well-formed records in one C++ pass; the rest go to the slow path.
+        """Decode the plainly valid records in bulk; the rest go to the slow path.
 
         Returns the parsed fields table, the record indices of its rows, and the indices the slow
-        path must judge. Anything the fast path is unsure about goes to the slow path, which is
-        the reference: Arrow rejects type mismatches, so only nulls, non-finite floats, ranges and
-        allowed values need checking afterwards.
+        path must judge. The fast path may only reject, never accept what the slow path (the
+        reference) would reject: both parsers refuse type mismatches, missing required fields and
+        nulls where the type has none, so only null rules, non-finite floats, ranges and allowed
+        values are re-checked afterwards, column-wise.
         """
+        if self._typed is not None:
+            table, idx, slow = self._fast_typed(records, bad)
+        else:
+            table, idx, slow = self._fast_arrow(records, bad)
+        if not idx:
+            return self._empty_fields, [], sorted(slow)
+        table, unparsed = self._cast_timestamps(table)
+        suspect = self._suspects(table, unparsed)
+        if suspect is not None:
+            keep = pc.invert(suspect)
+            slow += [idx[k] for k in _true_positions(suspect)]
+            idx = [i for i, ok in zip(idx, keep.to_pylist(), strict=True) if ok]
+            table = table.filter(keep)
+        slow.sort()
+        return pa.Table.from_arrays(table.columns, schema=self._fields_schema), idx, slow
+
+    def _fast_typed(
+        self, records: Sequence[RawRecord], bad: dict[int, tuple[Reason, str]]
+    ) -> tuple[pa.Table, list[int], list[int]]:
+        """msgspec: one typed C decode per record; unknown fields are skipped, never built."""
+        limit = self.contract.max_record_bytes
+        decode, errors = self._typed, self._typed_errors
+        assert decode is not None
+        objs: list[Any] = []
+        idx: list[int] = []
+        slow: list[int] = []
+        for i, rec in enumerate(records):
+            data = rec.data
+            if len(data) > limit:
+                bad[i] = (Reason.OVERSIZE, f"{len(data)} bytes > max_record_bytes={limit}")
+                continue
+            try:
+                objs.append(decode(data))
+            except errors:
+                slow.append(i)
+                continue
+            idx.append(i)
+        if not objs:
+            return self._empty_parse, [], slow
+        try:
+            arrays = [pa.array([get(o) for o in objs], typ) for get, typ in self._typed_columns]
+        except (OverflowError, UnicodeEncodeError, pa.ArrowException):  # e.g. an int over 64 bits
+            return self._empty_parse, [], sorted(slow + idx)
+        return pa.Table.from_arrays(arrays, schema=self._parse_schema), idx, slow
+
+    def _fast_arrow(
+        self, records: Sequence[RawRecord], bad: dict[int, tuple[Reason, str]]
+    ) -> tuple[pa.Table, list[int], list[int]]:
+        """Arrow's C++ JSON reader over NDJSON blocks of the records that look well-formed."""
         limit = self.contract.max_record_bytes
         cand: list[int] = []
         slow: list[int] = []
@@ -332,23 +424,15 @@ class RecordDecoder:
             else:
                 slow.append(i)
         if len(cand) < _FAST_MIN:
-            return self._empty_fields, [], sorted(slow + cand)
+            return self._empty_parse, [], sorted(slow + cand)
         pieces: list[tuple[list[int], pa.Table]] = []
         for lo in range(0, len(cand), _FAST_BLOCK):  # a bad record re-parses one block at most
             self._parse_block(records, cand[lo : lo + _FAST_BLOCK], pieces, slow)
         if not pieces:
-            return self._empty_fields, [], sorted(slow)
+            return self._empty_parse, [], slow
         idx = [i for chunk, _ in pieces for i in chunk]
         table = pieces[0][1] if len(pieces) == 1 else pa.concat_tables([t for _, t in pieces])
-        table, unparsed = self._cast_timestamps(table)
-        suspect = self._suspects(table, unparsed)
-        if suspect is not None:
-            keep = pc.invert(suspect)
-            slow += [idx[k] for k in _true_positions(suspect)]
-            idx = [i for i, ok in zip(idx, keep.to_pylist(), strict=True) if ok]
-            table = table.filter(keep)
-        slow.sort()
-        return pa.Table.from_arrays(table.columns, schema=self._fields_schema), idx, slow
+        return table, idx, slow
 
     def _parse_block(
         self,
@@ -655,6 +739,14 @@ def _true_positions(mask: pa.Array) -> list[int]:
     if not pc.any(filled).as_py():
         return []
     return [int(k) for k in np.flatnonzero(filled.to_numpy(zero_copy_only=False))]
+
+
+def _msgspec() -> Any:
+    """The optional msgspec module, or None."""
+    try:
+        return importlib.import_module("msgspec")
+    except ImportError:
+        return None
 
 
 def _is_utf8(data: bytes) -> bool:

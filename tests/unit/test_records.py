@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -362,11 +363,24 @@ def _variants() -> list[bytes]:
     return out
 
 
-def test_batch_decode_equals_record_by_record_decode() -> None:
+PARSERS = [
+    "arrow",
+    pytest.param(
+        "msgspec",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("msgspec") is None, reason="msgspec is optional"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_batch_decode_equals_record_by_record_decode(parser: str) -> None:
     # GIVEN a batch mixing good records, every poison kind and edge cases
     payloads = _variants()
     recs = [RawRecord(p, str(i), "k", 1000 + i) for i, p in enumerate(payloads)]
-    decoder = RecordDecoder(CONTRACT)
+    decoder = RecordDecoder(CONTRACT, parser=parser)
+    assert decoder.parser == parser
     # WHEN decoded as one batch (fast path) and one record at a time (slow path)
     batch = decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST)
     singles = [decoder.decode([r], shard_id=SHARD, ingest_time=INGEST) for r in recs]
@@ -402,15 +416,31 @@ def test_batch_decode_equals_record_by_record_decode() -> None:
     assert len(payloads) - 1 not in reasons  # pretty-printed JSON is still JSON
 
 
+@pytest.mark.parametrize("parser", PARSERS)
 def test_batch_of_only_good_records_never_needs_the_slow_path(
-    monkeypatch: pytest.MonkeyPatch,
+    parser: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN 500 good records and a slow path that would fail the test if used
     recs = [
         RawRecord(encode_record(r), str(i), "k")
         for i, r in enumerate(generate_records(500, seed=1))
     ]
-    decoder = RecordDecoder(CONTRACT)
+    decoder = RecordDecoder(CONTRACT, parser=parser)
     monkeypatch.setattr(decoder, "_parse_payloads", lambda *a: pytest.fail("slow path used"))
     # WHEN decoded THEN all 500 rows come out
     assert decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST).table.num_rows == 500
+
+
+def test_unknown_parser_is_rejected() -> None:
+    with pytest.raises(ValueError, match="parser must be 'auto', 'msgspec' or 'arrow', got 'x'"):
+        RecordDecoder(CONTRACT, parser="x")
+
+
+def test_big_ints_in_a_fast_batch_are_out_of_range() -> None:
+    # GIVEN 20 good records, one with an hour that does not fit 64 bits
+    rows = [encode_record(r) for r in generate_records(20, seed=2)]
+    rows[5] = encode_record({**generate_records(20, seed=2)[5], "hour": 2**70})
+    # WHEN decoded as a batch THEN only that one is dead, as out_of_range
+    batch = _decode(*rows)
+    assert [(d.sequence_number, d.reason) for d in batch.dead_letters] == [("6", "out_of_range")]
+    assert batch.table.num_rows == 19

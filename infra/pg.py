@@ -158,6 +158,8 @@ def start_postgres(
     data_dir = (state_dir / "postgres" / "data").resolve()
     init_data_dir(data_dir, version=version)
     user = _service_user()
+    if user is not None:
+        _ensure_traversable(data_dir)
     stale = data_dir / "postmaster.pid"
     if stale.exists():
         pid = int(stale.read_text().split()[0])

@@ -52,6 +52,25 @@ def to_load(manifests: Sequence[FlushManifest], loaded: Mapping[str, str]) -> li
     return out
 
 
+def ranges_overlap(manifests: Sequence[FlushManifest]) -> bool:
+    """Whether two manifests of a batch cover a common (shard, sequence number).
+
+    Flushes of one shard cover disjoint ranges unless a replay cut them at other boundaries; only
+    then does the batch's staging data need de-duplicating before the MERGE.
+    """
+    by_shard: dict[str, list[tuple[int, int]]] = {}
+    for m in manifests:
+        by_shard.setdefault(m.shard_id, []).append((int(m.first_sequence), int(m.last_sequence)))
+    for ranges in by_shard.values():
+        ranges.sort()
+        reach = ranges[0][1]
+        for first, last in ranges[1:]:
+            if first <= reach:
+                return True
+            reach = max(reach, last)
+    return False
+
+
 def batches(items: Sequence[T], size: int) -> Iterator[list[T]]:
     """Consecutive batches of at most ``size`` items."""
     if size <= 0:

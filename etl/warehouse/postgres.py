@@ -4,8 +4,9 @@ One batch is one transaction::
 
     LOCK TABLE target IN SHARE ROW EXCLUSIVE MODE      -- one loader at a time, readers welcome
     CREATE TEMP TABLE staging (lake columns) ON COMMIT DROP
-    COPY staging (...) FROM STDIN (FORMAT BINARY)       -- rows of every object of the batch
-    MERGE INTO target USING (one row per identity from staging) ON (shard_id, sequence_number)
+    COPY staging (...) FROM STDIN (FORMAT BINARY)    -- all rows, encoded by etl.warehouse.pgbinary
+    MERGE INTO target USING staging (one row per identity if ranges overlap)
+        ON (shard_id, sequence_number)
         WHEN NOT MATCHED THEN INSERT ...
     INSERT INTO load_ledger ... ON CONFLICT (manifest_key) DO UPDATE   -- new ETag on a replay
     COMMIT
@@ -26,9 +27,9 @@ import pyarrow as pa
 
 from etl.contract import SEQUENCE_NUMBER, SHARD_ID, Contract, FieldType
 from etl.exceptions import WarehouseError
-from etl.warehouse import ddl
+from etl.warehouse import ddl, pgbinary
 from etl.warehouse.ddl import Dialect
-from etl.warehouse.ledger import LedgerEntry
+from etl.warehouse.ledger import LedgerEntry, ranges_overlap
 from etl.warehouse.loader import QueryResult
 from etl.warehouse.source import FlushManifest, LakeSource
 
@@ -45,6 +46,10 @@ _COPY_TYPES: dict[FieldType, str] = {
 _META_COPY_TYPES = ["text", "text", "timestamptz", "timestamptz"]
 
 
+#: Rows encoded per COPY chunk (bounds the encoder's temporary memory).
+COPY_CHUNK_ROWS = 65_536
+
+
 def copy_types(contract: Contract) -> list[str]:
     return [_COPY_TYPES[f.type] for f in contract.fields] + _META_COPY_TYPES
 
@@ -54,14 +59,20 @@ def arrow_rows(table: pa.Table) -> Iterable[tuple[Any, ...]]:
     return zip(*(col.to_pylist() for col in table.columns), strict=True)
 
 
-def merge_sql(contract: Contract, schema: str, staging: str) -> str:
+def merge_sql(contract: Contract, schema: str, staging: str, *, dedup: bool = True) -> str:
+    """The MERGE of staging into the target; ``dedup`` keeps one staging row per identity."""
     cols = [c.name for c in ddl.lake_columns(contract, Dialect.POSTGRES)]
     target = ddl.qualified(schema, contract.name)
     col_list = ", ".join(cols)
     values = ", ".join(f"s.{c}" for c in cols)
+    source = (
+        f"(SELECT DISTINCT ON ({SHARD_ID}, {SEQUENCE_NUMBER}) * FROM {staging})"
+        if dedup
+        else staging
+    )
     return (
         f"MERGE INTO {target} AS t\n"
-        f"USING (SELECT DISTINCT ON ({SHARD_ID}, {SEQUENCE_NUMBER}) * FROM {staging}) AS s\n"
+        f"USING {source} AS s\n"
         f"ON t.{SHARD_ID} = s.{SHARD_ID} AND t.{SEQUENCE_NUMBER} = s.{SEQUENCE_NUMBER}\n"
         f"WHEN NOT MATCHED THEN INSERT ({col_list}, {ddl.LOADED_AT})\n"
         f"VALUES ({values}, clock_timestamp())"
@@ -96,6 +107,9 @@ class PostgresWarehouse:
         if self._conn is None or self._conn.closed:
             try:
                 self._conn = psycopg.connect(self.dsn, connect_timeout=10)
+                # Staging is a temp table: give it memory before the session's first one.
+                self._conn.execute("SET temp_buffers = '128MB'")
+                self._conn.commit()
             except psycopg.OperationalError as exc:
                 raise WarehouseError(
                     f"cannot connect to the PostgreSQL warehouse {self.dsn!r}: {exc}; is it"
@@ -156,30 +170,46 @@ class PostgresWarehouse:
                 "this PostgresWarehouse has no lake source; pass source=LakeSource(...)"
             )
         keys = [o.key for m in manifests for o in m.objects]
-        tables = self.source.read_objects(keys, self.contract)
-        return self.load_tables(tables, [LedgerEntry.of(m) for m in manifests])
+        entries = [LedgerEntry.of(m) for m in manifests]
+        dedup = ranges_overlap(manifests)
+        try:
+            return self.load_tables(self.source.read_objects(keys, self.contract), entries, dedup)
+        except WarehouseError as exc:
+            if dedup or not isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+                raise
+            # Two rows of one identity where the manifests said none: load again, de-duplicated.
+            log.warning("duplicate identities inside a batch; reloading it de-duplicated")
+            return self.load_tables(self.source.read_objects(keys, self.contract), entries, True)
 
-    def load_tables(self, tables: Iterable[pa.Table], entries: Sequence[LedgerEntry]) -> int:
-        """COPY ``tables`` (lake rows) into staging, MERGE, record ``entries``: one transaction."""
+    def load_tables(
+        self, tables: Iterable[pa.Table], entries: Sequence[LedgerEntry], dedup: bool = True
+    ) -> int:
+        """COPY ``tables`` (lake rows) into staging, MERGE, record ``entries``: one transaction.
+
+        ``dedup=False`` skips sorting staging by identity (the batch's ranges are disjoint); a
+        duplicate then fails the PRIMARY KEY and the whole transaction, never the data.
+        """
         staging = f"_staging_{self.contract.name}"
         cols = ", ".join(c.name for c in ddl.lake_columns(self.contract, Dialect.POSTGRES))
-        types = copy_types(self.contract)
         now = datetime.now(UTC)
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 cur.execute(f"LOCK TABLE {self.target} IN SHARE ROW EXCLUSIVE MODE")
+                cur.execute("SET LOCAL work_mem = '128MB'")
                 cur.execute(
                     f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS"
                     f" SELECT {cols} FROM {self.target} WITH NO DATA"
                 )
                 with cur.copy(f"COPY {staging} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(types)
+                    copy.write(pgbinary.HEADER)
                     for table in tables:
-                        for row in arrow_rows(table):
-                            copy.write_row(row)
+                        for start in range(0, table.num_rows, COPY_CHUNK_ROWS):
+                            copy.write(pgbinary.encode_rows(table.slice(start, COPY_CHUNK_ROWS)))
+                    copy.write(pgbinary.TRAILER)
                 if self.after_copy is not None:
                     self.after_copy()
-                cur.execute(merge_sql(self.contract, self.schema, staging))
+                cur.execute(f"ANALYZE {staging}")
+                cur.execute(merge_sql(self.contract, self.schema, staging, dedup=dedup))
                 inserted = max(cur.rowcount, 0)
                 cur.executemany(
                     f"INSERT INTO {self.ledger_table} (manifest_key, etag, rows, loaded_at)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,13 +14,21 @@ from infra.pg import PgProcess, start_postgres
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgProcess]:
-    """One embedded PostgreSQL for the session (fsync off), stopped by PID at the end."""
-    pg = start_postgres(Path(tmp_path_factory.mktemp("pg")), durable=False)
+def pg_server() -> Iterator[PgProcess]:
+    """One embedded PostgreSQL for the session (fsync off), stopped by PID at the end.
+
+    Its state lives outside pytest's temp root on purpose: as root, PostgreSQL runs as ``nobody``,
+    which must traverse the path, and any pytest run starting meanwhile resets that root to 0700.
+    """
+    state = Path(tempfile.mkdtemp(prefix="driftline-test-pg-"))
     try:
-        yield pg
+        pg = start_postgres(state, durable=False)
+        try:
+            yield pg
+        finally:
+            pg.stop()
     finally:
-        pg.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 One datum per feature and statistic, dimensions always ``[Stream, Feature]`` in that order (moto,
 like CloudWatch, treats the dimension list as part of the metric's identity), plus the summary
-``DriftScore``, ``WindowRows`` and ``DeadLetters`` with ``[Stream]``. PutMetricData is batched
+``DriftScore``, ``WindowRows``, ``DeadLetterRate`` (dead letters / records seen) and
+``DeadLetters`` with ``[Stream]``. PutMetricData is batched
 (≤ 1,000 datums and well under the 1 MB request limit per call). Throttling and server errors are
 retried with exponential backoff; a batch that still fails is counted in ``failures`` and logged —
 publishing metrics never raises into the data path.
@@ -11,7 +12,7 @@ publishing metrics never raises into the data path.
 >>> r = DriftResult(rows=600, features=(FeatureDrift("amount", "numeric", "ok", psi=0.31),),
 ...                 drift_score=0.31)
 >>> [d["MetricName"] for d in build_datums(r, stream_name="s", timestamp=None, dead_letters=2)]
-['PSI', 'DriftScore', 'WindowRows', 'DeadLetters']
+['PSI', 'DriftScore', 'WindowRows', 'DeadLetterRate', 'DeadLetters']
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ FEATURE_METRICS: tuple[tuple[str, str], ...] = (
     ("null_rate_delta", "NullRateDelta"),
     ("out_of_range_share", "OutOfRangeShare"),
 )
-SUMMARY_METRICS = ("DriftScore", "WindowRows", "DeadLetters")
+SUMMARY_METRICS = ("DriftScore", "WindowRows", "DeadLetterRate", "DeadLetters")
 
 _RETRYABLE_CODES = frozenset(
     {
@@ -114,6 +115,17 @@ def build_datums(
             **extra,
         }
     )
+    seen = result.rows + dead_letters
+    if seen > 0:
+        out.append(
+            {
+                "MetricName": "DeadLetterRate",
+                "Dimensions": [stream_dim],
+                "Value": dead_letters / seen,
+                "Unit": "None",
+                **extra,
+            }
+        )
     out.append(
         {
             "MetricName": "DeadLetters",

@@ -81,13 +81,14 @@ def test_datums_per_feature_and_summary_with_dimensions_in_fixed_order() -> None
         ("OutOfRangeShare", ("tx", "country")),
         ("DriftScore", ("tx",)),
         ("WindowRows", ("tx",)),
+        ("DeadLetterRate", ("tx",)),
         ("DeadLetters", ("tx",)),
     ]
     # AND dimensions are always [Stream, Feature]; summary values are exact
     assert all(
         [x["Name"] for x in d["Dimensions"]] in (["Stream", "Feature"], ["Stream"]) for d in datums
     )
-    assert datums[-3:] == [
+    assert datums[-4:] == [
         {
             "MetricName": "DriftScore",
             "Dimensions": [{"Name": "Stream", "Value": "tx"}],
@@ -100,6 +101,13 @@ def test_datums_per_feature_and_summary_with_dimensions_in_fixed_order() -> None
             "Dimensions": [{"Name": "Stream", "Value": "tx"}],
             "Value": 640.0,
             "Unit": "Count",
+            "Timestamp": TS,
+        },
+        {
+            "MetricName": "DeadLetterRate",
+            "Dimensions": [{"Name": "Stream", "Value": "tx"}],
+            "Value": 3 / 643,
+            "Unit": "None",
             "Timestamp": TS,
         },
         {
@@ -144,7 +152,7 @@ def test_persistent_server_errors_are_counted_and_never_raised() -> None:
     pub = MetricsPublisher(cw, stream_name="tx", sleep=lambda _s: None, max_attempts=4)
     report = pub.publish(RESULT, timestamp=TS, dead_letters=0)
     assert len(cw.calls) == 4
-    assert pub.failures == 1 and report.failed_datums == 13 == pub.failed_datums
+    assert pub.failures == 1 and report.failed_datums == 14 == pub.failed_datums
 
 
 def test_non_retryable_errors_fail_at_once() -> None:

@@ -16,6 +16,7 @@ from etl.warehouse.loader import (
     Warehouse,
     build_loader,
     build_warehouse,
+    warehouse_stats,
 )
 from etl.warehouse.source import FlushManifest, LakeSource, ManifestRef
 
@@ -30,4 +31,5 @@ __all__ = [
     "Warehouse",
     "build_loader",
     "build_warehouse",
+    "warehouse_stats",
 ]

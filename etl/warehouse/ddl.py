@@ -189,3 +189,20 @@ def plan_evolution(
                 f" (ALTER TABLE {target} ALTER COLUMN {col.name} TYPE {col.sql_type}) and reload"
             )
     return statements
+
+
+def stats_sql(contract: Contract, schema: str, dialect: Dialect) -> str:
+    """Rows, duplicate identities and lake → warehouse lag (p50/p95 of loaded_at - ingest_time)."""
+    target = qualified(schema, contract.name)
+    if dialect is Dialect.POSTGRES:
+        lag = f"EXTRACT(EPOCH FROM ({LOADED_AT} - {INGEST_TIME}))"
+    else:
+        lag = f"DATEDIFF(millisecond, {INGEST_TIME}, {LOADED_AT}) / 1000.0"
+    return (
+        f"SELECT count(*) AS warehouse_rows,"
+        f" count(*) - count(DISTINCT {SHARD_ID} || '/' || {SEQUENCE_NUMBER})"
+        f" AS warehouse_duplicates,"
+        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY {lag}) AS warehouse_lag_p50_s,"
+        f" percentile_cont(0.95) WITHIN GROUP (ORDER BY {lag}) AS warehouse_lag_p95_s"
+        f" FROM {target}"
+    )

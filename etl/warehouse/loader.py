@@ -133,6 +133,24 @@ class Loader:
             stop.wait(interval_s)
 
 
+def warehouse_stats(
+    warehouse: Warehouse, contract: Contract, schema: str, backend: str = "postgres"
+) -> dict[str, float | int | None]:
+    """``warehouse_rows``, ``warehouse_duplicates``, ``warehouse_lag_p50_s``/``_p95_s`` (demo)."""
+    from etl.warehouse.ddl import Dialect, stats_sql
+
+    dialect = Dialect.POSTGRES if backend == "postgres" else Dialect.REDSHIFT
+    result = warehouse.query(stats_sql(contract, schema, dialect))
+    row = dict(zip(result.columns, result.rows[0], strict=True))
+    out: dict[str, float | int | None] = {
+        "warehouse_rows": int(row["warehouse_rows"]),
+        "warehouse_duplicates": int(row["warehouse_duplicates"]),
+    }
+    for key in ("warehouse_lag_p50_s", "warehouse_lag_p95_s"):
+        out[key] = None if row[key] is None else round(float(row[key]), 3)
+    return out
+
+
 def build_warehouse(
     settings: Settings, contract: Contract, clients: Any, source: LakeSource | None = None
 ) -> Warehouse:

@@ -15,7 +15,7 @@ import pytest
 from etl.aws import AwsClients
 from etl.contract import Contract, Field, FieldType, Role, load_contract
 from etl.exceptions import WarehouseError
-from etl.warehouse import LakeSource, Loader
+from etl.warehouse import LakeSource, Loader, warehouse_stats
 from etl.warehouse.postgres import PostgresWarehouse
 from infra.pg import PgProcess
 from tests.functional.lakefiles import make_rows, write_flush
@@ -91,6 +91,10 @@ def test_same_objects_loaded_twice_leave_no_duplicates(
         f" WHERE shard_id = '{SHARD_B}' AND sequence_number = '3'"
     ).rows
     assert row == [("tx-0001-3", "3", datetime(2026, 1, 5, 9, 33, 3, tzinfo=UTC), True)]
+    # AND the demo's figures come from the warehouse itself (lag: loaded now, ingested in 2026-01)
+    stats = warehouse_stats(wh, contract, pg_schema)
+    assert (stats["warehouse_rows"], stats["warehouse_duplicates"]) == (220, 0)
+    assert stats["warehouse_lag_p95_s"] is not None and stats["warehouse_lag_p95_s"] != 0
     wh.close()
 
 

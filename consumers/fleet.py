@@ -93,6 +93,7 @@ class ConsumerFleet:
                                        log_level=self.log_level)
             w = Worker(worker_id, java_command(java, jar_dir, files), env,
                        self.work_dir / f"worker-{i}" / "daemon.log")
+            w.log_path.unlink(missing_ok=True)  # a new fleet starts a new log; restarts append
             w.start()
             log.info("worker started", extra={"worker": worker_id, "pid": w.pid})
             self.members.append(w)

@@ -228,3 +228,44 @@ def test_alarms_shows_states_and_history(
     assert [(h["previous_state"], h["state"]) for h in doc["history"]] == [("OK", "ALARM")]
     assert main(["alarms"]) == 0
     assert "OK -> ALARM" in capsys.readouterr().out
+
+
+def test_lake_window_source_reads_only_the_named_dates(
+    env: Path,
+    aws: AwsClients,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a lake table with two event_date partitions of 1,000 rows each
+    monkeypatch.setenv("DRIFTLINE_ENDPOINT_URL", aws.endpoint_url or "")
+    monkeypatch.setenv("DRIFTLINE_LAKE_BUCKET", "lake")
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="lake")
+    for i, day in enumerate(["2026-01-01", "2026-01-02"]):
+        pq.write_table(_table(1_000, seed=10 + i), env / f"{day}.parquet")
+        s3.upload_file(
+            str(env / f"{day}.parquet"),
+            "lake",
+            f"lake/card_transactions/event_date={day}/event_hour=00/part.parquet",
+        )
+    # WHEN a baseline is built from one day of the lake
+    assert (
+        main(
+            [
+                "baseline",
+                "build",
+                "--from",
+                "lake:2026-01-02:2026-01-02",
+                "--out",
+                str(env / "b.json"),
+            ]
+        )
+        == 0
+    )
+    built = json.loads(capsys.readouterr().out)
+    # THEN only that day's rows were profiled; the whole lake has both days
+    assert built["rows"] == 1_000
+    assert (
+        main(["drift", "check", "--baseline", str(env / "b.json"), "--from", "lake", "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["rows"] == 2_000

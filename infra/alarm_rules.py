@@ -367,6 +367,11 @@ def _reason(
     listed = ", ".join(f"{_num(v)} ({_reason_time(t)})" for t, v in hits)
     filled = total - real if total > real else 0
     fill_note = f" ({_plural(filled)} treated as {alarm.missing.value})" if filled else ""
+    if total == 1 and alarm.n == 1:  # CloudWatch's wording for single-datapoint alarms
+        return (
+            f"Threshold Crossed: 1 datapoint [{listed}]{fill_note} was {neg}{words} the"
+            f" threshold ({_num(alarm.threshold)})."
+        )
     return (
         f"Threshold Crossed: {count} out of the last {total} datapoints [{listed}]{fill_note}"
         f" {verb} {neg}{words} the threshold ({_num(alarm.threshold)}) {tail}."

@@ -142,6 +142,17 @@ def test_two_of_three_alarm_reason_reads_like_cloudwatch() -> None:
     )
 
 
+def test_single_datapoint_alarm_reason() -> None:
+    a = alarm(
+        evaluation_periods=1, datapoints_to_alarm=1, comparison="GreaterThanOrEqualToThreshold"
+    )
+    got = evaluate(a, {T0 + dt.timedelta(minutes=4): 2.0}, now=NOW, current_state="OK")
+    assert got.reason == (
+        "Threshold Crossed: 1 datapoint [2.0 (22/11/26 05:04:00)] was greater than or equal to the"
+        " threshold (0.2)."
+    )
+
+
 def test_insufficient_data_reason() -> None:
     got = evaluate(alarm(), {}, now=NOW, current_state="OK")
     assert (got.state, got.reason) == (

@@ -295,7 +295,8 @@ class RecordDecoder:
             self._typed_columns.append(
                 (operator.attrgetter(attr), self._parse_schema.field(k).type)
             )
-        row = msgspec.defstruct("Row", specs, kw_only=True, rename=rename)
+        # gc=False: rows hold only scalars, so they can never be part of a reference cycle
+        row = msgspec.defstruct("Row", specs, kw_only=True, rename=rename, gc=False)
         self._typed = msgspec.json.Decoder(row).decode
         self._typed_errors = (msgspec.MsgspecError, ValueError)
 

@@ -217,19 +217,22 @@ class _Handler(BaseHTTPRequestHandler):
 def _watch_pointer(
     pointer: Path, holder: ModelHolder, stop: threading.Event, interval_s: float = 0.25
 ) -> None:
-    """Reload when the pointer file names another directory."""
-    seen: str | None = holder.describe()["model_dir"]
+    """Reload when the pointer file's content changes to a directory not being served."""
+    seen: str | None = None
     while not stop.wait(interval_s):
         try:
             target = pointer.read_text().strip()
         except OSError:
             continue
-        if target and target != seen:
-            seen = target
-            try:
-                holder.load(target)
-            except Exception:
-                log.exception("pointer %s names %s, which failed to load", pointer, target)
+        if not target or target == seen:
+            continue
+        seen = target
+        if target == holder.describe()["model_dir"]:
+            continue
+        try:
+            holder.load(target)
+        except Exception:
+            log.exception("pointer %s names %s, which failed to load", pointer, target)
 
 
 def serve(
@@ -338,7 +341,7 @@ def start_model_server(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"},
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

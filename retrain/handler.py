@@ -39,7 +39,7 @@ from retrain.events import AlarmEvent, parse_alarm_event, should_retrain
 from retrain.idempotency import COMPLETED, FAILED, DynamoStore, IdempotencyStore
 from retrain.inference import LoadedModel, model_fn
 from retrain.promote import activate
-from retrain.train import BASELINE_FILE, METRICS_FILE, feature_frame
+from retrain.train import BASELINE_FILE, METRICS_FILE, score_frame
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +193,7 @@ def _run_id(settings: Settings, event: AlarmEvent | None, now: datetime) -> str:
 def _holdout_scores(model: LoadedModel, holdout: Any, contract: Contract) -> dict[str, float]:
     label = contract.label
     assert label is not None  # time_split checked it
-    proba = model.pipeline.predict_proba(feature_frame(holdout, contract))[:, 1]
-    return score(holdout[label.name].astype(bool).to_numpy(), proba)
+    return score(holdout[label.name].astype(bool).to_numpy(), score_frame(model, holdout))
 
 
 def _put_json(s3: Any, uri: str, doc: Mapping[str, Any]) -> None:

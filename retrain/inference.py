@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 MODEL_FILE = "model.joblib"
@@ -49,17 +50,27 @@ class FeatureSpec:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A fitted pipeline and the schema it was trained on."""
+    """A fitted estimator, the schema it was trained on and the categorical vocabularies.
 
-    pipeline: Any
+    Categorical features are encoded as integer codes (``vocab``; unknown or null → NaN, which
+    the gradient-boosted trees treat as missing), numeric ones pass through as floats. The
+    encoding is plain dictionaries, not a pandas pipeline: scoring one record costs well under a
+    millisecond on top of the trees.
+    """
+
+    estimator: Any
     features: tuple[FeatureSpec, ...]
     model_id: str
+    vocab: Mapping[str, Mapping[str, int]]
     threshold: float = 0.5
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    def predict_scores(self, x: np.ndarray[Any, np.dtype[np.float64]]) -> list[float]:
+        return [float(p) for p in self.estimator.predict_proba(x)[:, 1]]
 
 
 def model_fn(model_dir: str) -> LoadedModel:
@@ -71,11 +82,12 @@ def model_fn(model_dir: str) -> LoadedModel:
     features = tuple(
         FeatureSpec(f["name"], f["type"], bool(f.get("nullable", False))) for f in meta["features"]
     )
-    pipeline = joblib.load(root / MODEL_FILE)
+    estimator = joblib.load(root / MODEL_FILE)
     return LoadedModel(
-        pipeline=pipeline,
+        estimator=estimator,
         features=features,
         model_id=str(meta.get("model_id", root.name)),
+        vocab={k: dict(v) for k, v in (meta.get("vocab") or {}).items()},
         threshold=float(meta.get("threshold", 0.5)),
         meta=meta,
     )
@@ -162,44 +174,67 @@ def _from_csv_cell(spec: FeatureSpec, cell: str, where: str) -> Any:
     return cell
 
 
-def to_frame(data: Sequence[Any], model: LoadedModel) -> pd.DataFrame:
-    """Validate parsed records/rows against the model's schema; a frame in feature order."""
+def _category_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _code(model: LoadedModel, spec: FeatureSpec, value: Any) -> float:
+    if value is None:
+        return math.nan
+    if spec.type in NUMERIC:
+        return float(value)
+    return float(model.vocab[spec.name].get(str(value), math.nan))
+
+
+def encode_records(
+    data: Sequence[Any], model: LoadedModel
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Validate parsed records/rows against the model's schema; the encoded float matrix."""
     names = model.feature_names
-    columns: dict[str, list[Any]] = {n: [] for n in names}
     rows = list(data)
     if rows and isinstance(rows[0], list) and [c.strip() for c in rows[0]] == names:
         rows = rows[1:]  # CSV header
     if not rows:
         raise InputError("no records to score")
+    out = np.empty((len(rows), len(names)), dtype=np.float64)
     for i, rec in enumerate(rows):
         where = f"record {i}"
         if isinstance(rec, Mapping):
-            for spec in model.features:
-                columns[spec.name].append(_check_value(spec, rec.get(spec.name), where))
+            values = [_check_value(spec, rec.get(spec.name), where) for spec in model.features]
         elif isinstance(rec, list):
             if len(rec) != len(names):
                 raise InputError(
                     f"{where}: expected {len(names)} CSV columns in the order {names}, got"
                     f" {len(rec)}"
                 )
-            for spec, cell in zip(model.features, rec, strict=True):
-                columns[spec.name].append(_from_csv_cell(spec, cell, where))
+            values = [
+                _from_csv_cell(spec, cell, where)
+                for spec, cell in zip(model.features, rec, strict=True)
+            ]
         else:
             raise InputError(f"{where}: expected an object or a CSV row, got {rec!r}")
-    frame = pd.DataFrame(columns, columns=names)
+        out[i] = [_code(model, spec, v) for spec, v in zip(model.features, values, strict=True)]
+    return out
+
+
+def encode_frame(frame: pd.DataFrame, model: LoadedModel) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Vectorised encoding of a (trusted, typed) DataFrame: training and batch evaluation."""
+    cols = []
     for spec in model.features:
+        col = frame[spec.name]
         if spec.type in NUMERIC:
-            frame[spec.name] = pd.to_numeric(frame[spec.name], errors="coerce").astype("float64")
+            cols.append(pd.to_numeric(col, errors="coerce").astype("float64").to_numpy())
         else:
-            frame[spec.name] = frame[spec.name].astype(object)
-    return frame
+            text = col.astype(object).where(col.notna(), None).map(_category_text)
+            cols.append(text.map(model.vocab[spec.name]).astype("float64").to_numpy())
+    return np.column_stack(cols) if cols else np.empty((len(frame), 0))
 
 
 def predict_fn(input_data: Sequence[Any], model: LoadedModel) -> list[float]:
     """Fraud probability of each record."""
-    frame = to_frame(input_data, model)
-    proba = model.pipeline.predict_proba(frame)[:, 1]
-    return [float(p) for p in proba]
+    return model.predict_scores(encode_records(input_data, model))
 
 
 def output_fn(

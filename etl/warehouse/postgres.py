@@ -196,6 +196,10 @@ class PostgresWarehouse:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 cur.execute(f"LOCK TABLE {self.target} IN SHARE ROW EXCLUSIVE MODE")
                 cur.execute("SET LOCAL work_mem = '128MB'")
+                # Probe the target's primary key per staged row: a hash join would scan the whole
+                # (ever-growing) target at every batch.
+                cur.execute("SET LOCAL enable_hashjoin = off")
+                cur.execute("SET LOCAL enable_mergejoin = off")
                 cur.execute(
                     f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS"
                     f" SELECT {cols} FROM {self.target} WITH NO DATA"
@@ -208,7 +212,6 @@ class PostgresWarehouse:
                     copy.write(pgbinary.TRAILER)
                 if self.after_copy is not None:
                     self.after_copy()
-                cur.execute(f"ANALYZE {staging}")
                 cur.execute(merge_sql(self.contract, self.schema, staging, dedup=dedup))
                 inserted = max(cur.rowcount, 0)
                 cur.executemany(

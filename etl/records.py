@@ -416,8 +416,9 @@ class RecordDecoder:
             if len(data) > limit:
                 bad[i] = (Reason.OVERSIZE, f"{len(data)} bytes > max_record_bytes={limit}")
             elif (
-                data[:1] == b"{"
-                and data[-1:] == b"}"
+                data
+                and data[0] == 0x7B  # "{"
+                and data[-1] == 0x7D  # "}"
                 and b"\n" not in data
                 and (data.isascii() or _is_utf8(data))
             ):

@@ -16,19 +16,23 @@ from tests.functional.retrain_lake import T0, write_lake
 pytestmark = pytest.mark.functional
 
 
-def test_reads_exactly_the_last_hours_and_splits_in_time_order(aws: AwsClients, emulator: str) -> None:
+def test_reads_exactly_the_last_hours_and_splits_in_time_order(
+    aws: AwsClients, emulator: str
+) -> None:
     # GIVEN 6 hours of rows (1 row every 6 s) in hourly partitions
     contract = load_contract()
     aws.client("s3").create_bucket(Bucket="lake")
     frame = generate_frame(3600, seed=4, start=T0, events_per_second=1 / 6)
-    paths = write_lake(frame, session=aws.session, endpoint=emulator, bucket="lake",
-                       contract=contract)
+    paths = write_lake(
+        frame, session=aws.session, endpoint=emulator, bucket="lake", contract=contract
+    )
     assert len({p.rsplit("/", 1)[0] for p in paths}) == 6
 
     # WHEN the window is the 2.5 hours before T0 + 5h
     window = Window.last_hours(T0 + timedelta(hours=5), 2.5)
-    got = read_window(aws.session, emulator, bucket="lake", lake_prefix="lake",
-                      contract=contract, window=window)
+    got = read_window(
+        aws.session, emulator, bucket="lake", lake_prefix="lake", contract=contract, window=window
+    )
 
     # THEN it holds exactly the rows with start <= event_time < end, oldest first
     start, end = T0 + timedelta(hours=2, minutes=30), T0 + timedelta(hours=5)
@@ -50,5 +54,11 @@ def test_an_empty_window_is_a_clear_error(aws: AwsClients, emulator: str) -> Non
     aws.client("s3").create_bucket(Bucket="lake")
     # WHEN / THEN reading the window names the path and the fix
     with pytest.raises(RetrainError, match="no lake data under s3://lake/lake/card_transactions/"):
-        read_window(aws.session, emulator, bucket="lake", lake_prefix="lake",
-                    contract=load_contract(), window=Window.last_hours(T0, 1))
+        read_window(
+            aws.session,
+            emulator,
+            bucket="lake",
+            lake_prefix="lake",
+            contract=load_contract(),
+            window=Window.last_hours(T0, 1),
+        )

@@ -8,7 +8,10 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-unit test-functional test-e2e check lint fmt typecheck lock bench clean java
+TOOLS := .venv-tools
+CHECKOV_VERSION := 3.2.533
+
+.PHONY: tools demo test test-unit test-functional test-e2e check lint fmt typecheck lock bench clean java
 
 java:
 	@command -v java >/dev/null 2>&1 || { echo "driftline: 'java' not found: the KCL MultiLangDaemon needs Java 17. Install it: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
@@ -24,7 +27,15 @@ $(STAMP): requirements.lock pyproject.toml
 demo: java $(STAMP)
 	$(VENV)/bin/driftline demo $(DEMO_ARGS)
 
-test: java $(STAMP)
+# checkov (IaC security scan) lives in its own venv: its pins conflict with ours.
+$(TOOLS)/.installed:
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	@$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "checkov==$(CHECKOV_VERSION)"
+	@touch $@
+
+tools: $(TOOLS)/.installed
+
+test: java $(STAMP) tools
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
@@ -58,4 +69,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .driftline .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .driftline .pytest_cache .mypy_cache .ruff_cache

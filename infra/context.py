@@ -30,6 +30,10 @@ OUTPUT_SETTINGS: dict[str, str] = {
     "DriftAlarmName": "drift_alarm_name",
     "IdempotencyTableName": "idempotency_table",
     "EndpointName": "endpoint_name",
+    "SageMakerRoleArn": "sagemaker_role_arn",
+    "RedshiftWorkgroup": "redshift_workgroup",
+    "RedshiftDatabase": "redshift_database",
+    "RedshiftSecretArn": "redshift_secret_arn",
 }
 
 
@@ -58,7 +62,9 @@ class LocalState:
             doc = json.loads(path.read_text())
             return cls(**doc)
         except (json.JSONDecodeError, TypeError) as exc:
-            raise ConfigError("state", f"{path} is unreadable ({exc}); run `driftline local down`") from None
+            raise ConfigError(
+                "state", f"{path} is unreadable ({exc}); run `driftline local down`"
+            ) from None
 
     def save(self, directory: Path | None = None) -> Path:
         d = directory or state_dir()
@@ -83,8 +89,11 @@ def resolve_settings(
     local = LocalState.load(state_dir(env))
     if local is None or "DRIFTLINE_ENDPOINT_URL" in env:
         return base, local
-    fill: dict[str, Any] = {"endpoint_url": local.endpoint, "region": local.region,
-                            "stack_name": local.stack_name}
+    fill: dict[str, Any] = {
+        "endpoint_url": local.endpoint,
+        "region": local.region,
+        "stack_name": local.stack_name,
+    }
     for key, value in settings_from_outputs(local.outputs).items():
         if getattr(base, key) is None:
             fill[key] = value

@@ -50,19 +50,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def start_module(module: str, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+def start_module(
+    module: str, args: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> int:
     """Start ``python -m module args`` detached in its own session; returns its PID."""
     with log_path.open("ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args], stdout=logf, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **(env or {})},
+            [sys.executable, "-m", module, *args],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     return proc.pid
 
 
 def up(
-    *, stack_name: str = "driftline", region: str = "us-east-1", directory: Path | None = None,
-    with_warehouse: bool = True, with_services: bool = True,
+    *,
+    stack_name: str = "driftline",
+    region: str = "us-east-1",
+    directory: Path | None = None,
+    with_warehouse: bool = True,
+    with_services: bool = True,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> LocalUp:
     """Start everything; idempotent when the recorded emulator still runs."""
@@ -77,8 +87,9 @@ def up(
     d.mkdir(parents=True, exist_ok=True)
     progress("starting the emulator (moto over hypercorn, HTTP/2 cleartext)")
     emu = start_emulator(d)
-    state = LocalState(endpoint=emu.endpoint, stack_name=stack_name, region=region,
-                       pids={"emulator": emu.pid})
+    state = LocalState(
+        endpoint=emu.endpoint, stack_name=stack_name, region=region, pids={"emulator": emu.pid}
+    )
     state.save(d)
     try:
         clients = AwsClients(region=region, endpoint_url=emu.endpoint)
@@ -119,7 +130,8 @@ def _start_services(state: LocalState, d: Path, progress: Callable[[str], None])
         state.pids["alarm_evaluator"] = start_module(
             "infra.alarm_evaluator",
             ["--endpoint", state.endpoint, "--state-dir", str(d), "--interval", "5"],
-            d / "alarm_evaluator.log", env,
+            d / "alarm_evaluator.log",
+            env,
         )
 
 
@@ -151,18 +163,27 @@ def status(*, directory: Path | None = None) -> dict[str, object]:
     if state is None:
         return {"up": False}
     procs = {name: {"pid": pid, "alive": _pid_alive(pid)} for name, pid in state.pids.items()}
-    out: dict[str, object] = {"up": procs.get("emulator", {}).get("alive", False),
-                              "endpoint": state.endpoint, "stack": state.stack_name,
-                              "processes": procs, "outputs": state.outputs}
+    out: dict[str, object] = {
+        "up": procs.get("emulator", {}).get("alive", False),
+        "endpoint": state.endpoint,
+        "stack": state.stack_name,
+        "processes": procs,
+        "outputs": state.outputs,
+    }
     if out["up"]:
         from infra.stack import describe_local
 
         try:
-            res = describe_local(AwsClients(region=state.region, endpoint_url=state.endpoint),
-                                 state.stack_name)
+            res = describe_local(
+                AwsClients(region=state.region, endpoint_url=state.endpoint), state.stack_name
+            )
             out["resources"] = [
-                {"logical_id": r.logical_id, "type": r.type, "physical_id": r.physical_id,
-                 "provided_by": r.provided_by}
+                {
+                    "logical_id": r.logical_id,
+                    "type": r.type,
+                    "physical_id": r.physical_id,
+                    "provided_by": r.provided_by,
+                }
                 for r in res.resources
             ]
         except EmulatorError as exc:  # pragma: no cover - reported, not raised

@@ -14,9 +14,16 @@ from infra.context import resolve_settings, state_dir
 
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("consume", help="run KCL consumer workers (real MultiLangDaemon)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "consume", help="run KCL consumer workers (real MultiLangDaemon)"
+    )
     p.add_argument("--workers", type=int, default=1, help="daemons to run on this host (default 1)")
-    p.add_argument("--work-dir", type=Path, default=None, help="properties/log folder (default .driftline/consumers)")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="properties/log folder (default .driftline/consumers)",
+    )
     p.add_argument("--kcl-log-level", default="WARN", help="KCL log level (default WARN)")
     p.set_defaults(func=_consume)
 
@@ -28,13 +35,20 @@ def _consume(args: argparse.Namespace) -> int:
     settings, _ = resolve_settings()
     for key in ("stream_name", "lake_bucket", "glue_database", "application_name"):
         settings.require(key)
-    fleet = ConsumerFleet(settings, args.workers, args.work_dir or state_dir() / "consumers",
-                          log_level=args.kcl_log_level)
+    fleet = ConsumerFleet(
+        settings,
+        args.workers,
+        args.work_dir or state_dir() / "consumers",
+        log_level=args.kcl_log_level,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     fleet.start()
-    print(f"consuming {settings.stream_name} with {args.workers} worker(s): pids {fleet.pids}", file=sys.stderr)
+    print(
+        f"consuming {settings.stream_name} with {args.workers} worker(s): pids {fleet.pids}",
+        file=sys.stderr,
+    )
     try:
         while not stop.wait(2.0):
             fleet.supervise_once()

@@ -11,9 +11,13 @@ from infra import local
 
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("local", help="run the stack locally on the embedded emulator")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "local", help="run the stack locally on the embedded emulator"
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = actions.add_parser("up", help="start the emulator, deploy the template, start the local stand-ins")
+    up = actions.add_parser(
+        "up", help="start the emulator, deploy the template, start the local stand-ins"
+    )
     up.add_argument("--stack", default="driftline", help="stack name (default: driftline)")
     up.add_argument("--no-warehouse", action="store_true", help="skip the embedded PostgreSQL")
     up.set_defaults(func=_up)
@@ -25,8 +29,11 @@ def register(sub: Any) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    res = local.up(stack_name=args.stack, with_warehouse=not args.no_warehouse,
-                   progress=lambda m: print(f"… {m}", file=sys.stderr))
+    res = local.up(
+        stack_name=args.stack,
+        with_warehouse=not args.no_warehouse,
+        progress=lambda m: print(f"… {m}", file=sys.stderr),
+    )
     print(f"local stack {res.state.stack_name} up at {res.state.endpoint} in {res.seconds:.1f}s")
     for name, pid in res.state.pids.items():
         print(f"  process {name:<16} pid {pid}")

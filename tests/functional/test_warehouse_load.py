@@ -15,6 +15,7 @@ import pytest
 from etl.aws import AwsClients
 from etl.contract import Contract, Field, FieldType, Role, load_contract
 from etl.exceptions import WarehouseError
+from etl.query import LakeQuery
 from etl.warehouse import LakeSource, Loader, warehouse_stats
 from etl.warehouse.postgres import PostgresWarehouse
 from infra.pg import PgProcess
@@ -70,7 +71,7 @@ def three_flushes(s3: Any, contract: Contract) -> list[str]:
 
 
 def test_same_objects_loaded_twice_leave_no_duplicates(
-    pg_server: PgProcess, pg_schema: str, s3: Any, contract: Contract
+    pg_server: PgProcess, pg_schema: str, s3: Any, contract: Contract, aws: AwsClients
 ) -> None:
     # GIVEN three committed flushes (220 rows over two shards, several hour partitions)
     three_flushes(s3, contract)
@@ -95,6 +96,12 @@ def test_same_objects_loaded_twice_leave_no_duplicates(
     stats = warehouse_stats(wh, contract, pg_schema)
     assert (stats["warehouse_rows"], stats["warehouse_duplicates"]) == (220, 0)
     assert stats["warehouse_lag_p95_s"] is not None and stats["warehouse_lag_p95_s"] != 0
+    # AND a second reader of the lake (DuckDB) counts the same rows and identities
+    lake = LakeQuery(BUCKET, clients=aws, contract=contract)
+    assert lake.query(
+        "SELECT count(*), count(DISTINCT (shard_id, sequence_number)) FROM card_transactions"
+    ).rows == [(220, 220)]
+    lake.close()
     wh.close()
 
 

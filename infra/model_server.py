@@ -42,6 +42,8 @@ from retrain.inference import InputError, LoadedModel, input_fn, model_fn, outpu
 log = logging.getLogger("infra.model_server")
 
 DEFAULT_MAX_BYTES = 1024 * 1024
+#: Key of ``LocalState.extra`` where the running server's pid and URL are recorded.
+STATE_KEY = "model_server"
 
 
 class ModelHolder:
@@ -370,6 +372,11 @@ def _answers(url: str, *, need_model: bool) -> bool:
 
 def stop_model_server(server: ServerProcess, timeout: float = 10.0) -> None:
     server.stop(timeout)
+
+
+def remember(state: Any, server: ServerProcess) -> None:
+    """Record the server in ``LocalState.extra`` (``driftline predict`` / ``models`` find it)."""
+    state.extra[STATE_KEY] = {"pid": server.pid, "url": server.url}
 
 
 def main(argv: list[str] | None = None) -> None:

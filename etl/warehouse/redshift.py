@@ -33,7 +33,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,21 +89,29 @@ def batch_id(manifests: Sequence[FlushManifest]) -> str:
     return digest.hexdigest()[:32]
 
 
-def copy_manifest(bucket: str, manifests: Sequence[FlushManifest]) -> dict[str, Any]:
-    """The Redshift COPY manifest listing every object of the batch (content length required)."""
+def copy_manifest(
+    bucket: str, manifests: Sequence[FlushManifest], sizes: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """The Redshift COPY manifest listing every object of the batch (content length required).
+
+    Sizes come from the flush manifest (``bytes``), else from ``sizes`` (key → bytes, e.g. from
+    HeadObject).
+    """
+    sizes = sizes or {}
     entries = []
     for m in manifests:
         for obj in m.objects:
-            if obj.bytes <= 0:
+            size = obj.bytes or sizes.get(obj.key, 0)
+            if size <= 0:
                 raise WarehouseError(
                     f"manifest {m.key!r} lists {obj.key!r} without its size ('bytes'), which a"
-                    " Parquet COPY manifest needs; rewrite the manifest with the lake writer"
+                    " Parquet COPY manifest needs, and no size was looked up for it"
                 )
             entries.append(
                 {
                     "url": f"s3://{bucket}/{obj.key}",
                     "mandatory": True,
-                    "meta": {"content_length": obj.bytes},
+                    "meta": {"content_length": size},
                 }
             )
     return {"entries": entries}
@@ -302,9 +310,24 @@ class RedshiftDataWarehouse:
         result = self.query(f"SELECT manifest_key, etag FROM {ledger_table}")
         return {str(k): str(e) for k, e in result.rows}
 
+    def object_sizes(self, manifests: Sequence[FlushManifest]) -> dict[str, int]:
+        """HeadObject sizes of the objects whose flush manifest does not record ``bytes``."""
+        sizes: dict[str, int] = {}
+        for obj in (o for m in manifests for o in m.objects if o.bytes <= 0):
+            try:
+                head = self.s3.head_object(Bucket=self.bucket, Key=obj.key)
+            except (ClientError, BotoCoreError) as exc:
+                raise WarehouseError(
+                    f"s3://{self.bucket}/{obj.key}, listed by a committed manifest, is unreadable:"
+                    f" {exc}"
+                ) from exc
+            sizes[obj.key] = int(head["ContentLength"])
+        return sizes
+
     def load(self, manifests: Sequence[FlushManifest]) -> int:
         key = copy_manifest_key(self.contract.name, manifests)
-        body = json.dumps(copy_manifest(self.bucket, manifests), sort_keys=True).encode()
+        entries = copy_manifest(self.bucket, manifests, self.object_sizes(manifests))
+        body = json.dumps(entries, sort_keys=True).encode()
         try:
             self.s3.put_object(
                 Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"

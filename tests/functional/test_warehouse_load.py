@@ -267,3 +267,26 @@ def test_a_removed_or_retyped_field_fails_naming_the_column(
         make_loader(pg_server, pg_schema, s3, dropped)[1].ensure_tables()
     with pytest.raises(WarehouseError, match=r"card_transactions\.amount is 'double precision'"):
         make_loader(pg_server, pg_schema, s3, retyped)[1].ensure_tables()
+
+
+def test_flushes_of_the_real_lake_writer_load_exactly_once(
+    pg_server: PgProcess, pg_schema: str, s3: Any, contract: Contract
+) -> None:
+    # GIVEN two flushes written by the consumer's own LakeWriter, then one of them replayed
+    from etl.lake import LakeLayout, LakeWriter
+
+    writer = LakeWriter(contract, LakeLayout(bucket=BUCKET, table=contract.name), s3)
+    writer.write(SHARD_A, "1", "80", make_rows(contract, SHARD_A, 1, 80))
+    writer.write(SHARD_B, "1", "40", make_rows(contract, SHARD_B, 1, 40))
+    loader, wh = make_loader(pg_server, pg_schema, s3, contract)
+    first = loader.run_once()
+    writer.write(SHARD_A, "1", "80", make_rows(contract, SHARD_A, 1, 80))
+
+    # WHEN the loader runs again
+    second = loader.run_once()
+
+    # THEN the writer's manifests are understood, and the replay adds nothing
+    assert (first.manifests, first.inserted) == (2, 120)
+    assert (second.manifests, second.inserted) == (1, 0)
+    assert counts(pg_server, pg_schema, contract.name) == (120, 120, 2)
+    wh.close()

@@ -138,10 +138,27 @@ def test_copy_manifest_lists_every_object_with_its_length() -> None:
     }
 
 
-def test_copy_manifest_refuses_objects_without_a_size() -> None:
-    bad = [manifest("m/x.json", "e", [("lake/x.parquet", 1, 0)])]
+def test_copy_manifest_takes_missing_sizes_from_a_lookup_or_refuses() -> None:
+    unsized = [manifest("m/x.json", "e", [("lake/x.parquet", 1, 0)])]
+    assert copy_manifest("lake", unsized, {"lake/x.parquet": 77})["entries"][0]["meta"] == {
+        "content_length": 77
+    }
     with pytest.raises(WarehouseError, match=r"'lake/x.parquet' without its size"):
-        copy_manifest("lake", bad)
+        copy_manifest("lake", unsized)
+
+
+def test_unsized_objects_are_sized_by_head_object(
+    contract: Contract, clients: tuple[Any, Stubber, Any, Stubber]
+) -> None:
+    # GIVEN a flush manifest (as the lake writer may write it) without object sizes
+    rs, _, s3, s3_stub = clients
+    wh = RedshiftDataWarehouse(rs, s3, contract, TARGET, bucket="lake")
+    unsized = [manifest("m/x.json", "e", [("lake/x.parquet", 1, 0), ("lake/y.parquet", 1, 5)])]
+    s3_stub.add_response(
+        "head_object", {"ContentLength": 4321}, {"Bucket": "lake", "Key": "lake/x.parquet"}
+    )
+    # WHEN sizes are looked up  THEN only the unsized object costs a HeadObject
+    assert wh.object_sizes(unsized) == {"lake/x.parquet": 4321}
 
 
 def test_load_is_one_batch_statement_polled_with_backoff(

@@ -29,18 +29,36 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         dead_letter_prefix=settings.dead_letter_prefix,
         manifest_prefix=settings.manifest_prefix,
     )
-    catalog = GlueCatalog(contract, layout, settings.require("glue_database"), clients.session,
-                          compression=settings.parquet_compression)
+    catalog = GlueCatalog(
+        contract,
+        layout,
+        settings.require("glue_database"),
+        clients.session,
+        compression=settings.parquet_compression,
+    )
     writer = LakeWriter(
-        contract, layout, clients.client("s3"), catalog=catalog,
-        compression=settings.parquet_compression, max_attempts=settings.s3_max_attempts,
+        contract,
+        layout,
+        clients.client("s3"),
+        catalog=catalog,
+        compression=settings.parquet_compression,
+        max_attempts=settings.s3_max_attempts,
         backoff_base_s=settings.s3_backoff_base_s,
     )
-    policy = FlushPolicy(settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_s)
-    return ShardProcessor(RecordDecoder(contract), writer, policy, observer=build_observer(settings, contract, clients))
+    policy = FlushPolicy(
+        settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_s
+    )
+    return ShardProcessor(
+        RecordDecoder(contract),
+        writer,
+        policy,
+        observer=build_observer(settings, contract, clients),
+    )
 
 
-def build_observer(settings: Settings, contract: Contract, clients: AwsClients) -> BatchObserver | None:
+def build_observer(
+    settings: Settings, contract: Contract, clients: AwsClients
+) -> BatchObserver | None:
     """The on-stream drift window, when the drift package is available and configured."""
     try:
         from consumers.drift_observer import make_drift_observer

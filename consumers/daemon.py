@@ -34,8 +34,8 @@ def bundled_jar_dir() -> Path:
 
 def read_manifest(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         digest, _, name = line.partition("  ")
@@ -74,7 +74,8 @@ def resolve_jar_dir(settings: Settings) -> Path:
         if not any(jar_dir.glob("amazon-kinesis-client-multilang-*.jar")):
             raise KclSetupError(
                 f"kcl_jars: {jar_dir} has no amazon-kinesis-client-multilang-*.jar; point"
-                " DRIFTLINE_KCL_JARS at the folder holding the KCL multilang jar and its dependencies"
+                " DRIFTLINE_KCL_JARS at the folder holding the KCL multilang jar and its"
+                " dependencies"
             )
         return jar_dir
     jar_dir = bundled_jar_dir()
@@ -111,8 +112,10 @@ LOGBACK = """<configuration>
 """
 
 
-def properties_for(settings: Settings, *, worker_id: str, executable: Path, max_leases: int = 0) -> str:
-    """The daemon's properties file. Local mode adds endpoint overrides and short start-up intervals."""
+def properties_for(
+    settings: Settings, *, worker_id: str, executable: Path, max_leases: int = 0
+) -> str:
+    """The daemon's properties file; local mode adds endpoint overrides, short start-up times."""
     p: dict[str, str] = {
         "executableName": str(executable),
         "streamName": settings.require("stream_name"),
@@ -134,38 +137,46 @@ def properties_for(settings: Settings, *, worker_id: str, executable: Path, max_
     if max_leases:
         p["maxLeasesForWorker"] = str(max_leases)
     if settings.endpoint_url:
-        p.update({
-            "kinesisEndpoint": settings.endpoint_url,
-            "dynamoDBEndpoint": settings.endpoint_url,
-            "cloudWatchClient.endpointOverride": settings.endpoint_url,
-            # Emulator only: without these the first record waits ~50 s for shard sync and
-            # lease assignment.
-            "shardSyncIntervalMillis": "5000",
-            "leaseAssignmentIntervalMillis": "1000",
-            "workerMetricsReporterFreqInMillis": "2000",
-            "inMemoryWorkerMetricsCaptureFrequencyMillis": "1000",
-            "failoverTimeMillis": "6000",
-            "parentShardPollIntervalMillis": "2000",
-            "listShardsBackoffTimeInMillis": "500",
-            "schedulerInitializationBackoffTimeMillis": "500",
-        })
+        p.update(
+            {
+                "kinesisEndpoint": settings.endpoint_url,
+                "dynamoDBEndpoint": settings.endpoint_url,
+                "cloudWatchClient.endpointOverride": settings.endpoint_url,
+                # Emulator only: without these the first record waits ~50 s for shard sync and
+                # lease assignment.
+                "shardSyncIntervalMillis": "5000",
+                "leaseAssignmentIntervalMillis": "1000",
+                "workerMetricsReporterFreqInMillis": "2000",
+                "inMemoryWorkerMetricsCaptureFrequencyMillis": "1000",
+                "failoverTimeMillis": "6000",
+                "parentShardPollIntervalMillis": "2000",
+                "listShardsBackoffTimeInMillis": "500",
+                "schedulerInitializationBackoffTimeMillis": "500",
+            }
+        )
     return "".join(f"{k} = {v}\n" for k, v in p.items())
 
 
 def write_daemon_files(
-    settings: Settings, work_dir: Path, *, worker_id: str, python: str | None = None,
-    log_level: str = "WARN", max_leases: int = 0,
+    settings: Settings,
+    work_dir: Path,
+    *,
+    worker_id: str,
+    python: str | None = None,
+    log_level: str = "WARN",
+    max_leases: int = 0,
 ) -> DaemonFiles:
     work_dir.mkdir(parents=True, exist_ok=True)
     launcher = work_dir / "record_processor.sh"
     # The daemon splits executableName on spaces; a launcher script keeps any path safe.
     launcher.write_text(
-        "#!/bin/sh\n"
-        f"exec {shlex.quote(python or sys.executable)} -u -m consumers.app\n"
+        f"#!/bin/sh\nexec {shlex.quote(python or sys.executable)} -u -m consumers.app\n"
     )
     launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     props = work_dir / "kcl.properties"
-    props.write_text(properties_for(settings, worker_id=worker_id, executable=launcher, max_leases=max_leases))
+    props.write_text(
+        properties_for(settings, worker_id=worker_id, executable=launcher, max_leases=max_leases)
+    )
     logback = work_dir / "logback.xml"
     logback.write_text(LOGBACK.replace("{level}", log_level))
     return DaemonFiles(properties=props, launcher=launcher, logback=logback)
@@ -186,7 +197,9 @@ def java_command(java: str, jar_dir: Path, files: DaemonFiles, *, heap_mb: int =
     ]
 
 
-def daemon_env(settings_env: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+def daemon_env(
+    settings_env: Mapping[str, str], base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env.update(settings_env)
     env["AWS_CBOR_DISABLE"] = "true"

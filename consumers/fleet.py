@@ -18,7 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consumers.daemon import daemon_env, find_java, java_command, resolve_jar_dir, write_daemon_files
+from consumers.daemon import (
+    daemon_env,
+    find_java,
+    java_command,
+    resolve_jar_dir,
+    write_daemon_files,
+)
 from etl.settings import Settings, to_env
 
 log = logging.getLogger("driftline.fleet")
@@ -41,8 +47,12 @@ class Worker:
     def start(self) -> None:
         with self.log_path.open("ab") as logf:
             self.process = subprocess.Popen(
-                self.command, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, start_new_session=True,
+                self.command,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
             )
         self.started_at = time.monotonic()
 
@@ -65,7 +75,9 @@ class Worker:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.warning("worker did not stop in time; killing", extra={"worker": self.worker_id})
+                log.warning(
+                    "worker did not stop in time; killing", extra={"worker": self.worker_id}
+                )
         # Whatever is left of the group (children that outlived java) goes too.
         self.signal_group(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -89,10 +101,18 @@ class ConsumerFleet:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         for i in range(self.workers):
             worker_id = f"worker-{i}-{os.getpid()}"
-            files = write_daemon_files(self.settings, self.work_dir / f"worker-{i}", worker_id=worker_id,
-                                       log_level=self.log_level)
-            w = Worker(worker_id, java_command(java, jar_dir, files), env,
-                       self.work_dir / f"worker-{i}" / "daemon.log")
+            files = write_daemon_files(
+                self.settings,
+                self.work_dir / f"worker-{i}",
+                worker_id=worker_id,
+                log_level=self.log_level,
+            )
+            w = Worker(
+                worker_id,
+                java_command(java, jar_dir, files),
+                env,
+                self.work_dir / f"worker-{i}" / "daemon.log",
+            )
             w.log_path.unlink(missing_ok=True)  # a new fleet starts a new log; restarts append
             w.start()
             log.info("worker started", extra={"worker": worker_id, "pid": w.pid})
@@ -101,14 +121,16 @@ class ConsumerFleet:
 
     def supervise_once(self) -> list[Worker]:
         """Restart workers whose daemon exited; returns the restarted ones."""
-        restarted = []
+        restarted: list[Worker] = []
         if not self.restart:
             return restarted
         for w in self.members:
             if not w.alive():
                 rc = w.process.returncode if w.process is not None else None
                 w.signal_group(signal.SIGKILL)
-                log.warning("worker exited; restarting", extra={"worker": w.worker_id, "returncode": rc})
+                log.warning(
+                    "worker exited; restarting", extra={"worker": w.worker_id, "returncode": rc}
+                )
                 w.restarts += 1
                 w.start()
                 restarted.append(w)

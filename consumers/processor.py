@@ -37,7 +37,9 @@ log = logging.getLogger("driftline.consumer")
 
 
 class Checkpointer(Protocol):
-    def checkpoint(self, sequence_number: str | None = None, sub_sequence_number: int | None = None) -> None: ...
+    def checkpoint(
+        self, sequence_number: str | None = None, sub_sequence_number: int | None = None
+    ) -> None: ...
 
 
 class BatchObserver(Protocol):
@@ -58,8 +60,16 @@ class _Buffer:
     nbytes: int = 0
     opened_at: float = 0.0
 
-    def add(self, decoded_rows: pa.Table, dead: list[DeadLetter], first: str, last: str,
-            count: int, nbytes: int, now: float) -> None:
+    def add(
+        self,
+        decoded_rows: pa.Table,
+        dead: list[DeadLetter],
+        first: str,
+        last: str,
+        count: int,
+        nbytes: int,
+        now: float,
+    ) -> None:
         if self.first is None:
             self.first, self.opened_at = first, now
         self.last = last
@@ -84,12 +94,14 @@ def to_raw_records(records: Sequence[Any]) -> list[RawRecord]:
             arrival_ms: int | None = int(arrival.timestamp() * 1000)
         else:
             arrival_ms = int(arrival) if arrival is not None else None
-        out.append(RawRecord(
-            data=base64.b64decode(data_b64),
-            sequence_number=str(seq),
-            partition_key=pkey or "",
-            approximate_arrival_ms=arrival_ms,
-        ))
+        out.append(
+            RawRecord(
+                data=base64.b64decode(data_b64),
+                sequence_number=str(seq),
+                partition_key=pkey or "",
+                approximate_arrival_ms=arrival_ms,
+            )
+        )
     return out
 
 
@@ -132,8 +144,10 @@ class ShardProcessor:
         self._buffer = _Buffer()
         self.checkpointed = checkpoint
         self._replay = deque(self.writer.uncheckpointed(shard_id, checkpoint))
-        log.info("initialized", extra={"shard": shard_id, "checkpoint": checkpoint,
-                                        "replay_ranges": len(self._replay)})
+        log.info(
+            "initialized",
+            extra={"shard": shard_id, "checkpoint": checkpoint, "replay_ranges": len(self._replay)},
+        )
 
     def process(self, records: Sequence[RawRecord], checkpointer: Checkpointer) -> None:
         now = self._clock()
@@ -153,8 +167,10 @@ class ShardProcessor:
     def lease_lost(self) -> None:
         dropped = self._buffer.records
         self._buffer = _Buffer()
-        log.warning("lease lost: buffer dropped, not checkpointed",
-                    extra={"shard": self.shard_id, "dropped_records": dropped})
+        log.warning(
+            "lease lost: buffer dropped, not checkpointed",
+            extra={"shard": self.shard_id, "dropped_records": dropped},
+        )
 
     def shard_ended(self, checkpointer: Checkpointer) -> None:
         self._flush(checkpointer, FlushReason.SHARD_END)
@@ -172,16 +188,24 @@ class ShardProcessor:
             return
         batch = self.decoder.decode(records, shard_id=self.shard_id, ingest_time=self._wall())
         nbytes = sum(len(r.data) for r in records)
-        self._buffer.add(batch.table, batch.dead_letters, records[0].sequence_number,
-                         records[-1].sequence_number, len(records), nbytes, now)
+        self._buffer.add(
+            batch.table,
+            batch.dead_letters,
+            records[0].sequence_number,
+            records[-1].sequence_number,
+            len(records),
+            nbytes,
+            now,
+        )
         if self.observer is not None:
             try:
                 self.observer.observe(batch.table, len(batch.dead_letters), now)
             except Exception:  # the observer must never stall or fail the data path
                 log.exception("batch observer failed", extra={"shard": self.shard_id})
 
-    def _take_replay(self, records: list[RawRecord], checkpointer: Checkpointer,
-                     now: float) -> list[RawRecord]:
+    def _take_replay(
+        self, records: list[RawRecord], checkpointer: Checkpointer, now: float
+    ) -> list[RawRecord]:
         """Consume records belonging to the next replayed range; returns the rest."""
         m = self._replay[0]
         first, last = sequence_key(m.first_sequence), sequence_key(m.last_sequence)
@@ -204,36 +228,59 @@ class ShardProcessor:
             if m.state == "committed":
                 self._checkpoint(checkpointer, m.last_sequence)
             else:
-                self._flush(checkpointer, FlushReason.REPLAY, force_range=(m.first_sequence, m.last_sequence))
+                self._flush(
+                    checkpointer,
+                    FlushReason.REPLAY,
+                    force_range=(m.first_sequence, m.last_sequence),
+                )
         return rest
 
     def _maybe_flush(self, checkpointer: Checkpointer, now: float) -> None:
         b = self._buffer
-        reason = self.policy.decide(records=b.records, nbytes=b.nbytes,
-                                    age_s=now - b.opened_at if b.records else 0.0)
+        reason = self.policy.decide(
+            records=b.records, nbytes=b.nbytes, age_s=now - b.opened_at if b.records else 0.0
+        )
         if reason is not None:
             self._flush(checkpointer, reason)
 
-    def _flush(self, checkpointer: Checkpointer, reason: FlushReason,
-               force_range: tuple[str, str] | None = None) -> None:
+    def _flush(
+        self,
+        checkpointer: Checkpointer,
+        reason: FlushReason,
+        force_range: tuple[str, str] | None = None,
+    ) -> None:
         b = self._buffer
         if b.records == 0 or b.first is None or b.last is None:
             return
         first, last = force_range or (b.first, b.last)
-        rows = pa.concat_tables(b.tables) if b.tables else self.writer.contract.arrow_schema().empty_table()
+        rows = (
+            pa.concat_tables(b.tables)
+            if b.tables
+            else self.writer.contract.arrow_schema().empty_table()
+        )
         started = time.perf_counter()
         try:
             manifest = self.writer.write(self.shard_id, first, last, rows, b.dead_letters)
         except LakeWriteError:
-            log.critical("lake write failed after retries; exiting so the KCL restarts from the"
-                         " last checkpoint", extra={"shard": self.shard_id, "first": first, "last": last})
+            log.critical(
+                "lake write failed after retries; exiting so the KCL restarts from the"
+                " last checkpoint",
+                extra={"shard": self.shard_id, "first": first, "last": last},
+            )
             raise SystemExit(3) from None
         self.flushes.append(manifest)
-        log.info("flushed", extra={
-            "shard": self.shard_id, "reason": reason.value, "first": first, "last": last,
-            "rows": rows.num_rows, "dead_letters": len(b.dead_letters),
-            "seconds": round(time.perf_counter() - started, 3),
-        })
+        log.info(
+            "flushed",
+            extra={
+                "shard": self.shard_id,
+                "reason": reason.value,
+                "first": first,
+                "last": last,
+                "rows": rows.num_rows,
+                "dead_letters": len(b.dead_letters),
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
         self._buffer = _Buffer()
         self._checkpoint(checkpointer, last)
 
@@ -250,12 +297,16 @@ class ShardProcessor:
                 if code == "ShutdownException":
                     # The lease is gone: another worker replays from the previous checkpoint and
                     # rewrites the same objects. Nothing is lost.
-                    log.warning("checkpoint refused: lease lost", extra={"shard": self.shard_id, "seq": seq})
+                    log.warning(
+                        "checkpoint refused: lease lost", extra={"shard": self.shard_id, "seq": seq}
+                    )
                     return
                 if code == "ThrottlingException" and attempt < self._checkpoint_attempts:
-                    self._sleep(min(5.0, 0.2 * 2 ** attempt))
+                    self._sleep(min(5.0, 0.2 * 2**attempt))
                     continue
-                log.critical("checkpoint failed", extra={"shard": self.shard_id, "seq": seq, "error": code})
+                log.critical(
+                    "checkpoint failed", extra={"shard": self.shard_id, "seq": seq, "error": code}
+                )
                 raise SystemExit(4) from None
 
 
@@ -270,8 +321,11 @@ def _fatal(fn: Callable[..., None]) -> Callable[..., None]:
         except SystemExit:
             raise
         except Exception:
-            log.critical("record processor failed; exiting to replay from the last checkpoint",
-                         exc_info=True, extra={"method": fn.__name__})
+            log.critical(
+                "record processor failed; exiting to replay from the last checkpoint",
+                exc_info=True,
+                extra={"method": fn.__name__},
+            )
             raise SystemExit(5) from None
 
     wrapped.__name__ = fn.__name__
@@ -299,7 +353,9 @@ class KclRecordProcessor:
 
     @_fatal
     def process_records(self, process_records_input: Any) -> None:
-        self._p().process(to_raw_records(process_records_input.records), process_records_input.checkpointer)
+        self._p().process(
+            to_raw_records(process_records_input.records), process_records_input.checkpointer
+        )
 
     @_fatal
     def lease_lost(self, lease_lost_input: Any) -> None:

@@ -64,7 +64,16 @@ class AwsClients:
         return kwargs
 
 
-_WRANGLER_SERVICES = ("s3", "glue", "sts", "athena", "redshift", "kms", "dynamodb", "secretsmanager")
+_WRANGLER_SERVICES = (
+    "s3",
+    "glue",
+    "sts",
+    "athena",
+    "redshift",
+    "kms",
+    "dynamodb",
+    "secretsmanager",
+)
 
 
 def configure_awswrangler(endpoint_url: str | None) -> None:

@@ -122,7 +122,8 @@ class Contract:
         clash = sorted(set(names) & reserved)
         if clash:
             raise ContractError(
-                f"contract {self.name!r}: fields {clash} clash with lake columns {sorted(reserved)};"
+                f"contract {self.name!r}: fields {clash} clash with lake columns"
+                f" {sorted(reserved)};"
                 " rename them"
             )
         for role in (Role.ID, Role.EVENT_TIME):
@@ -176,9 +177,14 @@ class Contract:
     def label(self) -> Field | None:
         return next((f for f in self.fields if f.role is Role.LABEL), None)
 
-    def arrow_schema(self, *, with_metadata: bool = True, with_partitions: bool = False) -> pa.Schema:
+    def arrow_schema(
+        self, *, with_metadata: bool = True, with_partitions: bool = False
+    ) -> pa.Schema:
         """The Arrow schema of a lake row (contract fields, then metadata, then partitions)."""
-        cols = [pa.field(f.name, f.arrow_type, nullable=f.nullable or not f.required) for f in self.fields]
+        cols = [
+            pa.field(f.name, f.arrow_type, nullable=f.nullable or not f.required)
+            for f in self.fields
+        ]
         if with_metadata:
             cols += [
                 pa.field(SHARD_ID, pa.string(), nullable=False),
@@ -194,7 +200,12 @@ class Contract:
         """Glue column types of a lake row, partitions excluded."""
         cols = {f.name: f.glue_type for f in self.fields}
         cols.update(
-            {SHARD_ID: "string", SEQUENCE_NUMBER: "string", ARRIVAL_TIME: "timestamp", INGEST_TIME: "timestamp"}
+            {
+                SHARD_ID: "string",
+                SEQUENCE_NUMBER: "string",
+                ARRIVAL_TIME: "timestamp",
+                INGEST_TIME: "timestamp",
+            }
         )
         return cols
 
@@ -242,7 +253,7 @@ def _parse_field(raw: Mapping[str, Any], where: str) -> Field:
         raise ContractError(f"{where}.name: expected an identifier-like string, got {name!r}")
     where = f"{where} ({name})"
     try:
-        ftype = FieldType(raw.get("type"))
+        ftype = FieldType(str(raw.get("type")))
     except ValueError:
         raise ContractError(
             f"{where}.type: got {raw.get('type')!r}, expected one of {[t.value for t in FieldType]}"
@@ -262,7 +273,9 @@ def _parse_field(raw: Mapping[str, Any], where: str) -> Field:
         if val is not None and (isinstance(val, bool) or not isinstance(val, int | float)):
             raise ContractError(f"{where}.{key}: expected a number, got {val!r}")
         if val is not None and ftype not in (FieldType.INT, FieldType.FLOAT):
-            raise ContractError(f"{where}.{key}: only numeric fields take bounds, this is {ftype.value}")
+            raise ContractError(
+                f"{where}.{key}: only numeric fields take bounds, this is {ftype.value}"
+            )
         bounds[key] = float(val) if val is not None else None
     allowed = raw.get("allowed")
     if allowed is not None and (
@@ -316,7 +329,9 @@ def load_contract(path: str | Path | None = None) -> Contract:
     else:
         p = Path(path)
         if not p.is_file():
-            raise ContractError(f"contract file {str(p)!r} does not exist; pass a TOML contract path")
+            raise ContractError(
+                f"contract file {str(p)!r} does not exist; pass a TOML contract path"
+            )
         text, source = p.read_text(), str(p)
     try:
         doc = tomllib.loads(text)

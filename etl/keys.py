@@ -33,7 +33,13 @@ def range_stem(shard_id: str, first: str, last: str) -> str:
 
 
 def lake_object_key(
-    lake_prefix: str, table: str, shard_id: str, first: str, last: str, event_date: str, event_hour: str
+    lake_prefix: str,
+    table: str,
+    shard_id: str,
+    first: str,
+    last: str,
+    event_date: str,
+    event_hour: str,
 ) -> str:
     return (
         f"{lake_prefix}/{table}/event_date={event_date}/event_hour={event_hour}/"
@@ -41,8 +47,12 @@ def lake_object_key(
     )
 
 
-def dead_letter_key(dead_letter_prefix: str, table: str, shard_id: str, first: str, last: str, day: str) -> str:
-    return f"{dead_letter_prefix}/{table}/event_date={day}/{range_stem(shard_id, first, last)}.jsonl"
+def dead_letter_key(
+    dead_letter_prefix: str, table: str, shard_id: str, first: str, last: str, day: str
+) -> str:
+    return (
+        f"{dead_letter_prefix}/{table}/event_date={day}/{range_stem(shard_id, first, last)}.jsonl"
+    )
 
 
 def manifest_prefix_for(manifest_prefix: str, table: str, shard_id: str) -> str:

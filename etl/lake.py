@@ -162,7 +162,7 @@ class LakeWriter:
         rows: pa.Table,
         dead_letters: Sequence[_DeadLetterLike] = (),
     ) -> Manifest:
-        """Make rows and dead letters of one sequence range durable; returns the committed manifest."""
+        """Make rows and dead letters of one sequence range durable; returns the manifest."""
         lay = self.layout
         now = self._clock()
         manifest = Manifest(
@@ -174,17 +174,25 @@ class LakeWriter:
             dead_letters=len(dead_letters),
             written_at=now.isoformat(),
         )
-        m_key = keys.manifest_key(lay.manifest_prefix, lay.table, shard_id, first_sequence, last_sequence)
+        m_key = keys.manifest_key(
+            lay.manifest_prefix, lay.table, shard_id, first_sequence, last_sequence
+        )
         parts = split_partitions(rows, self.contract.event_time_field.name)
         for day, hour, part in parts:
             key = keys.lake_object_key(
                 lay.lake_prefix, lay.table, shard_id, first_sequence, last_sequence, day, hour
             )
-            manifest.objects.append(LakeObject(key=key, rows=part.num_rows, event_date=day, event_hour=hour))
+            manifest.objects.append(
+                LakeObject(key=key, rows=part.num_rows, event_date=day, event_hour=hour)
+            )
         if dead_letters:
             manifest.dead_letter_keys.append(
                 keys.dead_letter_key(
-                    lay.dead_letter_prefix, lay.table, shard_id, first_sequence, last_sequence,
+                    lay.dead_letter_prefix,
+                    lay.table,
+                    shard_id,
+                    first_sequence,
+                    last_sequence,
                     now.strftime("%Y-%m-%d"),
                 )
             )
@@ -252,7 +260,12 @@ class LakeWriter:
                 delay = self._rng.uniform(0, delay)
                 log.warning(
                     "lake write retry",
-                    extra={"what": what, "attempt": attempt, "error": str(exc), "sleep_s": round(delay, 3)},
+                    extra={
+                        "what": what,
+                        "attempt": attempt,
+                        "error": str(exc),
+                        "sleep_s": round(delay, 3),
+                    },
                 )
                 self._sleep(delay)
         raise LakeWriteError(
@@ -265,7 +278,11 @@ class GlueCatalog:
     """The lake's Glue table and partitions, through awswrangler."""
 
     def __init__(
-        self, contract: Contract, layout: LakeLayout, database: str, boto3_session: Any,
+        self,
+        contract: Contract,
+        layout: LakeLayout,
+        database: str,
+        boto3_session: Any,
         compression: str = "zstd",
     ) -> None:
         self.contract = contract
@@ -286,7 +303,8 @@ class GlueCatalog:
             columns_types=self.contract.glue_columns(),
             partitions_types={PARTITION_DATE: "string", PARTITION_HOUR: "string"},
             compression=None if self.compression == "none" else self.compression,
-            description=f"driftline lake table for contract {self.contract.name} v{self.contract.version}",
+            description=f"driftline lake table: contract {self.contract.name}"
+            f" v{self.contract.version}",
             parameters={"driftline_contract_hash": self.contract.hash},
             mode="overwrite",
             boto3_session=self.session,

@@ -74,7 +74,7 @@ class Settings:
     retrain_window_hours: float = 6.0
     retrain_holdout_fraction: float = 0.25
     retrain_min_rows: int = 500
-    #: Metric the champion and challenger are compared on, and the margin the challenger must win by.
+    #: Metric champion and challenger are compared on, and the margin the challenger must win by.
     promotion_metric: str = "roc_auc"
     promotion_margin: float = 0.01
     #: After a completed run no new run starts for this long; a run's lock expires after the TTL.
@@ -89,7 +89,7 @@ class Settings:
     model_package_group: str | None = None
     topic_arn: str | None = None
     drift_alarm_name: str | None = None
-    #: URL of the local model server (set by whoever starts it); the local serving backend reloads it.
+    #: URL of the local model server (set by whoever starts it); local serving reloads it.
     model_server_url: str | None = None
     model_cache_dir: str = ".driftline/models"
     model_max_request_bytes: int = 1024 * 1024
@@ -174,7 +174,9 @@ def _build(values: Mapping[str, Any], origin: str) -> Settings:
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(unknown[0], f"unknown setting (from {origin}); known keys: {sorted(known)}")
+        raise ConfigError(
+            unknown[0], f"unknown setting (from {origin}); known keys: {sorted(known)}"
+        )
     coerced = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
     s = Settings(**coerced)
     _check(s)
@@ -182,12 +184,24 @@ def _build(values: Mapping[str, Any], origin: str) -> Settings:
 
 
 def _check(s: Settings) -> None:
-    positive_ints = ("flush_max_records", "flush_max_bytes", "s3_max_attempts", "kcl_max_records",
-                     "drift_min_rows", "producer_max_attempts", "warehouse_batch_manifests")
+    positive_ints = (
+        "flush_max_records",
+        "flush_max_bytes",
+        "s3_max_attempts",
+        "kcl_max_records",
+        "drift_min_rows",
+        "producer_max_attempts",
+        "warehouse_batch_manifests",
+    )
     for key in positive_ints:
         if getattr(s, key) <= 0:
             raise ConfigError(key, f"must be > 0, got {getattr(s, key)}")
-    for key in ("flush_max_age_s", "drift_window_s", "s3_backoff_base_s", "producer_backoff_base_s"):
+    for key in (
+        "flush_max_age_s",
+        "drift_window_s",
+        "s3_backoff_base_s",
+        "producer_backoff_base_s",
+    ):
         if getattr(s, key) <= 0:
             raise ConfigError(key, f"must be > 0 seconds, got {getattr(s, key)}")
     _check_retrain(s)
@@ -195,18 +209,22 @@ def _check(s: Settings) -> None:
         raise ConfigError("kcl_idle_time_ms", f"must be >= 0, got {s.kcl_idle_time_ms}")
     if s.parquet_compression not in _VALID_COMPRESSION:
         raise ConfigError(
-            "parquet_compression", f"got {s.parquet_compression!r}, expected one of {_VALID_COMPRESSION}"
+            "parquet_compression",
+            f"got {s.parquet_compression!r}, expected one of {_VALID_COMPRESSION}",
         )
     if s.endpoint_url is not None and not s.endpoint_url.startswith(("http://", "https://")):
         raise ConfigError("endpoint_url", f"expected an http(s) URL, got {s.endpoint_url!r}")
     if not s.stack_name.replace("-", "").isalnum() or not s.stack_name[:1].isalpha():
         raise ConfigError(
-            "stack_name", f"got {s.stack_name!r}; use letters, digits and hyphens, starting with a letter"
+            "stack_name",
+            f"got {s.stack_name!r}; use letters, digits and hyphens, starting with a letter",
         )
     for key in ("lake_prefix", "dead_letter_prefix", "manifest_prefix", "baseline_prefix"):
         value = getattr(s, key)
         if not value or value.startswith("/") or value.endswith("/"):
-            raise ConfigError(key, f"got {value!r}; use a non-empty prefix without leading/trailing '/'")
+            raise ConfigError(
+                key, f"got {value!r}; use a non-empty prefix without leading/trailing '/'"
+            )
     _check_warehouse(s)
 
 
@@ -281,7 +299,9 @@ def load_settings(
                 raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
             for key, val in doc.items():
                 if key not in known:
-                    raise ConfigError(key, f"unknown setting in {path}; known keys: {sorted(known)}")
+                    raise ConfigError(
+                        key, f"unknown setting in {path}; known keys: {sorted(known)}"
+                    )
                 values[key] = val
         elif explicit_file:
             raise ConfigError("config", f"{ENV_PREFIX}CONFIG names {path}, which does not exist")
@@ -289,7 +309,7 @@ def load_settings(
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
             continue
-        key = name[len(ENV_PREFIX):].lower()
+        key = name[len(ENV_PREFIX) :].lower()
         if key in known:
             values[key] = raw
     for key, val in (overrides or {}).items():
@@ -305,5 +325,7 @@ def to_env(settings: Settings) -> dict[str, str]:
         val = getattr(settings, f.name)
         if val is None:
             continue
-        out[f"{ENV_PREFIX}{f.name.upper()}"] = str(val).lower() if isinstance(val, bool) else str(val)
+        out[f"{ENV_PREFIX}{f.name.upper()}"] = (
+            str(val).lower() if isinstance(val, bool) else str(val)
+        )
     return out

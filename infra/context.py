@@ -1,4 +1,4 @@
-"""Resolve a command's settings: config + env, then the local stack's state or a deployed stack's outputs.
+"""Resolve a command's settings: config + env, then the local stack's state and outputs.
 
 The local stack (``driftline local up``) records its endpoint and the stack's outputs in
 ``.driftline/state.json`` (``DRIFTLINE_STATE_DIR`` moves it). Commands run against it whenever it is

@@ -93,7 +93,7 @@ def _serve(port: int, ready_file: Path | None) -> None:
                 tmp.replace(ready_file)
 
         task = asyncio.create_task(announce())
-        await serve(app, config, shutdown_trigger=stop.wait, mode="wsgi")  # type: ignore[arg-type]
+        await serve(app, config, shutdown_trigger=stop.wait, mode="wsgi")
         task.cancel()
 
     asyncio.run(main())
@@ -160,7 +160,8 @@ def start_emulator(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise EmulatorError(
-                f"the emulator exited with code {proc.returncode} at start; see {state_dir / 'emulator.log'}"
+                f"the emulator exited with code {proc.returncode} at start;"
+                f" see {state_dir / 'emulator.log'}"
             )
         if ready.exists():
             endpoint = ready.read_text().strip()
@@ -173,7 +174,7 @@ def start_emulator(
 
 def _answers(endpoint: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2) as resp:
             return bool(resp.status == 200)
     except OSError:
         return False
@@ -182,7 +183,7 @@ def _answers(endpoint: str) -> bool:
 def reset(endpoint: str) -> None:
     """Forget every resource (moto's reset API): fast isolation between tests."""
     req = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(req, timeout=10) as resp:
         resp.read()
 
 

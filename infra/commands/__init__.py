@@ -1,1 +1,1 @@
-"""CLI subcommands: each module here defines ``register(subparsers)``; ``infra.cli`` finds them all."""
+"""CLI subcommands: each module defines ``register(subparsers)``; ``infra.cli`` finds them."""

@@ -57,8 +57,10 @@ def _status(args: argparse.Namespace) -> int:
         print("local stack: down")
         return 1
     print(f"local stack {st['stack']} up at {st['endpoint']}")
-    for name, proc in st["processes"].items():  # type: ignore[union-attr]
+    procs: dict[str, dict[str, Any]] = st["processes"]  # type: ignore[assignment]
+    for name, proc in procs.items():
         print(f"  process {name:<16} pid {proc['pid']:<8} {'alive' if proc['alive'] else 'DEAD'}")
-    for r in st.get("resources", []):  # type: ignore[union-attr]
+    resources: list[dict[str, Any]] = st.get("resources", [])  # type: ignore[assignment]
+    for r in resources:
         print(f"  {r['logical_id']:<34} {r['type']:<40} {r['provided_by']}")
     return 0

@@ -1,4 +1,4 @@
-"""e2e fixtures: a dedicated emulator and a lake per test, consumed by the real KCL MultiLangDaemon."""
+"""e2e fixtures: a dedicated emulator, and a lake per test consumed by the real KCL daemon."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def e2e_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorP
 
 
 @pytest.fixture
-def pipeline(e2e_emulator: EmulatorProcess, request: pytest.FixtureRequest) -> tuple[Settings, AwsClients]:
+def pipeline(
+    e2e_emulator: EmulatorProcess, request: pytest.FixtureRequest
+) -> tuple[Settings, AwsClients]:
     """A fresh stream (2 shards), bucket, Glue table and KCL application for one test."""
     suffix = uuid.uuid4().hex[:8]
     clients = AwsClients(endpoint_url=e2e_emulator.endpoint)
@@ -42,10 +44,18 @@ def pipeline(e2e_emulator: EmulatorProcess, request: pytest.FixtureRequest) -> t
     kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
     overrides = getattr(request, "param", {})
     settings = load_settings(
-        {"endpoint_url": e2e_emulator.endpoint, "stream_name": stream, "lake_bucket": bucket,
-         "glue_database": db, "application_name": f"app-{suffix}", "flush_max_records": 500,
-         "flush_max_age_s": 2.0, **overrides},
-        env={}, config_path=None,
+        {
+            "endpoint_url": e2e_emulator.endpoint,
+            "stream_name": stream,
+            "lake_bucket": bucket,
+            "glue_database": db,
+            "application_name": f"app-{suffix}",
+            "flush_max_records": 500,
+            "flush_max_age_s": 2.0,
+            **overrides,
+        },
+        env={},
+        config_path=None,
     )
     contract = load_contract()
     GlueCatalog(contract, LakeLayout(bucket, contract.name), db, clients.session).ensure_table()

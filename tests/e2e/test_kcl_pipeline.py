@@ -24,8 +24,12 @@ TABLE = "card_transactions"
 
 def lake_ids(settings: Settings, clients: AwsClients) -> Counter[str]:
     try:
-        df = wr.s3.read_parquet(f"s3://{settings.lake_bucket}/lake/{TABLE}/", dataset=True,
-                                boto3_session=clients.session, columns=["transaction_id"])
+        df = wr.s3.read_parquet(
+            f"s3://{settings.lake_bucket}/lake/{TABLE}/",
+            dataset=True,
+            boto3_session=clients.session,
+            columns=["transaction_id"],
+        )
     except wr.exceptions.NoFilesFound:
         return Counter()
     return Counter(df["transaction_id"].tolist())
@@ -33,8 +37,15 @@ def lake_ids(settings: Settings, clients: AwsClients) -> Counter[str]:
 
 def dead_reasons(settings: Settings, clients: AwsClients) -> Counter[str]:
     s3, out = clients.client("s3"), Counter[str]()
-    for o in s3.list_objects_v2(Bucket=settings.lake_bucket, Prefix="dead-letters/").get("Contents", []):
-        for line in s3.get_object(Bucket=settings.lake_bucket, Key=o["Key"])["Body"].read().decode().splitlines():
+    for o in s3.list_objects_v2(Bucket=settings.lake_bucket, Prefix="dead-letters/").get(
+        "Contents", []
+    ):
+        for line in (
+            s3.get_object(Bucket=settings.lake_bucket, Key=o["Key"])["Body"]
+            .read()
+            .decode()
+            .splitlines()
+        ):
             out[json.loads(line)["reason"]] += 1
     return out
 
@@ -60,9 +71,15 @@ def test_n_records_in_exactly_n_rows_out_and_poison_routed(pipeline, tmp_path: P
         # WHEN 3,000 records with 2 % poison (every kind) are produced
         s = produce(settings, clients, records=3000, seed=11, poison_rate=0.02)
         poison = sum(s.poison.values())
-        # THEN every good record is in the lake exactly once and every poison record is a dead letter
-        assert wait_for(lambda: len(lake_ids(settings, clients)) >= s.good
-                        and sum(dead_reasons(settings, clients).values()) >= poison, 120, fleet)
+        # THEN every good record is in the lake exactly once, every poison one a dead letter
+        assert wait_for(
+            lambda: (
+                len(lake_ids(settings, clients)) >= s.good
+                and sum(dead_reasons(settings, clients).values()) >= poison
+            ),
+            120,
+            fleet,
+        )
         ids = lake_ids(settings, clients)
         assert set(ids) == set(s.good_transaction_ids)
         assert max(ids.values()) == 1
@@ -73,7 +90,9 @@ def test_n_records_in_exactly_n_rows_out_and_poison_routed(pipeline, tmp_path: P
         fleet.stop()
 
 
-def test_kill_9_one_of_two_workers_survivor_takes_over_exactly_once(pipeline, tmp_path: Path) -> None:
+def test_kill_9_one_of_two_workers_survivor_takes_over_exactly_once(
+    pipeline, tmp_path: Path
+) -> None:
     settings, clients = pipeline
     fleet = ConsumerFleet(settings, 2, tmp_path / "fleet", restart=False)
     try:
@@ -81,8 +100,11 @@ def test_kill_9_one_of_two_workers_survivor_takes_over_exactly_once(pipeline, tm
         wait_until_consuming(fleet, 2, 180)
         # WHEN records flow and one worker is killed with SIGKILL (its whole process group)
         first = produce(settings, clients, records=1500, seed=21, rate=500)
-        victim = next(w for w in fleet.members if any(
-            '"msg": "initialized"' in line for line in w.log_path.read_text().splitlines()))
+        victim = next(
+            w
+            for w in fleet.members
+            if any('"msg": "initialized"' in line for line in w.log_path.read_text().splitlines())
+        )
         victim.signal_group(signal.SIGKILL)
         second = produce(settings, clients, records=1500, seed=22, rate=500)
         expected = set(first.good_transaction_ids) | set(second.good_transaction_ids)
@@ -96,7 +118,9 @@ def test_kill_9_one_of_two_workers_survivor_takes_over_exactly_once(pipeline, tm
         fleet.stop()
 
 
-@pytest.mark.parametrize("pipeline", [{"flush_max_records": 100_000, "flush_max_age_s": 3600.0}], indirect=True)
+@pytest.mark.parametrize(
+    "pipeline", [{"flush_max_records": 100_000, "flush_max_age_s": 3600.0}], indirect=True
+)
 def test_sigterm_flushes_buffered_records_and_checkpoints(pipeline, tmp_path: Path) -> None:
     settings, clients = pipeline
     fleet = ConsumerFleet(settings, 1, tmp_path / "fleet", restart=False)
@@ -122,5 +146,7 @@ def test_sigterm_flushes_buffered_records_and_checkpoints(pipeline, tmp_path: Pa
 def test_initialized_shards_reads_processor_logs(tmp_path: Path) -> None:
     (tmp_path / "worker-0").mkdir()
     (tmp_path / "worker-0" / "daemon.log").write_text(
-        'noise\n{"msg": "initialized", "shard": "shardId-1"}\n{"msg": "flushed", "shard": "shardId-2"}\n')
+        'noise\n{"msg": "initialized", "shard": "shardId-1"}\n'
+        '{"msg": "flushed", "shard": "shardId-2"}\n'
+    )
     assert initialized_shards(tmp_path) == {"shardId-1"}

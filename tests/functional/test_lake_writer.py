@@ -1,4 +1,4 @@
-"""The lake writer against the emulator: Parquet + Glue + dead letters, read back by other readers."""
+"""The lake writer against the emulator: Parquet, Glue, dead letters, read back by others."""
 
 from __future__ import annotations
 
@@ -31,16 +31,25 @@ def lake(aws: AwsClients) -> tuple[LakeWriter, GlueCatalog]:
     layout = LakeLayout(BUCKET, CONTRACT.name)
     catalog = GlueCatalog(CONTRACT, layout, "lakedb", aws.session)
     catalog.ensure_table()
-    return LakeWriter(CONTRACT, layout, aws.client("s3"), catalog=catalog, backoff_base_s=0.01), catalog
+    return LakeWriter(
+        CONTRACT, layout, aws.client("s3"), catalog=catalog, backoff_base_s=0.01
+    ), catalog
 
 
 def _decode(n: int, start: int = 1, poison: int = 0):
     recs = generate_records(n, seed=3, events_per_second=0.5)  # spans several hours
-    raws = [RawRecord(encode_record(r), str(start + i), r["card_id"], 1_767_225_600_000) for i, r in enumerate(recs)]
+    raws = [
+        RawRecord(encode_record(r), str(start + i), r["card_id"], 1_767_225_600_000)
+        for i, r in enumerate(recs)
+    ]
     rng = np.random.default_rng(0)
     for j in range(poison):
-        raws[j] = RawRecord(make_poison("wrong_type", rng, recs[j]), raws[j].sequence_number, "k", None)
-    return recs, RecordDecoder(CONTRACT).decode(raws, shard_id="shardId-000000000000", ingest_time=datetime.now(UTC))
+        raws[j] = RawRecord(
+            make_poison("wrong_type", rng, recs[j]), raws[j].sequence_number, "k", None
+        )
+    return recs, RecordDecoder(CONTRACT).decode(
+        raws, shard_id="shardId-000000000000", ingest_time=datetime.now(UTC)
+    )
 
 
 def test_flush_is_readable_through_glue_and_pyarrow_with_partitions(lake, aws: AwsClients) -> None:
@@ -50,21 +59,38 @@ def test_flush_is_readable_through_glue_and_pyarrow_with_partitions(lake, aws: A
     # WHEN one flush is written
     m = writer.write("shardId-000000000000", "1", "10000", batch.table, batch.dead_letters)
     # THEN the manifest is committed and lists one object per event hour
-    assert m.state == "committed" and m.rows == 9_997 and len(m.objects) == len({(o.event_date, o.event_hour) for o in m.objects}) > 1
+    assert (
+        m.state == "committed"
+        and m.rows == 9_997
+        and len(m.objects) == len({(o.event_date, o.event_hour) for o in m.objects}) > 1
+    )
     # AND awswrangler reads the Glue table back with partitions (a second reader, via the catalog)
     df = wr.s3.read_parquet_table(database="lakedb", table=CONTRACT.name, boto3_session=aws.session)
     assert len(df) == 9_997 and df["transaction_id"].is_unique
     assert set(df["transaction_id"]) == {r["transaction_id"] for r in recs[3:]}
-    parts = aws.client("glue").get_partitions(DatabaseName="lakedb", TableName=CONTRACT.name)["Partitions"]
-    assert sorted(tuple(p["Values"]) for p in parts) == sorted({(o.event_date, o.event_hour) for o in m.objects})
+    parts = aws.client("glue").get_partitions(DatabaseName="lakedb", TableName=CONTRACT.name)[
+        "Partitions"
+    ]
+    assert sorted(tuple(p["Values"]) for p in parts) == sorted(
+        {(o.event_date, o.event_hour) for o in m.objects}
+    )
     # AND pyarrow (endpoint_override) reads an object with the contract's exact types
     fs = pafs.S3FileSystem(**aws.s3_filesystem_kwargs())
     t = pq.read_table(f"{BUCKET}/{m.objects[0].key}", filesystem=fs)
     assert t.schema.field("event_time").type == CONTRACT.arrow_schema().field("event_time").type
     # AND the dead letters are JSON lines with the raw payload and the reason
-    body = aws.client("s3").get_object(Bucket=BUCKET, Key=m.dead_letter_keys[0])["Body"].read().decode()
+    body = (
+        aws.client("s3")
+        .get_object(Bucket=BUCKET, Key=m.dead_letter_keys[0])["Body"]
+        .read()
+        .decode()
+    )
     lines = [json.loads(x) for x in body.splitlines()]
-    assert [(d["reason"], d["sequence_number"]) for d in lines] == [("wrong_type", "1"), ("wrong_type", "2"), ("wrong_type", "3")]
+    assert [(d["reason"], d["sequence_number"]) for d in lines] == [
+        ("wrong_type", "1"),
+        ("wrong_type", "2"),
+        ("wrong_type", "3"),
+    ]
 
 
 def test_a_replayed_flush_rewrites_the_same_objects(lake, aws: AwsClients) -> None:
@@ -73,7 +99,10 @@ def test_a_replayed_flush_rewrites_the_same_objects(lake, aws: AwsClients) -> No
     first = writer.write("shardId-000000000000", "1", "500", batch.table)
     again = writer.write("shardId-000000000000", "1", "500", batch.table)
     assert [o.key for o in first.objects] == [o.key for o in again.objects]
-    keys = [o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="lake/")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in aws.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="lake/")["Contents"]
+    ]
     assert len(keys) == len(first.objects)
     df = wr.s3.read_parquet_table(database="lakedb", table=CONTRACT.name, boto3_session=aws.session)
     assert len(df) == 500
@@ -83,7 +112,9 @@ def test_uncheckpointed_lists_only_ranges_past_the_checkpoint(lake) -> None:
     writer, _ = lake
     _, batch = _decode(30)
     for first, last in [(1, 10), (11, 20), (21, 30)]:
-        writer.write("shardId-000000000000", str(first), str(last), batch.table.slice(first - 1, 10))
+        writer.write(
+            "shardId-000000000000", str(first), str(last), batch.table.slice(first - 1, 10)
+        )
     got = writer.uncheckpointed("shardId-000000000000", "10")
     assert [(m.first_sequence, m.last_sequence) for m in got] == [("11", "20"), ("21", "30")]
     assert len(writer.uncheckpointed("shardId-000000000000", "TRIM_HORIZON")) == 3
@@ -102,8 +133,15 @@ def test_s3_errors_are_retried_then_fail_loudly(lake, aws: AwsClients) -> None:
             raise ClientError({"Error": {"Code": "SlowDown", "Message": "injected"}}, "PutObject")
         return real_put(**kwargs)
 
-    writer.s3 = type("S3", (), {"put_object": staticmethod(flaky_put), "get_paginator": writer.s3.get_paginator,
-                                "get_object": writer.s3.get_object})()
+    writer.s3 = type(
+        "S3",
+        (),
+        {
+            "put_object": staticmethod(flaky_put),
+            "get_paginator": writer.s3.get_paginator,
+            "get_object": writer.s3.get_object,
+        },
+    )()
     # WHEN the first two puts fail THEN the flush still completes
     m = writer.write("shardId-000000000000", "1", "10", batch.table)
     assert m.state == "committed" and calls["n"] > 2

@@ -56,11 +56,23 @@ def test_object_keys_depend_only_on_shard_range_and_partition() -> None:
     assert a == b
     assert a == (
         "lake/tx/event_date=2026-01-01/event_hour=05/shardId-000000000001-"
-        + "7".zfill(56) + "-" + "42".zfill(56) + ".parquet"
+        + "7".zfill(56)
+        + "-"
+        + "42".zfill(56)
+        + ".parquet"
     )
-    assert a != keys.lake_object_key("lake", "tx", "shardId-000000000001", "7", "43", "2026-01-01", "05")
+    assert a != keys.lake_object_key(
+        "lake", "tx", "shardId-000000000001", "7", "43", "2026-01-01", "05"
+    )
 
 
 def test_manifest_names_round_trip_and_sort_in_sequence_order() -> None:
-    names = [keys.manifest_key("m", "tx", "s", f, l) for f, l in [("100", "200"), ("9", "99"), ("201", "5000")]]
-    assert [keys.parse_manifest_name(n) for n in sorted(names)] == [("9", "99"), ("100", "200"), ("201", "5000")]
+    names = [
+        keys.manifest_key("m", "tx", "s", f, l)
+        for f, l in [("100", "200"), ("9", "99"), ("201", "5000")]
+    ]
+    assert [keys.parse_manifest_name(n) for n in sorted(names)] == [
+        ("9", "99"),
+        ("100", "200"),
+        ("201", "5000"),
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,11 +35,19 @@ class FakeLake:
         if self.fail:
             raise LakeWriteError("injected")
         self.writes += 1
-        m = Manifest("t", shard_id, first, last, state="committed", rows=rows.num_rows,
-                     dead_letters=len(dead_letters))
+        m = Manifest(
+            "t",
+            shard_id,
+            first,
+            last,
+            state="committed",
+            rows=rows.num_rows,
+            dead_letters=len(dead_letters),
+        )
         self.manifests[(shard_id, first, last)] = m
         self.rows[(shard_id, first, last)] = rows.column("transaction_id").to_pylist() + [
-            f"dead:{d.sequence_number}" for d in dead_letters]
+            f"dead:{d.sequence_number}" for d in dead_letters
+        ]
         return m
 
     def uncheckpointed(self, shard_id: str, checkpoint: str | None) -> list[Manifest]:
@@ -58,13 +66,22 @@ class FakeCheckpointer:
 
 def records(n: int, start_seq: int = 1, seed: int = 0) -> list[RawRecord]:
     recs = generate_records(n, seed=seed)
-    return [RawRecord(encode_record(r), str(start_seq + i), r["card_id"], 1_700_000_000_000) for i, r in enumerate(recs)]
+    return [
+        RawRecord(encode_record(r), str(start_seq + i), r["card_id"], 1_700_000_000_000)
+        for i, r in enumerate(recs)
+    ]
 
 
-def make(lake: FakeLake, max_records: int = 100, clock: list[float] | None = None) -> ShardProcessor:
+def make(
+    lake: FakeLake, max_records: int = 100, clock: list[float] | None = None
+) -> ShardProcessor:
     t = clock if clock is not None else [0.0]
-    return ShardProcessor(RecordDecoder(CONTRACT), lake, FlushPolicy(max_records, 1 << 30, 10.0),  # type: ignore[arg-type]
-                          clock=lambda: t[0])
+    return ShardProcessor(
+        RecordDecoder(CONTRACT),
+        lake,
+        FlushPolicy(max_records, 1 << 30, 10.0),  # type: ignore[arg-type]
+        clock=lambda: t[0],
+    )
 
 
 def test_flushes_then_checkpoints_the_last_flushed_sequence() -> None:
@@ -75,8 +92,8 @@ def test_flushes_then_checkpoints_the_last_flushed_sequence() -> None:
     # WHEN 250 records arrive in batches of 50
     batch = records(250)
     for i in range(0, 250, 50):
-        p.process(batch[i:i + 50], cp)
-    # THEN two flushes of 100 happened, each checkpointed at its last sequence number; 50 stay buffered
+        p.process(batch[i : i + 50], cp)
+    # THEN two flushes of 100, each checkpointed at its last sequence number; 50 stay buffered
     assert sorted(lake.manifests) == [("shardId-0", "1", "100"), ("shardId-0", "101", "200")]
     assert cp.calls == ["100", "200"]
 
@@ -144,7 +161,7 @@ def test_failed_lake_write_exits_instead_of_checkpointing() -> None:
 
 
 def test_replay_after_crash_rewrites_exactly_the_same_ranges() -> None:
-    # GIVEN a first processor that flushed [1,100] and [101,200] but crashed before checkpointing 200
+    # GIVEN a processor that flushed [1,100] and [101,200], then crashed before checkpoint 200
     lake = FakeLake()
     first = make(lake)
     first.initialize("s", "TRIM_HORIZON")
@@ -156,13 +173,15 @@ def test_replay_after_crash_rewrites_exactly_the_same_ranges() -> None:
     second.initialize("s", "100")
     stream = records(300)[100:]
     for i in range(0, len(stream), 64):
-        second.process(stream[i:i + 64], cp)
+        second.process(stream[i : i + 64], cp)
     # THEN the pending range is rewritten with the very same bounds before normal flushing resumes
     ranges = sorted((int(f), int(l)) for (_, f, l) in lake.manifests)
     assert ranges[:2] == [(1, 100), (101, 200)]
     assert cp.calls[0] == "200"
-    assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:]))  # contiguous, no overlap
-    assert lake.rows[("s", "101", "200")] == [r["transaction_id"] for r in generate_records(300)[100:200]]
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))  # contiguous, no overlap
+    assert lake.rows[("s", "101", "200")] == [
+        r["transaction_id"] for r in generate_records(300)[100:200]
+    ]
 
 
 def test_replay_skips_committed_ranges_and_checkpoints_them() -> None:
@@ -177,8 +196,14 @@ def test_replay_skips_committed_ranges_and_checkpoints_them() -> None:
 
 def test_kcl_adapter_converts_protocol_records_and_exits_on_unexpected_errors() -> None:
     # GIVEN protocol-shaped records
-    raw = [{"data": base64.b64encode(b'{"x":1}').decode(), "sequenceNumber": "7", "partitionKey": "k",
-            "approximateArrivalTimestamp": 1700000000123}]
+    raw = [
+        {
+            "data": base64.b64encode(b'{"x":1}').decode(),
+            "sequenceNumber": "7",
+            "partitionKey": "k",
+            "approximateArrivalTimestamp": 1700000000123,
+        }
+    ]
     (r,) = to_raw_records(raw)
     assert (r.data, r.sequence_number, r.approximate_arrival_ms) == (b'{"x":1}', "7", 1700000000123)
 
@@ -194,5 +219,3 @@ def test_kcl_adapter_converts_protocol_records_and_exits_on_unexpected_errors() 
 
     with pytest.raises(SystemExit):
         adapter.initialize(Init())
-
-

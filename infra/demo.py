@@ -142,10 +142,13 @@ def run_demo(
 ) -> dict[str, Any]:
     t0 = time.monotonic()
     d = state_dir()
-    up = local.up(progress=progress)
+    drift = scenario == "drift"
+    up = local.up(
+        progress=progress, parameters={"DriftWindowSeconds": str(DRIFT_WINDOW_S)} if drift else None
+    )
     fleet: ConsumerFleet | None = None
     try:
-        settings, _ = resolve_settings(_demo_overrides())
+        settings, _ = resolve_settings(_demo_overrides(drift))
         clients = AwsClients(region=settings.region, endpoint_url=settings.endpoint_url)
         configure_awswrangler(settings.endpoint_url)
         stream = settings.require("stream_name")
@@ -155,6 +158,11 @@ def run_demo(
                 StreamName=stream, TargetShardCount=shards, ScalingType="UNIFORM_SCALING"
             )
             n_shards = shards
+        if drift:
+            progress(
+                "publishing the drift baseline (stationary training data of the current model)"
+            )
+            baseline_uri = publish_demo_baseline(settings, clients, seed)
         progress(f"starting {workers} KCL worker(s) on {n_shards} shard(s)")
         fleet = ConsumerFleet(settings, workers, d / "consumers")
         fleet.start()
@@ -167,6 +175,7 @@ def run_demo(
             f"{settings.lake_prefix}/{contract.name}/",
             f"{settings.dead_letter_prefix}/{contract.name}/",
         )
+        monitor = DriftMonitor(clients, settings, up.state.outputs) if drift else None
         summary_box: list[ProduceSummary] = []
         producer = threading.Thread(
             target=lambda: summary_box.append(
@@ -191,13 +200,17 @@ def run_demo(
             time.sleep(1.0)
             watcher.poll()
             fleet.supervise_once()
+            if monitor is not None:
+                monitor.poll(time.monotonic() - p_start)
             if time.monotonic() - last_report > 5:
                 last_report = time.monotonic()
-                progress(f"lake rows {watcher.rows}, dead letters {watcher.dead_letters}")
+                extra = monitor.line() if monitor is not None else ""
+                progress(f"lake rows {watcher.rows}, dead letters {watcher.dead_letters}{extra}")
             if summary_box:
                 s = summary_box[0]
                 poison = sum(s.poison.values())
-                if len(watcher.ids) >= s.good and watcher.dead_letters >= poison:
+                done = len(watcher.ids) >= s.good and watcher.dead_letters >= poison
+                if done and (monitor is None or monitor.alarm_s is not None):
                     break
         producer.join(timeout=5)
         if not summary_box:
@@ -226,6 +239,20 @@ def run_demo(
             "kcl_lease_wait_s": round(lease_s, 1),
             "local_up_s": round(up.seconds, 1),
         }
+        if monitor is not None:
+            onset = records * DRIFT_AT / rate if rate else None
+            result.update(
+                {
+                    "baseline": baseline_uri,
+                    "drift_onset_s": round(onset, 1) if onset is not None else None,
+                    "drift_alarm_s": monitor.alarm_s,
+                    "max_drift_score": monitor.max_score,
+                    "false_alarms": sum(
+                        1 for t in monitor.alarm_times if onset is None or t < onset
+                    ),
+                    "alarm_state": monitor.state,
+                }
+            )
         return result
     finally:
         if fleet is not None:
@@ -234,9 +261,78 @@ def run_demo(
             local.down()
 
 
-def _demo_overrides() -> dict[str, Any]:
+DRIFT_WINDOW_S = 10
+DRIFT_AT = 0.5
+
+
+def _demo_overrides(drift: bool = False) -> dict[str, Any]:
     # Small flushes so the demo shows results within seconds (production defaults are larger).
-    return {"flush_max_records": 2000, "flush_max_age_s": 2.0}
+    out: dict[str, Any] = {"flush_max_records": 2000, "flush_max_age_s": 2.0}
+    if drift:
+        # Short windows (and a 10 s alarm period, a CloudWatch high-resolution period).
+        out.update(
+            drift_window_s=float(DRIFT_WINDOW_S), drift_min_rows=200, metrics_high_resolution=True
+        )
+    return out
+
+
+def publish_demo_baseline(settings: Settings, clients: AwsClients, seed: int) -> str:
+    """The baseline of the (stationary) data the current model was trained on."""
+    from etl.profile import build_profile, save_baseline
+    from etl.synthetic import generate_frame
+
+    contract = load_contract(settings.contract_path)
+    frame = generate_frame(20_000, seed=seed + 1000)
+    profile = build_profile(frame, contract, source="demo: stationary training window")
+    return save_baseline(
+        clients.client("s3"),
+        settings.require("lake_bucket"),
+        settings.baseline_prefix,
+        profile,
+        make_current=True,
+    )
+
+
+@dataclass
+class DriftMonitor:
+    """Watches the drift alarm's state and the DriftScore metric while the demo runs."""
+
+    clients: AwsClients
+    settings: Settings
+    outputs: dict[str, str]
+    state: str = "?"
+    alarm_s: float | None = None
+    alarm_times: list[float] = field(default_factory=list)
+    max_score: float | None = None
+
+    def poll(self, elapsed: float) -> None:
+        cw = self.clients.client("cloudwatch")
+        name = self.outputs.get("DriftAlarmName")
+        if name:
+            alarms = cw.describe_alarms(AlarmNames=[name]).get("MetricAlarms", [])
+            if alarms:
+                new = alarms[0]["StateValue"]
+                if new == "ALARM" and self.state != "ALARM":
+                    self.alarm_times.append(elapsed)
+                    if self.alarm_s is None:
+                        self.alarm_s = round(elapsed, 1)
+                self.state = new
+        end = datetime.now(UTC)
+        stats = cw.get_metric_statistics(
+            Namespace=self.settings.metrics_namespace,
+            MetricName="DriftScore",
+            Dimensions=[{"Name": "Stream", "Value": self.settings.require("stream_name")}],
+            StartTime=datetime.fromtimestamp(end.timestamp() - 3600, UTC),
+            EndTime=end,
+            Period=10,
+            Statistics=["Maximum"],
+        ).get("Datapoints", [])
+        if stats:
+            top = max(float(p["Maximum"]) for p in stats)
+            self.max_score = round(max(top, self.max_score or 0.0), 4)
+
+    def line(self) -> str:
+        return f", drift score max {self.max_score}, alarm {self.state}"
 
 
 def _shard_count(clients: AwsClients, stream: str) -> int:

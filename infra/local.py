@@ -73,6 +73,7 @@ def up(
     directory: Path | None = None,
     with_warehouse: bool = True,
     with_services: bool = True,
+    parameters: dict[str, str] | None = None,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> LocalUp:
     """Start everything; idempotent when the recorded emulator still runs."""
@@ -97,7 +98,7 @@ def up(
         progress("deploying infra/templates/driftline.yaml into the emulator")
         from infra.stack import deploy_local
 
-        result = deploy_local(clients, stack_name=stack_name)
+        result = deploy_local(clients, stack_name=stack_name, parameters=parameters)
         state.outputs = dict(result.outputs)
         state.save(d)
         contract = load_contract()

@@ -46,7 +46,7 @@ def _served(server: ServerProcess) -> str | None:
         return model_id
 
 
-def test_manual_gate(  # noqa: PLR0917 - pytest fixtures
+def test_manual_gate(
     aws: AwsClients,
     emulator: str,
     tmp_path: Path,

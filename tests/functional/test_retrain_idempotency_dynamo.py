@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -81,3 +82,43 @@ def test_a_completed_event_stays_a_duplicate(aws: AwsClients) -> None:
         Verdict.DUPLICATE,
         "event 'ev-2' already completed by run 'run-a'",
     )
+
+
+def test_two_deliveries_racing_through_the_gate_start_one_run(
+    aws: AwsClients, emulator: str
+) -> None:
+    # GIVEN the same ALARM event delivered twice at once, and a slow run
+    from datetime import UTC, datetime
+
+    from etl.settings import load_settings
+    from retrain.events import example_event
+    from retrain.handler import handle_event
+
+    settings = load_settings(
+        {"endpoint_url": emulator, "drift_alarm_name": "driftline-drift"}, env={}, config_path=None
+    )
+    runs: list[str] = []
+
+    def slow_run(settings: object, clients: object, *, event: object, now: object) -> object:
+        runs.append("run")
+        time.sleep(0.5)
+        raise RuntimeError("stop here")  # the outcome does not matter for the gate
+
+    def deliver(i: int) -> str:
+        try:
+            result = handle_event(
+                example_event("driftline-drift", event_id="ev-9"),
+                settings,
+                AwsClients(endpoint_url=emulator),
+                now=datetime(2026, 3, 1, tzinfo=UTC),
+                run=slow_run,
+            )
+        except RuntimeError:
+            return "ran"
+        return result.status
+
+    DynamoStore(aws.client("dynamodb"), "driftline-retrain-idempotency").ensure_table()
+    # WHEN both race THEN exactly one started a run
+    got = _race(2, deliver)
+    assert sorted(got) == ["duplicate", "ran"]  # type: ignore[type-var]
+    assert runs == ["run"]

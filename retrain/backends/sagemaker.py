@@ -37,7 +37,7 @@ def resolve_image(region: str, framework_version: str, instance_type: str) -> st
 
 
 def source_bundle(dest: Path) -> Path:
-    """``train.py`` entry point plus the ``etl`` and ``retrain`` packages."""
+    """``train.py`` entry point plus the ``etl`` and ``retrain`` packages and requirements."""
     dest.mkdir(parents=True, exist_ok=True)
     for pkg in ("etl", "retrain"):
         shutil.copytree(
@@ -47,6 +47,8 @@ def source_bundle(dest: Path) -> Path:
             ignore=shutil.ignore_patterns("__pycache__"),
         )
     (dest / "train.py").write_text("from retrain.train import main\nraise SystemExit(main())\n")
+    # the framework image has scikit-learn, pandas and numpy; etl.contract also needs pyarrow
+    (dest / "requirements.txt").write_text("pyarrow>=15\n")
     return dest
 
 

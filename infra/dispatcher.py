@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from etl.aws import AwsClients
@@ -119,6 +122,22 @@ class Dispatcher:
             except Exception:
                 log.exception("polling %s failed; retrying", self._queue)
                 stop.wait(2.0)
+
+
+def start_dispatcher(state_dir: Path, *, env: dict[str, str] | None = None) -> int:
+    """Start ``python -m infra.dispatcher`` as a process (own session, log in ``state_dir``);
+    returns its pid (stop it with ``infra.emulator.stop_pid``)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "dispatcher.log", "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.dispatcher"],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+        )
+    return proc.pid
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,6 +114,14 @@ def model_cache(settings: Settings) -> Path:
     return Path(settings.model_cache_dir).resolve() / settings.model_name
 
 
+def pointer_path(settings: Settings) -> Path:
+    """The file the local serving backend points at the model to serve; a model server started
+    with ``pointer=pointer_path(settings)`` follows promotions without ``model_server_url``."""
+    from retrain.backends.local import POINTER_FILE
+
+    return model_cache(settings) / POINTER_FILE
+
+
 def code_version() -> str:
     """The git commit of this checkout, else the package version."""
     try:

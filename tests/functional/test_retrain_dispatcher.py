@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from etl.aws import AwsClients
 from etl.settings import Settings, load_settings
-from infra.dispatcher import Dispatcher
+from infra.dispatcher import Dispatcher, start_dispatcher
+from infra.emulator import stop_pid
 from retrain.events import example_event
 from retrain.handler import RetrainOutcome
 
@@ -115,3 +119,37 @@ def test_a_failing_handler_leaves_the_message_on_the_queue(aws: AwsClients, emul
     assert report.received == 1 and report.failed[0].endswith("RuntimeError: emulator hiccup")
     again = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
     assert len(again["Messages"]) == 1
+
+
+def test_the_dispatcher_process_polls_and_stops_by_pid(
+    aws: AwsClients, emulator: str, tmp_path: Path
+) -> None:
+    # GIVEN the dispatcher started as a process against the emulator's queue
+    sqs, s3 = aws.client("sqs"), aws.client("s3")
+    s3.create_bucket(Bucket="lake")
+    queue = sqs.create_queue(QueueName="retrain")["QueueUrl"]
+    pid = start_dispatcher(
+        tmp_path,
+        env={
+            "DRIFTLINE_ENDPOINT_URL": emulator,
+            "DRIFTLINE_RETRAIN_QUEUE_URL": queue,
+            "DRIFTLINE_LAKE_BUCKET": "lake",
+            "DRIFTLINE_STATE_DIR": str(tmp_path / "none"),
+        },
+    )
+    try:
+        # WHEN a malformed message arrives
+        sqs.send_message(QueueUrl=queue, MessageBody="not an event")
+        # THEN it is dead-lettered within seconds and removed from the queue
+        deadline = time.monotonic() + 30
+        keys: list[str] = []
+        while time.monotonic() < deadline and not keys:
+            listing = s3.list_objects_v2(Bucket="lake", Prefix="dead-letters/retrain-events/")
+            keys = [o["Key"] for o in listing.get("Contents", [])]
+            time.sleep(0.2)
+        assert len(keys) == 1
+    finally:
+        stop_pid(pid)
+    # AND the process is gone
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -45,6 +45,8 @@ log = logging.getLogger("infra.model_server")
 DEFAULT_MAX_BYTES = 1024 * 1024
 #: Key of ``LocalState.extra`` where the running server's pid and URL are recorded.
 STATE_KEY = "model_server"
+#: Oversized bodies up to this size are read and dropped before the 413; larger ones close.
+DRAIN_LIMIT = 16 * 1024 * 1024
 
 
 class ModelHolder:
@@ -150,10 +152,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, f"Content-Length {length_text!r} is not a number")
             return None
         if length > self.server.max_bytes:
-            self.close_connection = True  # the unread body must not be parsed as a request
+            if length <= DRAIN_LIMIT:
+                self._discard(length)  # so the client reads the 413 rather than a reset
+            else:
+                self.close_connection = True  # the unread body must not be parsed as a request
             self._error(413, f"the body has {length} bytes; the limit is {self.server.max_bytes}")
             return None
         return self.rfile.read(length)
+
+    def _discard(self, length: int) -> None:
+        left = length
+        while left > 0:
+            chunk = self.rfile.read(min(left, 64 * 1024))
+            if not chunk:
+                self.close_connection = True
+                return
+            left -= len(chunk)
 
     def do_GET(self) -> None:
         holder = self.server.holder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -165,6 +166,28 @@ def test_an_oversized_body_is_refused_with_413(server: ServerProcess) -> None:
     assert status == 413
     assert _error(body) == "the body has 70002 bytes; the limit is 64000"
     assert _call(server.url, "/ping")[0] == 200
+    # AND on a keep-alive connection the next request after a 413 is served normally
+    port = int(server.url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            "/invocations",
+            body=b" " * 100_000,
+            headers={"Content-Type": "application/json"},
+        )
+        first = conn.getresponse()
+        assert (first.status, json.loads(first.read())["status"]) == (413, 413)
+        conn.request(
+            "POST",
+            "/invocations",
+            body=json.dumps(RECORD).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        second = conn.getresponse()
+        assert second.status == 200 and len(json.loads(second.read())["predictions"]) == 1
+    finally:
+        conn.close()
 
 
 def test_reload_by_request_and_by_pointer(

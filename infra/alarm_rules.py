@@ -308,16 +308,32 @@ def evaluate(
             breaching = real_breaching
             state = AlarmState.ALARM if breaching >= m else AlarmState.OK
         elif missing_mode is MissingData.IGNORE:
+            # The guide's tables: a real non-breaching point settles OK; breaching points that
+            # are too few keep the current state.
             breaching = real_breaching
             if real_breaching >= m:
                 state = AlarmState.ALARM
-            elif real_breaching + fills < m:
+            elif real_breaching < len(present):
                 state = AlarmState.OK
             else:
                 state = AlarmState(current)
         else:
+            # MISSING. The guide's tables: a real non-breaching point settles OK; when every real
+            # point breaches but too few of them, the alarm goes to ALARM only if the oldest
+            # period of the evaluation range breached ("X - - - -"), else INSUFFICIENT_DATA
+            # ("- - - - X").
             breaching = real_breaching
-            state = AlarmState.ALARM if real_breaching >= min(m, len(present)) else AlarmState.OK
+            oldest_breaches = _epoch(starts[0]) in by_epoch and alarm.breaches(
+                by_epoch[_epoch(starts[0])]
+            )
+            if real_breaching >= m:
+                state = AlarmState.ALARM
+            elif real_breaching < len(present):
+                state = AlarmState.OK
+            elif oldest_breaches:
+                state = AlarmState.ALARM
+            else:
+                state = AlarmState.INSUFFICIENT_DATA
         # the filled periods: the most recent missing ones within the last N periods first
         filled_at = [t for t in reversed(starts) if _epoch(t) not in by_epoch][:fills]
         fill_breaches = missing_mode is MissingData.BREACHING

@@ -44,31 +44,44 @@ def series(pattern: str) -> dict[dt.datetime, float]:
     return out
 
 
-# The user guide's table ("Configuring how CloudWatch alarms treat missing data"): a 3-out-of-3
-# alarm, 5 most recent datapoints retrieved, oldest first. "keep" = retain the current state.
-GUIDE_TABLE = [
+# The user guide's two tables ("Configuring how CloudWatch alarms treat missing data", section
+# "How alarm state is evaluated when data is missing"): 5 most recent datapoints retrieved, oldest
+# first; 0 not breaching, X breaching, - missing. "keep" = retain the current state.
+GUIDE_TABLE_3_OF_3 = [
     # datapoints     missing        ignore   breaching  notBreaching
     ("0 - X - X", "OK", "OK", "OK", "OK"),
+    ("0 - - - -", "OK", "OK", "OK", "OK"),
     ("- - - - -", "INSUFFICIENT_DATA", "keep", "ALARM", "OK"),
     ("0 X X - X", "ALARM", "ALARM", "ALARM", "ALARM"),
-    ("0 - X - -", "OK", "OK", "OK", "OK"),
-    ("- - X - -", "ALARM", "keep", "ALARM", "OK"),
+    ("- - - - X", "INSUFFICIENT_DATA", "keep", "ALARM", "OK"),
+    ("X - - - -", "ALARM", "keep", "ALARM", "OK"),
 ]
+GUIDE_TABLE_2_OF_3 = [
+    ("0 - X - X", "ALARM", "ALARM", "ALARM", "ALARM"),
+    ("0 0 X 0 X", "ALARM", "ALARM", "ALARM", "ALARM"),
+    ("0 - X - -", "OK", "OK", "ALARM", "OK"),
+    ("- - - - 0", "OK", "OK", "ALARM", "OK"),
+    ("- - - - X", "INSUFFICIENT_DATA", "keep", "ALARM", "OK"),
+]
+GUIDE_ROWS = [(3, *r) for r in GUIDE_TABLE_3_OF_3] + [(2, *r) for r in GUIDE_TABLE_2_OF_3]
 
 
-@pytest.mark.parametrize("row", GUIDE_TABLE, ids=[r[0] for r in GUIDE_TABLE])
+@pytest.mark.parametrize("row", GUIDE_ROWS, ids=[f"{r[0]}of3:{r[1]}" for r in GUIDE_ROWS])
 @pytest.mark.parametrize("current", ["OK", "ALARM", "INSUFFICIENT_DATA"])
-def test_missing_data_table_from_the_user_guide(row: tuple[str, ...], current: str) -> None:
-    points = row[0]
+def test_missing_data_tables_from_the_user_guide(row: tuple[object, ...], current: str) -> None:
+    m, points = int(str(row[0])), str(row[1])
     modes = ("missing", "ignore", "breaching", "notBreaching")
-    expected = dict(zip(modes, row[1:], strict=True))
+    expected = dict(zip(modes, row[2:], strict=True))
     for mode, want in expected.items():
-        # GIVEN a 3-of-3 alarm with this TreatMissingData, WHEN evaluated on the row's datapoints
+        # GIVEN an M-of-3 alarm with this TreatMissingData, WHEN evaluated on the row's datapoints
         got = evaluate(
-            alarm(treat_missing_data=mode), series(points), now=NOW, current_state=current
+            alarm(treat_missing_data=mode, datapoints_to_alarm=m),
+            series(points),
+            now=NOW,
+            current_state=current,
         )
         # THEN the state is the table's ("keep" = the current state)
-        assert got.state == (current if want == "keep" else want), (points, mode)
+        assert got.state == (current if want == "keep" else want), (m, points, mode)
         assert got.changed == (got.state != current)
 
 

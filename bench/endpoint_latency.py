@@ -4,7 +4,7 @@
 
 Trains a model on seeded synthetic data (the shipped contract), starts ``infra.model_server`` on
 127.0.0.1 and drives ``POST /invocations`` (one JSON record per request, keep-alive) from
-``bench._loadgen`` in another process:
+``infra.loadgen`` in another process:
 
 * **latency**: one client connection, requests back to back → p50 / p99;
 * **throughput**: 8 connections, unpaced → requests/s (and p50 / p99 under that load);
@@ -38,7 +38,7 @@ def _load(url: str, *, requests: int, concurrency: int, rate: float = 0.0) -> su
         [
             sys.executable,
             "-m",
-            "bench._loadgen",
+            "infra.loadgen",
             "--url",
             url,
             "--requests",

@@ -235,7 +235,7 @@ def test_zero_failed_requests_during_swaps_under_load(
         [
             sys.executable,
             "-m",
-            "bench._loadgen",
+            "infra.loadgen",
             "--url",
             server.url,
             "--requests",

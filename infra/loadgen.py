@@ -1,6 +1,8 @@
 """HTTP load client for the local model server, run as its own process (loopback only).
 
-    python -m bench._loadgen --url http://127.0.0.1:PORT --requests 600 --rate 150 \
+Used by the swap test, the endpoint benchmark and the demo (failed requests during a model switch).
+
+    python -m infra.loadgen --url http://127.0.0.1:PORT --requests 600 --rate 150 \
         --concurrency 8 --max-seconds 20 --out result.json
 
 Each worker thread keeps one persistent HTTP/1.1 connection and sends ``POST /invocations`` with a
@@ -14,10 +16,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -127,6 +131,45 @@ def run(
         "latency_p99_ms": round(_percentile(latencies, 0.99) * 1000, 3),
         "models": dict(models),
     }
+
+
+def start_load(
+    url: str,
+    *,
+    requests: int,
+    rate: float,
+    concurrency: int = 6,
+    max_seconds: float = 60.0,
+    out: Path,
+) -> subprocess.Popen[bytes]:
+    """Start this client as a separate process; read its summary with :func:`load_result`."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "infra.loadgen",
+            "--url",
+            url,
+            "--requests",
+            str(requests),
+            "--rate",
+            str(rate),
+            "--concurrency",
+            str(concurrency),
+            "--max-seconds",
+            str(max_seconds),
+            "--out",
+            str(out),
+        ],
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def load_result(proc: subprocess.Popen[bytes], out: Path, timeout: float = 120.0) -> dict[str, Any]:
+    """Wait for a client started by :func:`start_load`; its summary (``failed``, ``ok``, ...)."""
+    proc.wait(timeout)
+    doc: dict[str, Any] = json.loads(out.read_text())
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:

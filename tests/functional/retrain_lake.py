@@ -14,7 +14,12 @@ T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
 
 
 def write_lake(
-    frame: pd.DataFrame, *, session: Any, endpoint: str, bucket: str, contract: Contract,
+    frame: pd.DataFrame,
+    *,
+    session: Any,
+    endpoint: str,
+    bucket: str,
+    contract: Contract,
     lake_prefix: str = "lake",
 ) -> list[str]:
     """Write ``frame`` as hive partitions event_date/event_hour with awswrangler; the paths."""
@@ -26,8 +31,11 @@ def write_lake(
     data[PARTITION_HOUR] = et.dt.strftime("%H")
     with wrangler_endpoint(endpoint):
         out = wr.s3.to_parquet(
-            data, table_path(bucket, lake_prefix, contract.name), dataset=True,
-            partition_cols=[PARTITION_DATE, PARTITION_HOUR], mode="append",
+            data,
+            table_path(bucket, lake_prefix, contract.name),
+            dataset=True,
+            partition_cols=[PARTITION_DATE, PARTITION_HOUR],
+            mode="append",
             boto3_session=session,
         )
     return list(out["paths"])

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -176,9 +177,10 @@ def make_backends(
             endpoint_name=settings.require("endpoint_name"),
             role_arn=settings.require("sagemaker_role_arn"),
             instance_type=settings.sagemaker_serving_instance,
+            # the stack's endpoint alarms (EndpointErrorAlarmName / EndpointLatencyAlarmName)
             alarm_names=(
-                f"{settings.require('endpoint_name')}-errors",
-                f"{settings.require('endpoint_name')}-latency",
+                f"{settings.stack_name}-endpoint-errors",
+                f"{settings.stack_name}-endpoint-latency",
             ),
         )
     else:
@@ -468,5 +470,10 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     """AWS Lambda entry point (the EventBridge rule's target)."""
     logging.getLogger().setLevel(logging.INFO)
     settings = load_settings()
+    if not Path(settings.model_cache_dir).is_absolute():
+        # Lambda's working directory is read-only; only the temp directory is writable
+        settings = settings.replace(
+            model_cache_dir=str(Path(tempfile.gettempdir()) / "driftline" / "models")
+        )
     clients = AwsClients.from_settings(settings)
     return handle_event(event, settings, clients).to_dict()

@@ -97,3 +97,24 @@ def test_malformed_events_raise_and_keep_the_raw_event(mutate: object, message: 
     assert str(info.value).startswith(message)
     assert isinstance(info.value, EventError)
     assert info.value.raw == raw
+
+
+def test_the_lambda_handler_ignores_an_ok_event_and_raises_on_a_malformed_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    from retrain.handler import handler
+
+    # GIVEN the Lambda's environment (no AWS call is needed to ignore an event)
+    monkeypatch.chdir(str(tmp_path))
+    monkeypatch.setenv("DRIFTLINE_DRIFT_ALARM_NAME", NAME)
+    # WHEN an OK transition arrives THEN the result says why nothing ran
+    result = handler(example_event(NAME, "OK", event_id="ev-ok", previous_state="ALARM"), None)
+    assert result == {
+        "status": "ignored",
+        "reason": f"alarm {NAME!r} moved to OK, not ALARM",
+        "event_id": "ev-ok",
+        "outcome": None,
+    }
+    # WHEN a malformed event arrives THEN it raises (Lambda keeps it for its on-failure target)
+    with pytest.raises(MalformedEventError, match="alarm event: missing 'id'"):
+        handler({"source": "aws.cloudwatch"}, None)

@@ -165,12 +165,15 @@ def write_daemon_files(
     python: str | None = None,
     log_level: str = "WARN",
     max_leases: int = 0,
+    module: str = "consumers.app",
 ) -> DaemonFiles:
+    """Properties, launcher and logback files for one daemon; the launcher runs
+    ``python -u -m <module>`` (the record processor; another module only for benchmarks)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     launcher = work_dir / "record_processor.sh"
     # The daemon splits executableName on spaces; a launcher script keeps any path safe.
     launcher.write_text(
-        f"#!/bin/sh\nexec {shlex.quote(python or sys.executable)} -u -m consumers.app\n"
+        f"#!/bin/sh\nexec {shlex.quote(python or sys.executable)} -u -m {shlex.quote(module)}\n"
     )
     launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     props = work_dir / "kcl.properties"

@@ -92,6 +92,8 @@ class ConsumerFleet:
     work_dir: Path
     restart: bool = True
     log_level: str = "WARN"
+    #: The record processor's module (``python -m``); benchmarks launch other processors.
+    module: str = "consumers.app"
     members: list[Worker] = field(default_factory=list)
 
     def start(self) -> list[Worker]:
@@ -106,6 +108,7 @@ class ConsumerFleet:
                 self.work_dir / f"worker-{i}",
                 worker_id=worker_id,
                 log_level=self.log_level,
+                module=self.module,
             )
             w = Worker(
                 worker_id,

@@ -140,6 +140,7 @@ def run_demo(
     progress: Callable[[str], None] = lambda _m: None,
     keep_up: bool = False,
 ) -> dict[str, Any]:
+    """Run the demo; ``scenario="drift"`` runs the closed retraining loop (see infra.demo_loop)."""
     t0 = time.monotonic()
     d = state_dir()
     drift = scenario == "drift"
@@ -158,16 +159,11 @@ def run_demo(
                 StreamName=stream, TargetShardCount=shards, ScalingType="UNIFORM_SCALING"
             )
             n_shards = shards
-        if drift:
-            progress(
-                "publishing the drift baseline (stationary training data of the current model)"
-            )
-            baseline_uri = publish_demo_baseline(settings, clients, seed)
         progress(f"starting {workers} KCL worker(s) on {n_shards} shard(s)")
         fleet = ConsumerFleet(settings, workers, d / "consumers")
         fleet.start()
         lease_s = wait_until_consuming(fleet, n_shards, 150)
-        progress(f"workers hold every lease after {lease_s:.1f}s; producing {records} records")
+        progress(f"workers run a processor for every shard after {lease_s:.1f}s")
         contract = load_contract(settings.contract_path)
         watcher = LakeWatcher(
             clients,
@@ -175,54 +171,55 @@ def run_demo(
             f"{settings.lake_prefix}/{contract.name}/",
             f"{settings.dead_letter_prefix}/{contract.name}/",
         )
-        monitor = DriftMonitor(clients, settings, up.state.outputs) if drift else None
-        summary_box: list[ProduceSummary] = []
-        producer = threading.Thread(
-            target=lambda: summary_box.append(
-                produce(
-                    settings,
-                    clients,
-                    records=records,
-                    rate=rate,
-                    seed=seed,
-                    scenario=scenario,
-                    poison_rate=poison_rate,
-                    start=datetime.now(UTC),
-                )
-            ),
-            daemon=True,
-        )
-        p_start = time.monotonic()
-        producer.start()
-        deadline = time.monotonic() + timeout
-        last_report = 0.0
-        while time.monotonic() < deadline:
-            time.sleep(1.0)
-            watcher.poll()
-            fleet.supervise_once()
-            if monitor is not None:
-                monitor.poll(time.monotonic() - p_start)
-            if time.monotonic() - last_report > 5:
-                last_report = time.monotonic()
-                extra = monitor.line() if monitor is not None else ""
-                progress(f"lake rows {watcher.rows}, dead letters {watcher.dead_letters}{extra}")
-            if summary_box:
-                s = summary_box[0]
-                poison = sum(s.poison.values())
-                done = len(watcher.ids) >= s.good and watcher.dead_letters >= poison
-                if done and (monitor is None or monitor.alarm_s is not None):
-                    break
-        producer.join(timeout=5)
-        if not summary_box:
-            raise TimeoutError("the producer did not finish")
-        s = summary_box[0]
-        elapsed = time.monotonic() - p_start
-        good = set(s.good_transaction_ids)
+        dsn = up.state.extra.get("warehouse_dsn")
+        follower = WarehouseFollower(settings, clients, str(dsn)).start() if dsn else None
+        if drift:
+            from infra.demo_loop import run_loop
+
+            loop = run_loop(
+                settings,
+                clients,
+                fleet,
+                watcher,
+                up.state.outputs,
+                d,
+                history=records,
+                rate=rate or 500.0,
+                seed=seed,
+                poison_rate=poison_rate,
+                timeout=max(timeout, 420.0),
+                progress=progress,
+            )
+            produced, poison, poison_by_kind, good = (
+                loop.pop("produced"),
+                loop.pop("poison"),
+                loop.pop("poison_by_kind"),
+                loop.pop("good_ids"),
+            )
+            elapsed = loop.pop("stream_seconds")
+        else:
+            progress(f"producing {records} records")
+            s, elapsed = _produce_and_wait(
+                settings,
+                clients,
+                fleet,
+                watcher,
+                records=records,
+                rate=rate,
+                seed=seed,
+                poison_rate=poison_rate,
+                timeout=timeout,
+                progress=progress,
+            )
+            produced, poison, poison_by_kind = s.produced, sum(s.poison.values()), s.poison
+            good = set(s.good_transaction_ids)
+            loop = {}
         dupes = sum(c - 1 for c in watcher.ids.values() if c > 1)
         result: dict[str, Any] = {
-            "produced": s.produced,
-            "poison": sum(s.poison.values()),
-            "poison_by_kind": s.poison,
+            "scenario": scenario,
+            "produced": produced,
+            "poison": poison,
+            "poison_by_kind": poison_by_kind,
             "lake_rows": watcher.rows,
             "dead_letters": watcher.dead_letters,
             "dead_letter_reasons": dict(watcher.dead_reasons),
@@ -233,29 +230,16 @@ def run_demo(
             "workers": workers,
             "seconds": round(time.monotonic() - t0, 1),
             "stream_seconds": round(elapsed, 1),
-            "records_per_second": round(s.produced / elapsed, 1) if elapsed else None,
+            "records_per_second": round(produced / elapsed, 1) if elapsed else None,
             "latency_p50_s": _percentile(watcher.latencies, 50),
             "latency_p95_s": _percentile(watcher.latencies, 95),
-            "kcl_lease_wait_s": round(lease_s, 1),
+            "kcl_start_s": round(lease_s, 1),
             "local_up_s": round(up.seconds, 1),
         }
-        result.update(
-            load_warehouse(settings, clients, up.state.extra.get("warehouse_dsn"), progress)
-        )
-        if monitor is not None:
-            onset = records * DRIFT_AT / rate if rate else None
-            result.update(
-                {
-                    "baseline": baseline_uri,
-                    "drift_onset_s": round(onset, 1) if onset is not None else None,
-                    "drift_alarm_s": monitor.alarm_s,
-                    "max_drift_score": monitor.max_score,
-                    "false_alarms": sum(
-                        1 for t in monitor.alarm_times if onset is None or t < onset
-                    ),
-                    "alarm_state": monitor.state,
-                }
-            )
+        if follower is not None:
+            result.update(follower.finish())
+        result.update(loop)
+        result["seconds"] = round(time.monotonic() - t0, 1)
         return result
     finally:
         if fleet is not None:
@@ -264,27 +248,112 @@ def run_demo(
             local.down()
 
 
+def _produce_and_wait(
+    settings: Settings,
+    clients: AwsClients,
+    fleet: ConsumerFleet,
+    watcher: LakeWatcher,
+    *,
+    records: int,
+    rate: float | None,
+    seed: int,
+    poison_rate: float,
+    timeout: float,
+    progress: Callable[[str], None],
+) -> tuple[ProduceSummary, float]:
+    """Produce in a thread while the watcher reads the lake; until everything is visible."""
+    box: list[ProduceSummary] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            box.append(
+                produce(
+                    settings,
+                    clients,
+                    records=records,
+                    rate=rate,
+                    seed=seed,
+                    poison_rate=poison_rate,
+                    start=datetime.now(UTC),
+                )
+            )
+        except BaseException as exc:  # re-raised below with the producer's own error
+            errors.append(exc)
+
+    producer = threading.Thread(target=work, daemon=True)
+    p_start = time.monotonic()
+    producer.start()
+    deadline = p_start + timeout
+    last_report = 0.0
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        watcher.poll()
+        fleet.supervise_once()
+        if errors:
+            raise errors[0]
+        if time.monotonic() - last_report > 5:
+            last_report = time.monotonic()
+            progress(f"lake rows {watcher.rows}, dead letters {watcher.dead_letters}")
+        if (
+            box
+            and len(watcher.ids) >= box[0].good
+            and watcher.dead_letters >= sum(box[0].poison.values())
+        ):
+            break
+    producer.join(timeout=5)
+    if not box:
+        raise TimeoutError("the producer did not finish in time")
+    return box[0], time.monotonic() - p_start
+
+
 DRIFT_WINDOW_S = 10
-DRIFT_AT = 0.5
 
 
-def load_warehouse(
-    settings: Settings, clients: AwsClients, dsn: object, progress: Callable[[str], None]
-) -> dict[str, Any]:
-    """Load every committed lake manifest into the local warehouse; its own row/lag statistics."""
-    if not dsn:
-        return {}
-    from etl.warehouse.loader import build_loader, warehouse_stats
+@dataclass
+class WarehouseFollower:
+    """`driftline warehouse load --follow` in a thread: loads lake manifests as they commit."""
 
-    settings = settings.replace(warehouse_dsn=str(dsn))
-    contract = load_contract(settings.contract_path)
-    loader = build_loader(settings, contract, clients)
-    started = time.monotonic()
-    while loader.run_once().manifests:
-        pass
-    progress(f"warehouse loaded in {time.monotonic() - started:.1f}s")
-    stats = warehouse_stats(loader.warehouse, contract, settings.warehouse_schema)
-    return {k: v for k, v in stats.items()}
+    settings: Settings
+    clients: AwsClients
+    dsn: str
+    interval_s: float = 2.0
+    stop: threading.Event = field(default_factory=threading.Event)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from etl.warehouse.loader import build_loader
+
+        self.settings = self.settings.replace(warehouse_dsn=self.dsn)
+        self.contract = load_contract(self.settings.contract_path)
+        self.loader = build_loader(self.settings, self.contract, self.clients)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            try:
+                self.loader.run_once()
+            except Exception as exc:  # reported in the summary
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def start(self) -> WarehouseFollower:
+        self.thread.start()
+        return self
+
+    def finish(self) -> dict[str, Any]:
+        """Stop following, load what is left, and return the warehouse's own statistics."""
+        from etl.warehouse.loader import warehouse_stats
+
+        self.stop.set()
+        self.thread.join(timeout=60)
+        while self.loader.run_once().manifests:
+            pass
+        stats: dict[str, Any] = dict(
+            warehouse_stats(self.loader.warehouse, self.contract, self.settings.warehouse_schema)
+        )
+        if self.errors:
+            stats["warehouse_errors"] = self.errors[:5]
+        return stats
 
 
 def _demo_overrides(drift: bool = False) -> dict[str, Any]:
@@ -296,65 +365,6 @@ def _demo_overrides(drift: bool = False) -> dict[str, Any]:
             drift_window_s=float(DRIFT_WINDOW_S), drift_min_rows=200, metrics_high_resolution=True
         )
     return out
-
-
-def publish_demo_baseline(settings: Settings, clients: AwsClients, seed: int) -> str:
-    """The baseline of the (stationary) data the current model was trained on."""
-    from etl.profile import build_profile, save_baseline
-    from etl.synthetic import generate_frame
-
-    contract = load_contract(settings.contract_path)
-    frame = generate_frame(20_000, seed=seed + 1000)
-    profile = build_profile(frame, contract, source="demo: stationary training window")
-    return save_baseline(
-        clients.client("s3"),
-        settings.require("lake_bucket"),
-        settings.baseline_prefix,
-        profile,
-        make_current=True,
-    )
-
-
-@dataclass
-class DriftMonitor:
-    """Watches the drift alarm's state and the DriftScore metric while the demo runs."""
-
-    clients: AwsClients
-    settings: Settings
-    outputs: dict[str, str]
-    state: str = "?"
-    alarm_s: float | None = None
-    alarm_times: list[float] = field(default_factory=list)
-    max_score: float | None = None
-
-    def poll(self, elapsed: float) -> None:
-        cw = self.clients.client("cloudwatch")
-        name = self.outputs.get("DriftAlarmName")
-        if name:
-            alarms = cw.describe_alarms(AlarmNames=[name]).get("MetricAlarms", [])
-            if alarms:
-                new = alarms[0]["StateValue"]
-                if new == "ALARM" and self.state != "ALARM":
-                    self.alarm_times.append(elapsed)
-                    if self.alarm_s is None:
-                        self.alarm_s = round(elapsed, 1)
-                self.state = new
-        end = datetime.now(UTC)
-        stats = cw.get_metric_statistics(
-            Namespace=self.settings.metrics_namespace,
-            MetricName="DriftScore",
-            Dimensions=[{"Name": "Stream", "Value": self.settings.require("stream_name")}],
-            StartTime=datetime.fromtimestamp(end.timestamp() - 3600, UTC),
-            EndTime=end,
-            Period=10,
-            Statistics=["Maximum"],
-        ).get("Datapoints", [])
-        if stats:
-            top = max(float(p["Maximum"]) for p in stats)
-            self.max_score = round(max(top, self.max_score or 0.0), 4)
-
-    def line(self) -> str:
-        return f", drift score max {self.max_score}, alarm {self.state}"
 
 
 def _shard_count(clients: AwsClients, stream: str) -> int:

@@ -111,11 +111,18 @@ def split_partitions(table: pa.Table, event_time_column: str) -> list[tuple[str,
     """Split rows by the UTC (date, hour) of their event time, in sorted partition order."""
     if table.num_rows == 0:
         return []
-    hours = pc.strftime(table.column(event_time_column), format="%Y-%m-%dT%H")
+    # Floor to the hour (cheap integer work) and format only the distinct hours: strftime over
+    # every row cost more than encoding the Parquet itself.
+    hours = pc.floor_temporal(table.column(event_time_column), unit="hour")
+    distinct = pc.unique(hours)
+    labels = pc.strftime(distinct, format="%Y-%m-%dT%H").to_pylist()
+    if len(labels) == 1:  # the usual flush: one hour, no filter (a filter copies every column)
+        day, hour = labels[0].split("T")
+        return [(day, hour, table)]
     out: list[tuple[str, str, pa.Table]] = []
-    for value in sorted(pc.unique(hours).to_pylist()):
-        part = table.filter(pc.equal(hours, value))
-        day, hour = value.split("T")
+    for label, start in sorted(zip(labels, distinct, strict=True)):
+        part = table.filter(pc.equal(hours, start))
+        day, hour = label.split("T")
         out.append((day, hour, part))
     return out
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import itertools
 import json
 import logging
 import math
@@ -37,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -261,6 +262,7 @@ class RecordDecoder:
             ]
         )
         self._empty_parse = self._parse_schema.empty_table()
+        self._parse_struct = pa.struct(list(self._parse_schema))
         self._parse_options = pa_json.ParseOptions(
             explicit_schema=self._parse_schema, unexpected_field_behavior="ignore"
         )
@@ -272,7 +274,7 @@ class RecordDecoder:
         self.parser = "msgspec" if msgspec is not None else "arrow"
         self._typed: Callable[[bytes], Any] | None = None
         self._typed_errors: tuple[type[BaseException], ...] = (ValueError,)
-        self._typed_columns: list[tuple[Callable[[Any], Any], pa.DataType]] = []
+        self._typed_astuple: Callable[[Any], tuple[Any, ...]] = tuple
         if msgspec is not None:
             self._build_typed(msgspec)
 
@@ -292,12 +294,10 @@ class RecordDecoder:
             rename[attr] = f.name
             typ: Any = py[f.type] | None if f.nullable else py[f.type]
             specs.append((attr, typ) if f.required else (attr, typ, None))
-            self._typed_columns.append(
-                (operator.attrgetter(attr), self._parse_schema.field(k).type)
-            )
         # gc=False: rows hold only scalars, so they can never be part of a reference cycle
         row = msgspec.defstruct("Row", specs, kw_only=True, rename=rename, gc=False)
         self._typed = msgspec.json.Decoder(row).decode
+        self._typed_astuple = msgspec.structs.astuple
         self._typed_errors = (msgspec.MsgspecError, ValueError)
 
     def decode(
@@ -319,12 +319,13 @@ class RecordDecoder:
             good = merged[order].tolist()
 
         m = len(good)
-        seqs = [records[i].sequence_number for i in good]
-        arrivals = [records[i].approximate_arrival_ms for i in good]
+        kept = _pick(records, good)
+        seqs = list(map(_SEQUENCE_NUMBER, kept))
+        arrivals = list(map(_ARRIVAL_MS, kept))
         ingest_us = int(_as_utc(ingest_time).timestamp() * 1_000_000)
         arrays = [*fields.columns]
         arrays += [
-            pa.array([shard_id] * m, pa.string()),
+            pa.repeat(pa.scalar(shard_id, pa.string()), m),
             pa.array(seqs, pa.string()),
             pc.multiply(pa.array(arrivals, pa.int64()), 1000).cast(_TS_UTC),
             pa.array(np.full(m, ingest_us, dtype=np.int64), pa.int64()).cast(_TS_UTC),
@@ -343,7 +344,7 @@ class RecordDecoder:
             )
             for i, (reason, detail) in sorted(bad.items())
         ]
-        good_bytes = sum(len(records[i].data) for i in good)
+        good_bytes = sum(map(len, map(_DATA, kept)))
         return DecodedBatch(table=table, dead_letters=dead, good_bytes=good_bytes)
 
     # -- fast path: Arrow's JSON reader over the whole batch ------------------------------------
@@ -378,31 +379,69 @@ class RecordDecoder:
     def _fast_typed(
         self, records: Sequence[RawRecord], bad: dict[int, tuple[Reason, str]]
     ) -> tuple[pa.Table, list[int], list[int]]:
-        """msgspec: one typed C decode per record; unknown fields are skipped, never built."""
+        """msgspec: one typed C decode per record; unknown fields are skipped, never built.
+
+        No Python runs per record on a clean batch: the size and UTF-8 screens are ``map``s of C
+        functions, and the decodes run inside ``list.extend(map(decode, ...))``. When a decode
+        raises, the rows decoded before it are already in the list, so its position is known; it
+        goes to the slow path and decoding resumes after it.
+        """
         limit = self.contract.max_record_bytes
         decode, errors = self._typed, self._typed_errors
         assert decode is not None
-        objs: list[Any] = []
-        idx: list[int] = []
+        n = len(records)
+        datas: list[bytes] = list(map(_DATA, records))
+        rejects: list[int] = []
         slow: list[int] = []
-        for i, rec in enumerate(records):
-            data = rec.data
-            if len(data) > limit:
-                bad[i] = (Reason.OVERSIZE, f"{len(data)} bytes > max_record_bytes={limit}")
-                continue
+        if n and max(map(len, datas)) > limit:
+            for i, data in enumerate(datas):
+                if len(data) > limit:
+                    bad[i] = (Reason.OVERSIZE, f"{len(data)} bytes > max_record_bytes={limit}")
+                    rejects.append(i)
+        # msgspec checks UTF-8 only in the fields it builds, not in the unknown ones it skips; the
+        # slow path judges any payload that is not plainly ASCII and valid UTF-8.
+        ascii_flags = np.fromiter(map(bytes.isascii, datas), dtype=bool, count=n)
+        if not ascii_flags.all():
+            screened = set(rejects)
+            for i in np.flatnonzero(~ascii_flags).tolist():
+                if i not in screened and not _is_utf8(datas[i]):
+                    slow.append(i)
+            rejects.extend(slow)
+        if rejects:
+            keep = np.ones(n, dtype=bool)
+            keep[rejects] = False
+            cand: list[int] = np.flatnonzero(keep).tolist()
+            datas = list(_pick(datas, cand))
+        else:
+            cand = list(range(n))
+        # Straight to one tuple per row (fields in contract order): the structs never pile up.
+        astuple = self._typed_astuple
+        rows: list[tuple[Any, ...]] = []
+        failed: list[int] = []
+        at = 0
+        while at < len(datas):
             try:
-                objs.append(decode(data))
+                rows.extend(map(astuple, map(decode, itertools.islice(datas, at, None))))
+                break
             except errors:
-                slow.append(i)
-                continue
-            idx.append(i)
-        if not objs:
+                k = len(rows) + len(failed)  # the decode that raised
+                failed.append(k)
+                at = k + 1
+        if failed:
+            slow += [cand[k] for k in failed]
+            slow.sort()
+            keep = np.ones(len(cand), dtype=bool)
+            keep[failed] = False
+            idx = np.asarray(cand)[keep].tolist()
+        else:
+            idx = cand
+        if not rows:
             return self._empty_parse, [], slow
-        try:
-            arrays = [pa.array([get(o) for o in objs], typ) for get, typ in self._typed_columns]
+        try:  # the tuples as one struct array: every column converted in a single C call
+            parsed = pa.array(rows, self._parse_struct)
         except (OverflowError, UnicodeEncodeError, pa.ArrowException):  # e.g. an int over 64 bits
             return self._empty_parse, [], sorted(slow + idx)
-        return pa.Table.from_arrays(arrays, schema=self._parse_schema), idx, slow
+        return pa.Table.from_arrays(parsed.flatten(), schema=self._parse_schema), idx, slow
 
     def _fast_arrow(
         self, records: Sequence[RawRecord], bad: dict[int, tuple[Reason, str]]
@@ -540,6 +579,8 @@ class RecordDecoder:
         if not indices:
             return self._empty_fields, []
         objs, pos = self._parse_payloads(records, indices, bad)
+        if not objs:  # every one failed as a payload (the usual case for poison)
+            return self._empty_fields, []
         local_bad: dict[int, tuple[Reason, str]] = {}
 
         def flag(k: int, reason: Reason, detail: str) -> None:
@@ -612,7 +653,7 @@ class RecordDecoder:
         elif extra:
             self._fix_values(f, objs, values, flag)
         arr = self._to_arrow(f, values, flag)
-        if f.type is FieldType.FLOAT:
+        if f.type is FieldType.FLOAT and not _finite_sum(arr):
             for k in _true_positions(pc.invert(pc.is_finite(arr))):
                 flag(k, Reason.OUT_OF_RANGE, f"{name}: {_show(values[k])} is not a finite number")
         if f.min is not None or f.max is not None:
@@ -724,6 +765,11 @@ class RecordDecoder:
     def _check_range(
         self, f: Field, arr: pa.Array, flag: Callable[[int, Reason, str], None]
     ) -> None:
+        mm = pc.min_max(arr).as_py()  # one aggregate; the masks only when a bound is crossed
+        if mm["min"] is None or (
+            (f.min is None or mm["min"] >= f.min) and (f.max is None or mm["max"] <= f.max)
+        ):
+            return
         low = pc.less(arr, f.min) if f.min is not None else None
         high = pc.greater(arr, f.max) if f.max is not None else None
         out = low if high is None else high if low is None else pc.or_(low, high)
@@ -734,6 +780,28 @@ class RecordDecoder:
         bounds = f"[{low_s}, {high_s}]"
         for k in _true_positions(out):
             flag(k, Reason.OUT_OF_RANGE, f"{f.name}: {arr[k].as_py()!r} is outside {bounds}")
+
+
+_T = TypeVar("_T")
+_DATA = operator.attrgetter("data")
+_SEQUENCE_NUMBER = operator.attrgetter("sequence_number")
+_ARRIVAL_MS = operator.attrgetter("approximate_arrival_ms")
+
+
+def _pick(records: Sequence[_T], good: list[int]) -> Sequence[_T]:
+    """``records[i] for i in good`` (ascending, distinct), gathered in C."""
+    if len(good) == len(records):  # distinct and in range: that is every record, in order
+        return records
+    if len(good) < 2:  # itemgetter of one index returns the item, not a tuple
+        return [records[i] for i in good]
+    picked: tuple[_T, ...] = operator.itemgetter(*good)(records)
+    return picked
+
+
+def _finite_sum(arr: pa.Array) -> bool:
+    """True when every value is finite (or null): the sum is then finite too, barring overflow."""
+    total = pc.sum(arr).as_py()
+    return total is None or math.isfinite(total)
 
 
 def _true_positions(mask: pa.Array) -> list[int]:

@@ -444,3 +444,47 @@ def test_big_ints_in_a_fast_batch_are_out_of_range() -> None:
     batch = _decode(*rows)
     assert [(d.sequence_number, d.reason) for d in batch.dead_letters] == [("6", "out_of_range")]
     assert batch.table.num_rows == 19
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_invalid_utf8_in_unknown_fields_and_adjacent_bad_records(parser: str) -> None:
+    # GIVEN good records around bad ones: first and last of the batch, two in a row, invalid UTF-8
+    # where the contract has no field (a key, a value), and valid non-ASCII text
+    rows = [encode_record(r) for r in generate_records(12, seed=5)]
+    good = generate_records(1, seed=6)[0]
+    body = encode_record(good)[:-1]
+    payloads = [
+        b"{",  # 0: first of the batch
+        *rows[:3],
+        b'{"hour":',  # 4 and 5: adjacent
+        encode_record({**good, "hour": "7"}),
+        *rows[3:6],
+        body + b',"note":"caf\xe9"}',  # 9: Latin-1 byte in an unknown value
+        body + b',"\xff\xfe":1}',  # 10: in an unknown key
+        body + b',"note":"\xed\xa0\x80"}',  # 11: an encoded surrogate (not UTF-8)
+        encode_record({**good, "device": "tablette à écran", "note": "日本"}),  # 12: fine
+        *rows[6:],
+        encode_record({**good, "amount": "1"}),  # 19: last of the batch
+    ]
+    recs = [RawRecord(p, str(i), "k", 1000 + i) for i, p in enumerate(payloads)]
+    decoder = RecordDecoder(CONTRACT, parser=parser)
+    # WHEN decoded as one batch and one record at a time
+    batch = decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST)
+    singles = [decoder.decode([r], shard_id=SHARD, ingest_time=INGEST) for r in recs]
+    # THEN exactly these are dead, for these reasons, and both ways agree
+    assert [(int(d.sequence_number), d.reason) for d in batch.dead_letters] == [
+        (0, "malformed_json"),
+        (4, "malformed_json"),
+        (5, "wrong_type"),
+        (9, "non_utf8"),
+        (10, "non_utf8"),
+        (11, "non_utf8"),
+        (19, "wrong_type"),
+    ]
+    assert batch.dead_letters == [d for s in singles for d in s.dead_letters]
+    assert batch.table.equals(pa.concat_tables([s.table for s in singles]))
+    assert batch.table.column("sequence_number").to_pylist() == [
+        str(i) for i in (1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 16, 17, 18)
+    ]
+    assert batch.table.column("device").to_pylist()[6] == "tablette à écran"
+    assert batch.good_bytes == sum(len(payloads[i]) for i in (1, 2, 3, 6, 7, 8, 12, *range(13, 19)))

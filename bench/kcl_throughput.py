@@ -57,6 +57,17 @@ TARGET_RATIO = 0.60
 MODULES = {"count": "bench._count_processor", "ours": "consumers.app"}
 
 
+def _cpu(stack: Stack, java_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of the daemon, its processor children and the emulator."""
+    if java_pid is None:
+        return {}
+    return {
+        "java_s": cpu_seconds(java_pid) or 0.0,
+        "processors_s": sum(cpu_seconds(p) or 0.0 for p in child_pids(java_pid)),
+        "emulator_s": cpu_seconds(stack.emulator.pid) or 0.0,
+    }
+
+
 def run_side(
     stack: Stack,
     stream: str,
@@ -80,7 +91,7 @@ def run_side(
     first_checkpoint: dict[str, float] = {}
     done: dict[str, float] = {}
     cpu: dict[str, float] = {}
-    emu_cpu_start = 0.0
+    cpu_start: dict[str, float] = {}
     started = time.monotonic()
     fleet.start()
     worker = fleet.members[0]
@@ -100,13 +111,13 @@ def run_side(
                     continue
                 init[shard] = t
                 baseline_read[shard] = read_chars(pid) or 0
-                if len(init) == 1:
-                    emu_cpu_start = cpu_seconds(stack.emulator.pid) or 0.0
             pids = initialized([worker.log_path]) if init else {}
             for shard, pid in pids.items():
                 # The first processRecords message: the idle child reads its stdin again.
                 if shard not in delivered and (read_chars(pid) or 0) > baseline_read[shard]:
                     delivered[shard] = t
+                    if not cpu_start:
+                        cpu_start = _cpu(stack, worker.pid)
             if init:
                 for shard, cp in lease_checkpoints(stack.clients, application).items():
                     if cp.isdigit() and shard not in first_checkpoint:
@@ -115,10 +126,7 @@ def run_side(
                         done[shard] = t
             time.sleep(0.05)
         # CPU used so far by the daemon, its processor children and the emulator.
-        assert worker.pid is not None
-        cpu["java_s"] = cpu_seconds(worker.pid) or 0.0
-        cpu["processors_s"] = sum(cpu_seconds(p) or 0.0 for p in child_pids(worker.pid))
-        cpu["emulator_s"] = (cpu_seconds(stack.emulator.pid) or 0.0) - emu_cpu_start
+        cpu = {k: v - cpu_start.get(k, 0.0) for k, v in _cpu(stack, worker.pid).items()}
     finally:
         fleet.stop(timeout=30)
     if len(delivered) < len(init):
@@ -132,13 +140,15 @@ def run_side(
         "application": application,
         "kcl_startup_s": round(min(init.values()) - started, 1),
         "init_spread_s": round(max(init.values()) - min(init.values()), 2),
-        "first_checkpoint_after_init_s": round(
-            min(first_checkpoint.values()) - min(init.values()), 2
-        )
-        if first_checkpoint
-        else None,
+        "first_delivery_after_init_s": round(min(delivered.values()) - min(init.values()), 2),
+        "delivery_spread_s": round(max(delivered.values()) - min(delivered.values()), 2),
+        "first_checkpoint_after_delivery_s": round(
+            min(first_checkpoint.values()) - min(delivered.values()), 2
+        ),
         "seconds": round(window, 2),
-        "cpu_seconds": {k: round(v, 1) for k, v in cpu.items()},
+        "seconds_since_init": round(since_init, 2),
+        # CPU used between the first delivery and the last checkpoint (2 vCPU here).
+        "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
     }
     if side == "count":
         counts = {p.stem: int(p.read_text()) for p in count_dir.glob("*.count")}

@@ -369,6 +369,7 @@ def run_loop(
         else sum(1 for t in monitor.alarm_times if t < 0),
         "retrain_started_s": dispatch.received_s,
         "deployed_s": promoted[0] if promoted else None,
+        "retrain_to_serving_s": (outcome.timings or {}).get("total_s") if outcome else None,
         "retrain_status": [r.status for _, r in dispatch.results],
         "retrain_errors": dispatch.errors,
         "metric": lsettings.promotion_metric,

@@ -43,7 +43,7 @@ import pandas as pd
 import pyarrow as pa
 
 from etl.aws import AwsClients
-from etl.contract import Contract, FieldType, load_contract
+from etl.contract import SEQUENCE_NUMBER, Contract, FieldType, load_contract
 from etl.lake import encode_parquet, split_partitions
 from etl.producer import build_payloads, poison_plan
 from etl.records import RawRecord, RecordDecoder
@@ -116,6 +116,7 @@ def run_ours(
 ) -> tuple[int, int]:
     decoder = RecordDecoder(contract, parser=parser)
     event_col = contract.event_time_field.name
+    unique = (contract.id_field.name, SEQUENCE_NUMBER)  # as LakeWriter passes them
     tables: list[pa.Table] = []
     buffered = rows = dead = 0
     now = datetime.now(UTC)
@@ -124,7 +125,7 @@ def run_ours(
         table = pa.concat_tables(tables)
         tables.clear()
         for day, hour, part in split_partitions(table, event_col):
-            body = encode_parquet(part, "zstd")
+            body = encode_parquet(part, "zstd", unique_columns=unique)
             sink(f"ours/event_date={day}/event_hour={hour}/{flush_no:06d}.parquet", body)
         return int(table.num_rows)
 

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from etl import keys
-from etl.contract import PARTITION_DATE, PARTITION_HOUR, Contract
+from etl.contract import PARTITION_DATE, PARTITION_HOUR, SEQUENCE_NUMBER, Contract
 from etl.exceptions import LakeWriteError
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,25 @@ class LakeLayout:
         return f"{self.table_location}{PARTITION_DATE}={event_date}/{PARTITION_HOUR}={event_hour}/"
 
 
-def encode_parquet(table: pa.Table, compression: str = "zstd") -> bytes:
+def encode_parquet(
+    table: pa.Table, compression: str = "zstd", *, unique_columns: Sequence[str] = ()
+) -> bytes:
+    """One Parquet file (one row group). Dictionary encoding only where values repeat: not floats
+    or timestamps (near-unique: a dictionary there costs time and bytes) and not
+    ``unique_columns`` (record ids, sequence numbers)."""
+    dictionary = [
+        f.name
+        for f in table.schema
+        if f.name not in unique_columns
+        and not (pa.types.is_floating(f.type) or pa.types.is_timestamp(f.type))
+    ]
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression=None if compression == "none" else compression)
+    pq.write_table(
+        table,
+        buf,
+        compression=None if compression == "none" else compression,
+        use_dictionary=dictionary,
+    )
     return buf.getvalue()
 
 
@@ -151,6 +167,7 @@ class LakeWriter:
         self.contract = contract
         self.layout = layout
         self.s3 = s3_client
+        self._unique_columns = (contract.id_field.name, SEQUENCE_NUMBER)
         self.catalog = catalog
         self.compression = compression
         self.max_attempts = max_attempts
@@ -206,7 +223,7 @@ class LakeWriter:
 
         self._put(m_key, manifest.to_json().encode(), "application/json")
         for obj, (_, _, part) in zip(manifest.objects, parts, strict=True):
-            body = encode_parquet(part, self.compression)
+            body = encode_parquet(part, self.compression, unique_columns=self._unique_columns)
             self._put(obj.key, body, "application/vnd.apache.parquet")
         if dead_letters:
             body = "".join(d.to_json(now) + "\n" for d in dead_letters).encode()

@@ -305,7 +305,9 @@ class RecordDecoder:
     ) -> DecodedBatch:
         """Decode and validate ``records``; good rows keep their input order."""
         bad: dict[int, tuple[Reason, str]] = {}
-        fast_table, fast_idx, slow_idx = self._fast_path(records, bad)
+        datas: list[bytes] = list(map(_DATA, records))
+        sizes = np.fromiter(map(len, datas), dtype=np.int64, count=len(datas))
+        fast_table, fast_idx, slow_idx = self._fast_path(records, datas, sizes, bad)
         slow_table, slow_good = self._slow_path(records, slow_idx, bad, shard_id)
         if not slow_good:
             fields, good = fast_table, fast_idx
@@ -344,13 +346,17 @@ class RecordDecoder:
             )
             for i, (reason, detail) in sorted(bad.items())
         ]
-        good_bytes = sum(map(len, map(_DATA, kept)))
+        good_bytes = int(sizes[good].sum()) if good else 0
         return DecodedBatch(table=table, dead_letters=dead, good_bytes=good_bytes)
 
     # -- fast path: Arrow's JSON reader over the whole batch ------------------------------------
 
     def _fast_path(
-        self, records: Sequence[RawRecord], bad: dict[int, tuple[Reason, str]]
+        self,
+        records: Sequence[RawRecord],
+        datas: list[bytes],
+        sizes: np.ndarray,
+        bad: dict[int, tuple[Reason, str]],
     ) -> tuple[pa.Table, list[int], list[int]]:
         """Decode the plainly valid records in bulk; the rest go to the slow path.
 
@@ -361,7 +367,7 @@ class RecordDecoder:
         values are re-checked afterwards, column-wise.
         """
         if self._typed is not None:
-            table, idx, slow = self._fast_typed(records, bad)
+            table, idx, slow = self._fast_typed(datas, sizes, bad)
         else:
             table, idx, slow = self._fast_arrow(records, bad)
         if not idx:
@@ -377,7 +383,7 @@ class RecordDecoder:
         return pa.Table.from_arrays(table.columns, schema=self._fields_schema), idx, slow
 
     def _fast_typed(
-        self, records: Sequence[RawRecord], bad: dict[int, tuple[Reason, str]]
+        self, datas: list[bytes], sizes: np.ndarray, bad: dict[int, tuple[Reason, str]]
     ) -> tuple[pa.Table, list[int], list[int]]:
         """msgspec: one typed C decode per record; unknown fields are skipped, never built.
 
@@ -389,15 +395,11 @@ class RecordDecoder:
         limit = self.contract.max_record_bytes
         decode, errors = self._typed, self._typed_errors
         assert decode is not None
-        n = len(records)
-        datas: list[bytes] = list(map(_DATA, records))
-        rejects: list[int] = []
+        n = len(datas)
+        rejects: list[int] = np.flatnonzero(sizes > limit).tolist()
         slow: list[int] = []
-        if n and max(map(len, datas)) > limit:
-            for i, data in enumerate(datas):
-                if len(data) > limit:
-                    bad[i] = (Reason.OVERSIZE, f"{len(data)} bytes > max_record_bytes={limit}")
-                    rejects.append(i)
+        for i in rejects:
+            bad[i] = (Reason.OVERSIZE, f"{sizes[i]} bytes > max_record_bytes={limit}")
         # msgspec checks UTF-8 only in the fields it builds, not in the unknown ones it skips; the
         # slow path judges any payload that is not plainly ASCII and valid UTF-8.
         ascii_flags = np.fromiter(map(bytes.isascii, datas), dtype=bool, count=n)
@@ -587,20 +589,26 @@ class RecordDecoder:
             if k not in local_bad:
                 local_bad[k] = (reason, detail)
 
-        arrays = [self._column(f, objs, flag) for f in self.contract.fields]
         if log.isEnabledFor(logging.DEBUG):
             unknown = sum(len(o.keys() - self._known) for o in objs)
             if unknown:
                 log.debug(
                     "ignored %d unknown fields in %d records of %s", unknown, len(objs), shard_id
                 )
+        arrays: list[pa.Array] = []
+        for f in self.contract.fields:
+            arrays.append(self._column(f, objs, flag))
+            if len(local_bad) == len(objs):  # all dead (the usual case here): the first problem
+                break  # of each is found, later fields cannot change a verdict
+        for k, problem in local_bad.items():
+            bad[pos[k]] = problem
+        if len(local_bad) == len(objs):
+            return self._empty_fields, []
         table = pa.Table.from_arrays(arrays, schema=self._fields_schema)
         if not local_bad:
             return table, pos
         keep = np.ones(len(objs), dtype=bool)
         keep[list(local_bad)] = False
-        for k, problem in local_bad.items():
-            bad[pos[k]] = problem
         return table.filter(pa.array(keep)), [
             i for i, ok in zip(pos, keep.tolist(), strict=True) if ok
         ]

@@ -314,6 +314,7 @@ class RecordDecoder:
         elif not fast_idx:
             fields, good = slow_table, slow_good
         else:  # merge back into input order
+            fast_table = pa.Table.from_arrays(fast_table.columns, schema=self._fields_schema)
             fields = pa.concat_tables([fast_table, slow_table])
             merged = np.concatenate([np.asarray(fast_idx), np.asarray(slow_good)])
             order = np.argsort(merged, kind="stable")
@@ -329,8 +330,8 @@ class RecordDecoder:
         arrays += [
             pa.repeat(pa.scalar(shard_id, pa.string()), m),
             pa.array(seqs, pa.string()),
-            pc.multiply(pa.array(arrivals, pa.int64()), 1000).cast(_TS_UTC),
-            pa.array(np.full(m, ingest_us, dtype=np.int64), pa.int64()).cast(_TS_UTC),
+            _arrival_times(arrivals),
+            pa.repeat(pa.scalar(ingest_us, _TS_UTC), m),
         ]
         table = pa.Table.from_arrays(arrays, schema=self.schema)
 
@@ -346,7 +347,7 @@ class RecordDecoder:
             )
             for i, (reason, detail) in sorted(bad.items())
         ]
-        good_bytes = int(sizes[good].sum()) if good else 0
+        good_bytes = int(sizes.sum() if m == len(records) else sizes[good].sum())
         return DecodedBatch(table=table, dead_letters=dead, good_bytes=good_bytes)
 
     # -- fast path: Arrow's JSON reader over the whole batch ------------------------------------
@@ -380,7 +381,7 @@ class RecordDecoder:
             idx = [i for i, ok in zip(idx, keep.to_pylist(), strict=True) if ok]
             table = table.filter(keep)
         slow.sort()
-        return pa.Table.from_arrays(table.columns, schema=self._fields_schema), idx, slow
+        return table, idx, slow  # columns as the lake wants them; the schema is set in decode
 
     def _fast_typed(
         self, datas: list[bytes], sizes: np.ndarray, bad: dict[int, tuple[Reason, str]]
@@ -396,7 +397,9 @@ class RecordDecoder:
         decode, errors = self._typed, self._typed_errors
         assert decode is not None
         n = len(datas)
-        rejects: list[int] = np.flatnonzero(sizes > limit).tolist()
+        rejects: list[int] = (
+            np.flatnonzero(sizes > limit).tolist() if n and sizes.max() > limit else []
+        )
         slow: list[int] = []
         for i in rejects:
             bad[i] = (Reason.OVERSIZE, f"{sizes[i]} bytes > max_record_bytes={limit}")
@@ -529,7 +532,15 @@ class RecordDecoder:
 
     @staticmethod
     def _numbers_plainly_fine(f: Field, col: pa.ChunkedArray) -> bool:
-        """Two aggregate calls instead of a mask per rule: finite sum and min/max within bounds."""
+        """Aggregates instead of a mask per rule: all finite and min/max within the bounds."""
+        if not col.null_count:  # numpy's min/max are cheaper calls, and NaN propagates to both
+            values = col.to_numpy()
+            if not len(values):
+                return True
+            low, high = values.min().item(), values.max().item()
+            if f.type is FieldType.FLOAT and not (math.isfinite(low) and math.isfinite(high)):
+                return False
+            return (f.min is None or low >= f.min) and (f.max is None or high <= f.max)
         if f.type is FieldType.FLOAT:
             total = pc.sum(col).as_py()
             if total is not None and not math.isfinite(total):
@@ -810,6 +821,15 @@ def _finite_sum(arr: pa.Array) -> bool:
     """True when every value is finite (or null): the sum is then finite too, barring overflow."""
     total = pc.sum(arr).as_py()
     return total is None or math.isfinite(total)
+
+
+def _arrival_times(arrivals: list[int | None]) -> pa.Array:
+    """Milliseconds since the epoch (or None) to UTC microseconds."""
+    try:
+        us = np.fromiter(arrivals, dtype=np.int64, count=len(arrivals)) * 1000
+        return pa.array(us).view(_TS_UTC)
+    except TypeError:  # a None: the KCL did not say
+        return pc.multiply(pa.array(arrivals, pa.int64()), 1000).cast(_TS_UTC)
 
 
 def _true_positions(mask: pa.Array) -> list[int]:

@@ -488,3 +488,33 @@ def test_invalid_utf8_in_unknown_fields_and_adjacent_bad_records(parser: str) ->
     ]
     assert batch.table.column("device").to_pylist()[6] == "tablette à écran"
     assert batch.good_bytes == sum(len(payloads[i]) for i in (1, 2, 3, 6, 7, 8, 12, *range(13, 19)))
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_non_finite_and_out_of_range_numbers_in_a_fast_batch(parser: str) -> None:
+    # GIVEN 30 good records, four of them with a number overflowing to infinity or out of range,
+    # and every fourth record without an arrival time
+    rows = [encode_record(r) for r in generate_records(30, seed=3)]
+    rows[3] = rows[3].replace(b'"amount":', b'"amount":1e999,"x":', 1)
+    rows[7] = rows[7].replace(b'"hour":', b'"hour":24,"x":', 1)
+    rows[9] = rows[9].replace(b'"amount":', b'"amount":-1e999,"x":', 1)
+    rows[11] = rows[11].replace(
+        b'"distance_from_home_km":', b'"distance_from_home_km":1e999,"x":', 1
+    )
+    recs = [RawRecord(r, str(i), "k", None if i % 4 == 0 else i) for i, r in enumerate(rows)]
+    decoder = RecordDecoder(CONTRACT, parser=parser)
+    # WHEN decoded as one batch and one record at a time
+    batch = decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST)
+    singles = [decoder.decode([r], shard_id=SHARD, ingest_time=INGEST) for r in recs]
+    # THEN exactly those four are dead, with these details, and both ways agree
+    assert [(d.sequence_number, d.reason, d.detail) for d in batch.dead_letters] == [
+        ("3", "out_of_range", "amount: Infinity is not a finite number"),
+        ("7", "out_of_range", "hour: 24 is outside [0, 23]"),
+        ("9", "out_of_range", "amount: -Infinity is not a finite number"),
+        ("11", "out_of_range", "distance_from_home_km: Infinity is not a finite number"),
+    ]
+    assert batch.dead_letters == [d for s in singles for d in s.dead_letters]
+    assert batch.table.equals(pa.concat_tables([s.table for s in singles]))
+    # AND arrival times are microseconds, null where the KCL gave none
+    arrivals = batch.table.column("approximate_arrival_time").cast(pa.int64()).to_pylist()
+    assert arrivals[:3] == [None, 1000, 2000]

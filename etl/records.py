@@ -57,6 +57,8 @@ _TS_NAIVE = pa.timestamp("us")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ONLY_NONE = frozenset({type(None)})
 _ROW_IN_ERROR = re.compile(r"\bin row (\d+)")
+#: Up to this many values, the slow path checks numbers in Python rather than with Arrow calls.
+_SMALL = 64
 #: Below this many candidates a batch (or a bisected part of one) goes straight to the slow path.
 _FAST_MIN = 8
 #: Records per Arrow parse: large enough to amortise the call, small enough that re-parsing a
@@ -672,10 +674,19 @@ class RecordDecoder:
         elif extra:
             self._fix_values(f, objs, values, flag)
         arr = self._to_arrow(f, values, flag)
-        if f.type is FieldType.FLOAT and not _finite_sum(arr):
+        finite = within = False
+        if f.is_numeric and len(values) <= _SMALL:  # a few values: Python beats Arrow's call cost
+            # ``values`` now holds exactly what ``arr`` holds (ints where a float column converts
+            # them; comparing exactly first is safe: rounding to double keeps v >= bound). Either
+            # answer "no" (NaN included) falls through to the Arrow checks.
+            nums = [v for v in values if v is not None]
+            finite = f.type is not FieldType.FLOAT or all(map(math.isfinite, nums))
+            low, high = f.min, f.max
+            within = all((low is None or v >= low) and (high is None or v <= high) for v in nums)
+        if f.type is FieldType.FLOAT and not finite and not _finite_sum(arr):
             for k in _true_positions(pc.invert(pc.is_finite(arr))):
                 flag(k, Reason.OUT_OF_RANGE, f"{name}: {_show(values[k])} is not a finite number")
-        if f.min is not None or f.max is not None:
+        if (f.min is not None or f.max is not None) and not within:
             self._check_range(f, arr, flag)
         if f.allowed is not None:
             outside = pc.invert(pc.is_in(arr, value_set=self._allowed_sets[name]))

@@ -96,6 +96,9 @@ class Settings:
     #: SageMaker only: execution role, instance types, framework version.
     sagemaker_role_arn: str | None = None
     sagemaker_training_instance: str = "ml.m5.large"
+    #: A SageMaker training job's stopping condition; the lock of a run that waits for the job's
+    #: state-change event (AWS) lasts this long plus ``retrain_lock_ttl_s``.
+    sagemaker_training_max_runtime_s: float = 7200.0
     sagemaker_serving_instance: str = "ml.m5.large"
     sklearn_framework_version: str = "1.2-1"
 
@@ -233,7 +236,7 @@ _BACKENDS = ("local", "sagemaker")
 
 
 def _check_retrain(s: Settings) -> None:
-    for key in ("retrain_window_hours", "retrain_lock_ttl_s"):
+    for key in ("retrain_window_hours", "retrain_lock_ttl_s", "sagemaker_training_max_runtime_s"):
         if getattr(s, key) <= 0:
             raise ConfigError(key, f"must be > 0, got {getattr(s, key)}")
     if not 0 < s.retrain_holdout_fraction < 1:

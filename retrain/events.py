@@ -1,4 +1,8 @@
-"""Typed parsing of the CloudWatch alarm state-change event that EventBridge delivers.
+"""Typed parsing of the events the retrain handler receives from EventBridge.
+
+* the CloudWatch alarm state change that starts a run (step 1), and
+* the SageMaker training job state change that finishes it (step 2, AWS only):
+  :func:`parse_training_event`, :func:`should_finish`; :func:`parse_event` tells the two apart.
 
 The rule's target (a Lambda on AWS, an SQS queue read by the local dispatcher) receives the event in
 CloudWatch's shape. :func:`parse_alarm_event` turns it into an :class:`AlarmEvent` or raises
@@ -27,9 +31,15 @@ SOURCE = "aws.cloudwatch"
 ALARM = "ALARM"
 STATES = ("OK", "ALARM", "INSUFFICIENT_DATA")
 
+TRAINING_DETAIL_TYPE = "SageMaker Training Job State Change"
+TRAINING_SOURCE = "aws.sagemaker"
+TRAINING_STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
+#: The statuses that end a training job (the rule forwards only these).
+TRAINING_TERMINAL = ("Completed", "Failed", "Stopped")
+
 
 class MalformedEventError(EventError):
-    """The event is not a CloudWatch alarm state change; ``raw`` keeps it verbatim."""
+    """The event is not one the handler knows (or a malformed one); ``raw`` keeps it verbatim."""
 
     def __init__(self, message: str, raw: Any) -> None:
         self.raw = raw
@@ -61,27 +71,46 @@ class Decision:
     reason: str
 
 
-def _require(obj: Mapping[str, Any], key: str, where: str, raw: Any, kind: type = str) -> Any:
+def _require(
+    obj: Mapping[str, Any],
+    key: str,
+    where: str,
+    raw: Any,
+    kind: type = str,
+    what: str = "alarm event",
+) -> Any:
     if key not in obj:
-        raise MalformedEventError(f"alarm event: missing {where}{key!r}", raw)
+        raise MalformedEventError(f"{what}: missing {where}{key!r}", raw)
     value = obj[key]
     if not isinstance(value, kind):
         raise MalformedEventError(
-            f"alarm event: {where}{key!r} must be a {kind.__name__}, got {value!r}", raw
+            f"{what}: {where}{key!r} must be a {kind.__name__}, got {value!r}", raw
         )
     return value
 
 
-def _parse_time(text: str, where: str, raw: Any) -> datetime:
+def _parse_time(text: str, where: str, raw: Any, what: str = "alarm event") -> datetime:
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise MalformedEventError(
-            f"alarm event: {where} {text!r} is not an ISO-8601 timestamp", raw
+            f"{what}: {where} {text!r} is not an ISO-8601 timestamp", raw
         ) from None
     if parsed.tzinfo is None:
-        raise MalformedEventError(f"alarm event: {where} {text!r} has no time zone", raw)
+        raise MalformedEventError(f"{what}: {where} {text!r} has no time zone", raw)
     return parsed
+
+
+def _as_object(raw: Any, what: str) -> Mapping[str, Any]:
+    doc: Any = raw
+    if isinstance(raw, str | bytes):
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedEventError(f"{what}: not valid JSON ({exc})", raw) from None
+    if not isinstance(doc, Mapping):
+        raise MalformedEventError(f"{what}: expected a JSON object, got {type(doc).__name__}", raw)
+    return doc
 
 
 def parse_alarm_event(raw: Any) -> AlarmEvent:
@@ -89,16 +118,7 @@ def parse_alarm_event(raw: Any) -> AlarmEvent:
 
     Raises :class:`MalformedEventError` naming the first missing or mistyped key.
     """
-    doc: Any = raw
-    if isinstance(raw, str | bytes):
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedEventError(f"alarm event: not valid JSON ({exc})", raw) from None
-    if not isinstance(doc, Mapping):
-        raise MalformedEventError(
-            f"alarm event: expected a JSON object, got {type(doc).__name__}", raw
-        )
+    doc = _as_object(raw, "alarm event")
     event_id = _require(doc, "id", "", raw)
     if not event_id:
         raise MalformedEventError("alarm event: 'id' is empty", raw)
@@ -171,6 +191,124 @@ def should_retrain(
     if event.previous_state == ALARM:
         return Decision(False, f"alarm {event.alarm_name!r} was already in ALARM (no transition)")
     return Decision(True, f"alarm {event.alarm_name!r} moved {event.previous_state} -> ALARM")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJobEvent:
+    """The parts of a SageMaker training job state-change event that finish a run."""
+
+    event_id: str
+    job_name: str
+    job_arn: str
+    status: str
+    failure_reason: str
+    #: ``detail.ModelArtifacts.S3ModelArtifacts`` when the event carries it.
+    model_data_url: str
+    timestamp: datetime
+    region: str
+    account: str
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def parse_training_event(raw: Any) -> TrainingJobEvent:
+    """Validate ``raw`` as a "SageMaker Training Job State Change" event (``detail`` is the job's
+    DescribeTrainingJob shape). Raises :class:`MalformedEventError` naming the first bad key."""
+    what = "training job event"
+    doc = _as_object(raw, what)
+    event_id = _require(doc, "id", "", raw, what=what)
+    if not event_id:
+        raise MalformedEventError(f"{what}: 'id' is empty", raw)
+    source = _require(doc, "source", "", raw, what=what)
+    detail_type = _require(doc, "detail-type", "", raw, what=what)
+    if source != TRAINING_SOURCE or detail_type != TRAINING_DETAIL_TYPE:
+        raise MalformedEventError(
+            f"{what}: source/detail-type is {source!r}/{detail_type!r}, expected"
+            f" {TRAINING_SOURCE!r}/{TRAINING_DETAIL_TYPE!r}",
+            raw,
+        )
+    detail = _require(doc, "detail", "", raw, Mapping, what=what)
+    job_name = _require(detail, "TrainingJobName", "detail.", raw, what=what)
+    if not job_name:
+        raise MalformedEventError(f"{what}: detail.'TrainingJobName' is empty", raw)
+    status = _require(detail, "TrainingJobStatus", "detail.", raw, what=what)
+    if status not in TRAINING_STATUSES:
+        raise MalformedEventError(
+            f"{what}: detail.TrainingJobStatus {status!r} is not one of {TRAINING_STATUSES}", raw
+        )
+    time_text = _require(doc, "time", "", raw, what=what)
+    artifacts = detail.get("ModelArtifacts")
+    url = artifacts.get("S3ModelArtifacts", "") if isinstance(artifacts, Mapping) else ""
+    return TrainingJobEvent(
+        event_id=event_id,
+        job_name=job_name,
+        job_arn=str(detail.get("TrainingJobArn", "")),
+        status=status,
+        failure_reason=str(detail.get("FailureReason", "")),
+        model_data_url=str(url),
+        timestamp=_parse_time(time_text, "time", raw, what),
+        region=str(doc.get("region", "")),
+        account=str(doc.get("account", "")),
+        raw=doc,
+    )
+
+
+def parse_event(raw: Any) -> AlarmEvent | TrainingJobEvent:
+    """Either kind of event the handler receives, told apart by ``source``/``detail-type``;
+    anything else is a :class:`MalformedEventError` (the alarm parser's message)."""
+    try:
+        doc = _as_object(raw, "alarm event")
+    except MalformedEventError:
+        return parse_alarm_event(raw)  # raises with the alarm parser's message, as before
+    if doc.get("source") == TRAINING_SOURCE and doc.get("detail-type") == TRAINING_DETAIL_TYPE:
+        return parse_training_event(raw)
+    return parse_alarm_event(raw)
+
+
+def should_finish(event: TrainingJobEvent, *, job_prefix: str) -> Decision:
+    """A training event finishes a run only for this stack and model's jobs (``job_prefix``) and
+    only once the job has ended."""
+    if not event.job_name.startswith(job_prefix):
+        return Decision(
+            False, f"training job {event.job_name!r} does not start with {job_prefix!r}"
+        )
+    if event.status not in TRAINING_TERMINAL:
+        return Decision(False, f"training job {event.job_name!r} is {event.status}, not ended")
+    return Decision(True, f"training job {event.job_name!r} ended {event.status}")
+
+
+def example_training_event(
+    job_name: str,
+    status: str = "Completed",
+    *,
+    event_id: str = "11111111-1111-1111-1111-111111111111",
+    model_data_url: str = "",
+    failure_reason: str = "",
+    time: str = "2026-01-01T00:00:00Z",
+    region: str = "us-east-1",
+    account: str = "123456789012",
+) -> dict[str, Any]:
+    """An event in SageMaker's shape (``detail`` abridged to the keys the handler reads)."""
+    arn = f"arn:aws:sagemaker:{region}:{account}:training-job/{job_name.lower()}"
+    detail: dict[str, Any] = {
+        "TrainingJobName": job_name,
+        "TrainingJobArn": arn,
+        "TrainingJobStatus": status,
+        "SecondaryStatus": status,
+        "ModelArtifacts": {"S3ModelArtifacts": model_data_url} if model_data_url else {},
+    }
+    if failure_reason:
+        detail["FailureReason"] = failure_reason
+    return {
+        "version": "0",
+        "id": event_id,
+        "detail-type": TRAINING_DETAIL_TYPE,
+        "source": TRAINING_SOURCE,
+        "account": account,
+        "time": time,
+        "region": region,
+        "resources": [arn],
+        "detail": detail,
+    }
 
 
 def example_event(

@@ -1,13 +1,22 @@
 """The retrain loop's entry points.
 
-* :func:`handler` — the Lambda signature ``handler(event, context)``: the EventBridge rule's target
-  on AWS. Settings from the environment, clients built once.
-* :func:`handle_event` — the gate: parse the alarm event, ignore anything that is not a matching
-  ALARM transition (with the reason), claim the event id (idempotent), take the model's
-  single-flight lock (with expiry and cool-down), then run. The local dispatcher calls it
-  in-process for each message of the rule's SQS target.
-* :func:`run_retrain` — one run, ungated: lake window → training job → champion vs challenger on
-  the same holdout → register → (promote: deploy, publish the new baseline) → SNS.
+A run has two steps with durable state in between (:mod:`retrain.runs`):
+
+1. :func:`start_run` — lake window → time-ordered split → channels in S3 → run state
+   (``retrain/<model>/<run>/run.json``) → training job started, not awaited;
+2. :func:`finish_run` — when the job completed: champion vs challenger on the same holdout →
+   register → (promote: deploy, publish the new baseline) or reject → SNS; :func:`fail_run` when
+   it failed or was stopped.
+
+* :func:`handler` — the Lambda signature ``handler(event, context)``: the target of the alarm rule
+  (step 1, returns once the job started) and of the training-job rule (step 2). A Lambda
+  invocation never waits for training.
+* :func:`handle_event` — the gate: parse the event; an alarm event that is a matching ALARM
+  transition claims its event id (idempotent), takes the model's single-flight lock (expiry,
+  cool-down), then runs (``wait=True``, the local dispatcher: both steps in this process) or
+  starts (``wait=False``, the Lambda: the lock stays held until step 2). A training job event goes
+  to :func:`handle_training_event` (idempotent per event id too; releases the lock).
+* :func:`run_retrain` — one run, ungated, both steps in one process (start, wait, finish).
 
 >>> # outcome = run_retrain(settings, clients, event=None, now=datetime.now(UTC))
 """
@@ -15,6 +24,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import subprocess
@@ -22,10 +32,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from etl.aws import AwsClients
 from etl.contract import Contract, load_contract
@@ -33,19 +45,51 @@ from etl.exceptions import RetrainError
 from etl.settings import Settings, load_settings
 from retrain import registry
 from retrain.artifacts import fetch_model, split_s3
-from retrain.backends.base import ServingBackend, TrainingBackend, TrainingRequest
+from retrain.backends.base import (
+    COMPLETED as JOB_COMPLETED,
+)
+from retrain.backends.base import (
+    ServingBackend,
+    TrainingBackend,
+    TrainingJob,
+    TrainingRequest,
+)
 from retrain.data import Window, read_window, time_split
 from retrain.evaluate import decide_promotion, score
-from retrain.events import AlarmEvent, parse_alarm_event, should_retrain
+from retrain.events import (
+    AlarmEvent,
+    TrainingJobEvent,
+    parse_event,
+    should_finish,
+    should_retrain,
+)
 from retrain.idempotency import COMPLETED, FAILED, DynamoStore, IdempotencyStore
 from retrain.inference import LoadedModel, model_fn
 from retrain.promote import activate
+from retrain.runs import (
+    FAILED as RUN_FAILED,
+)
+from retrain.runs import (
+    FINISHED,
+    TRAINING,
+    RunState,
+    Step,
+    decide_step,
+    job_name,
+    job_prefix,
+    load_state,
+    run_id_for_job,
+    run_prefix,
+    save_state,
+)
 from retrain.train import BASELINE_FILE, METRICS_FILE, score_frame
 
 log = logging.getLogger(__name__)
 
 PROMOTED = "promoted"
 REJECTED = "rejected"
+#: HandlerResult.status of step 1 on AWS (the training job runs; step 2 finishes the run)
+STARTED = "started"
 
 
 @dataclass(frozen=True)
@@ -81,12 +125,15 @@ class RetrainOutcome:
 
 @dataclass(frozen=True)
 class HandlerResult:
-    """What the gate decided: ``ran`` (with the outcome), or why no run started."""
+    """What the gate decided: ``ran`` (with the outcome), ``started`` (step 1: the training job
+    runs), ``failed`` (step 2: the job failed or was stopped), or why nothing happened."""
 
     status: str
     reason: str
     event_id: str | None = None
     outcome: RetrainOutcome | None = None
+    run_id: str | None = None
+    training_job: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -95,6 +142,10 @@ class HandlerResult:
             "event_id": self.event_id,
         }
         doc["outcome"] = self.outcome.to_dict() if self.outcome else None
+        if self.run_id is not None:
+            doc["run_id"] = self.run_id
+        if self.training_job is not None:
+            doc["training_job"] = self.training_job
         return doc
 
 
@@ -146,33 +197,33 @@ def code_version() -> str:
         return "unknown"
 
 
-def make_backends(
-    settings: Settings, clients: AwsClients
-) -> tuple[TrainingBackend, ServingBackend]:
-    """The training and serving backends the settings name (sagemaker imported only if chosen)."""
-    s3 = clients.client("s3")
-    training: TrainingBackend
-    serving: ServingBackend
+def make_training(settings: Settings, clients: AwsClients) -> TrainingBackend:
+    """The training backend the settings name (sagemaker imported only if chosen)."""
     if settings.training_backend == "sagemaker":
         from retrain.backends.sagemaker import SageMakerTraining
 
-        training = SageMakerTraining(
+        return SageMakerTraining(
             clients.session,
-            s3,
+            clients.client("s3"),
             role_arn=settings.require("sagemaker_role_arn"),
             region=settings.region,
             instance_type=settings.sagemaker_training_instance,
             framework_version=settings.sklearn_framework_version,
             work_dir=work_dir(settings),
+            max_runtime_s=settings.sagemaker_training_max_runtime_s,
+            sagemaker_client=clients.client("sagemaker"),
         )
-    else:
-        from retrain.backends.local import LocalTraining
+    from retrain.backends.local import LocalTraining
 
-        training = LocalTraining(s3, work_dir(settings))
+    return LocalTraining(clients.client("s3"), work_dir(settings))
+
+
+def make_serving(settings: Settings, clients: AwsClients) -> ServingBackend:
+    """The serving backend the settings name."""
     if settings.serving_backend == "sagemaker":
         from retrain.backends.sagemaker import SageMakerServing
 
-        serving = SageMakerServing(
+        return SageMakerServing(
             clients.client("sagemaker"),
             endpoint_name=settings.require("endpoint_name"),
             role_arn=settings.require("sagemaker_role_arn"),
@@ -183,14 +234,19 @@ def make_backends(
                 f"{settings.stack_name}-endpoint-latency",
             ),
         )
-    else:
-        from retrain.backends.local import LocalServing
+    from retrain.backends.local import LocalServing
 
-        serving = LocalServing(s3, model_cache(settings), settings.model_server_url)
-    return training, serving
+    return LocalServing(clients.client("s3"), model_cache(settings), settings.model_server_url)
 
 
-# -- one run ---------------------------------------------------------------------------------
+def make_backends(
+    settings: Settings, clients: AwsClients
+) -> tuple[TrainingBackend, ServingBackend]:
+    """The training and serving backends the settings name."""
+    return make_training(settings, clients), make_serving(settings, clients)
+
+
+# -- one run, in two steps -------------------------------------------------------------------
 def _run_id(settings: Settings, event: AlarmEvent | None, now: datetime) -> str:
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     if event is not None:  # a retry of the same event reuses the same names
@@ -216,40 +272,42 @@ def _put_json(s3: Any, uri: str, doc: Mapping[str, Any]) -> None:
     )
 
 
-def run_retrain(
+def _read_parquet(s3: Any, uri: str) -> Any:
+    import pandas as pd
+
+    bucket, key = split_s3(uri)
+    return pd.read_parquet(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+
+
+def start_run(
     settings: Settings,
     clients: AwsClients,
     *,
     event: AlarmEvent | None,
     now: datetime,
     training: TrainingBackend | None = None,
-    serving: ServingBackend | None = None,
     contract: Contract | None = None,
     hyperparameters: Mapping[str, str] | None = None,
-) -> RetrainOutcome:
-    """Retrain on the lake window ending at ``now``; promote the challenger if it wins.
-
-    Not gated: callers that may see duplicates go through :func:`handle_event`.
+    holder: str | None = None,
+) -> RunState:
+    """Step 1: lake window → time-ordered split → channels in S3 → run state saved → training
+    job started (not awaited). ``holder`` is the single-flight lock's holder that step 2 releases.
     """
     import pandas as pd
 
-    from etl.profile import Profile
+    from etl.profile import read_pointer
 
-    timings: dict[str, float] = {}
     t0 = time.monotonic()
     contract = contract or load_contract(settings.contract_path)
-    if training is None or serving is None:
-        default_training, default_serving = make_backends(settings, clients)
-        training = training or default_training
-        serving = serving or default_serving
+    training = training or make_training(settings, clients)
     s3 = clients.client("s3")
     sm = clients.client("sagemaker")
     bucket = settings.require("lake_bucket")
-    group = model_group(settings)
     run_id = _run_id(settings, event, now)
+    name = job_name(settings, run_id)
     log.info("retrain run %s (event %s) starts", run_id, event.event_id if event else None)
 
-    # 1. data: the last H hours of the lake, time-ordered split
+    # the last H hours of the lake, time-ordered split
     window = Window.last_hours(now, settings.retrain_window_hours)
     frame = read_window(
         clients.session,
@@ -266,47 +324,155 @@ def run_retrain(
         window=window,
         min_rows=settings.retrain_min_rows,
     )
-    timings["read_s"] = time.monotonic() - t0
 
-    # 2. channels (local for the local backend, S3 for lineage and SageMaker)
+    # channels (local for the local backend, S3 for lineage, SageMaker and step 2)
     job_dir = work_dir(settings) / run_id
-    prefix = f"s3://{bucket}/retrain/{settings.model_name}/{run_id}"
+    prefix = run_prefix(settings, run_id)
     channels: dict[str, tuple[Path, str]] = {}
-    for name, part in (("train", split.train), ("test", split.holdout)):
-        local = job_dir / "channels" / name
+    for part_name, part in (("train", split.train), ("test", split.holdout)):
+        local = job_dir / "channels" / part_name
         local.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(part).to_parquet(local / f"{name}.parquet", index=False)
-        uri = f"{prefix}/{name}/{name}.parquet"
+        pd.DataFrame(part).to_parquet(local / f"{part_name}.parquet", index=False)
+        uri = f"{prefix}/{part_name}/{part_name}.parquet"
         s3_bucket, key = split_s3(uri)
-        s3.upload_file(str(local / f"{name}.parquet"), s3_bucket, key)
-        channels[name] = (local, uri.rsplit("/", 1)[0] + "/")
+        s3.upload_file(str(local / f"{part_name}.parquet"), s3_bucket, key)
+        channels[part_name] = (local, uri.rsplit("/", 1)[0] + "/")
 
-    # 3. training job
-    t1 = time.monotonic()
+    # lineage at the start: the champion and the current baseline
+    registry.ensure_group(sm, model_group(settings))
+    champ = registry.champion(registry.list_versions(sm, model_group(settings)))
+    pointer = read_pointer(s3, bucket, settings.baseline_prefix, contract.name)
     hps = {"model-id": run_id, "source": channels["train"][1], **(hyperparameters or {})}
-    result = training.train(
-        TrainingRequest(
-            run_id=run_id,
-            train_dir=channels["train"][0],
-            test_dir=channels["test"][0],
-            train_uri=channels["train"][1],
-            test_uri=channels["test"][1],
-            output_uri=f"s3://{bucket}/models/{settings.model_name}/{run_id}/",
-            hyperparameters=hps,
-        )
+    state = RunState(
+        run_id=run_id,
+        job_name=name,
+        status=TRAINING,
+        event_id=event.event_id if event else None,
+        holder=holder,
+        window_start=window.start.isoformat(),
+        window_end=window.end.isoformat(),
+        holdout_start=split.boundary.isoformat(),
+        train_rows=len(split.train),
+        holdout_rows=len(split.holdout),
+        train_uri=channels["train"][1],
+        test_uri=channels["test"][1],
+        output_uri=f"s3://{bucket}/models/{settings.model_name}/{run_id}/",
+        image_uri=training.image_uri(),
+        hyperparameters=hps,
+        started_at=time.time(),
+        champion_version=champ.version if champ else None,
+        baseline_version=pointer.version if pointer else None,
+        extra={"read_s": round(time.monotonic() - t0, 3)},
     )
-    timings["train_s"] = time.monotonic() - t1
+    # saved before the job starts: its state-change event can never find the run missing
+    save_state(s3, settings, state)
+    try:
+        training.start(
+            TrainingRequest(
+                run_id=run_id,
+                train_dir=channels["train"][0],
+                test_dir=channels["test"][0],
+                train_uri=state.train_uri,
+                test_uri=state.test_uri,
+                output_uri=state.output_uri,
+                hyperparameters=hps,
+                job_name=name,
+                code_uri=f"{prefix}/code",
+            )
+        )
+    except Exception as exc:
+        save_state(s3, settings, replace(state, status=RUN_FAILED, reason=f"start failed: {exc}"))
+        raise
+    return state
 
-    # 4. champion vs challenger on the same holdout
+
+def wait_for_training(
+    training: TrainingBackend,
+    name: str,
+    *,
+    timeout_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    first_delay_s: float = 15.0,
+) -> TrainingJob:
+    """Follow the job with ``describe`` and backoff until it ends (the local path's wait)."""
+    delay, deadline = first_delay_s, time.monotonic() + timeout_s
+    while True:
+        job = training.describe(name)
+        if job.done:
+            return job
+        if time.monotonic() > deadline:
+            raise RetrainError(f"training job {name} still {job.status} after {timeout_s:.0f}s")
+        sleep(delay)
+        delay = min(delay * 1.5, 120.0)
+
+
+def finish_run(
+    settings: Settings,
+    clients: AwsClients,
+    state: RunState,
+    job: TrainingJob,
+    *,
+    serving: ServingBackend | None = None,
+    contract: Contract | None = None,
+    timings: Mapping[str, float] | None = None,
+) -> RetrainOutcome:
+    """Step 2 of a completed job: champion and challenger on the run's holdout → register →
+    promote (deploy, approve, new baseline) or reject → SNS. Saves the run state as finished (or
+    failed, when anything here raises)."""
+    s3 = clients.client("s3")
+    try:
+        outcome = _finish(settings, clients, state, job, serving, contract, timings or {})
+    except Exception as exc:
+        save_state(
+            s3, settings, replace(state, status=RUN_FAILED, reason=f"{type(exc).__name__}: {exc}")
+        )
+        raise
+    save_state(
+        s3,
+        settings,
+        replace(state, status=FINISHED, reason=outcome.reason, model_version=outcome.model_version),
+    )
+    # tell people
+    if settings.topic_arn:
+        from retrain.notify import publish
+
+        publish(clients.client("sns"), settings.topic_arn, outcome.to_dict())
+    return outcome
+
+
+def _finish(
+    settings: Settings,
+    clients: AwsClients,
+    state: RunState,
+    job: TrainingJob,
+    serving: ServingBackend | None,
+    contract: Contract | None,
+    timings_in: Mapping[str, float],
+) -> RetrainOutcome:
+    from etl.profile import Profile
+
+    timings = {**state.extra, **timings_in}
     t2 = time.monotonic()
+    contract = contract or load_contract(settings.contract_path)
+    serving = serving or make_serving(settings, clients)
+    s3 = clients.client("s3")
+    sm = clients.client("sagemaker")
+    group = model_group(settings)
+    job_dir = work_dir(settings) / state.run_id
+    prefix = run_prefix(settings, state.run_id)
+    if not job.model_data_url:
+        raise RetrainError(f"training job {job.name} completed without a model artifact")
+    model_dir = fetch_model(s3, job.model_data_url, job_dir / "challenger")
+    holdout = _read_parquet(s3, f"{state.test_uri}test.parquet")
+
+    # champion vs challenger on the same holdout
     registry.ensure_group(sm, group)
-    versions = registry.list_versions(sm, group)
-    champ = registry.champion(versions)
-    challenger_metrics = _holdout_scores(model_fn(str(result.model_dir)), split.holdout, contract)
+    champ = registry.champion(registry.list_versions(sm, group))
+    challenger_metrics = _holdout_scores(model_fn(str(model_dir)), holdout, contract)
     champion_metrics: dict[str, float] | None = None
     if champ is not None:
         champ_dir = fetch_model(s3, champ.model_data_url, job_dir / "champion")
-        champion_metrics = _holdout_scores(model_fn(str(champ_dir)), split.holdout, contract)
+        champion_metrics = _holdout_scores(model_fn(str(champ_dir)), holdout, contract)
     decision = decide_promotion(
         champion_metrics,
         challenger_metrics,
@@ -315,9 +481,10 @@ def run_retrain(
     )
     timings["evaluate_s"] = time.monotonic() - t2
 
-    # 5. register with metrics and lineage
-    baseline_doc = (result.model_dir / BASELINE_FILE).read_text()
-    profile = Profile.from_json(baseline_doc, source=str(result.model_dir / BASELINE_FILE))
+    # register with metrics and lineage
+    profile = Profile.from_json(
+        (model_dir / BASELINE_FILE).read_text(), source=str(model_dir / BASELINE_FILE)
+    )
     metrics_uri = f"{prefix}/evaluation.json"
     _put_json(
         s3,
@@ -326,21 +493,21 @@ def run_retrain(
             "challenger": challenger_metrics,
             "champion": champion_metrics,
             "decision": decision.reason,
-            "training": json.loads((result.model_dir / METRICS_FILE).read_text()),
+            "training": json.loads((model_dir / METRICS_FILE).read_text()),
         },
     )
     lineage = {
-        "run_id": run_id,
-        "event_id": event.event_id if event else "manual",
-        "window_start": window.start.isoformat(),
-        "window_end": window.end.isoformat(),
-        "holdout_start": split.boundary.isoformat(),
-        "train_rows": str(len(split.train)),
-        "holdout_rows": str(len(split.holdout)),
-        "training_data": channels["train"][1],
+        "run_id": state.run_id,
+        "event_id": state.event_id or "manual",
+        "window_start": state.window_start,
+        "window_end": state.window_end,
+        "holdout_start": state.holdout_start,
+        "train_rows": str(state.train_rows),
+        "holdout_rows": str(state.holdout_rows),
+        "training_data": state.train_uri,
         "baseline_version": profile.version,
         "code_version": code_version(),
-        "training_job": result.job_name,
+        "training_job": job.name,
         "champion_version": str(champ.version if champ else ""),
         "contract_hash": contract.hash,
     }
@@ -348,8 +515,8 @@ def run_retrain(
         sm,
         group,
         registry.Candidate(
-            model_data_url=result.model_data_url,
-            image_uri=result.image_uri,
+            model_data_url=job.model_data_url,
+            image_uri=state.image_uri,
             metrics=challenger_metrics,
             champion_metrics=champion_metrics,
             lineage=lineage,
@@ -358,7 +525,7 @@ def run_retrain(
         ),
     )
 
-    # 6. promote (deploy, then approve, then the new baseline) or reject
+    # promote (deploy, then approve, then the new baseline) or reject
     baseline_uri: str | None = None
     endpoint: str | None = None
     if decision.promote:
@@ -371,8 +538,8 @@ def run_retrain(
                 serving,
                 version,
                 reason=decision.reason,
-                image_uri=result.image_uri,
-                model_dir=result.model_dir,
+                image_uri=state.image_uri,
+                model_dir=model_dir,
                 staging_dir=job_dir,
             )
         except RetrainError as exc:
@@ -385,38 +552,119 @@ def run_retrain(
     else:
         registry.set_status(sm, version, registry.REJECTED, reason=decision.reason)
         status = REJECTED
-    timings["total_s"] = time.monotonic() - t0
+    timings.setdefault("total_s", time.time() - state.started_at)
     outcome = RetrainOutcome(
         status=status,
         reason=decision.reason,
-        run_id=run_id,
-        event_id=event.event_id if event else None,
+        run_id=state.run_id,
+        event_id=state.event_id,
         metric=decision.metric,
         metrics_champion=champion_metrics,
         metrics_challenger=challenger_metrics,
         model_version=version.version,
         champion_version=champ.version if champ else None,
-        model_data_url=result.model_data_url,
+        model_data_url=job.model_data_url,
         baseline_uri=baseline_uri,
         baseline_version=profile.version,
-        window_start=window.start.isoformat(),
-        window_end=window.end.isoformat(),
-        train_rows=len(split.train),
-        holdout_rows=len(split.holdout),
+        window_start=state.window_start,
+        window_end=state.window_end,
+        train_rows=state.train_rows,
+        holdout_rows=state.holdout_rows,
         endpoint=endpoint,
         timings={k: round(v, 3) for k, v in timings.items()},
     )
-    log.info("retrain run %s: %s (%s)", run_id, status, decision.reason)
-
-    # 7. tell people
-    if settings.topic_arn:
-        from retrain.notify import publish
-
-        publish(clients.client("sns"), settings.topic_arn, outcome.to_dict())
+    log.info("retrain run %s: %s (%s)", state.run_id, status, decision.reason)
     return outcome
 
 
+def fail_run(
+    settings: Settings, clients: AwsClients, state: RunState, reason: str
+) -> dict[str, Any]:
+    """Step 2 of a job that failed or was stopped: record it in the run state and tell people.
+    Returns the notification document."""
+    save_state(clients.client("s3"), settings, replace(state, status=RUN_FAILED, reason=reason))
+    doc: dict[str, Any] = {
+        "status": RUN_FAILED,
+        "reason": reason,
+        "run_id": state.run_id,
+        "event_id": state.event_id,
+        "training_job": state.job_name,
+        "metric": settings.promotion_metric,
+        "model_version": None,
+        "window_start": state.window_start,
+        "window_end": state.window_end,
+    }
+    log.warning("retrain run %s failed: %s", state.run_id, reason)
+    if settings.topic_arn:
+        from retrain.notify import publish
+
+        publish(clients.client("sns"), settings.topic_arn, doc)
+    return doc
+
+
+def run_retrain(
+    settings: Settings,
+    clients: AwsClients,
+    *,
+    event: AlarmEvent | None,
+    now: datetime,
+    training: TrainingBackend | None = None,
+    serving: ServingBackend | None = None,
+    contract: Contract | None = None,
+    hyperparameters: Mapping[str, str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RetrainOutcome:
+    """Retrain on the lake window ending at ``now``; promote the challenger if it wins.
+
+    Both steps in one process: :func:`start_run`, wait for the job, :func:`finish_run`. Not
+    gated: callers that may see duplicates go through :func:`handle_event`. A failed training
+    job raises :class:`RetrainError` (after recording it and notifying).
+    """
+    t0 = time.monotonic()
+    contract = contract or load_contract(settings.contract_path)
+    training = training or make_training(settings, clients)
+    state = start_run(
+        settings,
+        clients,
+        event=event,
+        now=now,
+        training=training,
+        contract=contract,
+        hyperparameters=hyperparameters,
+    )
+    t1 = time.monotonic()
+    job = wait_for_training(
+        training,
+        state.job_name,
+        timeout_s=settings.sagemaker_training_max_runtime_s + 600.0,
+        sleep=sleep,
+    )
+    if job.status != JOB_COMPLETED:
+        reason = job.failure_reason or f"training job {job.name} {job.status}"
+        fail_run(settings, clients, state, reason)
+        raise RetrainError(reason)
+    timings = {"train_s": time.monotonic() - t1}
+    outcome = finish_run(
+        settings, clients, state, job, serving=serving, contract=contract, timings=timings
+    )
+    return replace(outcome, timings={**outcome.timings, "total_s": round(time.monotonic() - t0, 3)})
+
+
 # -- the gate --------------------------------------------------------------------------------
+def _store(settings: Settings, clients: AwsClients) -> IdempotencyStore:
+    dynamo = DynamoStore(clients.client("dynamodb"), idempotency_table(settings))
+    dynamo.ensure_table()
+    return dynamo
+
+
+def lock_ttl(settings: Settings, *, wait: bool) -> float:
+    """How long a run holds the model's lock: one process's run, or (two steps) the training
+    job's longest runtime plus the time to finish."""
+    if wait:
+        return settings.retrain_lock_ttl_s
+    return settings.retrain_lock_ttl_s + settings.sagemaker_training_max_runtime_s
+
+
 def handle_event(
     raw: Any,
     settings: Settings,
@@ -426,36 +674,70 @@ def handle_event(
     store: IdempotencyStore | None = None,
     clock: Callable[[], float] = time.time,
     run: Callable[..., RetrainOutcome] = run_retrain,
+    wait: bool = True,
     **run_kwargs: Any,
 ) -> HandlerResult:
     """Parse, filter, claim, lock, run. Raises :class:`~retrain.events.MalformedEventError`
-    (with the raw event) for anything that is not an alarm state-change event."""
-    event = parse_alarm_event(raw)
+    (with the raw event) for anything that is neither an alarm state change nor a training job
+    state change.
+
+    ``wait=True`` (local): the run is one process (``run``), the lock released at its end.
+    ``wait=False`` (the Lambda): step 1 only; the lock stays held until the training job's
+    state-change event reaches :func:`handle_training_event`.
+    """
+    event = parse_event(raw)
+    if isinstance(event, TrainingJobEvent):
+        return handle_training_event(
+            event, settings, clients, store=store, clock=clock, **_pick(run_kwargs, _STEP2_ARGS)
+        )
     names = (settings.drift_alarm_name,) if settings.drift_alarm_name else ()
     decision = should_retrain(event, alarm_names=names, alarm_prefix=f"{settings.stack_name}-")
     if not decision.run:
         log.info("event %s ignored: %s", event.event_id, decision.reason)
         return HandlerResult("ignored", decision.reason, event.event_id)
     if store is None:
-        dynamo = DynamoStore(clients.client("dynamodb"), idempotency_table(settings))
-        dynamo.ensure_table()
-        store = dynamo
+        store = _store(settings, clients)
     run_id = f"handler-{uuid.uuid4().hex[:12]}"
     claim = store.claim_event(event.event_id, run_id, clock(), settings.retrain_lock_ttl_s)
     if not claim.go:
         log.info("event %s not run: %s", event.event_id, claim.reason)
         return HandlerResult(claim.verdict.value, claim.reason, event.event_id)
-    lock = store.acquire_lock(settings.model_name, run_id, clock(), settings.retrain_lock_ttl_s)
+    lock = store.acquire_lock(settings.model_name, run_id, clock(), lock_ttl(settings, wait=wait))
     if not lock.go:
         store.finish_event(event.event_id, run_id, COMPLETED, f"skipped: {lock.reason}")
         log.info("event %s not run: %s", event.event_id, lock.reason)
         return HandlerResult(lock.verdict.value, lock.reason, event.event_id)
     try:
-        outcome = run(settings, clients, event=event, now=now or datetime.now(UTC), **run_kwargs)
+        if not wait:
+            state = start_run(
+                settings,
+                clients,
+                event=event,
+                now=now or datetime.now(UTC),
+                holder=run_id,
+                **_pick(run_kwargs, _STEP1_ARGS),
+            )
+        else:
+            outcome = run(
+                settings, clients, event=event, now=now or datetime.now(UTC), **run_kwargs
+            )
     except Exception as exc:
         store.finish_event(event.event_id, run_id, FAILED, f"{type(exc).__name__}: {exc}")
         store.release_lock(settings.model_name, run_id, clock(), 0.0)
         raise
+    if not wait:
+        # the lock stays held: step 2 (the job's state-change event) releases it
+        store.finish_event(
+            event.event_id,
+            run_id,
+            COMPLETED,
+            json.dumps({"status": STARTED, "run_id": state.run_id, "job": state.job_name}),
+        )
+        reason = f"training job {state.job_name} started"
+        log.info("event %s: %s", event.event_id, reason)
+        return HandlerResult(
+            STARTED, reason, event.event_id, run_id=state.run_id, training_job=state.job_name
+        )
     store.finish_event(
         event.event_id,
         run_id,
@@ -466,8 +748,108 @@ def handle_event(
     return HandlerResult("ran", outcome.reason, event.event_id, outcome)
 
 
+_STEP1_ARGS = ("training", "contract", "hyperparameters")
+_STEP2_ARGS = ("training", "serving", "contract")
+
+
+def _pick(kwargs: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def _end_run(
+    store: IdempotencyStore,
+    settings: Settings,
+    state: RunState,
+    clock: Callable[[], float],
+    *,
+    failure: str | None,
+) -> None:
+    """Release the run's lock (cool-down after a finished run, none after a failure); after a
+    failure also mark its alarm event failed, so a redelivery of that event may retry."""
+    if state.holder is None:
+        return
+    if failure is not None and state.event_id:
+        try:
+            store.finish_event(state.event_id, state.holder, FAILED, failure)
+        except ClientError as exc:  # the event's claim moved on (expired, re-claimed)
+            log.warning("alarm event %s not marked failed: %s", state.event_id, exc)
+    cooldown = 0.0 if failure is not None else settings.retrain_cooldown_s
+    store.release_lock(settings.model_name, state.holder, clock(), cooldown)
+
+
+def handle_training_event(
+    event: TrainingJobEvent,
+    settings: Settings,
+    clients: AwsClients,
+    *,
+    store: IdempotencyStore | None = None,
+    clock: Callable[[], float] = time.time,
+    training: TrainingBackend | None = None,
+    serving: ServingBackend | None = None,
+    contract: Contract | None = None,
+) -> HandlerResult:
+    """Step 2: a training job of this stack and model ended. Idempotent per event id; finishes
+    the run (Completed) or records its failure (Failed/Stopped); releases the run's lock."""
+    decision = should_finish(event, job_prefix=job_prefix(settings))
+    if not decision.run:
+        log.info("event %s ignored: %s", event.event_id, decision.reason)
+        return HandlerResult("ignored", decision.reason, event.event_id)
+    if store is None:
+        store = _store(settings, clients)
+    claim_id = f"handler-{uuid.uuid4().hex[:12]}"
+    claim = store.claim_event(event.event_id, claim_id, clock(), settings.retrain_lock_ttl_s)
+    if not claim.go:
+        log.info("event %s not run: %s", event.event_id, claim.reason)
+        return HandlerResult(claim.verdict.value, claim.reason, event.event_id)
+    run_id = run_id_for_job(settings, event.job_name) or ""
+    try:
+        state = load_state(clients.client("s3"), settings, run_id)
+    except Exception as exc:
+        store.finish_event(event.event_id, claim_id, FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    step = decide_step(event, state)
+    ids = {"run_id": run_id, "training_job": event.job_name}
+    job_ids: dict[str, Any] = {"run_id": run_id, "training_job": event.job_name}
+    if step.step is Step.IGNORE or state is None:
+        store.finish_event(event.event_id, claim_id, COMPLETED, f"ignored: {step.reason}")
+        log.info("event %s ignored: %s", event.event_id, step.reason)
+        return HandlerResult("ignored", step.reason, event.event_id, **job_ids)
+    if step.step is Step.FAIL:
+        try:
+            fail_run(settings, clients, state, step.reason)
+        finally:
+            _end_run(store, settings, state, clock, failure=step.reason)
+            store.finish_event(
+                event.event_id, claim_id, COMPLETED, json.dumps({"status": RUN_FAILED, **ids})
+            )
+        return HandlerResult(RUN_FAILED, step.reason, event.event_id, **job_ids)
+    try:
+        training = training or make_training(settings, clients)
+        job = training.describe(event.job_name)
+        job = replace(
+            job,
+            status=JOB_COMPLETED,  # the event is SageMaker's word; describe may lag behind it
+            model_data_url=job.model_data_url or event.model_data_url,
+        )
+        outcome = finish_run(settings, clients, state, job, serving=serving, contract=contract)
+    except Exception as exc:
+        failure = f"{type(exc).__name__}: {exc}"
+        store.finish_event(event.event_id, claim_id, FAILED, failure)
+        _end_run(store, settings, state, clock, failure=failure)
+        raise
+    store.finish_event(
+        event.event_id,
+        claim_id,
+        COMPLETED,
+        json.dumps({"status": outcome.status, "version": outcome.model_version}),
+    )
+    _end_run(store, settings, state, clock, failure=None)
+    return HandlerResult("ran", outcome.reason, event.event_id, outcome, **job_ids)
+
+
 def handler(event: Any, context: Any) -> dict[str, Any]:
-    """AWS Lambda entry point (the EventBridge rule's target)."""
+    """AWS Lambda entry point: the alarm rule's target (step 1: start the training job) and the
+    training-job rule's target (step 2: finish the run)."""
     logging.getLogger().setLevel(logging.INFO)
     settings = load_settings()
     if not Path(settings.model_cache_dir).is_absolute():
@@ -476,4 +858,4 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             model_cache_dir=str(Path(tempfile.gettempdir()) / "driftline" / "models")
         )
     clients = AwsClients.from_settings(settings)
-    return handle_event(event, settings, clients).to_dict()
+    return handle_event(event, settings, clients, wait=False).to_dict()

@@ -6,8 +6,8 @@ from retrain.backends.base import (
     Deployment,
     ServingBackend,
     TrainingBackend,
+    TrainingJob,
     TrainingRequest,
-    TrainingResult,
 )
 
-__all__ = ["Deployment", "ServingBackend", "TrainingBackend", "TrainingRequest", "TrainingResult"]
+__all__ = ["Deployment", "ServingBackend", "TrainingBackend", "TrainingJob", "TrainingRequest"]

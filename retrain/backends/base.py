@@ -1,4 +1,10 @@
-"""The two backend interfaces: train a model from channels; serve a registered version."""
+"""The two backend interfaces: train a model from channels; serve a registered version.
+
+Training is split so that nothing has to wait for a job inside one process: ``start`` submits the
+job and returns, ``describe`` reads its state (``InProgress`` until it ends ``Completed``,
+``Failed`` or ``Stopped``). The AWS path starts the job from the alarm's Lambda invocation and
+finishes the run from the job's state-change event; the local path waits in between.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+COMPLETED = "Completed"
+FAILED = "Failed"
+STOPPED = "Stopped"
+IN_PROGRESS = "InProgress"
+#: The statuses a training job ends in (SageMaker's TrainingJobStatus values).
+TERMINAL = (COMPLETED, FAILED, STOPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,16 +33,25 @@ class TrainingRequest:
     #: s3://bucket/prefix/ under which the model artifact goes.
     output_uri: str
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
+    #: The training job's name (unique per run; the state-change event carries it).
+    job_name: str = ""
+    #: s3://bucket/prefix where a remote backend stages the training code ("" = its default).
+    code_uri: str = ""
 
 
 @dataclass(frozen=True, slots=True)
-class TrainingResult:
-    model_data_url: str
-    #: The extracted model directory (model.joblib, model.json, metrics.json, baseline.json).
-    model_dir: Path
-    image_uri: str
-    seconds: float
-    job_name: str = ""
+class TrainingJob:
+    """A training job's state as the backend reports it."""
+
+    name: str
+    status: str
+    #: s3://…/model.tar.gz once ``Completed``.
+    model_data_url: str = ""
+    failure_reason: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +66,11 @@ class TrainingBackend(Protocol):
 
     def image_uri(self) -> str: ...
 
-    def train(self, request: TrainingRequest) -> TrainingResult: ...
+    def start(self, request: TrainingRequest) -> str:
+        """Submit the job named ``request.job_name``; returns without waiting for it to end."""
+        ...
+
+    def describe(self, job_name: str) -> TrainingJob: ...
 
 
 class ServingBackend(Protocol):

@@ -1,8 +1,9 @@
 """Local backends: the training script in a subprocess; the local model server for serving.
 
-Training runs ``python -m retrain.train`` with exactly the environment a SageMaker training
-container gets (``SM_MODEL_DIR``, ``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_TEST``, ``SM_OUTPUT_DATA_DIR``,
-``SM_HPS``) and the hyperparameters as arguments, then uploads ``model.tar.gz`` to S3 (the
+Training runs ``python -m retrain.train`` (to its end, inside ``start``; ``describe`` then
+reports the job) with exactly the environment a SageMaker training container gets
+(``SM_MODEL_DIR``, ``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_TEST``, ``SM_OUTPUT_DATA_DIR``, ``SM_HPS``)
+and the hyperparameters as arguments, then uploads ``model.tar.gz`` to S3 (the
 emulator's) as a training job would.
 
 Serving extracts the version's artifact into the model cache and asks the running model server
@@ -27,12 +28,20 @@ from typing import Any
 
 from etl.exceptions import RetrainError
 from retrain.artifacts import fetch_model, upload_model
-from retrain.backends.base import Deployment, TrainingRequest, TrainingResult
+from retrain.backends.base import (
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    Deployment,
+    TrainingJob,
+    TrainingRequest,
+)
 
 log = logging.getLogger(__name__)
 
 LOCAL_IMAGE = "driftline/local-sklearn:latest"
 POINTER_FILE = "CURRENT"
+JOB_FILE = "job.json"
 
 
 def sm_env(
@@ -70,12 +79,17 @@ class LocalTraining:
         self._s3 = s3
         self._work = work_dir
         self._timeout = timeout_s
+        self._jobs: dict[str, TrainingJob] = {}
 
     def image_uri(self) -> str:
         return LOCAL_IMAGE
 
-    def train(self, request: TrainingRequest) -> TrainingResult:
-        started = time.monotonic()
+    def start(self, request: TrainingRequest) -> str:
+        """Run the job to its end (a local job is a subprocess; ``describe`` then reports it).
+
+        The job's state is also written to ``<work>/<run>/job.json``, so another instance (or
+        process) of this backend can describe it."""
+        job_name = request.job_name or request.run_id
         job = self._work / request.run_id
         model_dir, output_dir = job / "model", job / "output"
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -87,29 +101,58 @@ class LocalTraining:
             "PYTHONUNBUFFERED": "1",
         }
         cmd = [sys.executable, "-m", "retrain.train", *hyperparameter_args(hps)]
-        log.info("training job %s: %s", request.run_id, " ".join(cmd))
+        log.info("training job %s: %s", job_name, " ".join(cmd))
+        self._record(job, TrainingJob(job_name, IN_PROGRESS))
         try:
             proc = subprocess.run(
                 cmd, env=env, capture_output=True, text=True, timeout=self._timeout, check=False
             )
         except subprocess.TimeoutExpired:
-            raise RetrainError(
-                f"local training job {request.run_id} exceeded {self._timeout:.0f}s"
-            ) from None
+            self._record(
+                job,
+                TrainingJob(
+                    job_name,
+                    FAILED,
+                    failure_reason=f"local training job {job_name} exceeded {self._timeout:.0f}s",
+                ),
+            )
+            return job_name
         (job / "train.log").write_text(proc.stderr)
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-            raise RetrainError(
-                f"local training job {request.run_id} failed with exit code {proc.returncode}:"
+            reason = (
+                f"local training job {job_name} failed with exit code {proc.returncode}:"
                 f" {tail} (full log: {job / 'train.log'})"
             )
+            self._record(job, TrainingJob(job_name, FAILED, failure_reason=reason))
+            return job_name
         url = upload_model(self._s3, model_dir, request.output_uri)
-        return TrainingResult(
-            model_data_url=url,
-            model_dir=model_dir,
-            image_uri=LOCAL_IMAGE,
-            seconds=time.monotonic() - started,
-            job_name=request.run_id,
+        self._record(job, TrainingJob(job_name, COMPLETED, model_data_url=url))
+        return job_name
+
+    def describe(self, job_name: str) -> TrainingJob:
+        found = self._jobs.get(job_name)
+        if found is not None:
+            return found
+        for path in self._work.glob(f"*/{JOB_FILE}"):
+            doc = json.loads(path.read_text())
+            if doc.get("name") == job_name:
+                return TrainingJob(**doc)
+        raise RetrainError(f"local training job {job_name!r} is unknown under {self._work}")
+
+    def _record(self, job_dir: Path, job: TrainingJob) -> None:
+        self._jobs[job.name] = job
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / JOB_FILE).write_text(
+            json.dumps(
+                {
+                    "name": job.name,
+                    "status": job.status,
+                    "model_data_url": job.model_data_url,
+                    "failure_reason": job.failure_reason,
+                },
+                sort_keys=True,
+            )
         )
 
 

@@ -11,14 +11,13 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from etl.exceptions import RetrainError
 from retrain import deploy as endpoint
-from retrain.artifacts import fetch_model
-from retrain.backends.base import Deployment, TrainingRequest, TrainingResult
+from retrain.backends.base import Deployment, TrainingJob, TrainingRequest
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,12 @@ def source_bundle(dest: Path) -> Path:
 
 
 class SageMakerTraining:
+    """A SageMaker training job on the scikit-learn framework image, started without waiting.
+
+    ``start`` submits the job (the SDK's ``SKLearn`` estimator, ``fit(wait=False)``) under the
+    request's job name, with the code staged under ``request.code_uri``; ``describe`` reads its
+    state with ``DescribeTrainingJob``. ``max_runtime_s`` is the job's stopping condition."""
+
     name = "sagemaker"
 
     def __init__(
@@ -65,8 +70,8 @@ class SageMakerTraining:
         instance_type: str,
         framework_version: str,
         work_dir: Path,
-        timeout_s: float = 7200.0,
-        sleep: Callable[[float], None] = time.sleep,
+        max_runtime_s: float = 7200.0,
+        sagemaker_client: Any = None,
     ) -> None:
         self._boto = boto_session
         self._s3 = s3
@@ -75,17 +80,30 @@ class SageMakerTraining:
         self._instance = instance_type
         self._version = framework_version
         self._work = work_dir
-        self._timeout = timeout_s
-        self._sleep = sleep
+        self.max_runtime_s = max_runtime_s
+        self._sm = sagemaker_client
+
+    @property
+    def sagemaker(self) -> Any:
+        if self._sm is None:
+            self._sm = self._boto.client("sagemaker")
+        return self._sm
 
     def image_uri(self) -> str:
         return resolve_image(self._region, self._version, self._instance)
 
-    def train(self, request: TrainingRequest) -> TrainingResult:
+    def start(self, request: TrainingRequest) -> str:
+        if not request.job_name:
+            raise RetrainError(f"run {request.run_id}: a SageMaker training job needs a name")
+        self._create_job(request)
+        log.info("training job %s started", request.job_name)
+        return request.job_name
+
+    def _create_job(self, request: TrainingRequest) -> None:
+        """CreateTrainingJob through the SDK's estimator (it stages the source bundle)."""
         import sagemaker
         from sagemaker.sklearn import estimator as sklearn_estimator
 
-        started = time.monotonic()
         session = sagemaker.session.Session(boto_session=self._boto)
         with tempfile.TemporaryDirectory(prefix="driftline-src-") as tmp:
             estimator = sklearn_estimator.SKLearn(
@@ -97,32 +115,23 @@ class SageMakerTraining:
                 role=self._role,
                 hyperparameters=dict(request.hyperparameters),
                 output_path=request.output_uri,
+                code_location=request.code_uri or None,
+                max_run=int(self.max_runtime_s),
                 sagemaker_session=session,
-                base_job_name="driftline",
             )
-            estimator.fit({"train": request.train_uri, "test": request.test_uri}, wait=False)
-        job = str(estimator.latest_training_job.name)  # type: ignore[attr-defined]
-        sm = self._boto.client("sagemaker")
-        delay, deadline = 15.0, time.monotonic() + self._timeout
-        while True:
-            desc = sm.describe_training_job(TrainingJobName=job)
-            status = desc["TrainingJobStatus"]
-            if status == "Completed":
-                break
-            if status in ("Failed", "Stopped"):
-                raise RetrainError(f"training job {job} {status}: {desc.get('FailureReason', '')}")
-            if time.monotonic() > deadline:
-                raise RetrainError(f"training job {job} still {status} after {self._timeout:.0f}s")
-            self._sleep(delay)
-            delay = min(delay * 1.5, 120.0)
-        url = str(desc["ModelArtifacts"]["S3ModelArtifacts"])
-        model_dir = fetch_model(self._s3, url, self._work / request.run_id / "model")
-        return TrainingResult(
-            model_data_url=url,
-            model_dir=model_dir,
-            image_uri=self.image_uri(),
-            seconds=time.monotonic() - started,
-            job_name=job,
+            estimator.fit(
+                {"train": request.train_uri, "test": request.test_uri},
+                wait=False,
+                job_name=request.job_name,
+            )
+
+    def describe(self, job_name: str) -> TrainingJob:
+        desc = self.sagemaker.describe_training_job(TrainingJobName=job_name)
+        return TrainingJob(
+            name=job_name,
+            status=str(desc["TrainingJobStatus"]),
+            model_data_url=str(desc.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")),
+            failure_reason=str(desc.get("FailureReason", "")),
         )
 
 

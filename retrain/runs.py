@@ -1,0 +1,179 @@
+"""The durable state of one retrain run between its two steps, and the step-2 decision.
+
+Step 1 (the alarm) reads the lake window, writes the channels, starts the training job and saves a
+:class:`RunState` as JSON next to the channels: ``s3://<lake>/retrain/<model>/<run>/run.json``.
+Step 2 (the training job's state-change event) finds the run from the job's name, loads the state
+and, per :func:`decide_step`, finishes it (evaluate, register, promote or reject) or records the
+failure. Both steps release the model's single-flight lock as its holder (``holder``).
+
+Training job names are ``<stack>-<run id>`` with run ids ``<model>-<YYYYmmddTHHMMSSZ>-<8 hex>``,
+so ``<stack>-<model>-`` is the prefix the template's rule matches, and the run id is the job name
+minus ``<stack>-``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from etl.exceptions import RetrainError
+from etl.settings import Settings
+from retrain.artifacts import split_s3
+from retrain.events import TrainingJobEvent
+
+STATE_FILE = "run.json"
+
+#: RunState.status values
+TRAINING = "training"
+FINISHED = "finished"
+FAILED = "failed"
+
+_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """Everything step 2 needs from step 1 (JSON via :meth:`to_dict` / :meth:`from_dict`)."""
+
+    run_id: str
+    job_name: str
+    status: str
+    #: The alarm event that started the run (None for a manual run).
+    event_id: str | None
+    #: The single-flight lock's holder (the gate's claim id); None when the run is ungated.
+    holder: str | None
+    window_start: str
+    window_end: str
+    holdout_start: str
+    train_rows: int
+    holdout_rows: int
+    train_uri: str
+    test_uri: str
+    output_uri: str
+    image_uri: str
+    hyperparameters: dict[str, str]
+    started_at: float
+    #: The champion and the current baseline when the run started (lineage; step 2 re-reads the
+    #: champion, which may have changed by a manual rollback meanwhile).
+    champion_version: int | None = None
+    baseline_version: str | None = None
+    reason: str = ""
+    model_version: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> RunState:
+        known = {f for f in cls.__dataclass_fields__}
+        missing = [k for k in ("run_id", "job_name", "status") if k not in doc]
+        if missing:
+            raise RetrainError(f"run state lacks {missing}: {dict(doc)!r:.300}")
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+
+# -- names -------------------------------------------------------------------------------------
+def job_prefix(settings: Settings) -> str:
+    """The prefix of every training job of this stack and model (the rule's prefix match)."""
+    return f"{settings.stack_name}-{settings.model_name}-"
+
+
+def job_name(settings: Settings, run_id: str) -> str:
+    """``<stack>-<run id>``; SageMaker allows 63 characters, letters, digits and hyphens."""
+    name = f"{settings.stack_name}-{run_id}"
+    if not _JOB_NAME.match(name):
+        raise RetrainError(
+            f"training job name {name!r} is not a valid SageMaker name (at most 63 letters, digits"
+            " and hyphens): shorten stack_name or model_name"
+        )
+    return name
+
+
+def run_id_for_job(settings: Settings, name: str) -> str | None:
+    """The run id a job name of this stack and model carries, else None."""
+    if not name.startswith(job_prefix(settings)):
+        return None
+    return name[len(settings.stack_name) + 1 :]
+
+
+def run_prefix(settings: Settings, run_id: str) -> str:
+    return f"s3://{settings.require('lake_bucket')}/retrain/{settings.model_name}/{run_id}"
+
+
+def state_uri(settings: Settings, run_id: str) -> str:
+    return f"{run_prefix(settings, run_id)}/{STATE_FILE}"
+
+
+# -- storage -----------------------------------------------------------------------------------
+def save_state(s3: Any, settings: Settings, state: RunState) -> str:
+    uri = state_uri(settings, state.run_id)
+    bucket, key = split_s3(uri)
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        ContentType="application/json",
+        Body=json.dumps(state.to_dict(), sort_keys=True, default=float).encode(),
+    )
+    return uri
+
+
+def load_state(s3: Any, settings: Settings, run_id: str) -> RunState | None:
+    """The run's state, or None when no run of that id was started here."""
+    bucket, key = split_s3(state_uri(settings, run_id))
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise RetrainError(f"s3://{bucket}/{key}: run state is not JSON ({exc})") from None
+    if not isinstance(doc, Mapping):
+        raise RetrainError(f"s3://{bucket}/{key}: run state is not a JSON object")
+    return RunState.from_dict(doc)
+
+
+# -- step 2's decision (pure) ------------------------------------------------------------------
+class Step(StrEnum):
+    FINISH = "finish"
+    FAIL = "fail"
+    IGNORE = "ignore"
+
+
+@dataclass(frozen=True, slots=True)
+class StepDecision:
+    step: Step
+    reason: str
+
+
+def decide_step(event: TrainingJobEvent, state: RunState | None) -> StepDecision:
+    """What a training job's terminal event does to its run."""
+    if state is None:
+        return StepDecision(
+            Step.IGNORE, f"no run state for training job {event.job_name!r} (not started here)"
+        )
+    if state.job_name != event.job_name:
+        return StepDecision(
+            Step.IGNORE,
+            f"run {state.run_id!r} trains {state.job_name!r}, not {event.job_name!r}",
+        )
+    if state.status != TRAINING:
+        return StepDecision(
+            Step.IGNORE, f"run {state.run_id!r} is already {state.status}; nothing to do"
+        )
+    if event.status == "Completed":
+        return StepDecision(Step.FINISH, f"training job {event.job_name!r} completed")
+    if event.status in ("Failed", "Stopped"):
+        why = f": {event.failure_reason}" if event.failure_reason else ""
+        return StepDecision(
+            Step.FAIL, f"training job {event.job_name!r} {event.status.lower()}{why}"
+        )
+    return StepDecision(Step.IGNORE, f"training job {event.job_name!r} is still {event.status}")

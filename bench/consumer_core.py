@@ -4,18 +4,23 @@
 
 What is timed (all pinned to one CPU with ``sched_setaffinity``, pyarrow's pools at 1 thread):
 
-* **ours, core**: ``etl.records.RecordDecoder`` per KCL-sized batch (decode + validate into Arrow),
-  the per-shard buffer (a list of tables), and at each flush ``concat_tables`` + split by event
-  hour + Parquet (zstd) encode into memory. No network. This is the >= 50,000 records/s target.
+* **ours, core**: ``etl.records.RecordDecoder.decode`` per KCL-sized batch (size, UTF-8 and JSON
+  checks, typed msgspec decode, contract validation into Arrow, dead letters), the per-shard
+  buffer (a list of tables), and at each flush ``concat_tables`` + ``etl.lake.split_partitions``
+  + ``etl.lake.encode_parquet`` (zstd) into memory: what ``LakeWriter.write`` does with the rows,
+  minus manifests and the dead-letter file. No network. This is the >= 50,000 records/s target.
 * **ours, with I/O**: the same, plus one ``put_object`` per Parquet object to a local emulator.
-* **naive, with I/O**: ``json.loads`` per record, the contract's checks as per-field Python,
-  a pandas DataFrame per batch, and per flush ``pd.concat`` + dtype conversion + partition columns
-  + ``awswrangler.s3.to_parquet(dataset=True, partition_cols=...)`` to the same emulator.
+* **naive, core**: ``json.loads`` per record, the contract's checks as per-field Python, a pandas
+  DataFrame per batch, and per flush ``pd.concat`` + dtype conversion + partition columns +
+  ``DataFrame.to_parquet`` (zstd) into memory.
+* **naive, with I/O**: the same, but each flush is
+  ``awswrangler.s3.to_parquet(dataset=True, partition_cols=[event_date, event_hour])`` to the same
+  local emulator (moto over HTTP on 127.0.0.1, on the other core).
 
-The ratio (the >= 5x target) compares the two *with I/O* sides: both pay for the same local S3
-server (moto over HTTP on 127.0.0.1), which is the only way to run ``wr.s3.to_parquet`` without a
-network and still charge it for what it does. ``naive, core`` (``DataFrame.to_parquet`` into
-memory) is printed as well, for a like-for-like view of the core alone.
+The >= 5x target must hold for both like-for-like ratios: core / core (no network on either side)
+and with I/O / with I/O (both pay the same local S3 server; the only way to run
+``wr.s3.to_parquet`` without a network and still charge it for what it does). Wall-clock rates
+decide; CPU-time rates (``time.process_time``) are printed alongside because the machine is shared.
 
 Records are the synthetic card transactions plus fields the contract does not know (a merchant
 descriptor, a user agent, an authorisation block), which makes each JSON payload ~1 KB as a real
@@ -354,13 +359,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'side':<11} {'wall rec/s':>12} {'CPU rec/s':>12}")
     for name, rate in results.items():
         print(f"  {name:<11} {rate:>12,.0f} {cpu_rates[name]:>12,.0f}")
-    print(
-        f"  ratio with I/O (ours_io / naive_io):    {ratio_io:5.1f}x  (target >= {TARGET_RATIO:g}x)"
-    )
-    print(f"  ratio core (ours_core / naive_core):    {ratio_core:5.1f}x")
-    ok = results["ours_core"] >= TARGET_RATE and ratio_io >= TARGET_RATIO
+    cpu_core = cpu_rates["ours_core"] / cpu_rates["naive_core"]
+    cpu_io = cpu_rates["ours_io"] / cpu_rates["naive_io"]
+    print(f"  ratio core (ours_core / naive_core):  {ratio_core:5.1f}x wall  {cpu_core:5.1f}x CPU")
+    print(f"  ratio with I/O (ours_io / naive_io):  {ratio_io:5.1f}x wall  {cpu_io:5.1f}x CPU")
+    # Both like-for-like ratios must clear the bar, on wall time (CPU time printed alongside).
+    ok = results["ours_core"] >= TARGET_RATE and min(ratio_core, ratio_io) >= TARGET_RATIO
     verdict = "met" if ok else "MISSED"
-    print(f"  targets >= {TARGET_RATE:,.0f} records/s (core) and >= {TARGET_RATIO:g}x: {verdict}")
+    print(
+        f"  targets >= {TARGET_RATE:,.0f} records/s (core) and >= {TARGET_RATIO:g}x (both ratios):"
+        f" {verdict}"
+    )
     if args.json:
         print(
             json.dumps(
@@ -374,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                     **{f"{k}_cpu_records_per_s": round(v) for k, v in cpu_rates.items()},
                     "ratio_io": round(ratio_io, 2),
                     "ratio_core": round(ratio_core, 2),
+                    "ratio_io_cpu": round(cpu_io, 2),
+                    "ratio_core_cpu": round(cpu_core, 2),
                     "targets_met": ok,
                 }
             )

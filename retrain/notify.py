@@ -13,6 +13,8 @@ from etl.exceptions import RetrainError
 
 def subject(outcome: Mapping[str, Any]) -> str:
     """A one-line subject (SNS allows up to 100 characters)."""
+    if outcome.get("model_version") is None and outcome.get("run_id"):
+        return f"driftline: retrain {outcome.get('run_id')} {outcome.get('status')}"[:100]
     metric = outcome.get("metric", "")
     champ = (outcome.get("metrics_champion") or {}).get(metric)
     chall = (outcome.get("metrics_challenger") or {}).get(metric)

@@ -1,10 +1,14 @@
 """Decode and validate a batch of Kinesis records into an Arrow table plus dead letters.
 
-This is the consumer's hot path, so it works column-wise: each payload is checked for size, UTF-8
-and JSON once, then every contract field becomes one Python list that is type-checked with a single
-``set(map(type, values))`` and converted to Arrow in one call. Only a column that fails the fast
-check is walked value by value to name the records at fault, so a clean batch never pays for
-per-field branching.
+This is the consumer's hot path. The fast path runs no Python per record: sizes and an ASCII screen
+are ``map``s of C functions, msgspec decodes each payload straight into the contract's fields
+(unknown fields are skipped in C), and the rows become Arrow columns in one struct-array call; the
+checks the decoder cannot make (null rules, finiteness, ranges, allowed values, timestamp text)
+run column-wise in Arrow/numpy. Whatever the fast path cannot vouch for goes to the reference
+path, which is column-wise too: each payload is checked for size, UTF-8 and JSON once, then every
+contract field becomes one Python list that is type-checked with a single ``set(map(type,
+values))`` and converted to Arrow in one call; only a column that fails is walked value by value
+to name the records at fault. The fast path may reject, never accept, what the reference rejects.
 
 Every bad record becomes exactly one :class:`DeadLetter` carrying the first problem found: payload
 problems first (``oversize``, ``non_utf8``, ``malformed_json``, ``not_an_object``), then field

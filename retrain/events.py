@@ -252,15 +252,46 @@ def parse_training_event(raw: Any) -> TrainingJobEvent:
     )
 
 
-def parse_event(raw: Any) -> AlarmEvent | TrainingJobEvent:
-    """Either kind of event the handler receives, told apart by ``source``/``detail-type``;
-    anything else is a :class:`MalformedEventError` (the alarm parser's message)."""
+SCHEDULE_SOURCE = "aws.events"
+SCHEDULE_DETAIL_TYPE = "Scheduled Event"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledEvent:
+    """The scheduled safety-net rule's event: retrain even if no alarm fired."""
+
+    event_id: str
+    time: datetime
+    rules: tuple[str, ...]
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def parse_scheduled_event(raw: Any) -> ScheduledEvent:
+    """Validate an EventBridge ``Scheduled Event``; names the first missing or mistyped key."""
+    what = "scheduled event"
+    doc = _as_object(raw, what)
+    event_id = _require(doc, "id", "", raw, what=what)
+    if not event_id:
+        raise MalformedEventError(f"{what}: 'id' is empty", raw)
+    when = _parse_time(_require(doc, "time", "", raw, what=what), "'time'", raw, what=what)
+    resources = doc.get("resources", [])
+    if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
+        raise MalformedEventError(f"{what}: 'resources' must be a list of rule ARNs", raw)
+    return ScheduledEvent(event_id=event_id, time=when, rules=tuple(resources), raw=doc)
+
+
+def parse_event(raw: Any) -> AlarmEvent | TrainingJobEvent | ScheduledEvent:
+    """Any event the handler receives, told apart by ``source``/``detail-type``: an alarm state
+    change, a training job state change or the scheduled safety net; anything else is a
+    :class:`MalformedEventError` (the alarm parser's message)."""
     try:
         doc = _as_object(raw, "alarm event")
     except MalformedEventError:
         return parse_alarm_event(raw)  # raises with the alarm parser's message, as before
     if doc.get("source") == TRAINING_SOURCE and doc.get("detail-type") == TRAINING_DETAIL_TYPE:
         return parse_training_event(raw)
+    if doc.get("source") == SCHEDULE_SOURCE and doc.get("detail-type") == SCHEDULE_DETAIL_TYPE:
+        return parse_scheduled_event(raw)
     return parse_alarm_event(raw)
 
 

@@ -58,6 +58,8 @@ from retrain.data import Window, read_window, time_split
 from retrain.evaluate import decide_promotion, score
 from retrain.events import (
     AlarmEvent,
+    Decision,
+    ScheduledEvent,
     TrainingJobEvent,
     parse_event,
     should_finish,
@@ -690,8 +692,14 @@ def handle_event(
         return handle_training_event(
             event, settings, clients, store=store, clock=clock, **_pick(run_kwargs, _STEP2_ARGS)
         )
-    names = (settings.drift_alarm_name,) if settings.drift_alarm_name else ()
-    decision = should_retrain(event, alarm_names=names, alarm_prefix=f"{settings.stack_name}-")
+    trigger: AlarmEvent | None
+    if isinstance(event, ScheduledEvent):
+        # the safety net: no alarm to check; the lock's cool-down still applies
+        decision, trigger = Decision(True, "scheduled safety-net retrain"), None
+    else:
+        names = (settings.drift_alarm_name,) if settings.drift_alarm_name else ()
+        decision = should_retrain(event, alarm_names=names, alarm_prefix=f"{settings.stack_name}-")
+        trigger = event
     if not decision.run:
         log.info("event %s ignored: %s", event.event_id, decision.reason)
         return HandlerResult("ignored", decision.reason, event.event_id)
@@ -712,14 +720,14 @@ def handle_event(
             state = start_run(
                 settings,
                 clients,
-                event=event,
+                event=trigger,
                 now=now or datetime.now(UTC),
                 holder=run_id,
                 **_pick(run_kwargs, _STEP1_ARGS),
             )
         else:
             outcome = run(
-                settings, clients, event=event, now=now or datetime.now(UTC), **run_kwargs
+                settings, clients, event=trigger, now=now or datetime.now(UTC), **run_kwargs
             )
     except Exception as exc:
         store.finish_event(event.event_id, run_id, FAILED, f"{type(exc).__name__}: {exc}")

@@ -123,9 +123,9 @@ def test_a_malformed_training_event_is_rejected_and_kept(mutate: Any, message: s
 
 
 def test_an_event_of_neither_kind_is_malformed_with_the_alarm_parsers_message() -> None:
-    raw = {"id": "x", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+    raw = {"id": "x", "source": "aws.s3", "detail-type": "Object Created", "detail": {}}
     with pytest.raises(
-        MalformedEventError, match=re.escape("source/detail-type is 'aws.events'")
+        MalformedEventError, match=re.escape("source/detail-type is 'aws.s3'")
     ) as info:
         parse_event(raw)
     assert info.value.raw is raw

@@ -11,7 +11,7 @@ import os
 
 from consumers.flush import FlushPolicy
 from consumers.processor import BatchObserver, KclRecordProcessor, ShardProcessor
-from etl.aws import AwsClients, configure_awswrangler
+from etl.aws import AwsClients
 from etl.contract import Contract, load_contract
 from etl.lake import GlueCatalog, LakeLayout, LakeWriter
 from etl.logs import configure_json_logging
@@ -35,6 +35,7 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         settings.require("glue_database"),
         clients.session,
         compression=settings.parquet_compression,
+        endpoint_url=settings.endpoint_url,
     )
     writer = LakeWriter(
         contract,
@@ -72,7 +73,6 @@ def main() -> None:
     settings = load_settings()
     contract = load_contract(settings.contract_path)
     clients = AwsClients.from_settings(settings)
-    configure_awswrangler(settings.endpoint_url)
     from amazon_kclpy import kcl
 
     processor = KclRecordProcessor(lambda: build_processor(settings, contract, clients))

@@ -299,7 +299,7 @@ class LakeWriter:
 
 
 class GlueCatalog:
-    """The lake's Glue table and partitions, through awswrangler."""
+    """The lake's Glue table (created through awswrangler) and its partitions."""
 
     def __init__(
         self,
@@ -308,13 +308,17 @@ class GlueCatalog:
         database: str,
         boto3_session: Any,
         compression: str = "zstd",
+        *,
+        endpoint_url: str | None = None,
     ) -> None:
         self.contract = contract
+        self.endpoint_url = endpoint_url
         self.layout = layout
         self.database = database
         self.session = boto3_session
         self.compression = compression
         self._known: set[tuple[str, str]] = set()
+        self._descriptor: dict[str, Any] | None = None
 
     def ensure_table(self) -> None:
         """Create or update the table from the contract (idempotent)."""
@@ -335,16 +339,57 @@ class GlueCatalog:
         )
 
     def add_partitions(self, partitions: Sequence[tuple[str, str]]) -> None:
-        import awswrangler as wr
+        """Register new (date, hour) partitions with the table's own storage descriptor.
 
+        Plain Glue ``BatchCreatePartition`` (what ``wr.catalog.add_parquet_partitions`` does) so
+        the record processor never imports awswrangler and pandas (~45 MiB of its memory floor).
+        """
         new = [p for p in partitions if p not in self._known]
         if not new:
             return
-        wr.catalog.add_parquet_partitions(
-            database=self.database,
-            table=self.layout.table,
-            partitions_values={self.layout.partition_location(d, h): [d, h] for d, h in new},
-            compression=None if self.compression == "none" else self.compression,
-            boto3_session=self.session,
-        )
+        glue = self.session.client("glue", **self._client_kwargs())
+        if self._descriptor is None:
+            table = glue.get_table(DatabaseName=self.database, Name=self.layout.table)["Table"]
+            self._descriptor = table["StorageDescriptor"]
+        base = self._descriptor
+        inputs = [
+            {
+                "Values": [d, h],
+                "StorageDescriptor": {
+                    **{
+                        k: base[k]
+                        for k in ("InputFormat", "OutputFormat", "SerdeInfo")
+                        if k in base
+                    },
+                    "Columns": base.get("Columns", []),
+                    "Location": self.layout.partition_location(d, h),
+                    "Compressed": base.get("Compressed", False),
+                },
+            }
+            for d, h in new
+        ]
+        for i in range(0, len(inputs), 100):
+            resp = glue.batch_create_partition(
+                DatabaseName=self.database,
+                TableName=self.layout.table,
+                PartitionInputList=inputs[i : i + 100],
+            )
+            errors = [
+                e
+                for e in resp.get("Errors", [])
+                if e.get("ErrorDetail", {}).get("ErrorCode") != "AlreadyExistsException"
+            ]
+            if errors:
+                raise ClientError(
+                    {
+                        "Error": {
+                            "Code": errors[0]["ErrorDetail"].get("ErrorCode", "Glue"),
+                            "Message": str(errors[0]["ErrorDetail"]),
+                        }
+                    },
+                    "BatchCreatePartition",
+                )
         self._known.update(new)
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}

@@ -29,7 +29,7 @@ def lake(aws: AwsClients) -> tuple[LakeWriter, GlueCatalog]:
     aws.client("s3").create_bucket(Bucket=BUCKET)
     aws.client("glue").create_database(DatabaseInput={"Name": "lakedb"})
     layout = LakeLayout(BUCKET, CONTRACT.name)
-    catalog = GlueCatalog(CONTRACT, layout, "lakedb", aws.session)
+    catalog = GlueCatalog(CONTRACT, layout, "lakedb", aws.session, endpoint_url=aws.endpoint_url)
     catalog.ensure_table()
     return LakeWriter(
         CONTRACT, layout, aws.client("s3"), catalog=catalog, backoff_base_s=0.01

@@ -94,6 +94,9 @@ class ConsumerFleet:
     log_level: str = "WARN"
     #: The record processor's module (``python -m``); benchmarks launch other processors.
     module: str = "consumers.app"
+    #: ``maxLeasesForWorker`` (0: no cap). Capping at ceil(shards / workers) spreads the leases at
+    #: start instead of one worker taking all and the KCL rebalancing (a lease handover) later.
+    max_leases: int = 0
     members: list[Worker] = field(default_factory=list)
 
     def start(self) -> list[Worker]:
@@ -109,6 +112,7 @@ class ConsumerFleet:
                 worker_id=worker_id,
                 log_level=self.log_level,
                 module=self.module,
+                max_leases=self.max_leases,
             )
             w = Worker(
                 worker_id,

@@ -160,7 +160,9 @@ def run_demo(
             )
             n_shards = shards
         progress(f"starting {workers} KCL worker(s) on {n_shards} shard(s)")
-        fleet = ConsumerFleet(settings, workers, d / "consumers")
+        fleet = ConsumerFleet(
+            settings, workers, d / "consumers", max_leases=-(-n_shards // workers)
+        )
         fleet.start()
         lease_s = wait_until_consuming(fleet, n_shards, 150)
         progress(f"workers run a processor for every shard after {lease_s:.1f}s")

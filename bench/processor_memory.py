@@ -89,7 +89,9 @@ class Sampler(threading.Thread):
         self.join(5)
 
 
-def run(limit_mib: int, flushes: int, *, timeout: float) -> dict[str, Any]:
+def run(
+    limit_mib: int, flushes: int, *, timeout: float, kcl_max_records: int | None = None
+) -> dict[str, Any]:
     limit = limit_mib * MIB
     tmp = Path(tempfile.mkdtemp(prefix="bench-mem-"))
     stack: Stack | None = None
@@ -108,6 +110,7 @@ def run(limit_mib: int, flushes: int, *, timeout: float) -> dict[str, Any]:
             flush_max_bytes=limit,
             flush_max_records=10_000_000,
             flush_max_age_s=3600.0,
+            **({"kcl_max_records": kcl_max_records} if kcl_max_records else {}),
         )
         # Loaded before the worker starts: moto's Kinesis is not thread-safe (a PutRecords during
         # a GetRecords fails the latter with "OrderedDict mutated during iteration").
@@ -188,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.processor_memory", description=__doc__)
     parser.add_argument("--limit-mib", type=int, default=32, help="flush_max_bytes in MiB")
     parser.add_argument("--flushes", type=int, default=3, help="byte-limit flushes to observe")
+    parser.add_argument(
+        "--kcl-max-records",
+        type=int,
+        default=None,
+        help="records per GetRecords (default: the settings' default)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds")
     parser.add_argument("--strict", action="store_true", help="exit 1 above the bound")
     parser.add_argument("--json", action="store_true")
@@ -196,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     if not java_available():
         print("processor_memory: skipped, 'java' not found (needs openjdk-17-jre-headless)")
         return 0
-    result = run(args.limit_mib, args.flushes, timeout=args.timeout)
+    result = run(
+        args.limit_mib, args.flushes, timeout=args.timeout, kcl_max_records=args.kcl_max_records
+    )
     series = result.pop("rss_series_mib")
     ok = result["max_rss_bytes"] < result["bound_bytes"] and result["flushes"] >= args.flushes
     if args.json:

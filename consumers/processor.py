@@ -282,6 +282,8 @@ class ShardProcessor:
             },
         )
         self._buffer = _Buffer()
+        # Give the flushed buffer's Arrow memory back to the OS (RSS stays near the buffer limit).
+        pa.default_memory_pool().release_unused()
         self._checkpoint(checkpointer, last)
 
     def _checkpoint(self, checkpointer: Checkpointer, seq: str | None) -> None:

@@ -56,7 +56,9 @@ class Settings:
     s3_max_attempts: int = 6
     s3_backoff_base_s: float = 0.2
     kcl_jars: str | None = None
-    kcl_max_records: int = 10_000
+    #: Records per GetRecords (the KCL default is 10,000). Each batch arrives as one JSON line
+    #: that the child parses whole; 2,500 keeps its transient memory small (bench.processor_memory).
+    kcl_max_records: int = 2_500
     kcl_idle_time_ms: int = 250
 
     # -- drift -----------------------------------------------------------------------------

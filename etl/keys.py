@@ -14,18 +14,32 @@ from __future__ import annotations
 SEQ_WIDTH = 56
 
 
-def pad_sequence(seq: str) -> str:
-    """Zero-pad a sequence number to :data:`SEQ_WIDTH` digits (raises ValueError on non-digits)."""
-    if not seq.isdigit() or not seq.isascii():
+def _check_sequence(seq: str) -> None:
+    if not (isinstance(seq, str) and seq.isascii() and seq.isdigit()):
         raise ValueError(f"sequence number must be a string of digits, got {seq!r}")
-    if len(seq) > SEQ_WIDTH:
-        raise ValueError(f"sequence number {seq!r} is longer than {SEQ_WIDTH} digits")
-    return seq.zfill(SEQ_WIDTH)
+
+
+def pad_sequence(seq: str) -> str:
+    """Zero-pad to :data:`SEQ_WIDTH` digits so string order equals numeric order (object keys).
+
+    >>> pad_sequence("42")[-4:], len(pad_sequence("42"))
+    ('0042', 56)
+    """
+    _check_sequence(seq)
+    stripped = seq.lstrip("0") or "0"
+    if len(stripped) > SEQ_WIDTH:
+        raise ValueError(f"sequence number {seq!r} has more than {SEQ_WIDTH} digits")
+    return stripped.zfill(SEQ_WIDTH)
 
 
 def sequence_key(seq: str) -> int:
-    """Order sequence numbers as integers (``"10" > "9"``)."""
-    return int(pad_sequence(seq))
+    """The sequence number as an integer: the only correct way to order them (``"10" > "9"``).
+
+    >>> sequence_key("9") < sequence_key("10")
+    True
+    """
+    _check_sequence(seq)
+    return int(seq)
 
 
 def range_stem(shard_id: str, first: str, last: str) -> str:

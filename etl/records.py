@@ -54,8 +54,6 @@ from etl.contract import Contract, Field, FieldType
 log = logging.getLogger(__name__)
 
 #: Width of a zero-padded sequence number (AWS uses up to 56 digits; moto uses small integers).
-SEQ_WIDTH = 56
-
 _TS_UTC = pa.timestamp("us", tz="UTC")
 _TS_NAIVE = pa.timestamp("us")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -147,34 +145,6 @@ def _iso_ms(ms: int) -> str:
 
 
 # -- sequence numbers ---------------------------------------------------------------------------
-
-
-def _check_sequence(seq: str) -> None:
-    if not (isinstance(seq, str) and seq.isascii() and seq.isdigit()):
-        raise ValueError(f"sequence number must be a string of digits, got {seq!r}")
-
-
-def sequence_key(seq: str) -> int:
-    """The sequence number as an integer: the only correct way to order them.
-
-    >>> sequence_key("9") < sequence_key("10")
-    True
-    """
-    _check_sequence(seq)
-    return int(seq)
-
-
-def pad_sequence(seq: str) -> str:
-    """Zero-pad to :data:`SEQ_WIDTH` digits so string order equals numeric order (object keys).
-
-    >>> pad_sequence("42")[-4:], len(pad_sequence("42"))
-    ('0042', 56)
-    """
-    _check_sequence(seq)
-    stripped = seq.lstrip("0") or "0"
-    if len(stripped) > SEQ_WIDTH:
-        raise ValueError(f"sequence number {seq!r} has more than {SEQ_WIDTH} digits")
-    return stripped.zfill(SEQ_WIDTH)
 
 
 # -- decoding -----------------------------------------------------------------------------------
@@ -875,12 +845,9 @@ def _as_utc(ts: datetime) -> datetime:
 
 
 __all__ = [
-    "SEQ_WIDTH",
     "DeadLetter",
     "DecodedBatch",
     "RawRecord",
     "Reason",
     "RecordDecoder",
-    "pad_sequence",
-    "sequence_key",
 ]

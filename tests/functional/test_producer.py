@@ -13,8 +13,9 @@ from botocore.exceptions import ClientError
 
 from etl.aws import AwsClients
 from etl.contract import load_contract
+from etl.keys import sequence_key
 from etl.producer import KinesisProducer, produce
-from etl.records import RawRecord, RecordDecoder, sequence_key
+from etl.records import RawRecord, RecordDecoder
 from etl.settings import load_settings
 from etl.synthetic import POISON_KINDS, Scenario
 from infra.cli import main

@@ -13,15 +13,8 @@ import pyarrow as pa
 import pytest
 
 from etl.contract import load_contract, parse_contract
-from etl.records import (
-    SEQ_WIDTH,
-    DeadLetter,
-    RawRecord,
-    Reason,
-    RecordDecoder,
-    pad_sequence,
-    sequence_key,
-)
+from etl.keys import SEQ_WIDTH, pad_sequence, sequence_key
+from etl.records import DeadLetter, RawRecord, Reason, RecordDecoder
 from etl.synthetic import encode_record, generate_records, make_poison
 
 CONTRACT = load_contract()

@@ -337,62 +337,51 @@ class DriftWindow:
         return nulls / self.rows - base_nulls / base_n
 
     def _numeric_result(self, name: str, ns: _NumState) -> FeatureDrift:
-        fp = ns.profile
-        if ns.seen_batches == 0 and self.rows > 0:
-            return FeatureDrift(
-                name=name, kind="numeric", status="missing_in_data", rows=self.rows, nulls=ns.nulls
-            )
-        base = np.asarray(fp.counts, np.int64)
-        nonnull = int(ns.counts.sum())
-        base_fd = FeatureDrift(
-            name=name,
-            kind="numeric",
-            status="empty",
-            rows=self.rows,
-            nulls=ns.nulls,
-            null_rate_delta=self._null_delta(ns.nulls, fp.nulls, fp.n),
-        )
-        if nonnull == 0 or base.sum() == 0:
-            return base_fd
+        fd, base, nonnull = self._common_result(name, "numeric", ns)
+        if fd.status != "ok":
+            return fd
         return replace(
-            base_fd,
-            status="ok",
-            psi=psi(base, ns.counts),
-            js_distance=js_distance(base, ns.counts),
+            fd,
             ks_statistic=ks_statistic(base, ns.counts),
             out_of_range_share=ns.out_of_range / nonnull,
         )
 
     def _categorical_result(self, name: str, cs: _CatState) -> FeatureDrift:
-        fp = cs.profile
-        if cs.seen_batches == 0 and self.rows > 0:
-            return FeatureDrift(
-                name=name,
-                kind="categorical",
-                status="missing_in_data",
-                rows=self.rows,
-                nulls=cs.nulls,
-            )
-        base = np.asarray(fp.counts, np.int64)
-        nonnull = int(cs.counts.sum())
-        base_fd = FeatureDrift(
-            name=name,
-            kind="categorical",
-            status="empty",
-            rows=self.rows,
-            nulls=cs.nulls,
-            null_rate_delta=self._null_delta(cs.nulls, fp.nulls, fp.n),
-        )
-        if nonnull == 0 or base.sum() == 0:
-            return base_fd
+        fd, base, nonnull = self._common_result(name, "categorical", cs)
+        if fd.status != "ok":
+            return fd
         return replace(
-            base_fd,
-            status="ok",
-            psi=psi(base, cs.counts),
-            js_distance=js_distance(base, cs.counts),
+            fd,
             chi2_pvalue=chi2_pvalue(base, cs.counts),
             out_of_range_share=int(cs.counts[-1]) / nonnull,
         )
+
+    def _common_result(
+        self, name: str, kind: Literal["numeric", "categorical"], st: _NumState | _CatState
+    ) -> tuple[FeatureDrift, IntArray, int]:
+        """What both kinds share: missing/empty status, null-rate delta, PSI and JS distance."""
+        fp = st.profile
+        base = np.asarray(fp.counts, np.int64)
+        nonnull = int(st.counts.sum())
+        if st.seen_batches == 0 and self.rows > 0:
+            fd = FeatureDrift(
+                name=name, kind=kind, status="missing_in_data", rows=self.rows, nulls=st.nulls
+            )
+            return fd, base, nonnull
+        fd = FeatureDrift(
+            name=name,
+            kind=kind,
+            status="empty",
+            rows=self.rows,
+            nulls=st.nulls,
+            null_rate_delta=self._null_delta(st.nulls, fp.nulls, fp.n),
+        )
+        if nonnull == 0 or base.sum() == 0:
+            return fd, base, nonnull
+        fd = replace(
+            fd, status="ok", psi=psi(base, st.counts), js_distance=js_distance(base, st.counts)
+        )
+        return fd, base, nonnull
 
     def counts(self, name: str) -> IntArray:
         """The window's counts for one feature (bins, or categories then ``other``)."""

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from typing import Any
 
 from etl.aws import AwsClients
 from etl.settings import Settings
+from infra.procs import spawn_module
 from retrain.events import MalformedEventError
 from retrain.handler import HandlerResult, handle_event
 
@@ -126,18 +125,9 @@ class Dispatcher:
 
 def start_dispatcher(state_dir: Path, *, env: dict[str, str] | None = None) -> int:
     """Start ``python -m infra.dispatcher`` as a process (own session, log in ``state_dir``);
-    returns its pid (stop it with ``infra.emulator.stop_pid``)."""
+    returns its pid (stop it with ``infra.procs.stop_pid``)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / "dispatcher.log", "ab") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.dispatcher"],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
-        )
-    return proc.pid
+    return spawn_module("infra.dispatcher", [], state_dir / "dispatcher.log", env=env).pid
 
 
 def main(argv: list[str] | None = None) -> int:

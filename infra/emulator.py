@@ -17,23 +17,13 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from etl.exceptions import EmulatorError
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from infra.procs import free_port, read_ready_file, spawn_module, stop_pid, wait_until
 
 
 def _always_send_body(app: Any) -> Any:
@@ -114,29 +104,6 @@ class EmulatorProcess:
                 self.process.wait(timeout)
 
 
-def stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM ``pid`` (a process we started), SIGKILL after ``timeout``."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            finished, _ = os.waitpid(pid, os.WNOHANG)
-            if finished == pid:
-                return
-        except ChildProcessError:
-            pass
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
 def start_emulator(
     state_dir: Path, *, port: int | None = None, timeout: float = 60.0, log_file: Path | None = None
 ) -> EmulatorProcess:
@@ -145,31 +112,16 @@ def start_emulator(
     ready = state_dir / "emulator.endpoint"
     ready.unlink(missing_ok=True)
     port = port or free_port()
-    log = open(log_file or state_dir / "emulator.log", "ab")  # noqa: SIM115 - handed to the child
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "infra.emulator", "--port", str(port), "--ready-file", str(ready)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
+    log = log_file or state_dir / "emulator.log"
+    proc = spawn_module("infra.emulator", ["--port", str(port), "--ready-file", str(ready)], log)
+    endpoint = wait_until(
+        proc,
+        lambda: read_ready_file(ready, _answers),
+        timeout=timeout,
+        what="the emulator",
+        log_path=log,
     )
-    log.close()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise EmulatorError(
-                f"the emulator exited with code {proc.returncode} at start;"
-                f" see {state_dir / 'emulator.log'}"
-            )
-        if ready.exists():
-            endpoint = ready.read_text().strip()
-            if _answers(endpoint):
-                return EmulatorProcess(pid=proc.pid, endpoint=endpoint, process=proc)
-        time.sleep(0.05)
-    stop_pid(proc.pid)
-    raise EmulatorError(f"the emulator did not answer within {timeout:.0f}s on port {port}")
+    return EmulatorProcess(pid=proc.pid, endpoint=endpoint, process=proc)
 
 
 def _answers(endpoint: str) -> bool:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +26,8 @@ from etl.contract import load_contract
 from etl.exceptions import EmulatorError
 from etl.lake import GlueCatalog, LakeLayout
 from infra.context import LocalState, settings_from_outputs, state_dir
-from infra.emulator import start_emulator, stop_pid
+from infra.emulator import start_emulator
+from infra.procs import spawn_module, stop_pid
 
 log = logging.getLogger("driftline.local")
 
@@ -48,22 +47,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def start_module(
-    module: str, args: list[str], log_path: Path, env: dict[str, str] | None = None
-) -> int:
-    """Start ``python -m module args`` detached in its own session; returns its PID."""
-    with log_path.open("ab") as logf:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, **(env or {})},
-        )
-    return proc.pid
 
 
 def up(
@@ -128,12 +111,12 @@ def _start_services(state: LocalState, d: Path, progress: Callable[[str], None])
     evaluator = Path(__file__).with_name("alarm_evaluator.py")
     if evaluator.exists():
         progress("starting the alarm evaluator (moto never evaluates alarms)")
-        state.pids["alarm_evaluator"] = start_module(
+        state.pids["alarm_evaluator"] = spawn_module(
             "infra.alarm_evaluator",
             ["--endpoint", state.endpoint, "--state-dir", str(d), "--interval", "5"],
             d / "alarm_evaluator.log",
-            env,
-        )
+            env=env,
+        ).pid
 
 
 def down(*, directory: Path | None = None, timeout: float = 15.0) -> list[str]:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.exceptions import EmulatorError
-from infra.emulator import free_port, stop_pid
+from infra.procs import free_port, read_ready_file, spawn, stop_pid, wait_until
 from retrain.inference import InputError, LoadedModel, input_fn, model_fn, output_fn, predict_fn
 
 log = logging.getLogger("infra.model_server")
@@ -357,28 +357,16 @@ def start_model_server(
     if pointer is not None:
         cmd += ["--pointer", str(pointer)]
     log_path = state_dir / "model_server.log"
-    with open(log_path, "ab") as logf:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise EmulatorError(
-                f"the model server exited with code {proc.returncode} at start; see {log_path}"
-            )
-        if ready.exists():
-            url = ready.read_text().strip()
-            if _answers(url, need_model=model_dir is not None):
-                return ServerProcess(pid=proc.pid, url=url, process=proc)
-        time.sleep(0.05)
-    stop_pid(proc.pid)
-    raise EmulatorError(f"the model server did not answer within {timeout:.0f}s; see {log_path}")
+    proc = spawn(cmd, log_path, env={"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"})
+    need_model = model_dir is not None
+    url = wait_until(
+        proc,
+        lambda: read_ready_file(ready, lambda u: _answers(u, need_model=need_model)),
+        timeout=timeout,
+        what="the model server",
+        log_path=log_path,
+    )
+    return ServerProcess(pid=proc.pid, url=url, process=proc)
 
 
 def _answers(url: str, *, need_model: bool) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.exceptions import EmulatorError
-from infra.emulator import free_port
+from infra.procs import free_port, spawn, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -183,34 +183,20 @@ def start_postgres(
     args = [str(bin_dir(version) / "postgres"), "-D", str(data_dir)]
     for key, value in settings.items():
         args += ["-c", f"{key}={value}"]
-    log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    log_path.touch()
     if user is not None:
         os.chown(log_path, user.pw_uid, user.pw_gid)
-    proc = subprocess.Popen(
-        args,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        cwd=data_dir,
-        start_new_session=True,
-        **_run_as(user),
+    proc = spawn(args, log_path, cwd=data_dir, **_run_as(user))
+    wait_until(
+        proc,
+        lambda: True if _accepts(port) else None,
+        timeout=timeout,
+        what="PostgreSQL",
+        log_path=log_path,
     )
-    log_file.close()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise EmulatorError(
-                f"PostgreSQL exited with code {proc.returncode} at start; see {log_path}"
-            )
-        if _accepts(port):
-            dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-            log.info("embedded PostgreSQL %d up: pid %d, %s", version, proc.pid, dsn)
-            return PgProcess(pid=proc.pid, dsn=dsn, data_dir=data_dir, port=port, process=proc)
-        time.sleep(0.1)
-    stop_postgres(PgProcess(proc.pid, "", data_dir, port, proc))
-    raise EmulatorError(
-        f"PostgreSQL did not accept connections within {timeout:.0f}s; see {log_path}"
-    )
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    log.info("embedded PostgreSQL %d up: pid %d, %s", version, proc.pid, dsn)
+    return PgProcess(pid=proc.pid, dsn=dsn, data_dir=data_dir, port=port, process=proc)
 
 
 def _alive(pid: int) -> bool:

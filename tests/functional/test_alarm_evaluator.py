@@ -183,7 +183,7 @@ def test_evaluator_process_evaluates_until_sigterm(aws: AwsClients, tmp_path: Pa
     import sys
     import time
 
-    from infra.emulator import stop_pid
+    from infra.procs import stop_pid
 
     # GIVEN an alarm that breaches on missing data
     cw = aws.client("cloudwatch")

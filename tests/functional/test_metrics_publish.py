@@ -99,7 +99,7 @@ def test_injected_throttling_is_retried_and_the_data_arrives(aws: AwsClients) ->
 
 def test_emulator_down_is_counted_not_raised() -> None:
     # GIVEN a client pointed at a closed port
-    from infra.emulator import free_port
+    from infra.procs import free_port
 
     cw = AwsClients(endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1).client(
         "cloudwatch"

@@ -14,7 +14,7 @@ import pytest
 from etl.aws import AwsClients
 from etl.settings import Settings, load_settings
 from infra.dispatcher import Dispatcher, start_dispatcher
-from infra.emulator import stop_pid
+from infra.procs import stop_pid
 from retrain.events import example_event
 from retrain.handler import RetrainOutcome
 

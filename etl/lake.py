@@ -202,12 +202,20 @@ class LakeWriter:
             lay.manifest_prefix, lay.table, shard_id, first_sequence, last_sequence
         )
         parts = split_partitions(rows, self.contract.event_time_field.name)
-        for day, hour, part in parts:
+        # Encoded before the pending manifest so it records each object's size (Redshift's COPY
+        # manifest needs it: no HEAD per object later).
+        bodies = [
+            encode_parquet(part, self.compression, unique_columns=self._unique_columns)
+            for _, _, part in parts
+        ]
+        for (day, hour, part), body in zip(parts, bodies, strict=True):
             key = keys.lake_object_key(
                 lay.lake_prefix, lay.table, shard_id, first_sequence, last_sequence, day, hour
             )
             manifest.objects.append(
-                LakeObject(key=key, rows=part.num_rows, event_date=day, event_hour=hour)
+                LakeObject(
+                    key=key, rows=part.num_rows, event_date=day, event_hour=hour, bytes=len(body)
+                )
             )
         if dead_letters:
             manifest.dead_letter_keys.append(
@@ -222,8 +230,7 @@ class LakeWriter:
             )
 
         self._put(m_key, manifest.to_json().encode(), "application/json")
-        for obj, (_, _, part) in zip(manifest.objects, parts, strict=True):
-            body = encode_parquet(part, self.compression, unique_columns=self._unique_columns)
+        for obj, body in zip(manifest.objects, bodies, strict=True):
             self._put(obj.key, body, "application/vnd.apache.parquet")
         if dead_letters:
             body = "".join(d.to_json(now) + "\n" for d in dead_letters).encode()

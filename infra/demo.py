@@ -372,12 +372,3 @@ def _demo_overrides(drift: bool = False) -> dict[str, Any]:
 def _shard_count(clients: AwsClients, stream: str) -> int:
     desc = clients.client("kinesis").describe_stream_summary(StreamName=stream)
     return int(desc["StreamDescriptionSummary"]["OpenShardCount"])
-
-
-def settings_for_demo() -> Settings:
-    settings, _ = resolve_settings(_demo_overrides())
-    return settings
-
-
-def default_state() -> Path:
-    return state_dir()

@@ -74,6 +74,11 @@ def test_flush_is_readable_through_glue_and_pyarrow_with_partitions(lake, aws: A
     assert sorted(tuple(p["Values"]) for p in parts) == sorted(
         {(o.event_date, o.event_hour) for o in m.objects}
     )
+    # AND the manifest records each object's size (the Redshift COPY manifest needs it)
+    s3 = aws.client("s3")
+    assert [o.bytes for o in m.objects] == [
+        s3.head_object(Bucket=BUCKET, Key=o.key)["ContentLength"] for o in m.objects
+    ]
     # AND pyarrow (endpoint_override) reads an object with the contract's exact types
     fs = pafs.S3FileSystem(**aws.s3_filesystem_kwargs())
     t = pq.read_table(f"{BUCKET}/{m.objects[0].key}", filesystem=fs)

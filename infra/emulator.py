@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.procs import free_port, read_ready_file, spawn_module, stop_pid, wait_until
+from infra.procs import free_port, read_ready_file, spawn_module, stop_child, wait_until
 
 
 def _always_send_body(app: Any) -> Any:
@@ -98,10 +97,7 @@ class EmulatorProcess:
     process: subprocess.Popen[bytes] | None = None
 
     def stop(self, timeout: float = 10.0) -> None:
-        stop_pid(self.pid, timeout)
-        if self.process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout)
+        stop_child(self.pid, self.process, timeout)
 
 
 def start_emulator(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from etl.exceptions import EmulatorError
 from etl.lake import GlueCatalog, LakeLayout
 from infra.context import LocalState, settings_from_outputs, state_dir
 from infra.emulator import start_emulator
-from infra.procs import spawn_module, stop_pid
+from infra.procs import pid_alive, spawn_module, stop_pid
 
 log = logging.getLogger("driftline.local")
 
@@ -37,16 +36,6 @@ class LocalUp:
     state: LocalState
     resources: list[tuple[str, str, str]]  # (logical id, type, provided by)
     seconds: float
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def up(
@@ -63,7 +52,7 @@ def up(
     started = time.monotonic()
     d = directory or state_dir()
     existing = LocalState.load(d)
-    if existing is not None and _pid_alive(existing.pids.get("emulator", -1)):
+    if existing is not None and pid_alive(existing.pids.get("emulator", -1)):
         progress(f"local stack already up at {existing.endpoint}")
         return LocalUp(existing, [], 0.0)
     if existing is not None:
@@ -146,7 +135,7 @@ def status(*, directory: Path | None = None) -> dict[str, object]:
     state = LocalState.load(d)
     if state is None:
         return {"up": False}
-    procs = {name: {"pid": pid, "alive": _pid_alive(pid)} for name, pid in state.pids.items()}
+    procs = {name: {"pid": pid, "alive": pid_alive(pid)} for name, pid in state.pids.items()}
     out: dict[str, object] = {
         "up": procs.get("emulator", {}).get("alive", False),
         "endpoint": state.endpoint,

@@ -19,7 +19,6 @@ Run as a process (binds 127.0.0.1 only)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.exceptions import EmulatorError
-from infra.procs import free_port, read_ready_file, spawn, stop_pid, wait_until
+from infra.procs import free_port, read_ready_file, spawn, stop_child, wait_until
 from retrain.inference import InputError, LoadedModel, input_fn, model_fn, output_fn, predict_fn
 
 log = logging.getLogger("infra.model_server")
@@ -304,10 +303,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes] | None = None
 
     def stop(self, timeout: float = 10.0) -> None:
-        stop_pid(self.pid, timeout)
-        if self.process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout)
+        stop_child(self.pid, self.process, timeout)
 
 
 def start_model_server(

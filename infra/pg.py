@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.exceptions import EmulatorError
-from infra.procs import free_port, spawn, wait_until
+from infra.procs import free_port, pid_alive, spawn, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def start_postgres(
     stale = data_dir / "postmaster.pid"
     if stale.exists():
         pid = int(stale.read_text().split()[0])
-        if _alive(pid):
+        if pid_alive(pid):
             raise EmulatorError(
                 f"a PostgreSQL (pid {pid}) already runs on {data_dir}; stop it with"
                 " `driftline local down`"
@@ -199,16 +199,6 @@ def start_postgres(
     return PgProcess(pid=proc.pid, dsn=dsn, data_dir=data_dir, port=port, process=proc)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_postgres(pg: PgProcess | int, timeout: float = 15.0) -> None:
     """Stop the postmaster by PID: SIGINT (fast shutdown), then SIGQUIT, then SIGKILL."""
     pid = pg if isinstance(pg, int) else pg.pid
@@ -236,7 +226,7 @@ def _wait_gone(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -
                 done, _ = os.waitpid(pid, os.WNOHANG)
                 if done == pid:
                     return True
-            if not _alive(pid):
+            if not pid_alive(pid):
                 return True
         time.sleep(0.05)
     return False

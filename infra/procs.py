@@ -82,6 +82,25 @@ def read_ready_file(path: Path, answers: Callable[[str], bool]) -> str | None:
     return url if answers(url) else None
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` exists (a process of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_child(pid: int, process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """:func:`stop_pid`, then reap the ``Popen`` we hold for it (no zombie left behind)."""
+    stop_pid(pid, timeout)
+    if process is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout)
+
+
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
     """SIGTERM ``pid`` (a process we started), SIGKILL after ``timeout``."""
     try:

@@ -705,11 +705,9 @@ def handle_event(
         return HandlerResult("ignored", decision.reason, event.event_id)
     if store is None:
         store = _store(settings, clients)
-    run_id = f"handler-{uuid.uuid4().hex[:12]}"
-    claim = store.claim_event(event.event_id, run_id, clock(), settings.retrain_lock_ttl_s)
-    if not claim.go:
-        log.info("event %s not run: %s", event.event_id, claim.reason)
-        return HandlerResult(claim.verdict.value, claim.reason, event.event_id)
+    run_id, refused = _claim(store, event.event_id, settings, clock)
+    if refused is not None:
+        return refused
     lock = store.acquire_lock(settings.model_name, run_id, clock(), lock_ttl(settings, wait=wait))
     if not lock.go:
         store.finish_event(event.event_id, run_id, COMPLETED, f"skipped: {lock.reason}")
@@ -754,6 +752,18 @@ def handle_event(
     )
     store.release_lock(settings.model_name, run_id, clock(), settings.retrain_cooldown_s)
     return HandlerResult("ran", outcome.reason, event.event_id, outcome)
+
+
+def _claim(
+    store: IdempotencyStore, event_id: str, settings: Settings, clock: Callable[[], float]
+) -> tuple[str, HandlerResult | None]:
+    """Claim ``event_id`` for a new holder; returns (holder, None) or the refusal to return."""
+    holder = f"handler-{uuid.uuid4().hex[:12]}"
+    claim = store.claim_event(event_id, holder, clock(), settings.retrain_lock_ttl_s)
+    if claim.go:
+        return holder, None
+    log.info("event %s not run: %s", event_id, claim.reason)
+    return holder, HandlerResult(claim.verdict.value, claim.reason, event_id)
 
 
 _STEP1_ARGS = ("training", "contract", "hyperparameters")
@@ -804,11 +814,9 @@ def handle_training_event(
         return HandlerResult("ignored", decision.reason, event.event_id)
     if store is None:
         store = _store(settings, clients)
-    claim_id = f"handler-{uuid.uuid4().hex[:12]}"
-    claim = store.claim_event(event.event_id, claim_id, clock(), settings.retrain_lock_ttl_s)
-    if not claim.go:
-        log.info("event %s not run: %s", event.event_id, claim.reason)
-        return HandlerResult(claim.verdict.value, claim.reason, event.event_id)
+    claim_id, refused = _claim(store, event.event_id, settings, clock)
+    if refused is not None:
+        return refused
     run_id = run_id_for_job(settings, event.job_name) or ""
     try:
         state = load_state(clients.client("s3"), settings, run_id)

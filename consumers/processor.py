@@ -134,7 +134,6 @@ class ShardProcessor:
         self.shard_id = ""
         self._buffer = _Buffer()
         self._replay: deque[Manifest] = deque()
-        self.flushes: list[Manifest] = []
         self.checkpointed: str | None = None
         self.skipped_replayed = 0
 
@@ -260,7 +259,7 @@ class ShardProcessor:
         )
         started = time.perf_counter()
         try:
-            manifest = self.writer.write(self.shard_id, first, last, rows, b.dead_letters)
+            self.writer.write(self.shard_id, first, last, rows, b.dead_letters)
         except LakeWriteError:
             log.critical(
                 "lake write failed after retries; exiting so the KCL restarts from the"
@@ -268,7 +267,6 @@ class ShardProcessor:
                 extra={"shard": self.shard_id, "first": first, "last": last},
             )
             raise SystemExit(3) from None
-        self.flushes.append(manifest)
         log.info(
             "flushed",
             extra={

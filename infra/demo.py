@@ -43,56 +43,51 @@ class LakeWatcher:
     bucket: str
     prefix: str
     dead_letter_prefix: str
+    #: Object keys already read. A replay rewrites the same key with the same rows: read once.
     seen: set[str] = field(default_factory=set)
-    seen_pairs: set[tuple[str, str]] = field(default_factory=set)
     ids: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     partitions: set[str] = field(default_factory=set)
     dead_seen: set[str] = field(default_factory=set)
     dead_reasons: Counter[str] = field(default_factory=Counter)
-    rows: int = 0
 
     def __post_init__(self) -> None:
         self.fs = pafs.S3FileSystem(**self.clients.s3_filesystem_kwargs())
         self.s3 = self.clients.client("s3")
 
-    def _list(self, prefix: str) -> list[tuple[str, str]]:
+    def _new_keys(self, prefix: str, seen: set[str]) -> list[str]:
         out = []
         for page in self.s3.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix
         ):
-            out += [(o["Key"], o["ETag"]) for o in page.get("Contents", [])]
+            out += [o["Key"] for o in page.get("Contents", []) if o["Key"] not in seen]
+        seen.update(out)
         return out
 
     def poll(self) -> None:
         now = datetime.now(UTC).timestamp()
-        for key, etag in self._list(self.prefix):
-            if not key.endswith(".parquet") or (key, etag) in self.seen_pairs:
+        for key in self._new_keys(self.prefix, self.seen):
+            if not key.endswith(".parquet"):
                 continue
-            self.seen_pairs.add((key, etag))
-            rewritten = key in self.seen
-            self.seen.add(key)
             table = pq.read_table(
                 f"{self.bucket}/{key}",
                 filesystem=self.fs,
                 columns=["transaction_id", "approximate_arrival_time"],
             )
-            if rewritten:
-                continue  # the same range rewritten by a replay: same rows, counted once
-            self.rows += table.num_rows
             self.ids.update(table.column("transaction_id").to_pylist())
             arrivals = table.column("approximate_arrival_time").to_numpy(zero_copy_only=False)
             secs = arrivals.astype("datetime64[ms]").astype(np.int64) / 1000.0
             self.latencies.extend((now - secs).tolist())
             self.partitions.add(key.rsplit("/", 1)[0])
-        for key, _ in self._list(self.dead_letter_prefix):
-            if key in self.dead_seen:
-                continue
-            self.dead_seen.add(key)
+        for key in self._new_keys(self.dead_letter_prefix, self.dead_seen):
             body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
             for line in body.splitlines():
                 if line.strip():
                     self.dead_reasons[json.loads(line)["reason"]] += 1
+
+    @property
+    def rows(self) -> int:
+        return sum(self.ids.values())
 
     @property
     def dead_letters(self) -> int:

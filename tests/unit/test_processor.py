@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from amazon_kclpy import dispatch
+from amazon_kclpy.messages import Record
 
 from consumers.flush import FlushPolicy
 from consumers.processor import KclRecordProcessor, ShardProcessor, to_raw_records
@@ -219,3 +222,51 @@ def test_kcl_adapter_converts_protocol_records_and_exits_on_unexpected_errors() 
 
     with pytest.raises(SystemExit):
         adapter.initialize(Init())
+
+
+def test_records_from_the_daemons_json_convert_exactly() -> None:
+    # GIVEN a processRecords line as the MultiLangDaemon writes it, decoded by amazon_kclpy itself
+    payloads = [b'{"x":1}', b"\xff\xfe not utf-8", b"", bytes(range(256)) * 5]
+    line = json.dumps(
+        {
+            "action": "processRecords",
+            "millisBehindLatest": 0,
+            "records": [
+                {
+                    "action": "record",
+                    "data": base64.b64encode(p).decode(),
+                    "partitionKey": f"k{i}",
+                    "sequenceNumber": f"4959033827149025660855969253836157109592157598913658889{i}",
+                    "subSequenceNumber": 0,
+                    "approximateArrivalTimestamp": 1_767_225_600_001 + i,
+                }
+                for i, p in enumerate(payloads)
+            ],
+        }
+    )
+    message = json.loads(line, object_hook=dispatch.message_decode)
+    # WHEN converted
+    raws = to_raw_records(message.records)
+    # THEN every field is exact: bytes as sent, sequence numbers as text, arrival in integer ms
+    assert [r.data for r in raws] == payloads
+    assert [r.partition_key for r in raws] == ["k0", "k1", "k2", "k3"]
+    assert [r.sequence_number[-1] for r in raws] == ["0", "1", "2", "3"]
+    assert [r.approximate_arrival_ms for r in raws] == [1_767_225_600_001 + i for i in range(4)]
+    assert all(type(r) is RawRecord for r in raws)
+
+
+def test_non_canonical_base64_is_decoded_as_the_library_would() -> None:
+    # GIVEN a Record whose base64 has a line break (lenient decoders skip it, strict ones refuse)
+    text = base64.encodebytes(b"x" * 100).decode()  # wrapped at 76 characters
+    rec = Record(
+        {
+            "data": text,
+            "partitionKey": "k",
+            "sequenceNumber": "1",
+            "subSequenceNumber": 0,
+            "approximateArrivalTimestamp": 5,
+        }
+    )
+    # WHEN converted THEN the payload is what Record.binary_data gives
+    (r,) = to_raw_records([rec])
+    assert r.data == rec.binary_data == b"x" * 100

@@ -282,6 +282,10 @@ def _parse_field(raw: Mapping[str, Any], where: str) -> Field:
         not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed)
     ):
         raise ContractError(f"{where}.allowed: expected a list of strings, got {allowed!r}")
+    if allowed is not None and ftype is not FieldType.STRING:
+        raise ContractError(
+            f"{where}.allowed: only string fields take allowed values, this is {ftype.value}"
+        )
     return Field(
         name=name,
         type=ftype,

@@ -60,7 +60,7 @@ _TS_NAIVE = pa.timestamp("us")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ONLY_NONE = frozenset({type(None)})
 _ROW_IN_ERROR = re.compile(r"\bin row (\d+)")
-#: Up to this many values, the slow path checks numbers in Python rather than with Arrow calls.
+#: Up to this many values, the slow path checks a column in Python rather than with Arrow calls.
 _SMALL = 64
 #: Below this many candidates a batch (or a bisected part of one) goes straight to the slow path.
 _FAST_MIN = 8
@@ -600,23 +600,21 @@ class RecordDecoder:
                 log.debug(
                     "ignored %d unknown fields in %d records of %s", unknown, len(objs), shard_id
                 )
-        arrays: list[pa.Array] = []
+        columns: list[list[Any] | pa.Array] = []
         for f in self.contract.fields:
-            arrays.append(self._column(f, objs, flag))
+            columns.append(self._column(f, objs, flag))
             if len(local_bad) == len(objs):  # all dead (the usual case here): the first problem
                 break  # of each is found, later fields cannot change a verdict
         for k, problem in local_bad.items():
             bad[pos[k]] = problem
         if len(local_bad) == len(objs):
             return self._empty_fields, []
-        table = pa.Table.from_arrays(arrays, schema=self._fields_schema)
-        if not local_bad:
-            return table, pos
-        keep = np.ones(len(objs), dtype=bool)
-        keep[list(local_bad)] = False
-        return table.filter(pa.array(keep)), [
-            i for i, ok in zip(pos, keep.tolist(), strict=True) if ok
+        keep = [k for k in range(len(objs)) if k not in local_bad]
+        arrays = [
+            _survivors(f, col, keep if local_bad else None)
+            for f, col in zip(self.contract.fields, columns, strict=True)
         ]
+        return pa.Table.from_arrays(arrays, schema=self._fields_schema), [pos[k] for k in keep]
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -655,7 +653,13 @@ class RecordDecoder:
         f: Field,
         objs: list[dict[str, Any]],
         flag: Callable[[int, Reason, str], None],
-    ) -> pa.Array:
+    ) -> list[Any] | pa.Array:
+        """Check one field of every object: its values (bad ones nulled) or their Arrow array.
+
+        A few values are checked in Python and stay a list (Arrow's per-call cost dominates there,
+        and most of them belong to records that are dead by the end); timestamps and longer
+        columns are converted and checked column-wise in Arrow. Both give the same verdicts.
+        """
         name = f.name
         values = [o.get(name) for o in objs]
         types = set(map(type, values))
@@ -665,30 +669,61 @@ class RecordDecoder:
                 self._check_nulls(f, objs, values, flag)
         elif extra:
             self._fix_values(f, objs, values, flag)
+        if len(values) <= _SMALL and f.type is not FieldType.TIMESTAMP:
+            self._check_values(f, values, flag)
+            return values
         arr = self._to_arrow(f, values, flag)
-        finite = within = False
-        if f.is_numeric and len(values) <= _SMALL:  # a few values: Python beats Arrow's call cost
-            # ``values`` now holds exactly what ``arr`` holds (ints where a float column converts
-            # them; comparing exactly first is safe: rounding to double keeps v >= bound). Either
-            # answer "no" (NaN included) falls through to the Arrow checks.
-            nums = [v for v in values if v is not None]
-            finite = f.type is not FieldType.FLOAT or all(map(math.isfinite, nums))
-            low, high = f.min, f.max
-            within = all((low is None or v >= low) and (high is None or v <= high) for v in nums)
-        if f.type is FieldType.FLOAT and not finite and not _finite_sum(arr):
+        if f.type is FieldType.FLOAT and not _finite_sum(arr):
             for k in _true_positions(pc.invert(pc.is_finite(arr))):
                 flag(k, Reason.OUT_OF_RANGE, f"{name}: {_show(values[k])} is not a finite number")
-        if (f.min is not None or f.max is not None) and not within:
+        if f.min is not None or f.max is not None:
             self._check_range(f, arr, flag)
         if f.allowed is not None:
             outside = pc.invert(pc.is_in(arr, value_set=self._allowed_sets[name]))
             for k in _true_positions(pc.and_(outside, pc.is_valid(arr))):
-                flag(
-                    k,
-                    Reason.NOT_ALLOWED_VALUE,
-                    f"{name}: {_show(values[k])} is not one of {list(f.allowed)}",
-                )
+                flag(k, Reason.NOT_ALLOWED_VALUE, _not_allowed(f, values[k]))
         return arr
+
+    @staticmethod
+    def _check_values(
+        f: Field, values: list[Any], flag: Callable[[int, Reason, str], None]
+    ) -> None:
+        """The column-wise checks of :meth:`_column`, value by value, with the same details.
+
+        Values at fault are nulled; a float column's integers become the doubles Arrow would hold.
+        """
+        name, low, high = f.name, f.min, f.max
+        for k, v in enumerate(values):
+            if v is None:
+                continue
+            problem: tuple[Reason, str] | None = None
+            if f.type is FieldType.STRING:
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    problem = (Reason.NON_UTF8, f"{name}: {_show(v)} is not valid Unicode")
+            elif f.type is FieldType.INT and not _INT64_MIN <= v <= _INT64_MAX:
+                problem = (Reason.OUT_OF_RANGE, f"{name}: {v} does not fit a 64-bit integer")
+            elif f.type is FieldType.FLOAT:
+                try:
+                    values[k] = x = float(v)
+                except OverflowError:
+                    problem = (Reason.OUT_OF_RANGE, f"{name}: {_show(v)} does not fit a double")
+                else:
+                    if not math.isfinite(x):
+                        problem = (
+                            Reason.OUT_OF_RANGE,
+                            f"{name}: {_show(v)} is not a finite number",
+                        )
+            if problem is None and f.is_numeric:
+                x = values[k]
+                if (low is not None and x < low) or (high is not None and x > high):
+                    problem = (Reason.OUT_OF_RANGE, f"{name}: {x!r} is outside {_bounds(f)}")
+            if problem is None and f.allowed is not None and v not in f.allowed:
+                problem = (Reason.NOT_ALLOWED_VALUE, _not_allowed(f, v))
+            if problem is not None:
+                flag(k, *problem)
+                values[k] = None
 
     def _check_nulls(
         self,
@@ -753,11 +788,13 @@ class RecordDecoder:
         if f.type is FieldType.FLOAT:
             try:
                 return pa.array(values, pa.float64())
-            except (OverflowError, pa.ArrowInvalid):  # an integer too big for a double
+            except (OverflowError, pa.ArrowInvalid):
+                # An integer past 2**53: Arrow refuses to round it, JSON readers (and the fast
+                # path) take the nearest double. Past ~1.8e308 there is none.
                 for k, v in enumerate(values):
                     if type(v) is int:
                         try:
-                            float(v)
+                            values[k] = float(v)
                         except OverflowError:
                             flag(
                                 k,
@@ -797,11 +834,27 @@ class RecordDecoder:
         out = low if high is None else high if low is None else pc.or_(low, high)
         if out is None or not pc.any(out).as_py():
             return
-        low_s = "-inf" if f.min is None else f"{f.min:g}"
-        high_s = "+inf" if f.max is None else f"{f.max:g}"
-        bounds = f"[{low_s}, {high_s}]"
+        bounds = _bounds(f)
         for k in _true_positions(out):
             flag(k, Reason.OUT_OF_RANGE, f"{f.name}: {arr[k].as_py()!r} is outside {bounds}")
+
+
+def _bounds(f: Field) -> str:
+    low = "-inf" if f.min is None else f"{f.min:g}"
+    high = "+inf" if f.max is None else f"{f.max:g}"
+    return f"[{low}, {high}]"
+
+
+def _not_allowed(f: Field, value: Any) -> str:
+    return f"{f.name}: {_show(value)} is not one of {list(f.allowed or ())}"
+
+
+def _survivors(f: Field, column: list[Any] | pa.Array, keep: list[int] | None) -> pa.Array:
+    """The kept rows of a checked column (all of them when ``keep`` is None) as Arrow."""
+    if isinstance(column, list):
+        values = column if keep is None else [column[k] for k in keep]
+        return pa.array(values, f.arrow_type)
+    return column if keep is None else column.take(pa.array(keep, pa.int64()))
 
 
 _T = TypeVar("_T")

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from etl import records as records_module
 from etl.contract import load_contract, parse_contract
 from etl.keys import SEQ_WIDTH, pad_sequence, sequence_key
 from etl.records import DeadLetter, RawRecord, Reason, RecordDecoder
@@ -511,3 +512,78 @@ def test_non_finite_and_out_of_range_numbers_in_a_fast_batch(parser: str) -> Non
     # AND arrival times are microseconds, null where the KCL gave none
     arrivals = batch.table.column("approximate_arrival_time").cast(pa.int64()).to_pylist()
     assert arrivals[:3] == [None, 1000, 2000]
+
+
+def _value_edge_cases() -> list[bytes]:
+    """Values at the limits of each check, as raw JSON (json.dumps cannot write some of them)."""
+    good = json.dumps(_good())
+
+    def with_(field: str, raw: str) -> bytes:
+        return good.replace(
+            f'"{field}": {json.dumps(_good()[field])}', f'"{field}": {raw}'
+        ).encode()
+
+    return [
+        with_("amount", "9007199254740993"),  # past 2**53: the nearest double, as JSON readers do
+        with_("amount", "1" + "0" * 400),  # no double that large
+        with_("amount", "1e999"),  # json.loads makes it infinity
+        with_("distance_from_home_km", "-1e999"),
+        with_("amount", "0"),  # the bound itself
+        with_("amount", "-5"),  # an integer below a float bound: reported as the double
+        with_("amount", "-0.0"),
+        with_("hour", "23"),
+        with_("hour", "24"),
+        with_("hour", "-1"),
+        with_("hour", str(2**63)),  # one past int64
+        with_("hour", "23.0"),  # an integral float is an int
+        with_("device", '"\\ud800"'),  # a lone surrogate escape
+        with_("country", '"Z\\u00fcrich"'),  # fine non-ASCII text, escaped
+        with_("amount", "9007199254740993").replace(b'"hour": 10', b'"hour": "x"'),
+        with_("is_fraud", "null"),
+    ]
+
+
+def test_slow_path_checks_agree_value_by_value_and_column_wise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN every variant and value edge case, more of them than the Python/Arrow threshold,
+    # all sent through the slow path (the fast path is switched off)
+    payloads = (_variants() + _value_edge_cases()) * 2
+    recs = [RawRecord(p, str(i), "k", 1000 + i) for i, p in enumerate(payloads)]
+    decoder = RecordDecoder(CONTRACT)
+    monkeypatch.setattr(
+        decoder,
+        "_fast_path",
+        lambda records, datas, sizes, bad: (decoder._empty_fields, [], list(range(len(records)))),
+    )
+    assert len(recs) > 3 * records_module._SMALL
+    # WHEN decoded as one batch (Arrow checks) and one record at a time (Python checks)
+    batch = decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST)
+    singles = [decoder.decode([r], shard_id=SHARD, ingest_time=INGEST) for r in recs]
+    # THEN rows, reasons and details are the same
+    assert batch.table.equals(pa.concat_tables([s.table for s in singles]))
+    assert batch.dead_letters == [d for s in singles for d in s.dead_letters]
+
+
+def test_value_edge_cases_get_these_verdicts() -> None:
+    # GIVEN the value edge cases WHEN decoded as a batch (fast path where it can vouch)
+    cases = _value_edge_cases()
+    batch = _decode(*cases)
+    got = {int(d.sequence_number) - 1: (d.reason, d.detail) for d in batch.dead_letters}
+    # THEN exactly these are dead, with these details
+    assert got == {
+        1: ("out_of_range", f"amount: {'1' + '0' * 76}... does not fit a double"),
+        2: ("out_of_range", "amount: Infinity is not a finite number"),
+        3: ("out_of_range", "distance_from_home_km: -Infinity is not a finite number"),
+        5: ("out_of_range", "amount: -5.0 is outside [0, +inf]"),
+        8: ("out_of_range", "hour: 24 is outside [0, 23]"),
+        9: ("out_of_range", "hour: -1 is outside [0, 23]"),
+        10: ("out_of_range", f"hour: {2**63} does not fit a 64-bit integer"),
+        12: ("non_utf8", 'device: "\ud800" is not valid Unicode'),
+        14: ("wrong_type", 'hour: expected a JSON integer, got string "x"'),
+    }
+    # AND the survivors hold the nearest double of 2**53 + 1, the bounds themselves, the
+    # integral float as an int and the unescaped text
+    assert batch.table.column("amount").to_pylist()[:3] == [9007199254740992.0, 0.0, -0.0]
+    assert batch.table.column("hour").to_pylist() == [10, 10, 10, 23, 23, 10, 10]
+    assert batch.table.column("country").to_pylist()[5] == "Zürich"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -142,13 +143,23 @@ def _doc(**changes: object) -> dict[str, object]:
             _doc(fields=[{"name": "id", "type": "string", "role": "id", "min": 1}]),
             "only numeric fields take bounds",
         ),
+        (
+            _doc(
+                fields=[
+                    {"name": "id", "type": "string", "role": "id"},
+                    {"name": "ts", "type": "timestamp", "role": "event_time"},
+                    {"name": "n", "type": "int", "allowed": ["1", "2"]},
+                ]
+            ),
+            "fields[2] (n).allowed: only string fields take allowed values, this is int",
+        ),
         (_doc(max_record_bytes=2_000_000), "max_record_bytes=2000000"),
     ],
 )
 def test_invalid_contracts_are_refused_with_the_offending_key(
     doc: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(ContractError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ContractError, match=re.escape(message)):
         parse_contract(doc, "c.toml")
 
 

@@ -549,13 +549,15 @@ class RecordDecoder:
             flags = np.zeros(table.num_rows, dtype=bool)
             flags[unparsed] = True
             masks.append(pa.array(flags))
-        in_decoder = self._typed is not None  # msgspec checked bounds, finiteness and Literals
+        if self._typed is not None:
+            # msgspec refused what the contract refuses: wrong types, missing required fields,
+            # nulls where they are not allowed (a null it returns is a missing optional field),
+            # numbers out of bounds or not finite, strings not allowed. Only timestamp text is left.
+            return masks[0] if masks else None
         for f in self.contract.fields:
             col = table.column(f.name)
             if col.null_count and not (f.nullable and not f.required):
                 masks.append(pc.is_null(col))
-            if in_decoder and (f.is_numeric or f.type is FieldType.STRING):
-                continue
             if f.is_numeric and not self._numbers_plainly_fine(f, col):
                 if f.type is FieldType.FLOAT:
                     masks.append(pc.invert(pc.is_finite(col)))

@@ -587,3 +587,35 @@ def test_value_edge_cases_get_these_verdicts() -> None:
     assert batch.table.column("amount").to_pylist()[:3] == [9007199254740992.0, 0.0, -0.0]
     assert batch.table.column("hour").to_pylist() == [10, 10, 10, 23, 23, 10, 10]
     assert batch.table.column("country").to_pylist()[5] == "Zürich"
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_null_rules_for_optional_and_nullable_fields(parser: str) -> None:
+    # GIVEN a contract with an optional non-nullable field and a required nullable one
+    doc = CONTRACT.to_dict()
+    doc["fields"] += [
+        {"name": "note", "type": "string", "required": False, "nullable": False},
+        {"name": "score", "type": "float", "required": True, "nullable": True},
+    ]
+    decoder = RecordDecoder(parse_contract(doc), parser=parser)
+    base = {**_good(), "score": 0.5}
+    cases = [
+        base,  # fine
+        {**base, "note": "hi"},  # fine
+        {**base, "note": None},  # an explicit null where none is allowed
+        {**base, "score": None},  # null is allowed
+        {k: v for k, v in base.items() if k != "score"},  # required, missing
+    ] * 8  # enough rows for the fast path
+    recs = [_raw(c, seq=i) for i, c in enumerate(cases)]
+    # WHEN decoded as a batch and one by one
+    batch = decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST)
+    singles = [decoder.decode([r], shard_id=SHARD, ingest_time=INGEST) for r in recs]
+    # THEN both agree, and only the explicit null and the missing required field are dead
+    assert batch.table.equals(pa.concat_tables([s.table for s in singles]))
+    assert batch.dead_letters == [d for s in singles for d in s.dead_letters]
+    assert {(int(d.sequence_number) % 5, d.reason, d.detail) for d in batch.dead_letters} == {
+        (2, "null_not_allowed", "note: null is not allowed"),
+        (4, "missing_required", "score: required field is missing"),
+    }
+    # AND a missing optional field is a null
+    assert batch.table.column("note").to_pylist()[:3] == [None, "hi", None]

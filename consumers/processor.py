@@ -21,7 +21,7 @@ import functools
 import logging
 import operator
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +36,7 @@ from consumers.flush import FlushPolicy, FlushReason
 from etl.exceptions import LakeWriteError
 from etl.keys import sequence_key
 from etl.lake import LakeWriter, Manifest
-from etl.records import DeadLetter, RawRecord, RecordDecoder
+from etl.records import DeadLetter, RawRecord, Reason, RecordDecoder
 
 log = logging.getLogger("driftline.consumer")
 
@@ -111,6 +111,20 @@ def to_raw_records(records: Sequence[Any]) -> list[RawRecord]:
     return [_to_raw_record(r) for r in records]
 
 
+def _kpl_aggregated(records: Sequence[RawRecord]) -> set[int]:
+    """Positions of records that share a sequence number with another one in the batch.
+
+    The KCL hands over the user records of a KPL aggregate one by one, all with the aggregate's
+    sequence number (and a sub-sequence number), always within one batch. Rows are identified by
+    (shard, sequence number) downstream, so they would collide: they go to the dead letters whole.
+    """
+    seqs = list(map(_RAW_SEQ, records))
+    if len(set(seqs)) == len(seqs):
+        return set()
+    counts = Counter(seqs)
+    return {i for i, seq in enumerate(seqs) if counts[seq] > 1}
+
+
 def _b64decode_all(texts: list[str]) -> list[bytes]:
     try:
         return list(map(_B64_STRICT, texts))
@@ -140,6 +154,7 @@ def _to_raw_record(r: Any) -> RawRecord:
 
 _B64_STRICT = functools.partial(pybase64.b64decode, validate=True)
 _PAYLOAD = operator.attrgetter("data")  # RawRecord.data: the bytes
+_RAW_SEQ = operator.attrgetter("sequence_number")
 _RECORD_FIELDS = ("data", "sequence_number", "partition_key", "timestamp_millis")
 
 
@@ -251,11 +266,16 @@ class ShardProcessor:
     def _add(self, records: Sequence[RawRecord], now: float) -> None:
         if not records:
             return
-        batch = self.decoder.decode(records, shard_id=self.shard_id, ingest_time=self._wall())
+        aggregated = _kpl_aggregated(records)
+        rows = [r for i, r in enumerate(records) if i not in aggregated] if aggregated else records
+        batch = self.decoder.decode(rows, shard_id=self.shard_id, ingest_time=self._wall())
+        dead = batch.dead_letters
+        if aggregated:
+            dead = dead + [self._aggregated_letter(records[i]) for i in sorted(aggregated)]
         nbytes = sum(map(len, map(_PAYLOAD, records)))
         self._buffer.add(
             batch.table,
-            batch.dead_letters,
+            dead,
             records[0].sequence_number,
             records[-1].sequence_number,
             len(records),
@@ -264,9 +284,24 @@ class ShardProcessor:
         )
         if self.observer is not None:
             try:
-                self.observer.observe(batch.table, len(batch.dead_letters), now)
+                self.observer.observe(batch.table, len(dead), now)
             except Exception:  # the observer must never stall or fail the data path
                 log.exception("batch observer failed", extra={"shard": self.shard_id})
+
+    def _aggregated_letter(self, r: RawRecord) -> DeadLetter:
+        return DeadLetter(
+            reason=Reason.KPL_AGGREGATED.value,
+            detail=(
+                f"sequence number {r.sequence_number} is shared with other records of this batch:"
+                " a KPL aggregate; disable KPL aggregation (each row is identified by its shard"
+                " and sequence number)"
+            ),
+            data=r.data,
+            shard_id=self.shard_id,
+            sequence_number=r.sequence_number,
+            partition_key=r.partition_key,
+            approximate_arrival_ms=r.approximate_arrival_ms,
+        )
 
     def _take_replay(
         self, records: list[RawRecord], checkpointer: Checkpointer, now: float

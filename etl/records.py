@@ -81,6 +81,9 @@ class Reason(StrEnum):
     NOT_ALLOWED_VALUE = "not_allowed_value"
     NON_UTF8 = "non_utf8"
     OVERSIZE = "oversize"
+    #: One of several user records the KCL de-aggregated from one KPL record: they share its
+    #: sequence number, which is a row's identity in the lake and the warehouse (not supported).
+    KPL_AGGREGATED = "kpl_aggregated"
 
 
 class RawRecord(NamedTuple):

@@ -18,7 +18,7 @@ from consumers.processor import KclRecordProcessor, ShardProcessor, to_raw_recor
 from etl.contract import load_contract
 from etl.exceptions import LakeWriteError
 from etl.lake import Manifest
-from etl.records import RawRecord, RecordDecoder
+from etl.records import DeadLetter, RawRecord, RecordDecoder
 from etl.synthetic import encode_record, generate_records, make_poison
 
 CONTRACT = load_contract()
@@ -125,6 +125,45 @@ def test_poison_records_become_dead_letters_and_are_checkpointed_with_the_rows()
     m = lake.manifests[("s", "1", "10")]
     assert (m.rows, m.dead_letters) == (9, 1)
     assert cp.calls == ["10"]
+
+
+def test_kpl_aggregated_records_go_to_dead_letters_whole() -> None:
+    # GIVEN a batch where records 4-6 came out of one KPL aggregate (one shared sequence number)
+    lake, cp = FakeLake(), FakeCheckpointer()
+    p = make(lake, max_records=10)
+    p.initialize("s", "TRIM_HORIZON")
+    batch = records(10)
+    batch[4:7] = [r._replace(sequence_number="5") for r in batch[4:7]]
+    # WHEN processed
+    p.process(batch, cp)
+    # THEN the other 7 are rows, the 3 aggregated ones are dead letters with their payloads,
+    # and the flush is checkpointed past all of them
+    m = lake.manifests[("s", "1", "10")]
+    assert (m.rows, m.dead_letters) == (7, 3)
+    assert lake.rows[("s", "1", "10")][-3:] == ["dead:5"] * 3
+    assert cp.calls == ["10"]
+
+
+def test_kpl_aggregated_dead_letters_keep_payload_and_reason() -> None:
+    lake = FakeLake()
+    captured: list[DeadLetter] = []
+    original = lake.write
+
+    def write(shard_id, first, last, rows, dead_letters=()):  # type: ignore[no-untyped-def]
+        captured.extend(dead_letters)
+        return original(shard_id, first, last, rows, dead_letters)
+
+    lake.write = write  # type: ignore[method-assign]
+    p = make(lake, max_records=4)
+    p.initialize("s", "TRIM_HORIZON")
+    batch = records(4)
+    batch[1:3] = [r._replace(sequence_number="2") for r in batch[1:3]]
+    p.process(batch, FakeCheckpointer())
+    assert [(d.reason, d.sequence_number, d.data) for d in captured] == [
+        ("kpl_aggregated", "2", batch[1].data),
+        ("kpl_aggregated", "2", batch[2].data),
+    ]
+    assert "disable KPL aggregation" in captured[0].detail
 
 
 def test_lease_lost_drops_the_buffer_without_checkpoint() -> None:

@@ -153,7 +153,6 @@ def _to_raw_record(r: Any) -> RawRecord:
 
 
 _B64_STRICT = functools.partial(pybase64.b64decode, validate=True)
-_PAYLOAD = operator.attrgetter("data")  # RawRecord.data: the bytes
 _RAW_SEQ = operator.attrgetter("sequence_number")
 _RECORD_FIELDS = ("data", "sequence_number", "partition_key", "timestamp_millis")
 
@@ -269,10 +268,10 @@ class ShardProcessor:
         aggregated = _kpl_aggregated(records)
         rows = [r for i, r in enumerate(records) if i not in aggregated] if aggregated else records
         batch = self.decoder.decode(rows, shard_id=self.shard_id, ingest_time=self._wall())
-        dead = batch.dead_letters
+        dead, nbytes = batch.dead_letters, batch.input_bytes
         if aggregated:
             dead = dead + [self._aggregated_letter(records[i]) for i in sorted(aggregated)]
-        nbytes = sum(map(len, map(_PAYLOAD, records)))
+            nbytes += sum(len(records[i].data) for i in aggregated)
         self._buffer.add(
             batch.table,
             dead,

@@ -139,6 +139,8 @@ class DecodedBatch:
     table: pa.Table
     dead_letters: list[DeadLetter]
     good_bytes: int
+    #: payload bytes of every record in the batch, good or dead (what a buffer limit counts)
+    input_bytes: int
 
 
 def _iso(ts: datetime) -> str:
@@ -341,8 +343,11 @@ class RecordDecoder:
             )
             for i, (reason, detail) in sorted(bad.items())
         ]
-        good_bytes = int(sizes.sum() if m == len(records) else sizes[good].sum())
-        return DecodedBatch(table=table, dead_letters=dead, good_bytes=good_bytes)
+        input_bytes = int(sizes.sum())
+        good_bytes = input_bytes if m == len(records) else int(sizes[good].sum())
+        return DecodedBatch(
+            dead_letters=dead, table=table, good_bytes=good_bytes, input_bytes=input_bytes
+        )
 
     # -- fast path: Arrow's JSON reader over the whole batch ------------------------------------
 
@@ -680,13 +685,13 @@ class RecordDecoder:
         arr = self._to_arrow(f, values, flag)
         if f.type is FieldType.FLOAT and not _finite_sum(arr):
             for k in _true_positions(pc.invert(pc.is_finite(arr))):
-                flag(k, Reason.OUT_OF_RANGE, f"{name}: {_show(values[k])} is not a finite number")
+                flag(k, *_not_finite(f, values[k]))
         if f.min is not None or f.max is not None:
             self._check_range(f, arr, flag)
         if f.allowed is not None:
             outside = pc.invert(pc.is_in(arr, value_set=self._allowed_sets[name]))
             for k in _true_positions(pc.and_(outside, pc.is_valid(arr))):
-                flag(k, Reason.NOT_ALLOWED_VALUE, _not_allowed(f, values[k]))
+                flag(k, *_not_allowed(f, values[k]))
         return arr
 
     @staticmethod
@@ -697,7 +702,7 @@ class RecordDecoder:
 
         Values at fault are nulled; a float column's integers become the doubles Arrow would hold.
         """
-        name, low, high = f.name, f.min, f.max
+        low, high = f.min, f.max
         for k, v in enumerate(values):
             if v is None:
                 continue
@@ -706,26 +711,23 @@ class RecordDecoder:
                 try:
                     v.encode("utf-8")
                 except UnicodeEncodeError:
-                    problem = (Reason.NON_UTF8, f"{name}: {_show(v)} is not valid Unicode")
+                    problem = _bad_unicode(f, v)
             elif f.type is FieldType.INT and not _INT64_MIN <= v <= _INT64_MAX:
-                problem = (Reason.OUT_OF_RANGE, f"{name}: {v} does not fit a 64-bit integer")
+                problem = _over_int64(f, v)
             elif f.type is FieldType.FLOAT:
                 try:
                     values[k] = x = float(v)
                 except OverflowError:
-                    problem = (Reason.OUT_OF_RANGE, f"{name}: {_show(v)} does not fit a double")
+                    problem = _over_double(f, v)
                 else:
                     if not math.isfinite(x):
-                        problem = (
-                            Reason.OUT_OF_RANGE,
-                            f"{name}: {_show(v)} is not a finite number",
-                        )
+                        problem = _not_finite(f, v)
             if problem is None and f.is_numeric:
                 x = values[k]
                 if (low is not None and x < low) or (high is not None and x > high):
-                    problem = (Reason.OUT_OF_RANGE, f"{name}: {x!r} is outside {_bounds(f)}")
+                    problem = _outside(f, x)
             if problem is None and f.allowed is not None and v not in f.allowed:
-                problem = (Reason.NOT_ALLOWED_VALUE, _not_allowed(f, v))
+                problem = _not_allowed(f, v)
             if problem is not None:
                 flag(k, *problem)
                 values[k] = None
@@ -787,7 +789,7 @@ class RecordDecoder:
             except (OverflowError, pa.ArrowInvalid):
                 for k, v in enumerate(values):
                     if v is not None and not _INT64_MIN <= v <= _INT64_MAX:
-                        flag(k, Reason.OUT_OF_RANGE, f"{f.name}: {v} does not fit a 64-bit integer")
+                        flag(k, *_over_int64(f, v))
                         values[k] = None
                 return pa.array(values, pa.int64())
         if f.type is FieldType.FLOAT:
@@ -801,11 +803,7 @@ class RecordDecoder:
                         try:
                             values[k] = float(v)
                         except OverflowError:
-                            flag(
-                                k,
-                                Reason.OUT_OF_RANGE,
-                                f"{f.name}: {_show(v)} does not fit a double",
-                            )
+                            flag(k, *_over_double(f, v))
                             values[k] = None
                 return pa.array(values, pa.float64())
         if f.type is FieldType.STRING:
@@ -822,7 +820,7 @@ class RecordDecoder:
                     if v is not None:
                         v.encode("utf-8")
                 except UnicodeEncodeError:
-                    flag(k, Reason.NON_UTF8, f"{f.name}: {_show(v)} is not valid Unicode")
+                    flag(k, *_bad_unicode(f, v))
                     values[k] = None
             return pa.array(values, pa.string())
 
@@ -839,9 +837,8 @@ class RecordDecoder:
         out = low if high is None else high if low is None else pc.or_(low, high)
         if out is None or not pc.any(out).as_py():
             return
-        bounds = _bounds(f)
         for k in _true_positions(out):
-            flag(k, Reason.OUT_OF_RANGE, f"{f.name}: {arr[k].as_py()!r} is outside {bounds}")
+            flag(k, *_outside(f, arr[k].as_py()))
 
 
 def _bounds(f: Field) -> str:
@@ -850,8 +847,34 @@ def _bounds(f: Field) -> str:
     return f"[{low}, {high}]"
 
 
-def _not_allowed(f: Field, value: Any) -> str:
-    return f"{f.name}: {_show(value)} is not one of {list(f.allowed or ())}"
+# One wording per problem, whichever check finds it (column-wise in Arrow or value by value).
+
+
+def _not_allowed(f: Field, value: Any) -> tuple[Reason, str]:
+    return (
+        Reason.NOT_ALLOWED_VALUE,
+        f"{f.name}: {_show(value)} is not one of {list(f.allowed or ())}",
+    )
+
+
+def _not_finite(f: Field, value: Any) -> tuple[Reason, str]:
+    return Reason.OUT_OF_RANGE, f"{f.name}: {_show(value)} is not a finite number"
+
+
+def _outside(f: Field, value: Any) -> tuple[Reason, str]:
+    return Reason.OUT_OF_RANGE, f"{f.name}: {value!r} is outside {_bounds(f)}"
+
+
+def _over_int64(f: Field, value: int) -> tuple[Reason, str]:
+    return Reason.OUT_OF_RANGE, f"{f.name}: {value} does not fit a 64-bit integer"
+
+
+def _over_double(f: Field, value: int) -> tuple[Reason, str]:
+    return Reason.OUT_OF_RANGE, f"{f.name}: {_show(value)} does not fit a double"
+
+
+def _bad_unicode(f: Field, value: str) -> tuple[Reason, str]:
+    return Reason.NON_UTF8, f"{f.name}: {_show(value)} is not valid Unicode"
 
 
 def _survivors(f: Field, column: list[Any] | pa.Array, keep: list[int] | None) -> pa.Array:

@@ -33,11 +33,13 @@ class FakeLake:
     rows: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     fail: bool = False
     writes: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
 
     def write(self, shard_id, first, last, rows: pa.Table, dead_letters=()) -> Manifest:
         if self.fail:
             raise LakeWriteError("injected")
         self.writes += 1
+        self.dead.extend(dead_letters)
         m = Manifest(
             "t",
             shard_id,
@@ -146,24 +148,16 @@ def test_kpl_aggregated_records_go_to_dead_letters_whole() -> None:
 
 def test_kpl_aggregated_dead_letters_keep_payload_and_reason() -> None:
     lake = FakeLake()
-    captured: list[DeadLetter] = []
-    original = lake.write
-
-    def write(shard_id, first, last, rows, dead_letters=()):  # type: ignore[no-untyped-def]
-        captured.extend(dead_letters)
-        return original(shard_id, first, last, rows, dead_letters)
-
-    lake.write = write  # type: ignore[method-assign]
     p = make(lake, max_records=4)
     p.initialize("s", "TRIM_HORIZON")
     batch = records(4)
     batch[1:3] = [r._replace(sequence_number="2") for r in batch[1:3]]
     p.process(batch, FakeCheckpointer())
-    assert [(d.reason, d.sequence_number, d.data) for d in captured] == [
+    assert [(d.reason, d.sequence_number, d.data) for d in lake.dead] == [
         ("kpl_aggregated", "2", batch[1].data),
         ("kpl_aggregated", "2", batch[2].data),
     ]
-    assert "disable KPL aggregation" in captured[0].detail
+    assert "disable KPL aggregation" in lake.dead[0].detail
 
 
 def test_lease_lost_drops_the_buffer_without_checkpoint() -> None:

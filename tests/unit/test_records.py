@@ -382,6 +382,7 @@ def test_batch_decode_equals_record_by_record_decode(parser: str) -> None:
     assert batch.table.equals(pa.concat_tables([s.table for s in singles]))
     assert batch.dead_letters == [d for s in singles for d in s.dead_letters]
     assert batch.good_bytes == sum(s.good_bytes for s in singles)
+    assert batch.input_bytes == sum(map(len, payloads)) == sum(s.input_bytes for s in singles)
     # AND the hand-made cases got the expected verdicts
     reasons = {int(d.sequence_number): d.reason for d in batch.dead_letters}
     assert {k: reasons.get(k) for k in range(7, 17)} == {

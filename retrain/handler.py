@@ -700,14 +700,10 @@ def handle_event(
         names = (settings.drift_alarm_name,) if settings.drift_alarm_name else ()
         decision = should_retrain(event, alarm_names=names, alarm_prefix=f"{settings.stack_name}-")
         trigger = event
-    if not decision.run:
-        log.info("event %s ignored: %s", event.event_id, decision.reason)
-        return HandlerResult("ignored", decision.reason, event.event_id)
-    if store is None:
-        store = _store(settings, clients)
-    run_id, refused = _claim(store, event.event_id, settings, clock)
-    if refused is not None:
-        return refused
+    admitted = _admit(decision, event.event_id, store, settings, clients, clock)
+    if isinstance(admitted, HandlerResult):
+        return admitted
+    store, run_id = admitted
     lock = store.acquire_lock(settings.model_name, run_id, clock(), lock_ttl(settings, wait=wait))
     if not lock.go:
         store.finish_event(event.event_id, run_id, COMPLETED, f"skipped: {lock.reason}")
@@ -754,16 +750,27 @@ def handle_event(
     return HandlerResult("ran", outcome.reason, event.event_id, outcome)
 
 
-def _claim(
-    store: IdempotencyStore, event_id: str, settings: Settings, clock: Callable[[], float]
-) -> tuple[str, HandlerResult | None]:
-    """Claim ``event_id`` for a new holder; returns (holder, None) or the refusal to return."""
+def _admit(
+    decision: Decision,
+    event_id: str,
+    store: IdempotencyStore | None,
+    settings: Settings,
+    clients: AwsClients,
+    clock: Callable[[], float],
+) -> tuple[IdempotencyStore, str] | HandlerResult:
+    """Both steps' way in: an event the decision ignores, or one another holder has claimed,
+    ends here with the result to return; otherwise (the store, this claim's holder id)."""
+    if not decision.run:
+        log.info("event %s ignored: %s", event_id, decision.reason)
+        return HandlerResult("ignored", decision.reason, event_id)
+    if store is None:
+        store = _store(settings, clients)
     holder = f"handler-{uuid.uuid4().hex[:12]}"
     claim = store.claim_event(event_id, holder, clock(), settings.retrain_lock_ttl_s)
     if claim.go:
-        return holder, None
+        return store, holder
     log.info("event %s not run: %s", event_id, claim.reason)
-    return holder, HandlerResult(claim.verdict.value, claim.reason, event_id)
+    return HandlerResult(claim.verdict.value, claim.reason, event_id)
 
 
 _STEP1_ARGS = ("training", "contract", "hyperparameters")
@@ -809,14 +816,10 @@ def handle_training_event(
     """Step 2: a training job of this stack and model ended. Idempotent per event id; finishes
     the run (Completed) or records its failure (Failed/Stopped); releases the run's lock."""
     decision = should_finish(event, job_prefix=job_prefix(settings))
-    if not decision.run:
-        log.info("event %s ignored: %s", event.event_id, decision.reason)
-        return HandlerResult("ignored", decision.reason, event.event_id)
-    if store is None:
-        store = _store(settings, clients)
-    claim_id, refused = _claim(store, event.event_id, settings, clock)
-    if refused is not None:
-        return refused
+    admitted = _admit(decision, event.event_id, store, settings, clients, clock)
+    if isinstance(admitted, HandlerResult):
+        return admitted
+    store, claim_id = admitted
     run_id = run_id_for_job(settings, event.job_name) or ""
     try:
         state = load_state(clients.client("s3"), settings, run_id)

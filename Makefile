@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TOOLS := .venv-tools
 CHECKOV_VERSION := 3.2.533
 
-.PHONY: tools demo test test-unit test-functional test-e2e check lint fmt typecheck lock bench clean java
+.PHONY: tools demo test test-fast test-unit test-functional test-e2e check lint fmt typecheck lock bench clean java
 
 java:
 	@command -v java >/dev/null 2>&1 || { echo "driftline: 'java' not found: the KCL MultiLangDaemon needs Java 17. Install it: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
@@ -37,6 +37,10 @@ tools: $(TOOLS)/.installed
 
 test: java $(STAMP) tools
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The inner loop: unit + functional (emulator), no KCL daemon.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests/unit tests/functional $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 """Consumer core vs a naive consumer, on the same ~1 KB records in the same run, on one core.
 
     python -m bench.consumer_core [--records N] [--batch B] [--flush F] [--processes P]
-                                  [--repeats R] [--parser P] [--strict] [--json]
+                                  [--repeats R] [--strict] [--json]
 
 The consumer runs as configured by default: batches of ``Settings.kcl_max_records`` (what the
 daemon hands each ``process_records`` call at throughput) and a flush every
@@ -148,11 +148,10 @@ def ours_steps(
     records: list[RawRecord],
     sink: Callable[[str, bytes], None],
     batch_size: int = BATCH,
-    parser: str = "auto",
     flush_every: int = FLUSH,
 ) -> Steps:
     """Our consumer, one ``process_records`` batch per step; returns (rows, dead letters)."""
-    decoder = RecordDecoder(contract, parser=parser)
+    decoder = RecordDecoder(contract)
     event_col = contract.event_time_field.name
     unique = (contract.id_field.name, SEQUENCE_NUMBER)  # as LakeWriter passes them
     tables: list[pa.Table] = []
@@ -387,11 +386,9 @@ def run_side(side: str, data: Path, endpoint: str, args: argparse.Namespace) -> 
             group.drop(columns=parts).to_parquet(buf, compression="zstd", index=False)
 
     makers: dict[str, Callable[[], Steps]] = {
-        "ours_core": lambda: ours_steps(
-            contract, records, no_io, args.batch, args.parser, args.flush
-        ),
+        "ours_core": lambda: ours_steps(contract, records, no_io, args.batch, args.flush),
         "naive_core": lambda: naive_steps(contract, records, mem_write, args.batch, args.flush),
-        "ours_io": lambda: ours_steps(contract, records, put, args.batch, args.parser, args.flush),
+        "ours_io": lambda: ours_steps(contract, records, put, args.batch, args.flush),
         "naive_io": lambda: naive_steps(contract, records, wr_write, args.batch, args.flush),
     }
     make = makers[side]
@@ -415,12 +412,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per process")
     parser.add_argument("--batch", type=int, default=BATCH, help="records per decode call")
     parser.add_argument("--flush", type=int, default=FLUSH, help="records per flush")
-    parser.add_argument(
-        "--parser",
-        choices=["auto", "msgspec", "arrow"],
-        default="auto",
-        help="RecordDecoder's bulk parser (auto: msgspec when installed)",
-    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", action="store_true", help="also print one JSON line of results")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # child process mode
@@ -431,7 +422,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_side(args.side, args.data, args.endpoint, args)))
         return 0
 
-    contract = load_contract()
     records = make_records(args.records)
     mean_kb = sum(len(r.data) for r in records) / len(records) / 1024
     workdir = Path(tempfile.mkdtemp(prefix="bench-consumer-"))
@@ -446,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         child = [sys.executable, "-m", "bench.consumer_core", "--data", str(data)]
         child += ["--endpoint", emu.endpoint, "--repeats", str(args.repeats)]
-        child += ["--batch", str(args.batch), "--flush", str(args.flush), "--parser", args.parser]
+        child += ["--batch", str(args.batch), "--flush", str(args.flush)]
         for k in range(args.processes):
             for side in SIDES[k % 4 :] + SIDES[: k % 4]:  # each side in each position in turn
                 done = subprocess.run(
@@ -472,10 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu_io = cpu_rates["ours_io"] / cpu_rates["naive_io"]
     ((rows, dead),) = outputs
     print(f"consumer core: {n} records, mean {mean_kb:.2f} KiB, {rows} rows, {dead} dead,")
-    used = RecordDecoder(contract, parser=args.parser).parser
     print(
         f"  batches of {args.batch}, flush every {args.flush}, one CPU, best of"
-        f" {args.processes} fresh processes x {args.repeats} runs per side, parser: {used}"
+        f" {args.processes} fresh processes x {args.repeats} runs per side"
     )
     print(f"  {'side':<11} {'best wall rec/s':>16} {'best CPU rec/s':>15} {'median wall':>12}")
     for name, ts in timings.items():
@@ -504,7 +493,6 @@ def main(argv: list[str] | None = None) -> int:
                     "flush": args.flush,
                     "processes": args.processes,
                     "repeats": args.repeats,
-                    "parser": used,
                     "mean_kib": round(mean_kb, 3),
                     **{f"{k}_records_per_s": round(v) for k, v in rates.items()},
                     **{f"{k}_cpu_records_per_s": round(v) for k, v in cpu_rates.items()},

@@ -73,17 +73,16 @@ class FastPath:
         """Decode ``datas``; oversize payloads go to ``bad``, doubtful ones to ``Split.rest``."""
         cand, rest = self._screen(datas, sizes, bad)
         tuples, failed = self._decode_each(pick(datas, cand))
-        rest += [cand[k] for k in failed]
-        rows = _without(cand, failed)
-        table = self._to_table(tuples) if rows else None
-        if table is None:  # nothing decoded, or a value Arrow refuses: the reference path judges
-            return Split(self._empty, [], sorted(rest + rows))
+        rows, moved, _ = _split(cand, failed)
+        table, refused = self._to_table(tuples)
+        rows, moved_too, _ = _split(rows, refused)
+        rest += moved + moved_too
+        if not rows:
+            return Split(self._empty, [], sorted(rest))
         table, unparsed = self._parse_timestamps(table)
-        if unparsed:
-            keep = np.ones(len(rows), dtype=bool)
-            keep[unparsed] = False
-            rest += np.asarray(rows)[~keep].tolist()
-            rows = np.asarray(rows)[keep].tolist()
+        rows, moved, keep = _split(rows, unparsed)
+        if keep is not None:
+            rest += moved
             table = table.filter(pa.array(keep))
         rest.sort()
         return Split(table, rows, rest)  # columns as the lake wants them; decode sets the schema
@@ -138,13 +137,27 @@ class FastPath:
                 at += 1
         return tuples, failed
 
-    def _to_table(self, tuples: list[tuple[Any, ...]]) -> pa.Table | None:
-        """The tuples as one struct array (every column in a single C call), or None."""
+    def _to_table(self, tuples: list[tuple[Any, ...]]) -> tuple[pa.Table, list[int]]:
+        """The tuples as one table, and the positions of those Arrow refuses (left out)."""
+        parts, refused = self._to_structs(tuples, 0)
+        if len(parts) != 1:
+            parts = [pa.concat_arrays(parts) if parts else pa.array([], self._struct)]
+        return pa.Table.from_arrays(parts[0].flatten(), schema=self._schema), refused
+
+    def _to_structs(
+        self, tuples: Sequence[tuple[Any, ...]], at: int
+    ) -> tuple[list[pa.StructArray], list[int]]:
+        """Every column in a single C call; when Arrow refuses a value (a lone surrogate in a
+        string), bisect to set aside only the tuples that hold one."""
         try:
-            parsed = pa.array(tuples, self._struct)
-        except (OverflowError, UnicodeEncodeError, pa.ArrowException):  # e.g. a lone surrogate
-            return None
-        return pa.Table.from_arrays(parsed.flatten(), schema=self._schema)
+            return [pa.array(tuples, self._struct)], []
+        except (OverflowError, UnicodeEncodeError, pa.ArrowException):
+            if len(tuples) == 1:
+                return [], [at]
+        mid = len(tuples) // 2
+        left, refused_left = self._to_structs(tuples[:mid], at)
+        right, refused_right = self._to_structs(tuples[mid:], at + mid)
+        return left + right, refused_left + refused_right
 
     def _parse_timestamps(self, table: pa.Table) -> tuple[pa.Table, list[int]]:
         """The table with timestamps parsed, and the rows whose text did not parse."""
@@ -198,14 +211,18 @@ def pick(items: Sequence[_T], indices: list[int]) -> Sequence[_T]:
     return picked
 
 
-def _without(items: list[int], positions: list[int]) -> list[int]:
-    """``items`` less those at ``positions``."""
+def _split(
+    items: list[int], positions: list[int]
+) -> tuple[list[int], list[int], np.ndarray | None]:
+    """``items`` less those at ``positions``, those, and the mask of the kept (None: all kept)."""
     if not positions:
-        return items
+        return items, [], None
     keep = np.ones(len(items), dtype=bool)
     keep[positions] = False
-    kept: list[int] = np.asarray(items)[keep].tolist()
-    return kept
+    array = np.asarray(items, dtype=np.int64)
+    kept: list[int] = array[keep].tolist()
+    removed: list[int] = array[~keep].tolist()
+    return kept, removed, keep
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -560,6 +560,56 @@ def test_fast_and_reference_paths_agree_on_every_variant_and_edge_case(
     assert fast.good_bytes == batch.good_bytes == sum(s.good_bytes for s in singles)
 
 
+@pytest.mark.parametrize("fast_path", PATHS)
+def test_an_int_past_2_53_in_a_bounded_int_field_is_out_of_range(fast_path: bool) -> None:
+    # GIVEN 100 good records, one with an hour past 2**53 (no double holds it exactly, so a bound
+    # check through doubles would fail on it rather than judge it)
+    rows = generate_records(100, seed=4)
+    payloads = [encode_record(r) for r in rows]
+    payloads[40] = encode_record({**rows[40], "hour": 2**53 + 1})
+    recs = [RawRecord(p, str(i), "k") for i, p in enumerate(payloads)]
+    # WHEN decoded as one batch
+    batch = RecordDecoder(CONTRACT, fast_path=fast_path).decode(
+        recs, shard_id=SHARD, ingest_time=INGEST
+    )
+    # THEN only that record is dead, out of range, with its exact value
+    assert [(d.sequence_number, d.reason, d.detail) for d in batch.dead_letters] == [
+        ("40", "out_of_range", f"hour: {2**53 + 1} is outside [0, 23]")
+    ]
+    assert batch.table.num_rows == 99
+
+
+def test_a_lone_surrogate_sends_only_its_own_record_to_the_reference_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN 100 good records, two of them with a lone surrogate escape in a string (msgspec takes
+    # it, Arrow refuses to hold it)
+    rows = generate_records(100, seed=9)
+    payloads = [encode_record(r) for r in rows]
+    for i in (30, 31):
+        payloads[i] = json.dumps({**rows[i], "device": "\ud800"}).encode()
+    recs = [RawRecord(p, str(i), "k") for i, p in enumerate(payloads)]
+    judged: list[int] = []
+    judge = ReferencePath.decode
+
+    def counting(self: ReferencePath, datas: Any, indices: list[int], *rest: Any) -> Any:
+        judged.extend(indices)
+        return judge(self, datas, indices, *rest)
+
+    monkeypatch.setattr(ReferencePath, "decode", counting)
+    # WHEN decoded as one batch
+    batch = RecordDecoder(CONTRACT).decode(recs, shard_id=SHARD, ingest_time=INGEST)
+    # THEN only those two were judged by the reference path, and only they are dead
+    assert judged == [30, 31]
+    assert [(d.sequence_number, d.reason) for d in batch.dead_letters] == [
+        ("30", "non_utf8"),
+        ("31", "non_utf8"),
+    ]
+    assert batch.table.column("sequence_number").to_pylist() == [
+        str(i) for i in range(100) if i not in (30, 31)
+    ]
+
+
 def test_value_edge_cases_get_these_verdicts() -> None:
     # GIVEN the value edge cases WHEN decoded as a batch (fast path where it can vouch)
     cases = _value_edge_cases()

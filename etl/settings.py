@@ -103,6 +103,9 @@ class Settings:
     sagemaker_training_max_runtime_s: float = 7200.0
     sagemaker_serving_instance: str = "ml.m5.large"
     sklearn_framework_version: str = "1.2-1"
+    #: The stack's KMS key (output DataKeyArn): SageMaker training volume/output and endpoint
+    #: storage are encrypted with it.
+    data_key_arn: str | None = None
 
     # -- warehouse (issue 5) -----------------------------------------------------------------
     #: "postgres" (the embedded local warehouse, or any PostgreSQL >= 15) or "redshift-data".

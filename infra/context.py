@@ -33,7 +33,7 @@ OUTPUT_SETTINGS: dict[str, str] = {
     "SageMakerRoleArn": "sagemaker_role_arn",
     "RedshiftWorkgroup": "redshift_workgroup",
     "RedshiftDatabase": "redshift_database",
-    "RedshiftSecretArn": "redshift_secret_arn",
+    "DataKeyArn": "data_key_arn",
 }
 
 

@@ -214,6 +214,7 @@ def make_training(settings: Settings, clients: AwsClients) -> TrainingBackend:
             work_dir=work_dir(settings),
             max_runtime_s=settings.sagemaker_training_max_runtime_s,
             sagemaker_client=clients.client("sagemaker"),
+            kms_key_arn=settings.data_key_arn,
         )
     from retrain.backends.local import LocalTraining
 
@@ -235,6 +236,7 @@ def make_serving(settings: Settings, clients: AwsClients) -> ServingBackend:
                 f"{settings.stack_name}-endpoint-errors",
                 f"{settings.stack_name}-endpoint-latency",
             ),
+            kms_key_arn=settings.data_key_arn,
         )
     from retrain.backends.local import LocalServing
 

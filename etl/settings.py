@@ -93,6 +93,8 @@ class Settings:
     drift_alarm_name: str | None = None
     #: URL of the local model server (set by whoever starts it); local serving reloads it.
     model_server_url: str | None = None
+    #: The server's reload token file (``model_server.token``, mode 0600, in its state folder).
+    model_server_token_file: str | None = None
     model_cache_dir: str = ".driftline/models"
     model_max_request_bytes: int = 1024 * 1024
     #: SageMaker only: execution role, instance types, framework version.

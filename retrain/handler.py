@@ -240,7 +240,13 @@ def make_serving(settings: Settings, clients: AwsClients) -> ServingBackend:
         )
     from retrain.backends.local import LocalServing
 
-    return LocalServing(clients.client("s3"), model_cache(settings), settings.model_server_url)
+    token = settings.model_server_token_file
+    return LocalServing(
+        clients.client("s3"),
+        model_cache(settings),
+        settings.model_server_url,
+        Path(token) if token else None,
+    )
 
 
 def make_backends(

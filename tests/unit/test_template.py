@@ -27,7 +27,10 @@ WILDCARD_ALLOWLIST: dict[tuple[str, str], str] = {
     # A key policy's Resource "*" means "this key"; the account root must administer its key.
     ("DataKey", "AccountAdministersKey"): "key policy: root administers the key (AWS default)",
     ("DataKey", "ServicesUseKey"): "key policy: Resource '*' is this key; scoped by SourceAccount",
-    ("DataKey", "LogsUseKey"): "key policy: the Logs guide's statement; scoped by encryption context",
+    (
+        "DataKey",
+        "LogsUseKey",
+    ): "key policy: the Logs guide's statement; scoped by encryption context",
     ("DataKey", "AutoScalingUsesKey"): "key policy: the EC2 Auto Scaling guide's statement",
     ("DataKey", "AutoScalingAttachesVolumes"): "key policy: CreateGrant for AWS resources only",
     # GetAuthorizationToken has no resource-level permissions (IAM service authorization reference).

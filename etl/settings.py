@@ -114,6 +114,9 @@ class Settings:
     warehouse_backend: str = "postgres"
     #: libpq DSN of the PostgreSQL warehouse; the local stack's state fills it in.
     warehouse_dsn: str | None = None
+    #: DSN ``warehouse query`` connects with: a read-only role (the local stack's reader);
+    #: unset, it uses ``warehouse_dsn`` (still in a read-only transaction).
+    warehouse_query_dsn: str | None = None
     warehouse_schema: str = "driftline"
     warehouse_batch_manifests: int = 50
     redshift_workgroup: str | None = None

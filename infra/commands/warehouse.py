@@ -56,6 +56,10 @@ def warehouse_settings(overrides: dict[str, Any] | None = None) -> Settings:
         dsn = local.extra.get("warehouse_dsn")
         if dsn:
             settings = settings.replace(warehouse_dsn=str(dsn))
+    if settings.warehouse_query_dsn is None and local is not None:
+        reader = local.extra.get("warehouse_reader_dsn")
+        if reader:
+            settings = settings.replace(warehouse_query_dsn=str(reader))
     return settings
 
 
@@ -120,7 +124,10 @@ def print_result(result: QueryResult, as_json: bool) -> None:
 
 
 def run_query(args: argparse.Namespace) -> int:
+    """The SQL runs as the read-only role, in a read-only transaction that is rolled back."""
     settings = warehouse_settings()
+    if settings.warehouse_query_dsn:
+        settings = settings.replace(warehouse_dsn=settings.warehouse_query_dsn)
     contract = load_contract(settings.contract_path)
     warehouse = build_warehouse(settings, contract, clients_for(settings))
     try:

@@ -18,14 +18,17 @@ import pytest
 
 from infra.model_server import Limits, ServerProcess, start_model_server
 from retrain.backends.local import reload_server, write_pointer
-from tests.functional.test_retrain_model_server import RECORD, _call, _error, models  # noqa: F401
+from tests.functional import test_retrain_model_server as base
+from tests.functional.test_retrain_model_server import RECORD, _call, _error
+
+models = base.models  # the module's two trained models, as a fixture here too
 
 pytestmark = pytest.mark.functional
 
 
 @pytest.fixture(scope="module")
 def guarded(
-    models: tuple[Path, Path],  # noqa: F811
+    models: tuple[Path, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ServerProcess, Path]]:
     """A server with short limits: 1 s socket timeout, 3 connections, 1 s to drain a body."""

@@ -36,6 +36,8 @@ PARTITION_DATE = "event_date"
 PARTITION_HOUR = "event_hour"
 METADATA_COLUMNS = (SHARD_ID, SEQUENCE_NUMBER, ARRIVAL_TIME, INGEST_TIME)
 PARTITION_COLUMNS = (PARTITION_DATE, PARTITION_HOUR)
+#: The warehouse's own column (when a row was merged): no field may take its name either.
+WAREHOUSE_LOADED_AT = "loaded_at"
 
 DEFAULT_CONTRACT = "card_transactions.toml"
 
@@ -119,7 +121,7 @@ class Contract:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ContractError(f"contract {self.name!r}: duplicate field names {dupes}")
-        reserved = set(METADATA_COLUMNS) | set(PARTITION_COLUMNS)
+        reserved = set(METADATA_COLUMNS) | set(PARTITION_COLUMNS) | {WAREHOUSE_LOADED_AT}
         clash = sorted(set(names) & reserved)
         if clash:
             raise ContractError(

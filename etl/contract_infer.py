@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from etl.contract import METADATA_COLUMNS, PARTITION_COLUMNS, parse_contract
+from etl.contract import METADATA_COLUMNS, PARTITION_COLUMNS, WAREHOUSE_LOADED_AT, parse_contract
 from etl.exceptions import ContractError
 from etl.identifiers import identifier_problem
 
@@ -159,9 +159,9 @@ def _check_names(name: str, seen: Mapping[str, _Seen]) -> None:
     problem = identifier_problem(name)
     if problem is not None:
         raise ContractError(f"contract name: {problem}; pass --name")
-    reserved = set(METADATA_COLUMNS) | set(PARTITION_COLUMNS)
+    reserved = set(METADATA_COLUMNS) | set(PARTITION_COLUMNS) | {WAREHOUSE_LOADED_AT}
     bad = {k: identifier_problem(k) for k in seen}
-    bad.update({k: "the lake adds a column of this name" for k in seen if k in reserved})
+    bad.update({k: "the pipeline adds a column of this name" for k in seen if k in reserved})
     wrong = {k: v for k, v in bad.items() if v is not None}
     if wrong:
         listed = "; ".join(f"{k!r}: {v}" for k, v in sorted(wrong.items()))

@@ -35,13 +35,14 @@ from etl.contract import (
     INGEST_TIME,
     SEQUENCE_NUMBER,
     SHARD_ID,
+    WAREHOUSE_LOADED_AT,
     Contract,
     FieldType,
 )
 from etl.exceptions import WarehouseError
 from etl.identifiers import quote_double
 
-LOADED_AT = "loaded_at"
+LOADED_AT = WAREHOUSE_LOADED_AT
 LEDGER_TABLE = "load_ledger"
 
 #: Redshift VARCHAR lengths are bytes. Contract strings have no declared length.

@@ -128,7 +128,7 @@ def test_mixed_types_become_string_with_a_note() -> None:
             "none can be the record id",
         ),
         ([{"ID": "a", "t": "2026-01-01T00:00:00Z"}], "'ID': 'ID' is not a lower-case identifier"),
-        ([{"id": "a", "t": "2026-01-01T00:00:00Z", "shard_id": "x"}], "'shard_id': the lake"),
+        ([{"id": "a", "t": "2026-01-01T00:00:00Z", "shard_id": "x"}], "'shard_id': the pipeline"),
         ([{"id": "a", "t": "2026-01-01T00:00:00Z", "select": 1}], "'select' is an SQL reserved"),
     ],
 )

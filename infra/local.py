@@ -154,6 +154,7 @@ def status(*, directory: Path | None = None) -> dict[str, object]:
         "up": procs.get("emulator", {}).get("alive", False),
         "endpoint": state.endpoint,
         "stack": state.stack_name,
+        "contract": state.extra.get(STATE_CONTRACT),
         "processes": procs,
         "outputs": state.outputs,
     }

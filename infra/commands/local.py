@@ -64,6 +64,7 @@ def _status(args: argparse.Namespace) -> int:
         print("local stack: down")
         return 1
     print(f"local stack {st['stack']} up at {st['endpoint']}")
+    print(f"  contract {st.get('contract') or 'card_transactions (the example)'}")
     procs: dict[str, dict[str, Any]] = st["processes"]  # type: ignore[assignment]
     for name, proc in procs.items():
         print(f"  process {name:<16} pid {proc['pid']:<8} {'alive' if proc['alive'] else 'DEAD'}")

@@ -6,7 +6,7 @@ replay rewrites the very same objects:
 1. the manifest ``manifests/<table>/<shard>/<first>-<last>.json`` is written ``pending``;
 2. one Parquet object per (event date, hour) partition, keys derived from (shard, first, last);
 3. the dead letters of the range as JSON lines;
-4. new partitions are registered in the Glue catalog (awswrangler);
+4. new partitions are registered in the Glue catalog (the table is created first if missing);
 5. the manifest is rewritten ``committed``.
 
 Only then may the caller checkpoint ``last``. A processor that starts on a shard lists the
@@ -14,7 +14,7 @@ manifests past its checkpoint (:meth:`LakeWriter.uncheckpointed`) and replays ex
 
 Why not ``wr.s3.to_parquet(dataset=True)`` for the objects: its file names carry a random id, so a
 replay would duplicate rows. Objects are encoded with pyarrow (the contract's exact Arrow types) and
-put with boto3; awswrangler owns the Glue table and partitions.
+put with boto3; the Glue table (built from the contract) and its partitions are plain Glue calls.
 """
 
 from __future__ import annotations

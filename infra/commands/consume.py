@@ -11,7 +11,7 @@ from typing import Any
 
 from consumers.fleet import ConsumerFleet
 from infra.argtypes import at_least
-from infra.context import resolve_settings, state_dir
+from infra.context import add_contract_option, resolve_settings, state_dir
 
 
 def register(sub: Any) -> None:
@@ -28,11 +28,12 @@ def register(sub: Any) -> None:
         help="properties/log folder (default .driftline/consumers)",
     )
     p.add_argument("--kcl-log-level", default="WARN", help="KCL log level (default WARN)")
+    add_contract_option(p)
     p.set_defaults(func=_consume)
 
 
 def _consume(args: argparse.Namespace) -> int:
-    settings, _ = resolve_settings()
+    settings, _ = resolve_settings(args=args)
     for key in ("stream_name", "lake_bucket", "glue_database", "application_name"):
         settings.require(key)
     fleet = ConsumerFleet(

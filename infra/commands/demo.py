@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
+from etl.settings import load_settings
 from infra.argtypes import at_least, fraction_below_one, positive
+from infra.context import add_contract_option
 from infra.demo import run_demo
 
 
@@ -32,6 +34,7 @@ def register(sub: Any) -> None:
         "--keep-up", action="store_true", help="leave the local stack running afterwards"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_contract_option(p)
     p.set_defaults(func=_demo)
 
 
@@ -47,6 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         timeout=args.timeout,
         keep_up=args.keep_up,
+        contract_path=load_settings({"contract_path": args.contract}).contract_path,
         progress=lambda m: print(f"… {m}", file=sys.stderr, flush=True),
     )
     if args.json:

@@ -16,11 +16,11 @@ import threading
 from decimal import Decimal
 from typing import Any
 
-from etl.contract import load_contract
+from etl.contract import contract_for_settings
 from etl.settings import Settings
 from etl.warehouse import LoadSummary, QueryResult, build_loader, build_warehouse
 from infra.argtypes import at_least, positive
-from infra.context import clients_for, resolve_settings
+from infra.context import add_contract_option, clients_for, resolve_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,18 +48,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="S",
         help="seconds between polls (--follow)",
     )
+    add_contract_option(load)
     load.set_defaults(func=run_load)
     query = sub.add_parser("query", help="run SQL against the warehouse")
     query.add_argument("sql", help="the SQL statement")
     query.add_argument("--json", action="store_true", help="print rows as JSON lines")
+    add_contract_option(query)
     query.set_defaults(func=run_query)
 
 
 def warehouse_settings(
-    overrides: dict[str, Any] | None = None, *, needs_aws: bool = True
+    overrides: dict[str, Any] | None = None,
+    args: argparse.Namespace | None = None,
+    *,
+    needs_aws: bool = True,
 ) -> Settings:
     """Settings with the local stack's warehouse DSN filled in when none is configured."""
-    settings, local = resolve_settings(overrides, needs_aws=needs_aws)
+    settings, local = resolve_settings(overrides, args=args, needs_aws=needs_aws)
     if settings.warehouse_dsn is None and local is not None:
         dsn = local.extra.get("warehouse_dsn")
         if dsn:
@@ -72,8 +77,8 @@ def warehouse_settings(
 
 
 def run_load(args: argparse.Namespace) -> int:
-    settings = warehouse_settings({"warehouse_batch_manifests": args.batch})
-    contract = load_contract(settings.contract_path)
+    settings = warehouse_settings({"warehouse_batch_manifests": args.batch}, args)
+    contract = contract_for_settings(settings, clients_for(settings))
     loader = build_loader(settings, contract, clients_for(settings))
     try:
         if not args.follow:
@@ -129,10 +134,10 @@ def print_result(result: QueryResult, as_json: bool) -> None:
 
 def run_query(args: argparse.Namespace) -> int:
     """The SQL runs as the read-only role, in a read-only transaction that is rolled back."""
-    settings = warehouse_settings(needs_aws=False)  # a PostgreSQL DSN is enough
+    settings = warehouse_settings(args=args, needs_aws=False)  # a PostgreSQL DSN is enough
     if settings.warehouse_query_dsn:
         settings = settings.replace(warehouse_dsn=settings.warehouse_query_dsn)
-    contract = load_contract(settings.contract_path)
+    contract = contract_for_settings(settings, clients_for(settings))
     warehouse = build_warehouse(settings, contract, clients_for(settings))
     try:
         result = warehouse.query(args.sql)

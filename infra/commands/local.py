@@ -20,6 +20,7 @@ def register(sub: Any) -> None:
     )
     up.add_argument("--stack", default="driftline", help="stack name (default: driftline)")
     up.add_argument("--no-warehouse", action="store_true", help="skip the embedded PostgreSQL")
+    up.add_argument("--no-console", action="store_true", help="do not start the web console")
     up.set_defaults(func=_up)
     down = actions.add_parser("down", help="stop everything `up` started (by PID)")
     down.set_defaults(func=_down)
@@ -32,11 +33,15 @@ def _up(args: argparse.Namespace) -> int:
     res = local.up(
         stack_name=args.stack,
         with_warehouse=not args.no_warehouse,
+        with_console=not args.no_console,
         progress=lambda m: print(f"… {m}", file=sys.stderr),
     )
     print(f"local stack {res.state.stack_name} up at {res.state.endpoint} in {res.seconds:.1f}s")
     for name, pid in res.state.pids.items():
         print(f"  process {name:<16} pid {pid}")
+    url = local.console_url(res.state)
+    if url:
+        print(f"console: {url}")
     for logical_id, rtype, how in res.resources:
         print(f"  {logical_id:<34} {rtype:<40} {how}")
     return 0
@@ -60,6 +65,8 @@ def _status(args: argparse.Namespace) -> int:
     procs: dict[str, dict[str, Any]] = st["processes"]  # type: ignore[assignment]
     for name, proc in procs.items():
         print(f"  process {name:<16} pid {proc['pid']:<8} {'alive' if proc['alive'] else 'DEAD'}")
+    if st.get("console"):
+        print(f"  console: {st['console']}")
     resources: list[dict[str, Any]] = st.get("resources", [])  # type: ignore[assignment]
     for r in resources:
         print(f"  {r['logical_id']:<34} {r['type']:<40} {r['provided_by']}")

@@ -41,6 +41,7 @@ def template_env() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(pages.FILTERS)
+    env.policies["json.dumps_kwargs"] = {"separators": (",", ":"), "sort_keys": False}
     return env
 
 

@@ -14,6 +14,7 @@ current baseline and the latest window's histogram.
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from infra.console.lake_reader import list_prefix
 FEATURE_METRICS = (("PSI", "PSI"), ("JSDistance", "JS distance"), ("KSStatistic", "KS"))
 HOURS = (1, 3, 6, 12, 24)
 #: Points per series at most; the period grows with the range (a multiple of 60 s).
-MAX_POINTS = 720
+MAX_POINTS = 480
 
 
 def period_for(hours: int, window_s: float) -> int:
@@ -78,22 +79,7 @@ def metric_series(console: Console, hours: int, features: list[str]) -> tuple[Se
         dims = [sdim, {"Name": "Feature", "Value": name}]
         for j, (metric, _) in enumerate(FEATURE_METRICS):
             queries.append(_query(f"f{i}m{j}", s.metrics_namespace, metric, dims, period))
-    cw = console.clients.client("cloudwatch")
-    values: dict[str, dict[int, float]] = {}
-
-    def fetch() -> None:
-        kwargs: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": start, "EndTime": end}
-        while True:
-            resp = cw.get_metric_data(**kwargs)
-            for r in resp.get("MetricDataResults", []):
-                got = values.setdefault(r["Id"], {})
-                for t, v in zip(r.get("Timestamps", []), r.get("Values", []), strict=False):
-                    got[int(t.timestamp())] = float(v)
-            if not resp.get("NextToken"):
-                return
-            kwargs["NextToken"] = resp["NextToken"]
-
-    guard("CloudWatch", "cloudwatch:GetMetricData", fetch)
+    values = _fetch_incremental(console, queries, period, start, end)
     t0 = int(start.timestamp())
     times = list(range(t0 - t0 % period, int(end.timestamp()) + 1, period))
 
@@ -111,6 +97,60 @@ def metric_series(console: Console, hours: int, features: list[str]) -> tuple[Se
         for i, name in enumerate(features)
     ]
     return score, charts
+
+
+def _fetch_incremental(
+    console: Console, queries: list[dict[str, Any]], period: int, start: datetime, end: datetime
+) -> dict[str, dict[int, float]]:
+    """GetMetricData for ``[start, end)``, asking CloudWatch only for what the console has not
+    seen yet: datapoints of periods older than three periods before the last fetch are kept
+    (published windows do not change afterwards), newer ones are read again."""
+    cache = console.bucket_cache("metrics")
+    ids = ",".join(q["Id"] for q in queries)
+    key = f"{period}|{console.settings.require('stream_name')}|{ids}"
+    entry = cache.get(key)
+    if entry is None or entry["start"] > start:
+        entry = {"start": start, "until": start, "values": {}}
+    fetch_from = max(start, entry["until"] - timedelta(seconds=3 * period))
+    cw = console.clients.client("cloudwatch")
+    fresh: dict[str, dict[int, float]] = {}
+
+    def fetch(a: datetime, b: datetime) -> None:
+        kwargs: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": a, "EndTime": b}
+        while True:
+            resp = cw.get_metric_data(**kwargs)
+            for r in resp.get("MetricDataResults", []):
+                got = fresh.setdefault(r["Id"], {})
+                for t, v in zip(r.get("Timestamps", []), r.get("Values", []), strict=False):
+                    got[int(t.timestamp())] = float(v)
+            if not resp.get("NextToken"):
+                return
+            kwargs["NextToken"] = resp["NextToken"]
+
+    for a, b in _chunks(fetch_from, end, period, console.emulated):
+        guard("CloudWatch", "cloudwatch:GetMetricData", functools.partial(fetch, a, b))
+    cut, first = int(fetch_from.timestamp()), int(start.timestamp())
+    merged: dict[str, dict[int, float]] = {}
+    for q in queries:
+        old = {t: v for t, v in entry["values"].get(q["Id"], {}).items() if first <= t < cut}
+        merged[q["Id"]] = {**old, **fresh.get(q["Id"], {})}
+    cache[key] = {"start": start, "until": end, "values": merged}
+    return merged
+
+
+def _chunks(
+    start: datetime, end: datetime, period: int, emulated: bool
+) -> list[tuple[datetime, datetime]]:
+    """One range on AWS. The emulator's GetMetricData scans every datapoint of the range once
+    per period (quadratic in the range), so there the range is read an hour-multiple at a time."""
+    if not emulated:
+        return [(start, end)]
+    step = timedelta(seconds=period * 30)
+    out, a = [], start
+    while a < end:
+        out.append((a, min(a + step, end)))
+        a += step
+    return out
 
 
 def _round(v: float | None) -> float | None:

@@ -179,7 +179,9 @@ def seed_models(
     for i, (name, part) in enumerate((("alpha", frame.iloc[:1500]), ("beta", frame.iloc[1500:]))):
         (work / name).mkdir(parents=True, exist_ok=True)
         part.to_parquet(work / name / "train.parquet")
-        train(work / name, work / f"{name}-model", hyperparameters={"model_id": name, "max_iter": 20})
+        train(
+            work / name, work / f"{name}-model", hyperparameters={"model_id": name, "max_iter": 20}
+        )
         url = upload_model(s3, work / f"{name}-model", f"s3://{bucket}/models/{name}")
         registry.register(
             sm,

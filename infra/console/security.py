@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, urlencode
 
@@ -85,7 +86,10 @@ class GuardMiddleware(BaseHTTPMiddleware):
             refused = self._check_token(request)
             if refused is not None:
                 return _secure(refused)
-        return _secure(await call_next(request))
+        started = time.perf_counter()
+        resp = await call_next(request)
+        resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        return _secure(resp, static=request.url.path.startswith("/static/"))
 
     def _check_token(self, request: Request) -> Response | None:
         assert self.token is not None
@@ -109,9 +113,9 @@ class GuardMiddleware(BaseHTTPMiddleware):
         )
 
 
-def _secure(resp: Response) -> Response:
+def _secure(resp: Response, *, static: bool = False) -> Response:
     resp.headers.setdefault("Content-Security-Policy", CSP)
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     resp.headers.setdefault("Referrer-Policy", "no-referrer")
-    resp.headers.setdefault("Cache-Control", "no-store")
+    resp.headers.setdefault("Cache-Control", "max-age=3600" if static else "no-store")
     return resp

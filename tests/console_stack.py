@@ -97,6 +97,7 @@ def seed(
         dead += len(batch.dead_letters)
         rows += batch.table.num_rows
         tables.append(batch.table)
+    put_leases(clients, settings.require("application_name"), {s: 604 for s in SHARDS})
     profile = build_profile(tables[0], contract, source="console seed")
     save_baseline(
         clients.client("s3"), settings.require("lake_bucket"), settings.baseline_prefix, profile
@@ -104,6 +105,30 @@ def seed(
     put_drift_metrics(clients, settings, contract, hours=hours, seed_value=seed_value)
     evaluate_alarms(clients, state_dir, hours=hours)
     return SeededStack(settings, contract, clients, dead, rows)
+
+
+def put_leases(clients: AwsClients, table: str, checkpoints: dict[str, int]) -> None:
+    """Lease items shaped as the KCL writes them (key ``leaseKey``; owner, counter, checkpoint),
+    one worker per shard: what a running fleet leaves in its lease table."""
+    ddb = clients.client("dynamodb")
+    ddb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for i, (shard, checkpoint) in enumerate(sorted(checkpoints.items())):
+        ddb.put_item(
+            TableName=table,
+            Item={
+                "leaseKey": {"S": shard},
+                "leaseOwner": {"S": f"worker-{i + 1}:7f3c9a2e-{i:04d}"},
+                "leaseCounter": {"N": str(40 + i)},
+                "checkpoint": {"S": str(checkpoint)},
+                "checkpointSubSequenceNumber": {"N": "0"},
+                "ownerSwitchesSinceCheckpoint": {"N": "0"},
+            },
+        )
 
 
 def _poison() -> list[bytes]:

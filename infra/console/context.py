@@ -13,6 +13,7 @@ import logging
 import threading
 import urllib.error
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +54,17 @@ class ConsoleClients(AwsClients):
 
 
 _CLIENT_LOCK = threading.Lock()
+
+
+_POOL = ThreadPoolExecutor(8, thread_name_prefix="console-io")
+
+
+def parallel(*fns: Callable[[], Any]) -> list[Any]:
+    """Run independent backend reads at once (a page waits for the slowest, not the sum); the
+    first exception is raised after all finished."""
+    futures = [_POOL.submit(fn) for fn in fns]
+    wait(futures)
+    return [f.result() for f in futures]
 
 
 def _short(exc: BaseException) -> str:

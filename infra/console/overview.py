@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from infra.console.context import BackendError, Console, guard
+from infra.console.context import BackendError, Console, guard, parallel
 from infra.console.lake_reader import dead_letters, lake_summary
 from retrain import registry
 from retrain.handler import model_group
@@ -46,11 +46,6 @@ def stream(console: Console) -> StreamView:
     s = console.settings
     name = s.require("stream_name")
     kinesis, cw = console.clients.client("kinesis"), console.clients.client("cloudwatch")
-    summary = guard(
-        "Kinesis",
-        "kinesis:DescribeStreamSummary",
-        lambda: kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"],
-    )
     end = _now()
     queries = [
         _q("incoming", "AWS/Kinesis", "IncomingRecords", [("StreamName", name)], "Sum"),
@@ -63,11 +58,18 @@ def stream(console: Console) -> StreamView:
         ),
         _q("rows", s.metrics_namespace, "WindowRows", [("Stream", name)], "Sum"),
     ]
-    resp = guard(
-        "CloudWatch",
-        "cloudwatch:GetMetricData",
-        lambda: cw.get_metric_data(
-            MetricDataQueries=queries, StartTime=end - timedelta(minutes=10), EndTime=end
+    summary, resp = parallel(
+        lambda: guard(
+            "Kinesis",
+            "kinesis:DescribeStreamSummary",
+            lambda: kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"],
+        ),
+        lambda: guard(
+            "CloudWatch",
+            "cloudwatch:GetMetricData",
+            lambda: cw.get_metric_data(
+                MetricDataQueries=queries, StartTime=end - timedelta(minutes=10), EndTime=end
+            ),
         ),
     )
     by_id = {r["Id"]: r.get("Values", []) for r in resp.get("MetricDataResults", [])}
@@ -165,8 +167,10 @@ def lake(console: Console) -> LakeView:
             n += len(page.get("Partitions", []))
         return n
 
-    partitions = guard("Glue", f"glue:GetPartitions {db}.{table}", count)
-    summary = lake_summary(console)
+    partitions, summary = parallel(
+        lambda: guard("Glue", f"glue:GetPartitions {db}.{table}", count),
+        lambda: lake_summary(console),
+    )
     return LakeView(
         partitions,
         summary.objects,
@@ -197,6 +201,7 @@ class WarehouseView:
     loaded_manifests: int
     last_load: datetime | None
     pending_manifests: int | None
+    configured: bool = True
 
 
 def warehouse(console: Console) -> WarehouseView:
@@ -218,6 +223,8 @@ def warehouse(console: Console) -> WarehouseView:
         return int(rows[0][0]), int(led[0][0]), led[0][1]
 
     backend = "PostgreSQL" if s.warehouse_backend == "postgres" else "Redshift"
+    if s.warehouse_backend == "postgres" and not s.warehouse_dsn:
+        return WarehouseView(backend, 0, 0, None, None, configured=False)
     try:
         rows, loaded, last = guard(backend, "warehouse row count + load ledger", query)
     except BackendError as exc:
@@ -271,8 +278,11 @@ def serving(console: Console) -> ServingView:
     s = console.settings
     sm = console.clients.client("sagemaker")
     group = model_group(s)
-    versions = guard(
-        "SageMaker", "sagemaker:ListModelPackages", lambda: registry.list_versions(sm, group)
+    versions, endpoint = parallel(
+        lambda: guard(
+            "SageMaker", "sagemaker:ListModelPackages", lambda: registry.list_versions(sm, group)
+        ),
+        lambda: _endpoint(console),
     )
     champ = registry.champion(versions)
     view = ServingView(
@@ -280,25 +290,31 @@ def serving(console: Console) -> ServingView:
         champ.status if champ else None,
         dict(champ.metrics) if champ else {},
     )
+    view.endpoint, view.endpoint_state, view.model_id, view.endpoint_error = endpoint
+    return view
+
+
+def _endpoint(console: Console) -> tuple[str, str, str | None, str | None]:
+    """(endpoint, state, model id, error) of what serves."""
+    s = console.settings
     try:
         if s.serving_backend == "sagemaker":
             name = s.require("endpoint_name")
+            sm = console.clients.client("sagemaker")
             desc = guard(
                 "SageMaker",
                 f"sagemaker:DescribeEndpoint {name}",
                 lambda: sm.describe_endpoint(EndpointName=name),
             )
-            view.endpoint, view.endpoint_state = name, str(desc.get("EndpointStatus", ""))
-        elif s.model_server_url:
+            return name, str(desc.get("EndpointStatus", "")), None, None
+        if s.model_server_url:
             url = s.model_server_url
             doc = guard("model server", f"GET {url}/model", lambda: _get_json(f"{url}/model"))
-            view.endpoint, view.endpoint_state = url, "serving" if doc.get("model_id") else "empty"
-            view.model_id = doc.get("model_id")
-        else:
-            view.endpoint_error = "no model server is running (the demo starts one)"
+            model_id = doc.get("model_id")
+            return url, "serving" if model_id else "empty", model_id, None
+        return "", "", None, "no model server is running (the demo starts one)"
     except BackendError as exc:
-        view.endpoint_error = str(exc)
-    return view
+        return "", "", None, str(exc)
 
 
 def _get_json(url: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from infra.console import (
     overview,
     predict,
 )
-from infra.console.context import BackendError, Console
+from infra.console.context import BackendError, Console, parallel
 from infra.console.security import Csrf
 from retrain.manual import Action, decide
 
@@ -149,9 +149,11 @@ class PageState:
             hours = _choice(request, "hours", drift_reader.HOURS, 3)
             features = [f.name for f in self.console.contract.features]
             since = datetime.now(UTC) - timedelta(hours=hours)
-            series = section(lambda: drift_reader.metric_series(self.console, hours, features))
-            alarm = section(lambda: drift_reader.drift_alarm_line(self.console, since))
-            baseline = section(lambda: drift_reader.baseline_view(self.console))
+            series, alarm, baseline = parallel(
+                lambda: section(lambda: drift_reader.metric_series(self.console, hours, features)),
+                lambda: section(lambda: drift_reader.drift_alarm_line(self.console, since)),
+                lambda: section(lambda: drift_reader.baseline_view(self.console)),
+            )
             charts: dict[str, Any] = {}
             if series.data is not None:
                 score, per_feature = series.data
@@ -187,8 +189,10 @@ class PageState:
     # -- models ------------------------------------------------------------------------------
     def models(self, request: Request) -> Response:
         def run() -> Response:
-            view = section(lambda: models_reader.models(self.console))
-            runs = section(lambda: models_reader.runs(self.console))
+            view, runs = parallel(
+                lambda: section(lambda: models_reader.models(self.console)),
+                lambda: section(lambda: models_reader.runs(self.console)),
+            )
             done = request.query_params.get("done", "")[:300]
             failed = request.query_params.get("failed", "")[:600]
             chart = view.data.chart() if view.data is not None else None

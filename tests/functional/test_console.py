@@ -75,8 +75,11 @@ def test_every_page_and_fragment_renders_the_seeded_stack(
     assert "malformed_json" in frags["dead"].text and "non_utf8" in frags["dead"].text
     assert "v1" in frags["serving"].text and "alpha" in frags["serving"].text
     assert "st-ok" in frags["alarm"].text  # the evaluator's last transition went back to OK
-    # the warehouse is not configured in this stack: said so, by name
-    assert "warehouse_dsn" in frags["warehouse"].text
+    # the warehouse is not configured in this stack: said so, with the setting to set
+    assert "DRIFTLINE_WAREHOUSE_DSN" in frags["warehouse"].text
+    # the KCL lease table: both workers and their shards' checkpoints
+    assert frags["consumers"].text.count("<tr><td>shardId-") == 2
+    assert "2 <small>workers" in frags["consumers"].text
     # AND the pages
     overview = client.get("/")
     assert overview.status_code == 200 and overview.text.count('hx-trigger="load, every 5s"') == 7

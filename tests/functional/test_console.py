@@ -78,7 +78,7 @@ def test_every_page_and_fragment_renders_the_seeded_stack(
     # the warehouse is not configured in this stack: said so, with the setting to set
     assert "DRIFTLINE_WAREHOUSE_DSN" in frags["warehouse"].text
     # the KCL lease table: both workers and their shards' checkpoints
-    assert frags["consumers"].text.count("<tr><td>shardId-") == 2
+    assert frags["consumers"].text.count('<tr><td title="shardId-') == 2
     assert "2 <small>workers" in frags["consumers"].text
     # AND the pages
     overview = client.get("/")

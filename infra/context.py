@@ -7,6 +7,7 @@ up, unless ``DRIFTLINE_ENDPOINT_URL`` or an explicit setting says otherwise.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Mapping
@@ -76,16 +77,57 @@ class LocalState:
         return path
 
 
+#: Key of ``LocalState.extra`` holding the contract the local stack was started with.
+STATE_CONTRACT = "contract_path"
+
+
+def add_contract_option(parser: argparse.ArgumentParser) -> None:
+    """``--contract PATH``, taken by every command that touches data (:func:`resolve_settings`)."""
+    parser.add_argument(
+        "--contract",
+        default=None,
+        metavar="PATH",
+        help="data contract (TOML file or s3:// URI); default: contract_path from the env or"
+        " driftline.toml, else the one the local stack was started with, else the shipped example",
+    )
+
+
+def normalize_contract_path(value: str | None, key: str = "contract_path") -> str | None:
+    """An absolute path (child processes run elsewhere) or an ``s3://`` URI; a missing file fails
+    here, naming ``key``."""
+    if value is None or value == "" or value.startswith("s3://"):
+        return value or None
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(
+            key, f"{value!r} is not a file; pass a contract TOML (`driftline contract check PATH`)"
+        )
+    return str(path)
+
+
 def settings_from_outputs(outputs: Mapping[str, str]) -> dict[str, str]:
     return {key: outputs[name] for name, key in OUTPUT_SETTINGS.items() if name in outputs}
 
 
 def resolve_settings(
-    overrides: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    args: argparse.Namespace | None = None,
 ) -> tuple[Settings, LocalState | None]:
-    """Settings for a CLI command, filled in from the running local stack when there is one."""
+    """Settings for a CLI command, filled in from the running local stack when there is one.
+
+    ``args`` contributes ``--contract``. The contract's precedence: the flag, then
+    ``DRIFTLINE_CONTRACT_PATH``, then ``driftline.toml``, then the contract the local stack was
+    started with (``driftline local up --contract``), then the shipped example.
+    """
     env = os.environ if env is None else env
+    overrides = dict(overrides or {})
+    flag = getattr(args, "contract", None)
+    if flag is not None:
+        overrides["contract_path"] = normalize_contract_path(flag, "--contract")
     base = load_settings(overrides, env=env)
+    base = base.replace(contract_path=normalize_contract_path(base.contract_path))
     local = LocalState.load(state_dir(env))
     if local is None or "DRIFTLINE_ENDPOINT_URL" in env:
         return base, local
@@ -97,8 +139,10 @@ def resolve_settings(
     for key, value in settings_from_outputs(local.outputs).items():
         if getattr(base, key) is None:
             fill[key] = value
+    if base.contract_path is None and local.extra.get(STATE_CONTRACT):
+        fill["contract_path"] = str(local.extra[STATE_CONTRACT])
     # explicit overrides still win
-    fill.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    fill.update({k: v for k, v in overrides.items() if v is not None})
     return base.replace(**fill), local
 
 

@@ -40,7 +40,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from etl.aws import AwsClients
-from etl.contract import Contract, load_contract
+from etl.contract import Contract, contract_for_settings
 from etl.exceptions import RetrainError
 from etl.settings import Settings, load_settings
 from retrain import registry
@@ -300,7 +300,7 @@ def start_run(
     from etl.profile import read_pointer
 
     t0 = time.monotonic()
-    contract = contract or load_contract(settings.contract_path)
+    contract = contract or contract_for_settings(settings, clients)
     training = training or make_training(settings, clients)
     s3 = clients.client("s3")
     sm = clients.client("sagemaker")
@@ -455,7 +455,7 @@ def _finish(
 
     timings = {**state.extra, **timings_in}
     t2 = time.monotonic()
-    contract = contract or load_contract(settings.contract_path)
+    contract = contract or contract_for_settings(settings, clients)
     serving = serving or make_serving(settings, clients)
     s3 = clients.client("s3")
     sm = clients.client("sagemaker")
@@ -623,7 +623,7 @@ def run_retrain(
     job raises :class:`RetrainError` (after recording it and notifying).
     """
     t0 = time.monotonic()
-    contract = contract or load_contract(settings.contract_path)
+    contract = contract or contract_for_settings(settings, clients)
     training = training or make_training(settings, clients)
     state = start_run(
         settings,

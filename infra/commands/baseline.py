@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 from pyarrow import csv as pacsv
 
 from etl.aws import AwsClients
-from etl.contract import PARTITION_DATE, Contract, load_contract
+from etl.contract import PARTITION_DATE, Contract, contract_for_settings
 from etl.exceptions import BaselineError
 from etl.profile import (
     DEFAULT_BINS,
@@ -36,7 +36,7 @@ from etl.profile import (
     write_baseline_file,
 )
 from etl.settings import Settings
-from infra.context import clients_for, resolve_settings
+from infra.context import add_contract_option, clients_for, resolve_settings
 
 
 def register(sub: Any) -> None:
@@ -59,7 +59,7 @@ def register(sub: Any) -> None:
     )
     b.add_argument("--bins", type=int, default=DEFAULT_BINS)
     b.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
-    b.add_argument("--contract", default=None, help="contract TOML (default: the settings')")
+    add_contract_option(b)
     b.add_argument(
         "--no-current",
         action="store_true",
@@ -68,8 +68,8 @@ def register(sub: Any) -> None:
     b.set_defaults(func=_build)
 
 
-def contract_for(settings: Settings, path: str | None) -> Contract:
-    return load_contract(path or settings.contract_path)
+def contract_for(settings: Settings) -> Contract:
+    return contract_for_settings(settings, clients_for(settings))
 
 
 def _s3_fs(clients: AwsClients) -> pafs.S3FileSystem:
@@ -135,8 +135,8 @@ def read_dataset(source: str, settings: Settings, contract: Contract) -> tuple[p
 
 
 def _build(args: argparse.Namespace) -> int:
-    settings, _ = resolve_settings()
-    contract = contract_for(settings, args.contract)
+    settings, _ = resolve_settings(args=args)
+    contract = contract_for(settings)
     table, described = read_dataset(args.source, settings, contract)
     if table.num_rows == 0:
         raise BaselineError(f"{args.source}: no rows to profile")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from consumers.fleet import ConsumerFleet
-from infra.context import resolve_settings, state_dir
+from infra.context import add_contract_option, resolve_settings, state_dir
 
 
 def register(sub: Any) -> None:
@@ -25,6 +25,7 @@ def register(sub: Any) -> None:
         help="properties/log folder (default .driftline/consumers)",
     )
     p.add_argument("--kcl-log-level", default="WARN", help="KCL log level (default WARN)")
+    add_contract_option(p)
     p.set_defaults(func=_consume)
 
 
@@ -32,7 +33,7 @@ def _consume(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("driftline: error: --workers must be >= 1", file=sys.stderr)
         return 2
-    settings, _ = resolve_settings()
+    settings, _ = resolve_settings(args=args)
     for key in ("stream_name", "lake_bucket", "glue_database", "application_name"):
         settings.require(key)
     fleet = ConsumerFleet(

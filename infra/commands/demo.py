@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from etl.settings import load_settings
+from infra.context import add_contract_option
 from infra.demo import run_demo
 
 
@@ -35,6 +37,7 @@ def register(sub: Any) -> None:
         help="leave the local stack and its console up afterwards (stop: driftline local down)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_contract_option(p)
     p.set_defaults(func=_demo)
 
 
@@ -56,6 +59,7 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         timeout=args.timeout,
         keep_up=args.keep_up,
+        contract_path=load_settings({"contract_path": args.contract}).contract_path,
         progress=lambda m: print(f"… {m}", file=sys.stderr, flush=True),
     )
     if args.json:

@@ -14,7 +14,7 @@ from typing import Any
 
 from etl.exceptions import RetrainError
 from etl.settings import Settings
-from infra.context import LocalState, clients_for, resolve_settings
+from infra.context import LocalState, add_contract_option, clients_for, resolve_settings
 from retrain import manual, registry
 from retrain.handler import model_group
 
@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("version", nargs="?", type=int, help="model version (for an action)")
     p.add_argument("--reason", default=None, help="recorded with the decision")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_contract_option(p)
     p.set_defaults(func=run)
 
 
@@ -70,7 +71,7 @@ def _print_table(rows: list[dict[str, Any]], metric: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings, local = resolve_settings()
+    settings, local = resolve_settings(args=args)
     settings = serving_settings(settings, local)
     clients = clients_for(settings)
     if args.action == "list":

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from etl.aws import AwsClients
-from etl.contract import Contract, load_contract
+from etl.contract import Contract, contract_for_settings
 from etl.exceptions import DriftlineError
 from etl.settings import Settings
 from infra.context import LocalState, resolve_settings, state_dir
@@ -104,10 +104,11 @@ class Console:
     def from_environment(cls, stack: str | None = None) -> Console:
         settings, local = _resolve(stack)
         d = state_dir()
+        clients = ConsoleClients(region=settings.region, endpoint_url=settings.endpoint_url)
         console = cls(
             settings=settings,
-            clients=ConsoleClients(region=settings.region, endpoint_url=settings.endpoint_url),
-            contract=load_contract(settings.contract_path),
+            clients=clients,
+            contract=contract_for_settings(settings, clients),
             state_dir=d,
             local=local,
         )

@@ -205,13 +205,14 @@ class WarehouseView:
 
 
 def warehouse(console: Console) -> WarehouseView:
-    from etl.warehouse.ddl import LEDGER_TABLE, qualified
+    from etl.warehouse.ddl import LEDGER_TABLE, Dialect, qualified
     from etl.warehouse.loader import build_warehouse
 
     s = console.settings
     schema = s.warehouse_schema
-    target = qualified(schema, console.contract.name)
-    ledger = qualified(schema, LEDGER_TABLE)
+    dialect = Dialect.POSTGRES if s.warehouse_backend == "postgres" else Dialect.REDSHIFT
+    target = qualified(schema, console.contract.name, dialect)
+    ledger = qualified(schema, LEDGER_TABLE, dialect)
 
     def query() -> tuple[int, int, datetime | None]:
         wh = build_warehouse(s, console.contract, console.clients)

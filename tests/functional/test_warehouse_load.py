@@ -265,7 +265,7 @@ def test_a_removed_or_retyped_field_fails_naming_the_column(
     # THEN each fails with an error naming the column and the fix
     with pytest.raises(WarehouseError, match=r"columns \['device'\] that the contract"):
         make_loader(pg_server, pg_schema, s3, dropped)[1].ensure_tables()
-    with pytest.raises(WarehouseError, match=r"card_transactions\.amount is 'double precision'"):
+    with pytest.raises(WarehouseError, match=r'"card_transactions"\.amount is .double precision.'):
         make_loader(pg_server, pg_schema, s3, retyped)[1].ensure_tables()
 
 

@@ -218,3 +218,27 @@ def test_resolver_refuses_what_it_does_not_know() -> None:
         _resolver({"NoSuchParameter": "1"})
     with pytest.raises(StackError, match="no parameter, pseudo parameter or resource"):
         r.resolve({"Ref": "Nope"})
+
+
+def test_the_contract_travels_to_the_fleet_the_lambda_and_their_roles() -> None:
+    # GIVEN the template
+    t = _template()
+    contract_uri = {"Fn::Sub": "s3://${ArtifactsBucket}/${ContractKey}"}
+    contract_arn = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactsBucket}/${ContractKey}"}
+    # THEN ContractKey is a parameter that AWS deploys must set
+    assert t["Parameters"]["ContractKey"]["Default"] == ""
+    asserts = t["Rules"]["AwsNeedsNetworkAndArtifacts"]["Assertions"]
+    assert {"Fn::Not": [{"Fn::Equals": [{"Ref": "ContractKey"}, ""]}]} in [
+        a["Assert"] for a in asserts
+    ]
+    # AND the Lambda gets the contract's S3 URI, and its role may read exactly that object
+    env = t["Resources"]["RetrainFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["DRIFTLINE_CONTRACT_PATH"] == contract_uri
+    sids = {(lid, st.get("Sid")): st for lid, st in _statements(t) if isinstance(st, dict)}
+    assert sids[("RetrainFunctionRole", "ContractRead")]["Resource"] == contract_arn
+    # AND the fleet's unit env names it, and the instance role may read it
+    user_data = t["Resources"]["ConsumerLaunchTemplate"]["Properties"]["LaunchTemplateData"][
+        "UserData"
+    ]["Fn::Base64"]["Fn::Sub"]
+    assert "DRIFTLINE_CONTRACT_PATH=s3://${ArtifactsBucket}/${ContractKey}\n" in user_data
+    assert contract_arn in sids[("ConsumerRole", "AppArtifactRead")]["Resource"]

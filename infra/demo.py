@@ -145,6 +145,9 @@ def run_demo(
         progress=progress,
         parameters={"DriftWindowSeconds": str(DRIFT_WINDOW_S)} if drift else None,
     )
+    url = local.console_url(up.state)
+    if url:
+        progress(f"console: {url} (open it to watch; `--keep` leaves it up after the summary)")
     fleet: ConsumerFleet | None = None
     try:
         settings, _ = resolve_settings(_demo_overrides(drift))

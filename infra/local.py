@@ -6,7 +6,8 @@
 * the CloudFormation template, deployed into it (what moto ignores is created by API);
 * the alarm evaluator (moto stores alarms but never evaluates them);
 * the embedded PostgreSQL standing in for Redshift;
-* the retrain dispatcher (polls the retrain rule's SQS target) and the local model server.
+* the retrain dispatcher (polls the retrain rule's SQS target) and the local model server;
+* the console (``driftline console``) on a free loopback port.
 
 ``down`` stops exactly those PIDs and nothing else.
 """
@@ -46,6 +47,7 @@ def up(
     directory: Path | None = None,
     with_warehouse: bool = True,
     with_services: bool = True,
+    with_console: bool = True,
     parameters: dict[str, str] | None = None,
     contract_path: str | None = None,
     progress: Callable[[str], None] = lambda _msg: None,
@@ -102,6 +104,8 @@ def up(
             state.save(d)
         if with_services:
             _start_services(state, d, progress)
+        if with_console:
+            _start_console(state, d, progress)
         state.save(d)
     except BaseException:
         down(directory=d)
@@ -121,6 +125,21 @@ def _start_services(state: LocalState, d: Path, progress: Callable[[str], None])
             d / "alarm_evaluator.log",
             env=env,
         ).pid
+
+
+def _start_console(state: LocalState, d: Path, progress: Callable[[str], None]) -> None:
+    from infra.console.server import remember, start_console
+
+    state.save(d)  # the console resolves the stack from this state
+    pid, url = start_console(d, stack=state.stack_name)
+    remember(state, pid, url)
+    progress(f"console at {url}")
+
+
+def console_url(state: LocalState) -> str | None:
+    """The local console's URL, if ``up`` started one."""
+    url = (state.extra.get("console") or {}).get("url")
+    return str(url) if url else None
 
 
 def down(*, directory: Path | None = None, timeout: float = 15.0) -> list[str]:
@@ -158,6 +177,7 @@ def status(*, directory: Path | None = None) -> dict[str, object]:
         "contract": state.extra.get(STATE_CONTRACT),
         "processes": procs,
         "outputs": state.outputs,
+        "console": console_url(state),
     }
     if out["up"]:
         from infra.stack import describe_local

@@ -31,7 +31,11 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--timeout", type=positive, default=240.0)
     p.add_argument(
-        "--keep-up", action="store_true", help="leave the local stack running afterwards"
+        "--keep",
+        "--keep-up",
+        dest="keep_up",
+        action="store_true",
+        help="leave the local stack and its console up afterwards (stop: driftline local down)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_contract_option(p)
@@ -59,6 +63,17 @@ def _demo(args: argparse.Namespace) -> int:
         width = max(len(k) for k in result)
         for key, value in result.items():
             print(f"{key:<{width}}  {value}")
+    if args.keep_up:
+        from infra import local
+        from infra.context import LocalState
+
+        state = LocalState.load()
+        url = local.console_url(state) if state is not None else None
+        print(
+            f"the local stack is still up{f'; console: {url}' if url else ''}."
+            " Stop it with `driftline local down`.",
+            file=sys.stderr,
+        )
     ok = (
         result["missing"] == 0
         and result["duplicates"] == 0

@@ -22,6 +22,7 @@ def register(sub: Any) -> None:
     )
     up.add_argument("--stack", default="driftline", help="stack name (default: driftline)")
     up.add_argument("--no-warehouse", action="store_true", help="skip the embedded PostgreSQL")
+    up.add_argument("--no-console", action="store_true", help="do not start the web console")
     add_contract_option(up)
     up.set_defaults(func=_up)
     down = actions.add_parser("down", help="stop everything `up` started (by PID)")
@@ -37,6 +38,7 @@ def _up(args: argparse.Namespace) -> int:
     res = local.up(
         stack_name=args.stack,
         with_warehouse=not args.no_warehouse,
+        with_console=not args.no_console,
         contract_path=contract_path,
         progress=lambda m: print(f"… {m}", file=sys.stderr),
     )
@@ -44,6 +46,9 @@ def _up(args: argparse.Namespace) -> int:
     print(f"  contract {res.state.extra.get('contract_path') or 'card_transactions (the example)'}")
     for name, pid in res.state.pids.items():
         print(f"  process {name:<16} pid {pid}")
+    url = local.console_url(res.state)
+    if url:
+        print(f"console: {url}")
     for logical_id, rtype, how in res.resources:
         print(f"  {logical_id:<34} {rtype:<40} {how}")
     return 0
@@ -68,6 +73,8 @@ def _status(args: argparse.Namespace) -> int:
     procs: dict[str, dict[str, Any]] = st["processes"]  # type: ignore[assignment]
     for name, proc in procs.items():
         print(f"  process {name:<16} pid {proc['pid']:<8} {'alive' if proc['alive'] else 'DEAD'}")
+    if st.get("console"):
+        print(f"  console: {st['console']}")
     resources: list[dict[str, Any]] = st.get("resources", [])  # type: ignore[assignment]
     for r in resources:
         print(f"  {r['logical_id']:<34} {r['type']:<40} {r['provided_by']}")

@@ -15,14 +15,43 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import subprocess
+import threading
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from infra.procs import free_port, read_ready_file, spawn_module, stop_child, wait_until
+
+#: moto backends that hypercorn's worker threads race on: moto's Kinesis backend iterates the
+#: shard's records while PutRecords appends to them ("OrderedDict mutated during iteration" in
+#: GetRecords, an HTTP 500 the KCL retries), and the KCL's lease tables are read-modify-written.
+#: Requests to these services run one at a time (each service its own lock); others in parallel.
+SERIALIZED_SERVICES = frozenset({"kinesis", "dynamodb"})
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/[^/,]+/([a-z0-9-]+)/aws4_request")
+
+
+def service_of(environ: dict[str, Any]) -> str | None:
+    """The AWS service a request is signed for (SigV4 credential scope), if any."""
+    m = _CREDENTIAL_SCOPE.search(str(environ.get("HTTP_AUTHORIZATION", "")))
+    return m.group(1) if m else None
+
+
+def _serialized(app: Any, services: frozenset[str] = SERIALIZED_SERVICES) -> Any:
+    """Run requests to ``services`` under one lock per service (see SERIALIZED_SERVICES)."""
+    locks = {name: threading.Lock() for name in services}
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        lock = locks.get(service_of(environ) or "")
+        if lock is None:
+            return app(environ, start_response)  # type: ignore[no-any-return]
+        with lock:
+            return app(environ, start_response)  # type: ignore[no-any-return]
+
+    return wrapped
 
 
 def _always_send_body(app: Any) -> Any:
@@ -49,7 +78,7 @@ def _serve(port: int, ready_file: Path | None) -> None:
 
     # moto decides some behaviour from env; keep it deterministic and offline.
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
-    app = _always_send_body(DomainDispatcherApplication(create_backend_app))
+    app = _serialized(_always_send_body(DomainDispatcherApplication(create_backend_app)))
 
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]

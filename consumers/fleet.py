@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -201,7 +203,7 @@ class ConsumerFleet:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         for i in range(self.workers):
-            worker_id = f"worker-{i}-{os.getpid()}"
+            worker_id = self.worker_id(i)
             files = write_daemon_files(
                 self.settings,
                 self.work_dir / f"worker-{i}",
@@ -221,6 +223,13 @@ class ConsumerFleet:
             self.members.append(w)
         self._record()
         return self.members
+
+    def worker_id(self, i: int) -> str:
+        """Stable across restarts of the supervisor (one per host, folder and index; the lock
+        keeps a folder to one supervisor): a restarted daemon renews its own leases at once
+        instead of waiting for them to expire (``failoverTimeMillis``) and be re-assigned."""
+        folder = hashlib.sha256(str(self.work_dir).encode()).hexdigest()[:8]
+        return f"{socket.gethostname()}-{folder}-worker-{i}"
 
     def _take_lock(self) -> None:
         """Hold ``fleet.lock``; stop daemons a dead supervisor left behind in this folder."""

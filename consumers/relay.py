@@ -275,16 +275,20 @@ class Relay:
         done = int(self.checkpoint) if self.checkpoint and self.checkpoint.isdigit() else None
         lines: list[bytes] = []
         current = self.outstanding
-        if current is not None and action_of(current) == "initialize":
+        action = action_of(current) if current is not None else None
+        if action == "initialize":
             self.outstanding = init
         else:
             lines.append(init)
         for d in self.buffer:
-            kept = records_after(d.line, done) if done is not None else d.line
-            if d.line is current:
-                self.outstanding = kept
-            elif b'"records":[]' not in kept:
-                lines.append(kept)
+            if d.line is not current:
+                kept = records_after(d.line, done) if done is not None else d.line
+                if b'"records":[]' not in kept:
+                    lines.append(kept)
+        if current is not None and action == "processRecords" and done is not None:
+            # It may lie wholly at or below the checkpoint (flushed and acknowledged before the
+            # processor died without answering it): then it goes with no records.
+            self.outstanding = records_after(current, done)
         self.replay = deque(lines)
         self.replaying = True
         self.outstanding_sent = False  # the new processor has not seen it

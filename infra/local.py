@@ -26,13 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from consumers.fleet import stop_recorded_fleet
 from etl.aws import AwsClients, configure_awswrangler
 from etl.contract import load_contract
 from etl.exceptions import EmulatorError
 from etl.lake import GlueCatalog, LakeLayout
 from infra.context import LocalState, settings_from_outputs, state_dir
 from infra.emulator import start_emulator
-from consumers.fleet import stop_recorded_fleet
 from infra.procs import pid_alive, spawn_module, stop_pid
 
 log = logging.getLogger("driftline.local")
@@ -117,9 +117,7 @@ def _start_services(state: LocalState, d: Path, progress: Callable[[str], None])
         ).pid
 
 
-def down(
-    *, directory: Path | None = None, timeout: float = 15.0, keep: bool = False
-) -> list[str]:
+def down(*, directory: Path | None = None, timeout: float = 15.0, keep: bool = False) -> list[str]:
     """Stop the consumer fleet and every process ``up`` recorded, by PID; then wipe the state
     (``keep``: leave its files until the next ``up``). Returns what was stopped."""
     d = directory or state_dir()

@@ -50,7 +50,7 @@ def _consume(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        while not stop.wait(2.0):
+        while not stop.wait(0.5):  # a dead daemon is restarted within half a second
             fleet.supervise_once()
     finally:
         fleet.stop()

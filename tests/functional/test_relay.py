@@ -42,16 +42,19 @@ CHILD = textwrap.dedent(
                 say({"action": "checkpoint", "sequenceNumber": last, "subSequenceNumber": None})
                 reply = json.loads(sys.stdin.readline())
                 assert reply["action"] == "checkpoint", reply
+                late = any(base64.b64decode(r["data"]) == b"late" for r in msg["records"])
+                if late and not os.path.exists(token + ".late"):
+                    open(token + ".late", "w").close(); os._exit(9)
         say({"action": "status", "responseFor": action})
     """
 )
 
 
-def records(first: int, last: int, crash_at: int | None = None) -> bytes:
+def records(first: int, last: int, crash_at: int | None = None, data: bytes = b"crash") -> bytes:
     recs = [
         {
             "action": "record",
-            "data": base64.b64encode(b"crash" if n == crash_at else b"ok").decode(),
+            "data": base64.b64encode(data if n == crash_at else b"ok").decode(),
             "partitionKey": "pk",
             "sequenceNumber": str(n),
             "subSequenceNumber": 0,
@@ -119,6 +122,25 @@ def test_a_crashed_processor_restarts_from_the_checkpoint_and_replays_what_came_
     first_child = ["init:TRIM_HORIZON", "1", "2", "3", "4", "5", "6", "7", "8"]
     second_child = ["init:4", "5", "6", "7", "8", "9", "10", "11", "12"]
     assert seen == [*first_child, *second_child]
+    assert relay.restarts == 1 and codes == [0]
+
+
+def test_a_call_flushed_and_checkpointed_before_the_crash_is_not_processed_again(
+    tmp_path: Path,
+) -> None:
+    relay, daemon, thread, codes = start(tmp_path)
+    init = {"action": "initialize", "shardId": "shardId-0", "sequenceNumber": "TRIM_HORIZON"}
+    daemon.send(json.dumps(init).encode())
+    # GIVEN a processor that checkpoints 8 (the whole call) and dies before answering the call
+    daemon.send(records(5, 8, crash_at=8, data=b"late"))
+    daemon.send(records(9, 10))
+    relay.events.put(("daemon_eof",))
+    thread.join(30)
+    # THEN the new processor starts at 8 and gets that call without its records, then 9-10
+    assert daemon.statuses == ["initialize", "processRecords", "processRecords"]
+    assert daemon.checkpoints == ["8"]
+    seen = (tmp_path / "seen").read_text().split()
+    assert seen == ["init:TRIM_HORIZON", "5", "6", "7", "8", "init:8", "9", "10"]
     assert relay.restarts == 1 and codes == [0]
 
 

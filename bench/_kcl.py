@@ -44,8 +44,8 @@ class Stack:
     streams: list[str] = field(default_factory=list)
 
     @classmethod
-    def start(cls, state_dir: Path) -> Stack:
-        emu = start_emulator(state_dir)
+    def start(cls, state_dir: Path, *, serialize: bool = True) -> Stack:
+        emu = start_emulator(state_dir, serialize=serialize)
         try:
             clients = AwsClients(endpoint_url=emu.endpoint)
             configure_awswrangler(emu.endpoint)

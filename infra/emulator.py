@@ -71,14 +71,16 @@ def _always_send_body(app: Any) -> Any:
     return wrapped
 
 
-def _serve(port: int, ready_file: Path | None) -> None:
+def _serve(port: int, ready_file: Path | None, *, serialize: bool = True) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     # moto decides some behaviour from env; keep it deterministic and offline.
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
-    app = _serialized(_always_send_body(DomainDispatcherApplication(create_backend_app)))
+    app = _always_send_body(DomainDispatcherApplication(create_backend_app))
+    if serialize:
+        app = _serialized(app)
 
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
@@ -130,15 +132,24 @@ class EmulatorProcess:
 
 
 def start_emulator(
-    state_dir: Path, *, port: int | None = None, timeout: float = 60.0, log_file: Path | None = None
+    state_dir: Path,
+    *,
+    port: int | None = None,
+    timeout: float = 60.0,
+    log_file: Path | None = None,
+    serialize: bool = True,
 ) -> EmulatorProcess:
-    """Start the emulator in its own process group and wait until it answers."""
+    """Start the emulator in its own process group and wait until it answers.
+
+    ``serialize=False`` leaves moto's racing backends unserialized (benchmarks measure the cost).
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     ready = state_dir / "emulator.endpoint"
     ready.unlink(missing_ok=True)
     port = port or free_port()
     log = log_file or state_dir / "emulator.log"
-    proc = spawn_module("infra.emulator", ["--port", str(port), "--ready-file", str(ready)], log)
+    args = ["--port", str(port), "--ready-file", str(ready)]
+    proc = spawn_module("infra.emulator", [*args, *([] if serialize else ["--no-serialize"])], log)
     endpoint = wait_until(
         proc,
         lambda: read_ready_file(ready, _answers),
@@ -168,8 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--ready-file", type=Path, default=None)
+    parser.add_argument(
+        "--no-serialize", action="store_true", help="do not serialize Kinesis/DynamoDB (benchmarks)"
+    )
     args: Any = parser.parse_args(argv)
-    _serve(args.port or free_port(), args.ready_file)
+    _serve(args.port or free_port(), args.ready_file, serialize=not args.no_serialize)
 
 
 if __name__ == "__main__":

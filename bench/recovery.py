@@ -75,12 +75,12 @@ def _ppid(pid: int) -> int:
     return int(raw[raw.rfind(")") + 2 :].split()[1])
 
 
-def victim(kind: str, work: Path, rng: random.Random) -> tuple[int, set[str]]:
+def victim(kind: str, work: Path, rng: random.Random, supervisor: int) -> tuple[int, set[str]]:
     """The PID to kill and the shards it processes."""
     procs = live_processors(work)
     doc = read_fleet_state(work)
     if kind == "supervisor":
-        return int(str(doc["supervisor"])), set(procs)
+        return supervisor, set(procs)
     if kind == "daemon":
         java = rng.choice(sorted(int(g) for g in doc["groups"]))  # type: ignore[union-attr]
         below = set(descendants_of(java))
@@ -102,9 +102,9 @@ def steady(work: Path, timeout: float = 300.0) -> None:
     raise TimeoutError(f"the fleet did not reach a steady state; see {work}")
 
 
-def one(kind: str, work: Path, rng: random.Random, restart: Any) -> dict[str, Any]:
+def one(kind: str, work: Path, rng: random.Random, supervisor: Any, restart: Any) -> dict[str, Any]:
     steady(work)
-    pid, shards = victim(kind, work, rng)
+    pid, shards = victim(kind, work, rng, supervisor())
     others = set(live_processors(work)) - shards
     killed = time.time()
     kill9(pid)
@@ -158,7 +158,7 @@ def run(repeats: int, seed: int) -> dict[str, Any]:
         cadence = longest_pause(work, set(live_processors(work)), quiet_from, time.time())
         runs: dict[str, list[dict[str, Any]]] = {}
         for kind in ("processor", "relay", "daemon", "supervisor"):
-            runs[kind] = [one(kind, work, rng, restart) for _ in range(repeats)]
+            runs[kind] = [one(kind, work, rng, lambda: box[0].pid, restart) for _ in range(repeats)]
         ok = True
         return summarize(runs, cadence, repeats)
     finally:

@@ -54,10 +54,9 @@ def _ppid(pid: int) -> int:
     return int(raw[raw.rfind(")") + 2 :].split()[1])
 
 
-def pick_victim(kind: str, work: Path, rng: random.Random) -> int | None:
+def pick_victim(kind: str, work: Path, rng: random.Random, supervisor: int) -> int | None:
     if kind == "supervisor":
-        sup = read_fleet_state(work).get("supervisor")
-        return sup if isinstance(sup, int) else None
+        return supervisor
     if kind == "daemon":
         groups = read_fleet_state(work).get("groups", [])
         java = [g for g in groups if isinstance(g, int) and cmdline(g)]  # type: ignore[union-attr]
@@ -93,7 +92,7 @@ def test_chaos_kills_lose_and_duplicate_nothing(pipeline, warehouse, tmp_path: P
         rng.shuffle(schedule)
         for kind in schedule:
             time.sleep(rng.uniform(1.0, 2.5))
-            victim = pick_victim(kind, work, rng)
+            victim = pick_victim(kind, work, rng, sup.pid)
             if victim is None:
                 continue
             kill9(victim)

@@ -72,5 +72,5 @@ def test_stop_recorded_fleet_leaves_processes_that_are_not_ours_alone(tmp_path: 
     ],
 )
 def test_a_bad_fault_setting_fails_at_start_naming_the_key(env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError, match="^fault: "):
+    with pytest.raises(ConfigError, match=r"^fault: "):
         load_settings(env=env, config_path=None)

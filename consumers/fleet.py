@@ -156,7 +156,7 @@ def stop_recorded_fleet(
         stopped.append(f"consumer supervisor (pid {sup})")
     groups = doc.get("groups", [])
     for pgid in groups if isinstance(groups, list) else []:
-        if isinstance(pgid, int) and any(_is_ours(p, str(work_dir)) for p in group_members(pgid)):
+        if isinstance(pgid, int) and any(_names(p, str(work_dir)) for p in group_members(pgid)):
             kill_group(pgid, signal.SIGKILL)
             stopped.append(f"daemon group {pgid}")
     return stopped
@@ -164,6 +164,18 @@ def stop_recorded_fleet(
 
 def _is_ours(pid: int, needle: str) -> bool:
     return any(needle in part for part in cmdline(pid))
+
+
+def _names(pid: int, folder: str) -> bool:
+    """Whether ``pid`` belongs to the fleet of ``folder``: java names its properties file there,
+    a relay or processor its log file (in its environment, once java is gone)."""
+    if _is_ours(pid, folder):
+        return True
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"DRIFTLINE_PROCESSOR_LOG_FILE={folder}/".encode() in env
 
 
 def _terminate(pid: int, timeout: float) -> bool:

@@ -315,7 +315,7 @@ def test_end_of_file_in_place_of_a_checkpoint_answer_exits_quietly() -> None:
             raise _json.JSONDecodeError("Expecting value", "", 0)
 
     class Input:
-        records: list[object] = []
+        records: tuple[object, ...] = ()
         checkpointer = None
 
     # GIVEN a processor whose checkpoint read end of file (the daemon went away)

@@ -92,9 +92,13 @@ def test_chaos_kills_lose_and_duplicate_nothing(pipeline, warehouse, tmp_path: P
         rng.shuffle(schedule)
         for kind in schedule:
             time.sleep(rng.uniform(1.0, 2.5))
-            victim = pick_victim(kind, work, rng, sup.pid)
-            if victim is None:
-                continue
+            victim = None
+            for _ in range(120):  # while a fleet restarts, there is no processor to kill yet
+                victim = pick_victim(kind, work, rng, sup.pid)
+                if victim is not None:
+                    break
+                time.sleep(1.0)
+            assert victim is not None, f"no {kind} to kill within 120 s"
             kill9(victim)
             killed.append((kind, victim))
             if kind == "supervisor":  # what systemd's Restart=always does

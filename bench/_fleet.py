@@ -109,11 +109,14 @@ def kill9(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def first_flush_after(work_dir: Path, shards: set[str], after: float) -> float | None:
-    """Epoch time by which every one of ``shards`` flushed after ``after`` (None: not yet)."""
+def first_flush_after(
+    work_dir: Path, shards: set[str], after: float, exclude: frozenset[int] = frozenset()
+) -> float | None:
+    """Epoch time by which every one of ``shards`` flushed after ``after`` (None: not yet),
+    not counting flushes by ``exclude`` (processors of a killed daemon finish their last call)."""
     firsts: dict[str, float] = {}
     for e in events(work_dir, "flushed"):
-        if e.ts > after and e.shard in shards and e.shard not in firsts:
+        if e.ts > after and e.shard in shards and e.shard not in firsts and e.pid not in exclude:
             firsts[e.shard] = e.ts
     return max(firsts.values()) if len(firsts) == len(shards) else None
 

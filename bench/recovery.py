@@ -106,6 +106,9 @@ def one(kind: str, work: Path, rng: random.Random, supervisor: Any, restart: Any
     steady(work)
     pid, shards = victim(kind, work, rng, supervisor())
     others = set(live_processors(work)) - shards
+    # A killed daemon's processors may still finish the call they are in (and flush): only a
+    # processor started after the kill counts as the shard being processed again.
+    before = frozenset(live_processors(work).values())
     killed = time.time()
     kill9(pid)
     if kind == "supervisor":
@@ -115,7 +118,7 @@ def one(kind: str, work: Path, rng: random.Random, supervisor: Any, restart: Any
     back = None
     while back is None and time.monotonic() < deadline:
         time.sleep(0.2)
-        back = first_flush_after(work, shards, killed)
+        back = first_flush_after(work, shards, killed, before)
     if back is None:
         raise TimeoutError(f"{kind}: shards {sorted(shards)} not processed again within 300 s")
     pause = longest_pause(work, others, killed, back) if others else None

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from consumers.flush import FlushPolicy
 from consumers.processor import BatchObserver, KclRecordProcessor, ShardProcessor
 from etl.aws import AwsClients
-from etl.contract import Contract, load_contract
+from etl.contract import Contract, contract_for_settings
 from etl.lake import GlueCatalog, LakeLayout, LakeWriter
 from etl.logs import configure_json_logging
 from etl.records import RecordDecoder
@@ -105,8 +105,8 @@ def main() -> None:
             log_file=settings.processor_log_file,
             stderr_level=logging.ERROR,
         )
-    contract = load_contract(settings.contract_path)
     clients = AwsClients.from_settings(settings)
+    contract = contract_for_settings(settings, clients)
     from amazon_kclpy import kcl
 
     processor = KclRecordProcessor(lambda: build_processor(settings, contract, clients))

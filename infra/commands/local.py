@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
+from etl.settings import load_settings
 from infra import local
+from infra.context import add_contract_option
 
 
 def register(sub: Any) -> None:
@@ -23,6 +25,8 @@ def register(sub: Any) -> None:
     up.add_argument(
         "--shards", type=int, default=None, help="shards of the stream (the template's ShardCount)"
     )
+    up.add_argument("--no-console", action="store_true", help="do not start the web console")
+    add_contract_option(up)
     up.set_defaults(func=_up)
     down = actions.add_parser(
         "down",
@@ -51,15 +55,23 @@ def _up(args: argparse.Namespace) -> int:
     if args.shards is not None and args.shards < 1:
         print(f"driftline: error: --shards must be >= 1, got {args.shards}", file=sys.stderr)
         return 2
+    # The flag, the env or driftline.toml; the stack remembers it for every later command.
+    contract_path = load_settings({"contract_path": args.contract}).contract_path
     res = local.up(
         stack_name=args.stack,
         with_warehouse=not args.no_warehouse,
+        with_console=not args.no_console,
+        contract_path=contract_path,
         parameters={"ShardCount": str(args.shards)} if args.shards is not None else None,
         progress=lambda m: print(f"… {m}", file=sys.stderr),
     )
     print(f"local stack {res.state.stack_name} up at {res.state.endpoint} in {res.seconds:.1f}s")
+    print(f"  contract {res.state.extra.get('contract_path') or 'card_transactions (the example)'}")
     for name, pid in res.state.pids.items():
         print(f"  process {name:<16} pid {pid}")
+    url = local.console_url(res.state)
+    if url:
+        print(f"console: {url}")
     for logical_id, rtype, how in res.resources:
         print(f"  {logical_id:<34} {rtype:<40} {how}")
     return 0
@@ -81,9 +93,12 @@ def _status(args: argparse.Namespace) -> int:
         print("local stack: down")
         return 1
     print(f"local stack {st['stack']} up at {st['endpoint']}")
+    print(f"  contract {st.get('contract') or 'card_transactions (the example)'}")
     procs: dict[str, dict[str, Any]] = st["processes"]  # type: ignore[assignment]
     for name, proc in procs.items():
         print(f"  process {name:<16} pid {proc['pid']:<8} {'alive' if proc['alive'] else 'DEAD'}")
+    if st.get("console"):
+        print(f"  console: {st['console']}")
     resources: list[dict[str, Any]] = st.get("resources", [])  # type: ignore[assignment]
     for r in resources:
         print(f"  {r['logical_id']:<34} {r['type']:<40} {r['provided_by']}")

@@ -44,8 +44,8 @@ class Stack:
     streams: list[str] = field(default_factory=list)
 
     @classmethod
-    def start(cls, state_dir: Path) -> Stack:
-        emu = start_emulator(state_dir)
+    def start(cls, state_dir: Path, *, serialize: bool = True) -> Stack:
+        emu = start_emulator(state_dir, serialize=serialize)
         try:
             clients = AwsClients(endpoint_url=emu.endpoint)
             configure_awswrangler(emu.endpoint)
@@ -158,9 +158,14 @@ def committed_manifests(clients: AwsClients, bucket: str) -> list[Manifest]:
 
 
 def initialized(log_paths: Sequence[Path]) -> dict[str, int]:
-    """``{shard: pid}`` of processors that logged ``initialized`` (ours and the count-only one)."""
+    """``{shard: pid}`` of processors that logged ``initialized`` (ours and the count-only one).
+
+    A worker's daemon.log stands for its folder: ours log to ``processor.log`` next to it, the
+    count-only one to stderr (which the daemon copies into daemon.log).
+    """
     shards: dict[str, int] = {}
-    for path in log_paths:
+    paths = [q for p in log_paths for q in (p, p.with_name("processor.log"))]
+    for path in dict.fromkeys(paths):
         if not path.exists():
             continue
         for line in path.read_text(errors="replace").splitlines():
@@ -173,22 +178,13 @@ def initialized(log_paths: Sequence[Path]) -> dict[str, int]:
 # -- processes ---------------------------------------------------------------------------------
 
 
-def child_pids(parent: int) -> list[int]:
-    """PIDs whose parent is ``parent`` (the daemon's record-processor children), from /proc."""
-    out: list[int] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == parent:
-            out.append(int(entry.name))
-    return out
+def child_pids(parent: int, *, relays: bool = True) -> list[int]:
+    """The daemon's record-processor processes, from /proc: each relay it started
+    (``consumers.relay``) and the processor behind it; ``relays=False`` leaves the relays out."""
+    from consumers.proctree import descendants_of
+
+    pids = descendants_of(parent)
+    return pids if relays else [p for p in pids if "consumers.relay" not in cmdline(p)]
 
 
 def rss_bytes(pid: int) -> int | None:

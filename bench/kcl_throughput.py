@@ -167,13 +167,19 @@ def run_side(
 
 
 def run(
-    records: int, shards: int, *, order: list[str], timeout: float, overrides: dict[str, Any]
+    records: int,
+    shards: int,
+    *,
+    order: list[str],
+    timeout: float,
+    overrides: dict[str, Any],
+    serialize: bool = True,
 ) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-kcl-"))
     stack: Stack | None = None
     saved_env = {k: os.environ.get(k) for k in ("PYTHONPATH", "DRIFTLINE_BENCH_COUNT_DIR")}
     try:
-        stack = Stack.start(tmp / "emulator")
+        stack = Stack.start(tmp / "emulator", serialize=serialize)
         stream = stack.create_stream(shards)
         data, poison = payloads(records)
         mean_bytes = sum(len(d) for d, _ in data) / len(data)
@@ -189,6 +195,7 @@ def run(
             "load_seconds": round(load_s, 1),
             "settings": overrides,
             "load_average_before": load_average(),
+            "emulator_lock": serialize,
         }
         for side in order:
             result[side] = run_side(
@@ -224,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flush-age", type=float, default=1.0, help="flush_max_age_s")
     parser.add_argument("--timeout", type=float, default=300.0, help="per side, seconds")
     parser.add_argument("--strict", action="store_true", help=f"exit 1 below {TARGET_RATIO:.0%}")
+    parser.add_argument(
+        "--no-emulator-lock",
+        action="store_true",
+        help="leave moto's Kinesis/DynamoDB unserialized (to measure what the lock costs)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not java_available():
@@ -233,7 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     if sorted(order) != ["count", "ours"]:
         parser.error("--order must name count and ours once each")
     overrides = {"flush_max_records": args.flush_records, "flush_max_age_s": args.flush_age}
-    result = run(args.records, args.shards, order=order, timeout=args.timeout, overrides=overrides)
+    result = run(
+        args.records,
+        args.shards,
+        order=order,
+        timeout=args.timeout,
+        overrides=overrides,
+        serialize=not args.no_emulator_lock,
+    )
     ok = all(result["checks"].values()) and result["ratio"] >= TARGET_RATIO
     if args.json:
         print(json.dumps(result))

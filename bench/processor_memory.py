@@ -72,7 +72,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop_event.is_set():
             largest = 0
-            for pid in child_pids(self.parent_pid):
+            for pid in child_pids(self.parent_pid, relays=False):
                 rss = rss_bytes(pid)
                 if rss is None:
                     continue

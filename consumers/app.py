@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from consumers.flush import FlushPolicy
 from consumers.processor import BatchObserver, KclRecordProcessor, ShardProcessor
@@ -45,6 +46,7 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         compression=settings.parquet_compression,
         max_attempts=settings.s3_max_attempts,
         backoff_base_s=settings.s3_backoff_base_s,
+        fault=injected_fault(settings),
     )
     policy = FlushPolicy(
         settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_s
@@ -55,6 +57,30 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         policy,
         observer=build_observer(settings, contract, clients),
     )
+
+
+def injected_fault(settings: Settings) -> Callable[[str], None] | None:
+    """Tests only (``DRIFTLINE_FAULT``): die at that point of a flush, once per token file.
+
+    The token is created atomically by the process that fires, so a restarted processor (which
+    replays the pending range it left) runs through and the run makes progress.
+    """
+    point, token = settings.fault, settings.fault_token
+    if point is None or token is None:
+        return None
+
+    def fire(at: str) -> None:
+        if at != point:
+            return
+        try:
+            os.close(os.open(token, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return
+        log.critical("injected fault: exiting", extra={"fault": at})
+        logging.shutdown()
+        os._exit(70)
+
+    return fire
 
 
 def build_observer(
@@ -71,6 +97,14 @@ def build_observer(
 def main() -> None:
     configure_json_logging(component="consumer", pid=os.getpid())
     settings = load_settings()
+    if settings.processor_log_file:
+        # Its own file, every level; stderr (which the daemon re-logs at ERROR) only errors.
+        configure_json_logging(
+            component="consumer",
+            pid=os.getpid(),
+            log_file=settings.processor_log_file,
+            stderr_level=logging.ERROR,
+        )
     clients = AwsClients.from_settings(settings)
     contract = contract_for_settings(settings, clients)
     from amazon_kclpy import kcl

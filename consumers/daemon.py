@@ -24,6 +24,8 @@ from etl.settings import Settings
 
 MAIN_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
 MANIFEST = "jars.sha256"
+#: The record processors' structured log, one per worker folder (the daemon's is daemon.log).
+PROCESSOR_LOG = "processor.log"
 
 
 def bundled_jar_dir() -> Path:
@@ -167,13 +169,23 @@ def write_daemon_files(
     max_leases: int = 0,
     module: str = "consumers.app",
 ) -> DaemonFiles:
-    """Properties, launcher and logback files for one daemon; the launcher runs
-    ``python -u -m <module>`` (the record processor; another module only for benchmarks)."""
+    """Properties, launcher and logback files for one daemon; the launcher runs the relay
+    (:mod:`consumers.relay`) in front of ``python -u -m <module>`` (the record processor;
+    another module only for benchmarks)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     launcher = work_dir / "record_processor.sh"
+    py = shlex.quote(python or sys.executable)
+    # The relay restarts a crashed processor in place (consumers.relay); it keeps up to two
+    # flushes' worth of delivered records. The processor logs to its own file: stderr reaches
+    # the daemon, which logs every line it reads there at ERROR.
+    relay_buffer = 2 * settings.flush_max_bytes + 64 * 1024 * 1024
+    log_file = shlex.quote(str((work_dir / PROCESSOR_LOG).resolve()))
     # The daemon splits executableName on spaces; a launcher script keeps any path safe.
     launcher.write_text(
-        f"#!/bin/sh\nexec {shlex.quote(python or sys.executable)} -u -m {shlex.quote(module)}\n"
+        "#!/bin/sh\n"
+        f"export DRIFTLINE_PROCESSOR_LOG_FILE={log_file}\n"
+        f"exec {py} -u -m consumers.relay --max-buffer-bytes {relay_buffer}"
+        f" -- {py} -u -m {shlex.quote(module)}\n"
     )
     launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     props = work_dir / "kcl.properties"

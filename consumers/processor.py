@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
 import operator
 import time
@@ -412,15 +413,23 @@ class ShardProcessor:
 
 def _fatal(fn: Callable[..., None]) -> Callable[..., None]:
     """amazon_kclpy logs and *continues* after an exception in a processor method, so the next
-    flush would checkpoint past the failed batch. Any unexpected error ends the child instead: the
-    daemon exits and is restarted from the last checkpoint, and nothing is skipped."""
+    flush would checkpoint past the failed batch. Any unexpected error ends the child instead: its
+    relay restarts it from the last checkpoint (consumers.relay), and nothing is skipped."""
 
     def wrapped(self: KclRecordProcessor, arg: Any) -> None:
         try:
             fn(self, arg)
         except SystemExit:
             raise
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, json.JSONDecodeError) and not exc.doc.strip():
+                # amazon_kclpy read end of file where a checkpoint answer belongs: the daemon
+                # (or the relay in front of us) is gone. Not an error of ours.
+                log.warning(
+                    "the daemon closed the protocol; exiting (replayed from the last checkpoint)",
+                    extra={"method": fn.__name__},
+                )
+                raise SystemExit(6) from None
             log.critical(
                 "record processor failed; exiting to replay from the last checkpoint",
                 exc_info=True,

@@ -171,8 +171,11 @@ class LakeWriter:
         backoff_cap_s: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        fault: Callable[[str], None] | None = None,
     ) -> None:
         self.contract = contract
+        #: Tests only: called at "after_pending_manifest" and "after_parquet_put" (may end us).
+        self._fault = fault
         self.layout = layout
         self.s3 = s3_client
         self._unique_columns = (contract.id_field.name, SEQUENCE_NUMBER)
@@ -238,8 +241,12 @@ class LakeWriter:
             )
 
         self._put(m_key, manifest.to_json().encode(), "application/json")
+        if self._fault is not None:
+            self._fault("after_pending_manifest")
         for obj, body in zip(manifest.objects, bodies, strict=True):
             self._put(obj.key, body, "application/vnd.apache.parquet")
+            if self._fault is not None:
+                self._fault("after_parquet_put")
         if dead_letters:
             body = "".join(d.to_json(now) + "\n" for d in dead_letters).encode()
             self._put(manifest.dead_letter_keys[0], body, "application/x-ndjson")

@@ -32,12 +32,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-def configure_json_logging(level: int = logging.INFO, **static: Any) -> None:
-    """Send every log record to stderr as JSON (idempotent)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(**static))
+def configure_json_logging(
+    level: int = logging.INFO,
+    *,
+    log_file: str | None = None,
+    stderr_level: int = logging.NOTSET,
+    **static: Any,
+) -> None:
+    """Send every log record as JSON to stderr, or to ``log_file`` (appended) with only records
+    at ``stderr_level`` or above also on stderr (idempotent)."""
+    formatter = JsonFormatter(**static)
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handlers = [handler]
+    if log_file is not None:
+        handler.setLevel(stderr_level)
+        to_file = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        to_file.setFormatter(formatter)
+        handlers.append(to_file)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in root.handlers:
+        old.close()
+    root.handlers[:] = handlers
     root.setLevel(level)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "awswrangler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

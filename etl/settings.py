@@ -60,6 +60,12 @@ class Settings:
     #: that the child parses whole; 2,500 keeps its transient memory small (bench.processor_memory).
     kcl_max_records: int = 2_500
     kcl_idle_time_ms: int = 250
+    #: The record processor's structured log; the fleet sets one file per worker. None: stderr.
+    processor_log_file: str | None = None
+    #: Tests only: a crash injected in the flush protocol ("after_pending_manifest" or
+    #: "after_parquet_put"), fired once per ``fault_token`` file (created when it fires).
+    fault: str | None = None
+    fault_token: str | None = None
 
     # -- drift -----------------------------------------------------------------------------
     drift_window_s: float = 60.0
@@ -141,6 +147,7 @@ class Settings:
 
 
 _VALID_COMPRESSION = ("zstd", "snappy", "gzip", "none")
+FAULT_POINTS = ("after_pending_manifest", "after_parquet_put")
 
 
 def _coerce(key: str, raw: Any, annotation: Any) -> Any:
@@ -218,6 +225,12 @@ def _check(s: Settings) -> None:
         if getattr(s, key) <= 0:
             raise ConfigError(key, f"must be > 0 seconds, got {getattr(s, key)}")
     _check_retrain(s)
+    if s.fault is not None and (s.fault not in FAULT_POINTS or not s.fault_token):
+        raise ConfigError(
+            "fault",
+            f"got {s.fault!r} (token {s.fault_token!r}); expected one of {FAULT_POINTS} with"
+            " DRIFTLINE_FAULT_TOKEN naming a file to create when it fires; unset it in production",
+        )
     if s.kcl_idle_time_ms < 0:
         raise ConfigError("kcl_idle_time_ms", f"must be >= 0, got {s.kcl_idle_time_ms}")
     if s.parquet_compression not in _VALID_COMPRESSION:

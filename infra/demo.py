@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from consumers.daemon import PROCESSOR_LOG
 from consumers.fleet import ConsumerFleet
 from etl.aws import AwsClients, configure_awswrangler
 from etl.contract import load_contract
@@ -99,9 +100,9 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def initialized_shards(work_dir: Path) -> set[str]:
-    """Shards whose record processor has initialized, from the workers' logs."""
+    """Shards whose record processor has initialized, from the processors' logs."""
     shards: set[str] = set()
-    for path in work_dir.glob("worker-*/daemon.log"):
+    for path in work_dir.glob(f"worker-*/{PROCESSOR_LOG}"):
         for line in path.read_text(errors="replace").splitlines():
             if line.startswith("{") and '"msg": "initialized"' in line:
                 shards.add(json.loads(line)["shard"])
@@ -118,7 +119,7 @@ def wait_until_consuming(fleet: ConsumerFleet, shards: int, timeout: float) -> f
         time.sleep(0.5)
     raise TimeoutError(
         f"KCL workers did not start processors for all {shards} shards within {timeout:.0f}s;"
-        f" see {fleet.work_dir}/worker-*/daemon.log"
+        f" see {fleet.work_dir}/worker-*/daemon.log and {PROCESSOR_LOG}"
     )
 
 

@@ -18,14 +18,43 @@ import base64
 import io
 import json
 import os
+import re
 import signal
 import subprocess
+import threading
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from infra.procs import free_port, read_ready_file, spawn_module, stop_child, wait_until
+
+#: moto backends that hypercorn's worker threads race on: moto's Kinesis backend iterates the
+#: shard's records while PutRecords appends to them ("OrderedDict mutated during iteration" in
+#: GetRecords, an HTTP 500 the KCL retries), and the KCL's lease tables are read-modify-written.
+#: Requests to these services run one at a time (each service its own lock); others in parallel.
+SERIALIZED_SERVICES = frozenset({"kinesis", "dynamodb"})
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/[^/,]+/([a-z0-9-]+)/aws4_request")
+
+
+def service_of(environ: dict[str, Any]) -> str | None:
+    """The AWS service a request is signed for (SigV4 credential scope), if any."""
+    m = _CREDENTIAL_SCOPE.search(str(environ.get("HTTP_AUTHORIZATION", "")))
+    return m.group(1) if m else None
+
+
+def _serialized(app: Any, services: frozenset[str] = SERIALIZED_SERVICES) -> Any:
+    """Run requests to ``services`` under one lock per service (see SERIALIZED_SERVICES)."""
+    locks = {name: threading.Lock() for name in services}
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        lock = locks.get(service_of(environ) or "")
+        if lock is None:
+            return app(environ, start_response)  # type: ignore[no-any-return]
+        with lock:
+            return app(environ, start_response)  # type: ignore[no-any-return]
+
+    return wrapped
 
 
 def _always_send_body(app: Any) -> Any:
@@ -104,7 +133,7 @@ def _kinesis_limits(app: Any) -> Any:
     return wrapped
 
 
-def _serve(port: int, ready_file: Path | None) -> None:
+def _serve(port: int, ready_file: Path | None, *, serialize: bool = True) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -112,6 +141,8 @@ def _serve(port: int, ready_file: Path | None) -> None:
     # moto decides some behaviour from env; keep it deterministic and offline.
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
     app = _always_send_body(_kinesis_limits(DomainDispatcherApplication(create_backend_app)))
+    if serialize:
+        app = _serialized(app)
 
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
@@ -163,15 +194,24 @@ class EmulatorProcess:
 
 
 def start_emulator(
-    state_dir: Path, *, port: int | None = None, timeout: float = 60.0, log_file: Path | None = None
+    state_dir: Path,
+    *,
+    port: int | None = None,
+    timeout: float = 60.0,
+    log_file: Path | None = None,
+    serialize: bool = True,
 ) -> EmulatorProcess:
-    """Start the emulator in its own process group and wait until it answers."""
+    """Start the emulator in its own process group and wait until it answers.
+
+    ``serialize=False`` leaves moto's racing backends unserialized (benchmarks measure the cost).
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     ready = state_dir / "emulator.endpoint"
     ready.unlink(missing_ok=True)
     port = port or free_port()
     log = log_file or state_dir / "emulator.log"
-    proc = spawn_module("infra.emulator", ["--port", str(port), "--ready-file", str(ready)], log)
+    args = ["--port", str(port), "--ready-file", str(ready)]
+    proc = spawn_module("infra.emulator", [*args, *([] if serialize else ["--no-serialize"])], log)
     endpoint = wait_until(
         proc,
         lambda: read_ready_file(ready, _answers),
@@ -201,8 +241,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--ready-file", type=Path, default=None)
+    parser.add_argument(
+        "--no-serialize", action="store_true", help="do not serialize Kinesis/DynamoDB (benchmarks)"
+    )
     args: Any = parser.parse_args(argv)
-    _serve(args.port or free_port(), args.ready_file)
+    _serve(args.port or free_port(), args.ready_file, serialize=not args.no_serialize)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,13 @@
 * the retrain dispatcher (polls the retrain rule's SQS target) and the local model server;
 * the console (``driftline console``) on a free loopback port.
 
-``down`` stops exactly those PIDs and nothing else.
+``down`` stops exactly those PIDs, and the consumer fleet a ``driftline consume`` or a demo runs
+in ``<state>/consumers`` (its supervisor, then any daemon group left), and nothing else.
+
+The local state is one unit and lives for one ``up`` … ``down``: the emulator keeps its state
+(streams, lake, leases, registry) in memory, so the warehouse, the model cache, the alarm history
+and the leases must not outlive it. ``down`` wipes them (``keep=True`` leaves the files for a
+post-mortem look), and ``up`` always starts from a wiped state. Logs (``*.log``) are kept.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from consumers.fleet import stop_recorded_fleet
 from etl.aws import AwsClients, configure_awswrangler
 from etl.contract import load_contract
 from etl.exceptions import EmulatorError
@@ -73,6 +80,8 @@ def up(
         return LocalUp(existing, [], 0.0)
     if existing is not None:
         down(directory=d)
+    # A state kept by `down --keep` belongs to an emulator that is gone: start from nothing.
+    wipe(d)
     d.mkdir(parents=True, exist_ok=True)
     progress("starting the emulator (moto over hypercorn, HTTP/2 cleartext)")
     emu = start_emulator(d)
@@ -142,13 +151,16 @@ def console_url(state: LocalState) -> str | None:
     return str(url) if url else None
 
 
-def down(*, directory: Path | None = None, timeout: float = 15.0) -> list[str]:
-    """Stop every process ``up`` recorded, by PID; remove the state. Returns what was stopped."""
+def down(*, directory: Path | None = None, timeout: float = 15.0, keep: bool = False) -> list[str]:
+    """Stop the consumer fleet and every process ``up`` recorded, by PID; then wipe the state
+    (``keep``: leave its files until the next ``up``). Returns what was stopped."""
     d = directory or state_dir()
+    stopped = stop_recorded_fleet(d / "consumers")
     state = LocalState.load(d)
     if state is None:
-        return []
-    stopped = []
+        if not keep:
+            wipe(d)
+        return stopped
     # Services first, the emulator last (they talk to it while stopping).
     for name in sorted(state.pids, key=lambda n: n == "emulator"):
         pid = state.pids[name]
@@ -161,7 +173,59 @@ def down(*, directory: Path | None = None, timeout: float = 15.0) -> list[str]:
             stop_pid(pid, timeout)
         stopped.append(f"{name} (pid {pid})")
     (d / "state.json").unlink(missing_ok=True)
+    if not keep:
+        wipe(d)
     return stopped
+
+
+#: What the local state is, under the state folder (nothing else there is ever deleted).
+STATE_ENTRIES = (
+    "postgres/data",
+    "postgres/pgpass",
+    "models",
+    "retrain",
+    "consumers",
+    "alarm-history.jsonl",
+    "swap-load.json",
+    "emulator.endpoint",
+    "model_server.endpoint",
+    "console.endpoint",
+    "state.json",
+)
+
+
+def wipe(directory: Path) -> list[Path]:
+    """Delete the local state (:data:`STATE_ENTRIES`) under ``directory``, every file but logs
+    (``*.log``, ``*.log.N``); returns what was deleted. Only when nothing of the stack runs."""
+    gone: list[Path] = []
+    for entry in STATE_ENTRIES:
+        gone += _wipe_tree(directory / entry)
+    return gone
+
+
+def _wipe_tree(root: Path) -> list[Path]:
+    if root.is_file() or root.is_symlink():
+        if _is_log(root.name):
+            return []
+        root.unlink(missing_ok=True)
+        return [root]
+    if not root.is_dir():
+        return []
+    gone: list[Path] = []
+    paths = [*root.rglob("*"), root]
+    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when empty: folders holding logs stay
+        elif not _is_log(path.name):
+            path.unlink(missing_ok=True)
+            gone.append(path)
+    return gone
+
+
+def _is_log(name: str) -> bool:
+    stem, _, rotation = name.rpartition(".")
+    return name.endswith(".log") or (stem.endswith(".log") and rotation.isdigit())
 
 
 def status(*, directory: Path | None = None) -> dict[str, object]:

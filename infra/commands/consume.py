@@ -9,9 +9,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from consumers.fleet import ConsumerFleet
+from etl.exceptions import ConfigError
+from etl.settings import Settings
 from infra.argtypes import at_least
-from infra.context import add_contract_option, resolve_settings, state_dir
+from infra.context import add_contract_option, clients_for, resolve_settings, state_dir
 
 
 def register(sub: Any) -> None:
@@ -32,6 +36,25 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_consume)
 
 
+def _lease_cap(settings: Settings, workers: int) -> int:
+    """ceil(open shards / workers): spreads the leases at start (no worker takes them all and
+    hands them over later), and keeps the KCL from moving leases between this host's workers."""
+    if workers == 1:
+        return 0
+    kinesis = clients_for(settings).client("kinesis")
+    stream = settings.require("stream_name")
+    try:
+        summary = kinesis.describe_stream_summary(StreamName=stream)
+    except ClientError as exc:
+        raise ConfigError(
+            "stream_name",
+            f"cannot describe stream {stream!r} ({exc.response['Error']['Code']}); check the name"
+            " (DRIFTLINE_STREAM_NAME) and that the stack is up (`driftline local up`/`deploy`)",
+        ) from None
+    shards = int(summary["StreamDescriptionSummary"]["OpenShardCount"])
+    return -(-shards // workers)
+
+
 def _consume(args: argparse.Namespace) -> int:
     settings, _ = resolve_settings(args=args)
     for key in ("stream_name", "lake_bucket", "glue_database", "application_name"):
@@ -41,6 +64,7 @@ def _consume(args: argparse.Namespace) -> int:
         args.workers,
         args.work_dir or state_dir() / "consumers",
         log_level=args.kcl_log_level,
+        max_leases=_lease_cap(settings, args.workers),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -51,7 +75,7 @@ def _consume(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        while not stop.wait(2.0):
+        while not stop.wait(0.5):  # a dead daemon is restarted within half a second
             fleet.supervise_once()
     finally:
         fleet.stop()

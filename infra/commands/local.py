@@ -22,17 +22,39 @@ def register(sub: Any) -> None:
     )
     up.add_argument("--stack", default="driftline", help="stack name (default: driftline)")
     up.add_argument("--no-warehouse", action="store_true", help="skip the embedded PostgreSQL")
+    up.add_argument(
+        "--shards", type=int, default=None, help="shards of the stream (the template's ShardCount)"
+    )
     up.add_argument("--no-console", action="store_true", help="do not start the web console")
     add_contract_option(up)
     up.set_defaults(func=_up)
-    down = actions.add_parser("down", help="stop everything `up` started (by PID)")
-    down.set_defaults(func=_down)
+    down = actions.add_parser(
+        "down",
+        help="stop everything `up` started and the consumer fleet (by PID), then wipe the state",
+        description="Stop the local stack and any consumer fleet in its state folder. The state"
+        " (warehouse data, model cache, alarm history) lives for one up..down, like the"
+        " emulator's in-memory streams and lake: it is wiped, logs kept.",
+    )
+    wipe = down.add_mutually_exclusive_group()
+    wipe.add_argument(
+        "--wipe", dest="keep", action="store_false", help="delete the state, keep logs (default)"
+    )
+    wipe.add_argument(
+        "--keep",
+        dest="keep",
+        action="store_true",
+        help="leave the state's files to look at; the next `up` wipes them",
+    )
+    down.set_defaults(func=_down, keep=False)
     st = actions.add_parser("status", help="processes and every resource with how it is provided")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_status)
 
 
 def _up(args: argparse.Namespace) -> int:
+    if args.shards is not None and args.shards < 1:
+        print(f"driftline: error: --shards must be >= 1, got {args.shards}", file=sys.stderr)
+        return 2
     # The flag, the env or driftline.toml; the stack remembers it for every later command.
     contract_path = load_settings({"contract_path": args.contract}).contract_path
     res = local.up(
@@ -40,6 +62,7 @@ def _up(args: argparse.Namespace) -> int:
         with_warehouse=not args.no_warehouse,
         with_console=not args.no_console,
         contract_path=contract_path,
+        parameters={"ShardCount": str(args.shards)} if args.shards is not None else None,
         progress=lambda m: print(f"… {m}", file=sys.stderr),
     )
     print(f"local stack {res.state.stack_name} up at {res.state.endpoint} in {res.seconds:.1f}s")
@@ -55,8 +78,9 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    stopped = local.down()
+    stopped = local.down(keep=args.keep)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    print("state kept until the next `local up`" if args.keep else "state wiped (logs kept)")
     return 0
 
 

@@ -32,7 +32,8 @@ def e2e_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorP
 def pipeline(
     e2e_emulator: EmulatorProcess, request: pytest.FixtureRequest
 ) -> tuple[Settings, AwsClients]:
-    """A fresh stream (2 shards), bucket, Glue table and KCL application for one test."""
+    """A fresh stream (2 shards, or ``shards`` of the param), bucket, Glue table and KCL
+    application for one test; the param's other keys are settings."""
     suffix = uuid.uuid4().hex[:8]
     clients = AwsClients(endpoint_url=e2e_emulator.endpoint)
     configure_awswrangler(e2e_emulator.endpoint)
@@ -40,9 +41,9 @@ def pipeline(
     clients.client("s3").create_bucket(Bucket=bucket)
     clients.client("glue").create_database(DatabaseInput={"Name": db})
     kinesis = clients.client("kinesis")
-    kinesis.create_stream(StreamName=stream, ShardCount=2)
+    overrides = dict(getattr(request, "param", {}))
+    kinesis.create_stream(StreamName=stream, ShardCount=overrides.pop("shards", 2))
     kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
-    overrides = getattr(request, "param", {})
     settings = load_settings(
         {
             "endpoint_url": e2e_emulator.endpoint,

@@ -47,3 +47,22 @@ def test_drift_demo_closes_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert "ALARM" in states and states[-1] == "OK"
     finally:
         local.down(directory=state)
+
+
+def test_two_demos_in_a_row_each_see_a_warehouse_equal_to_their_lake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a private state dir
+    state = tmp_path / "state"
+    monkeypatch.setenv("DRIFTLINE_STATE_DIR", str(state))
+    try:
+        for seed in (3, 4):
+            # WHEN a stationary demo runs (up → produce → consume → load → down), twice in a row
+            r = run_demo(records=1_500, workers=1, scenario="stationary", rate=500.0, seed=seed)
+            # THEN each run's warehouse holds exactly that run's lake: the state went with `down`
+            assert (r["missing"], r["duplicates"]) == (0, 0)
+            assert r["lake_rows"] == r["produced"] - r["poison"]
+            assert (r["warehouse_rows"], r["warehouse_duplicates"]) == (r["lake_rows"], 0)
+            assert not (state / "postgres" / "data").exists()
+    finally:
+        local.down(directory=state)

@@ -103,7 +103,10 @@ def test_kill_9_one_of_two_workers_survivor_takes_over_exactly_once(
         victim = next(
             w
             for w in fleet.members
-            if any('"msg": "initialized"' in line for line in w.log_path.read_text().splitlines())
+            if any(
+                '"msg": "initialized"' in line
+                for line in w.log_path.with_name("processor.log").read_text().splitlines()
+            )
         )
         victim.signal_group(signal.SIGKILL)
         second = produce(settings, clients, records=1500, seed=22, rate=500)
@@ -145,7 +148,7 @@ def test_sigterm_flushes_buffered_records_and_checkpoints(pipeline, tmp_path: Pa
 
 def test_initialized_shards_reads_processor_logs(tmp_path: Path) -> None:
     (tmp_path / "worker-0").mkdir()
-    (tmp_path / "worker-0" / "daemon.log").write_text(
+    (tmp_path / "worker-0" / "processor.log").write_text(
         'noise\n{"msg": "initialized", "shard": "shardId-1"}\n'
         '{"msg": "flushed", "shard": "shardId-2"}\n'
     )

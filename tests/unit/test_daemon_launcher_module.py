@@ -16,8 +16,14 @@ def _settings():  # type: ignore[no-untyped-def]
 def test_launcher_runs_consumers_app_by_default(tmp_path: Path) -> None:
     # GIVEN settings WHEN the daemon files are written without a module
     files = write_daemon_files(_settings(), tmp_path, worker_id="w", python="/py")
-    # THEN the launcher execs our record processor
-    assert files.launcher.read_text() == "#!/bin/sh\nexec /py -u -m consumers.app\n"
+    # THEN the launcher execs the relay in front of our record processor, which logs to its
+    # worker folder's processor.log; the relay keeps two flushes' worth plus 64 MiB
+    buffer = 2 * 64 * 1024 * 1024 + 64 * 1024 * 1024
+    assert files.launcher.read_text() == (
+        "#!/bin/sh\n"
+        f"export DRIFTLINE_PROCESSOR_LOG_FILE={tmp_path.resolve() / 'processor.log'}\n"
+        f"exec /py -u -m consumers.relay --max-buffer-bytes {buffer} -- /py -u -m consumers.app\n"
+    )
 
 
 def test_launcher_runs_the_given_module(tmp_path: Path) -> None:

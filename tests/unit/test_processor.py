@@ -303,3 +303,24 @@ def test_non_canonical_base64_is_decoded_as_the_library_would() -> None:
     # WHEN converted THEN the payload is what Record.binary_data gives
     (r,) = to_raw_records([rec])
     assert r.data == rec.binary_data == b"x" * 100
+
+
+def test_end_of_file_in_place_of_a_checkpoint_answer_exits_quietly() -> None:
+    import json as _json
+
+    from consumers.processor import KclRecordProcessor
+
+    class Gone:
+        def process(self, records: object, checkpointer: object) -> None:
+            raise _json.JSONDecodeError("Expecting value", "", 0)
+
+    class Input:
+        records: tuple[object, ...] = ()
+        checkpointer = None
+
+    # GIVEN a processor whose checkpoint read end of file (the daemon went away)
+    kcl = KclRecordProcessor(lambda: Gone())  # type: ignore[arg-type,return-value]
+    # WHEN it processes a batch THEN it exits with its own code, not as a failure of ours (5)
+    with pytest.raises(SystemExit) as exited:
+        kcl.process_records(Input())
+    assert exited.value.code == 6

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from etl.aws import AwsClients
 from etl.exceptions import ConfigError
-from etl.settings import Settings, load_settings
+from etl.settings import DEFAULT_CONFIG_FILE, Settings, load_settings
 
 #: Stack output name -> settings key. Outputs not listed here stay in ``LocalState.outputs``.
 OUTPUT_SETTINGS: dict[str, str] = {
@@ -34,7 +35,7 @@ OUTPUT_SETTINGS: dict[str, str] = {
     "SageMakerRoleArn": "sagemaker_role_arn",
     "RedshiftWorkgroup": "redshift_workgroup",
     "RedshiftDatabase": "redshift_database",
-    "RedshiftSecretArn": "redshift_secret_arn",
+    "DataKeyArn": "data_key_arn",
 }
 
 
@@ -109,18 +110,29 @@ def settings_from_outputs(outputs: Mapping[str, str]) -> dict[str, str]:
     return {key: outputs[name] for name, key in OUTPUT_SETTINGS.items() if name in outputs}
 
 
+NO_LOCAL_STACK = (
+    "no local stack is up; run `driftline local up` or pass --stack NAME to use the stack on AWS"
+)
+#: Settings that say "this command targets that place", whoever sets them.
+_TARGET_KEYS = ("stack_name", "endpoint_url")
+
+
 def resolve_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
     env: Mapping[str, str] | None = None,
     args: argparse.Namespace | None = None,
+    needs_aws: bool = True,
 ) -> tuple[Settings, LocalState | None]:
     """Settings for a CLI command, filled in from the running local stack when there is one.
 
     ``args`` contributes ``--contract``. The contract's precedence: the flag, then
     ``DRIFTLINE_CONTRACT_PATH``, then ``driftline.toml``, then the contract the local stack was
     started with (``driftline local up --contract``), then the shipped example.
-    """
+
+    With no local stack up, a command that ``needs_aws`` goes to AWS only when told which stack
+    (``--stack``, ``DRIFTLINE_STACK_NAME``, an endpoint, or the config file): it never falls back
+    to real AWS by surprise (and then fails on credentials)."""
     env = os.environ if env is None else env
     overrides = dict(overrides or {})
     flag = getattr(args, "contract", None)
@@ -129,6 +141,8 @@ def resolve_settings(
     base = load_settings(overrides, env=env)
     base = base.replace(contract_path=normalize_contract_path(base.contract_path))
     local = LocalState.load(state_dir(env))
+    if local is None and needs_aws and not _targets_explicitly(env, overrides):
+        raise ConfigError("stack", NO_LOCAL_STACK)
     if local is None or "DRIFTLINE_ENDPOINT_URL" in env:
         return base, local
     fill: dict[str, Any] = {
@@ -144,6 +158,19 @@ def resolve_settings(
     # explicit overrides still win
     fill.update({k: v for k, v in overrides.items() if v is not None})
     return base.replace(**fill), local
+
+
+def _targets_explicitly(env: Mapping[str, str], overrides: Mapping[str, Any] | None) -> bool:
+    if any(f"DRIFTLINE_{k.upper()}" in env for k in _TARGET_KEYS):
+        return True
+    if any((overrides or {}).get(k) is not None for k in _TARGET_KEYS):
+        return True
+    config = env.get("DRIFTLINE_CONFIG") or DEFAULT_CONFIG_FILE
+    try:
+        doc = tomllib.loads(Path(config).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    return any(k in doc for k in _TARGET_KEYS)
 
 
 def clients_for(settings: Settings) -> AwsClients:

@@ -100,6 +100,7 @@ def up(
             pg = start_postgres(d)
             state.pids["postgres"] = pg.pid
             state.extra["warehouse_dsn"] = pg.dsn
+            state.extra["warehouse_reader_dsn"] = pg.reader_dsn
             state.save(d)
         if with_services:
             _start_services(state, d, progress)

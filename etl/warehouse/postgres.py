@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from etl.contract import SEQUENCE_NUMBER, SHARD_ID, Contract, FieldType
 from etl.exceptions import WarehouseError
+from etl.redact import redact
 from etl.warehouse import ddl, pgbinary
 from etl.warehouse.ddl import Dialect
 from etl.warehouse.ledger import LedgerEntry, ranges_overlap
@@ -109,7 +110,8 @@ class PostgresWarehouse:
                 self._conn.commit()
             except psycopg.OperationalError as exc:
                 raise WarehouseError(
-                    f"cannot connect to the PostgreSQL warehouse {self.dsn!r}: {exc}; is it"
+                    f"cannot connect to the PostgreSQL warehouse {redact(self.dsn)!r}:"
+                    f" {redact(str(exc))}; is it"
                     " running? (`driftline local up` starts the embedded one)"
                 ) from None
         return self._conn
@@ -229,13 +231,22 @@ class PostgresWarehouse:
 
     # -- query -----------------------------------------------------------------------------
     def query(self, sql: str) -> QueryResult:
+        """Run ``sql`` in a read-only transaction that is always rolled back: a query reads.
+
+        (``warehouse query`` also connects as the read-only reader role: two locks, not one.)"""
+        conn = self.conn
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()
+        conn.read_only = True
         try:
-            with self.conn.cursor() as cur:
+            with conn.cursor() as cur:
                 cur.execute(sql.encode())
                 columns = [d.name for d in cur.description] if cur.description else []
                 rows = [tuple(r) for r in cur.fetchall()] if cur.description else []
-            self.conn.commit()
         except psycopg.Error as exc:
-            self.conn.rollback()
-            raise WarehouseError(f"query failed: {exc}") from None
+            message = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+            raise WarehouseError(f"query failed: {redact(message)}") from None
+        finally:
+            conn.rollback()
+            conn.read_only = None
         return QueryResult(columns, rows)

@@ -59,16 +59,17 @@ class RedshiftTarget:
 
     workgroup: str
     database: str
-    secret_arn: str
+    #: None: the Data API signs in with the caller's IAM identity (serverless temporary
+    #: credentials); else a Secrets Manager secret, e.g. the namespace's managed admin password.
+    secret_arn: str | None = None
     iam_role: str = "default"
     schema: str = "driftline"
 
     def call_args(self) -> dict[str, str]:
-        return {
-            "WorkgroupName": self.workgroup,
-            "Database": self.database,
-            "SecretArn": self.secret_arn,
-        }
+        args = {"WorkgroupName": self.workgroup, "Database": self.database}
+        if self.secret_arn:
+            args["SecretArn"] = self.secret_arn
+        return args
 
 
 def literal(value: str) -> str:

@@ -134,8 +134,14 @@ def read_dataset(source: str, settings: Settings, contract: Contract) -> tuple[p
     return ds.dataset(str(local), format="parquet", partitioning="hive").to_table(), str(local)
 
 
+def remote(ref: str | None) -> bool:
+    """Whether a --from/--out/--baseline reference needs AWS (the lake, S3, the current one)."""
+    return ref is None or ref.startswith("s3://") or ref.split(":", 1)[0] in ("lake", "current")
+
+
 def _build(args: argparse.Namespace) -> int:
-    settings, _ = resolve_settings(args=args)
+    out_needs_aws = args.out is None or not args.out.endswith(".json") or remote(args.out)
+    settings, _ = resolve_settings(args=args, needs_aws=remote(args.source) or out_needs_aws)
     contract = contract_for(settings)
     table, described = read_dataset(args.source, settings, contract)
     if table.num_rows == 0:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from etl.settings import load_settings
+from infra.argtypes import at_least, fraction_below_one, positive
 from infra.context import add_contract_option
 from infra.demo import run_demo
 
@@ -16,19 +17,19 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "demo", help="run the whole loop locally, checked by a second reader"
     )
-    p.add_argument("--records", type=int, default=5000)
+    p.add_argument("--records", type=at_least(1), default=5000)
     p.add_argument(
         "--shards",
-        type=int,
+        type=at_least(1),
         default=None,
         help="reshard the stream first (default: the template's)",
     )
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=at_least(1), default=2)
     p.add_argument("--scenario", choices=["stationary", "drift"], default="stationary")
-    p.add_argument("--poison-rate", type=float, default=0.01)
-    p.add_argument("--rate", type=float, default=500.0, help="records/s produced (default 500)")
+    p.add_argument("--poison-rate", type=fraction_below_one, default=0.01)
+    p.add_argument("--rate", type=positive, default=500.0, help="records/s produced (default 500)")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--timeout", type=float, default=240.0)
+    p.add_argument("--timeout", type=positive, default=240.0)
     p.add_argument(
         "--keep",
         "--keep-up",
@@ -42,13 +43,7 @@ def register(sub: Any) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    for name in ("records", "workers"):
-        if getattr(args, name) < 1:
-            print(f"driftline: error: --{name} must be >= 1", file=sys.stderr)
-            return 2
-    if not 0 <= args.poison_rate < 1:
-        print("driftline: error: --poison-rate must be in [0, 1)", file=sys.stderr)
-        return 2
+    # every flag was checked by its argparse type: nothing has started yet if one is wrong
     result = run_demo(
         records=args.records,
         shards=args.shards,

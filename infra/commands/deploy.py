@@ -147,8 +147,8 @@ def run_destroy(args: argparse.Namespace) -> int:
     print(f"driftline: stack {stack_name} deleted", file=sys.stderr)
     for physical in kept:
         print(
-            f"driftline: kept {physical} (DeletionPolicy Retain: the lake's data); empty and"
-            " delete it yourself when it is no longer needed",
+            f"driftline: kept {physical} (DeletionPolicy Retain: the lake's data and the key that"
+            " encrypts it); docs/deploy.md#teardown says how to delete them on purpose",
             file=sys.stderr,
         )
     return 0

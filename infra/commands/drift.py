@@ -17,7 +17,7 @@ from etl.drift import DriftResult, check
 from etl.exceptions import BaselineError
 from etl.profile import Profile, check_contract, load_baseline, load_current_baseline
 from etl.settings import Settings
-from infra.commands.baseline import contract_for, read_dataset
+from infra.commands.baseline import contract_for, read_dataset, remote
 from infra.context import add_contract_option, clients_for, resolve_settings
 
 
@@ -93,7 +93,9 @@ def render_table(result: DriftResult) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    settings, _ = resolve_settings(args=args)
+    settings, _ = resolve_settings(
+        args=args, needs_aws=remote(args.baseline) or remote(args.source)
+    )
     contract = contract_for(settings)
     profile = _load(settings, args.baseline, contract.name)
     check_contract(profile, contract)

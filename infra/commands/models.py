@@ -41,9 +41,11 @@ def serving_settings(settings: Settings, local: LocalState | None) -> Settings:
     if settings.model_server_url is None and local is not None:
         from infra.model_server import STATE_KEY
 
-        url = (local.extra.get(STATE_KEY) or {}).get("url")
-        if url:
-            return settings.replace(model_server_url=url)
+        found = local.extra.get(STATE_KEY) or {}
+        if found.get("url"):
+            return settings.replace(
+                model_server_url=found["url"], model_server_token_file=found.get("token_file")
+            )
     return settings
 
 

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    settings, local = resolve_settings(args=args)
+    settings, local = resolve_settings(args=args, needs_aws=args.endpoint is None)
     settings = serving_settings(settings, local)
     body = (args.json_body if args.json_body is not None else args.csv_body).encode()
     content_type = "application/json" if args.json_body is not None else "text/csv"

@@ -17,9 +17,9 @@ from decimal import Decimal
 from typing import Any
 
 from etl.contract import contract_for_settings
-from etl.exceptions import ConfigError
 from etl.settings import Settings
 from etl.warehouse import LoadSummary, QueryResult, build_loader, build_warehouse
+from infra.argtypes import at_least, positive
 from infra.context import add_contract_option, clients_for, resolve_settings
 
 
@@ -38,9 +38,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " (one transaction each), and print a JSON summary.",
     )
     load.add_argument("--follow", action="store_true", help="keep polling until interrupted")
-    load.add_argument("--batch", type=int, default=None, metavar="N", help="manifests per batch")
     load.add_argument(
-        "--interval", type=float, default=2.0, metavar="S", help="seconds between polls (--follow)"
+        "--batch", type=at_least(1), default=None, metavar="N", help="manifests per batch"
+    )
+    load.add_argument(
+        "--interval",
+        type=positive,
+        default=2.0,
+        metavar="S",
+        help="seconds between polls (--follow)",
     )
     add_contract_option(load)
     load.set_defaults(func=run_load)
@@ -52,22 +58,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def warehouse_settings(
-    overrides: dict[str, Any] | None = None, args: argparse.Namespace | None = None
+    overrides: dict[str, Any] | None = None,
+    args: argparse.Namespace | None = None,
+    *,
+    needs_aws: bool = True,
 ) -> Settings:
     """Settings with the local stack's warehouse DSN filled in when none is configured."""
-    settings, local = resolve_settings(overrides, args=args)
+    settings, local = resolve_settings(overrides, args=args, needs_aws=needs_aws)
     if settings.warehouse_dsn is None and local is not None:
         dsn = local.extra.get("warehouse_dsn")
         if dsn:
             settings = settings.replace(warehouse_dsn=str(dsn))
+    if settings.warehouse_query_dsn is None and local is not None:
+        reader = local.extra.get("warehouse_reader_dsn")
+        if reader:
+            settings = settings.replace(warehouse_query_dsn=str(reader))
     return settings
 
 
 def run_load(args: argparse.Namespace) -> int:
-    if args.batch is not None and args.batch <= 0:
-        raise ConfigError("--batch", f"must be > 0 manifests, got {args.batch}")
-    if args.interval <= 0:
-        raise ConfigError("--interval", f"must be > 0 seconds, got {args.interval}")
     settings = warehouse_settings({"warehouse_batch_manifests": args.batch}, args)
     contract = contract_for_settings(settings, clients_for(settings))
     loader = build_loader(settings, contract, clients_for(settings))
@@ -124,7 +133,10 @@ def print_result(result: QueryResult, as_json: bool) -> None:
 
 
 def run_query(args: argparse.Namespace) -> int:
-    settings = warehouse_settings(args=args)
+    """The SQL runs as the read-only role, in a read-only transaction that is rolled back."""
+    settings = warehouse_settings(args=args, needs_aws=False)  # a PostgreSQL DSN is enough
+    if settings.warehouse_query_dsn:
+        settings = settings.replace(warehouse_dsn=settings.warehouse_query_dsn)
     contract = contract_for_settings(settings, clients_for(settings))
     warehouse = build_warehouse(settings, contract, clients_for(settings))
     try:

@@ -220,8 +220,17 @@ def test_deploy_aws_path_packages_uploads_and_creates_the_fleet(aws: AwsClients)
     # AND what they load from there is the contract deployed
     assert load_contract(contract_uri, s3_client=aws.client("s3")).hash == contract.hash
 
-    # WHEN the stack is destroyed  THEN the lake bucket is kept (DeletionPolicy Retain)
-    assert destroy_aws(aws, "prod", poll=0.1) == ["prod-lake-123456789012-us-east-1"]
+    # WHEN the stack is destroyed  THEN the lake bucket and the key that encrypts it are kept
+    key_id = next(
+        r["PhysicalResourceId"]
+        for r in aws.client("cloudformation").describe_stack_resources(StackName="prod")[
+            "StackResources"
+        ]
+        if r["LogicalResourceId"] == "DataKey"
+    )
+    assert sorted(destroy_aws(aws, "prod", poll=0.1)) == sorted(
+        [key_id, "prod-lake-123456789012-us-east-1"]
+    )
 
 
 def test_cli_deploy_and_destroy_local(emulator: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -112,7 +112,8 @@ def test_a_fresh_ledger_reload_still_merges_without_duplicates(
     three_flushes(s3, contract)
     loader, wh = make_loader(pg_server, pg_schema, s3, contract)
     loader.run_once()
-    wh.query(f"DELETE FROM {pg_schema}.load_ledger")
+    with psycopg.connect(pg_server.dsn) as conn:  # query() reads only: the loader's own session
+        conn.execute(f"DELETE FROM {pg_schema}.load_ledger")
 
     # WHEN the loader runs again
     again = loader.run_once()

@@ -118,7 +118,8 @@ def run(rounds: int) -> dict[str, Any]:
             clients = AwsClients(endpoint_url=emu.endpoint)
             t0 = time.perf_counter()
             seeded = seed(clients, d, hours=24, extra_settings={
-                "model_server_url": server.url, "model_cache_dir": str(d / "cache")})  # fmt: skip
+                "model_server_url": server.url, "model_server_token_file": str(server.token_file),
+                "model_cache_dir": str(d / "server" / "models")})  # fmt: skip
             seed_models(clients, seeded.settings, d / "work")
             seed_s = time.perf_counter() - t0
             ready = d / "console.endpoint"

@@ -149,12 +149,10 @@ def _resolve(stack: str | None) -> tuple[Settings, LocalState | None]:
     overrides = {"stack_name": stack} if stack else None
     settings, local = resolve_settings(overrides)
     if local is not None:
-        from infra.model_server import STATE_KEY
+        from infra.commands.models import serving_settings
 
+        settings = serving_settings(settings, local)  # the model server's URL and token file
         fill: dict[str, Any] = {}
-        url = (local.extra.get(STATE_KEY) or {}).get("url")
-        if settings.model_server_url is None and url:
-            fill["model_server_url"] = url
         dsn = local.extra.get("warehouse_dsn")
         if settings.warehouse_dsn is None and dsn:
             fill["warehouse_dsn"] = str(dsn)

@@ -38,7 +38,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SeededStac
             clients,
             d,
             hours=3,
-            extra_settings={"model_server_url": server.url, "model_cache_dir": str(d / "cache")},
+            extra_settings={
+                "model_server_url": server.url,
+                "model_server_token_file": str(server.token_file),
+                "model_cache_dir": str(d / "server" / "models"),
+            },
         )
         seed_models(clients, seeded.settings, d / "work")
         yield seeded, d, emu.endpoint

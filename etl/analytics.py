@@ -98,7 +98,9 @@ def feature_summary(contract: Contract) -> str:
 
 
 def render(sql: str, contract: Contract, engine: Engine = Engine.DUCKDB) -> str:
-    """Fill a shared SQL file's placeholders for ``contract`` on ``engine``."""
+    """Fill a shared SQL file's placeholders for ``contract`` on ``engine`` (comment lines,
+    which describe the placeholders, are left out)."""
+    sql = _strip_comments(sql)
     table = contract.name
     values = {
         "{table}": quote(current_view(table) if engine is Engine.ATHENA else table),
@@ -117,7 +119,7 @@ def athena_views(contract: Contract, bucket: str) -> dict[str, str]:
     ``<table>_current`` first, then one view per shared query (named ``<table>_<query>``)."""
     table = contract.name
     current = (
-        sql_file("lake_current")
+        _strip_comments(sql_file("lake_current"))
         .replace("{view}", quote(current_view(table)))
         .replace("{raw_table}", quote(table))
         .replace("{compactions}", quote(compactions_table(table)))
@@ -130,9 +132,13 @@ def athena_views(contract: Contract, bucket: str) -> dict[str, str]:
     return views
 
 
+def _strip_comments(sql: str) -> str:
+    return "\n".join(ln for ln in sql.splitlines() if not ln.lstrip().startswith("--")).strip()
+
+
 def _strip_order_by(sql: str) -> str:
     """A view's rows have no order; the trailing ORDER BY of a query file goes."""
-    lines = [ln for ln in sql.splitlines() if not ln.lstrip().startswith("--")]
+    lines = sql.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     if lines and lines[-1].lstrip().upper().startswith("ORDER BY"):

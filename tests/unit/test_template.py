@@ -218,3 +218,85 @@ def test_resolver_refuses_what_it_does_not_know() -> None:
         _resolver({"NoSuchParameter": "1"})
     with pytest.raises(StackError, match="no parameter, pseudo parameter or resource"):
         r.resolve({"Ref": "Nope"})
+
+
+# -- analytics: workgroup, projected tables, optional QuickSight ---------------------------------
+
+
+def test_the_workgroup_enforces_encrypted_results_under_the_lake_and_a_scan_cutoff() -> None:
+    resources = _template()["Resources"]
+    config = resources["AthenaWorkgroup"]["Properties"]["WorkGroupConfiguration"]
+    assert config["EnforceWorkGroupConfiguration"] is True
+    assert config["BytesScannedCutoffPerQuery"] == {"Ref": "AthenaBytesScannedCutoff"}
+    assert config["ResultConfiguration"] == {
+        "OutputLocation": {"Fn::Sub": "s3://${LakeBucket}/athena-results/"},
+        "EncryptionConfiguration": {
+            "EncryptionOption": "SSE_KMS",
+            "KmsKey": {"Fn::GetAtt": ["DataKey", "Arn"]},
+        },
+    }
+    rules = resources["LakeBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    [expire] = [r for r in rules if r["Id"] == "expire-athena-results"]
+    assert (expire["Prefix"], expire["ExpirationInDays"]) == (
+        "athena-results/",
+        {"Ref": "AthenaResultsExpirationDays"},
+    )
+
+
+def test_lake_side_tables_are_projected() -> None:
+    resources = _template()["Resources"]
+    for logical_id in ("DeadLetterTable", "CompactionTable"):
+        params = resources[logical_id]["Properties"]["TableInput"]["Parameters"]
+        assert params["projection.enabled"] == "true"
+        assert params["projection.table_name.type"] == "injected"
+        assert "${!table_name}" in params["storage.location.template"]["Fn::Sub"]
+
+
+def test_quicksight_exists_only_with_a_principal_and_reads_only_the_lake() -> None:
+    template = _template()
+    # GIVEN the QuickSight resources  THEN each hangs on HasQuickSight (principal ARN not empty)
+    quicksight = {
+        lid
+        for lid, spec in template["Resources"].items()
+        if "QuickSight" in spec["Type"] or lid.startswith("QuickSight")
+    }
+    assert quicksight == {"QuickSightAthenaRole", "QuickSightDataSource"}
+    assert {template["Resources"][lid]["Condition"] for lid in quicksight} == {"HasQuickSight"}
+    assert {"Fn::Not": [{"Fn::Equals": [{"Ref": "QuickSightPrincipalArn"}, ""]}]} in (
+        template["Conditions"]["HasQuickSight"]["Fn::And"]
+    )
+    # AND its role may query the workgroup, read the catalog and the lake, write only results
+    actions = {
+        st["Sid"]: sorted(_as_list(st["Action"]))
+        for lid, st in _statements(template)
+        if lid == "QuickSightAthenaRole" and st.get("Sid")
+    }
+    assert actions == {
+        "Workgroup": [
+            "athena:GetQueryExecution",
+            "athena:GetQueryResults",
+            "athena:GetWorkGroup",
+            "athena:StartQueryExecution",
+            "athena:StopQueryExecution",
+        ],
+        "Catalog": sorted(
+            [
+                "glue:GetDatabase",
+                "glue:GetTable",
+                "glue:GetTables",
+                "glue:GetPartition",
+                "glue:GetPartitions",
+            ]
+        ),
+        "LakeRead": ["s3:GetObject"],
+        "QueryResults": sorted(
+            [
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+            ]
+        ),
+        "LakeBucket": ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+        "DataKey": ["kms:Decrypt", "kms:GenerateDataKey"],
+    }

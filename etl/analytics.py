@@ -3,14 +3,14 @@
 One SQL dialect subset (what Athena's Trino and DuckDB both accept) with placeholders filled per
 contract and, where the engines differ, per engine:
 
-=================== ============================================ ===================================
-placeholder         DuckDB (``driftline lake query``)            Athena
-=================== ============================================ ===================================
-``{table}``         the DuckDB view of the visible objects       the view ``<table>_current``
-``{dead_letters}``  ``<table>_dead_letters``                     the same (Glue table, template)
-``{event_time}``    the contract's event-time column             the same
-``{feature_summary}`` aggregates generated from the contract     the same
-=================== ============================================ ===================================
+======================== ======================================== ==============================
+placeholder              DuckDB (``driftline lake query``)        Athena
+======================== ======================================== ==============================
+``{table}``              the DuckDB view of the visible objects   the view ``<table>_current``
+``{dead_letters}``       ``<table>_dead_letters``                 the same (a view, at deploy)
+``{event_time_column}``  the contract's event-time column         the same
+``{feature_summary}``    aggregates generated from the contract   the same
+======================== ======================================== ==============================
 
 No query names a contract's column: they use the lake's own columns (``shard_id``,
 ``ingest_time``, the partitions) and what the contract says (event time, features, label).
@@ -105,7 +105,7 @@ def render(sql: str, contract: Contract, engine: Engine = Engine.DUCKDB) -> str:
     values = {
         "{table}": quote(current_view(table) if engine is Engine.ATHENA else table),
         "{dead_letters}": quote(dead_letter_table(table)),
-        "{event_time}": quote(contract.event_time_field.name),
+        "{event_time_column}": quote(contract.event_time_field.name),
     }
     if "{feature_summary}" in sql:
         values["{feature_summary}"] = feature_summary(contract)

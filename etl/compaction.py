@@ -343,3 +343,60 @@ class Compactor:
             self.s3.put_object(Bucket=self.loc.bucket, Key=key, Body=body, ContentType=content_type)
         except (ClientError, BotoCoreError) as exc:
             raise CompactionError(f"writing s3://{self.loc.bucket}/{key} failed: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionRequest:
+    """The scheduled rule's input (``{"older_than_s": 7200, "target_mb": 128, "grace_s": 900}``)."""
+
+    older_than: timedelta = timedelta(hours=2)
+    target_bytes: int = 128 * 1024 * 1024
+    grace: timedelta = timedelta(minutes=15)
+
+    @classmethod
+    def from_event(cls, event: Any) -> CompactionRequest:
+        doc = event if isinstance(event, dict) else {}
+        values: dict[str, float] = {}
+        for key, default in (("older_than_s", 7200.0), ("target_mb", 128.0), ("grace_s", 900.0)):
+            raw = doc.get(key, default)
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
+                raise CompactionError(
+                    f"compaction event {key}={raw!r}: expected a number >= 0, e.g."
+                    f" {default:g}; fix the rule's Input"
+                )
+            values[key] = float(raw)
+        if values["target_mb"] <= 0:
+            raise CompactionError("compaction event target_mb=0: expected > 0, e.g. 128")
+        return cls(
+            timedelta(seconds=values["older_than_s"]),
+            int(values["target_mb"] * 1024 * 1024),
+            timedelta(seconds=values["grace_s"]),
+        )
+
+
+def handler(event: Any, context: Any = None) -> dict[str, Any]:
+    """Lambda entry point of the scheduled compaction (template: CompactionFunction)."""
+    from etl.aws import AwsClients
+    from etl.contract import load_contract
+    from etl.settings import load_settings
+
+    request = CompactionRequest.from_event(event)
+    settings = load_settings()
+    contract = load_contract(settings.contract_path)
+    clients = AwsClients.from_settings(settings)
+    loc = TableLocation(
+        settings.require("lake_bucket"),
+        contract.name,
+        settings.lake_prefix,
+        settings.manifest_prefix,
+    )
+    compactor = Compactor(
+        clients.client("s3"),
+        contract,
+        loc,
+        target_bytes=request.target_bytes,
+        grace=request.grace,
+    )
+    report = compactor.run(request.older_than)
+    log.info("compaction report %s", json.dumps(report.to_dict(), sort_keys=True))
+    return report.to_dict()

@@ -339,6 +339,7 @@ class GlueCatalog:
         """Create or update the table from the contract (idempotent)."""
         import awswrangler as wr
 
+        projection = self.projection()
         wr.catalog.create_parquet_table(
             database=self.database,
             table=self.layout.table,
@@ -348,10 +349,32 @@ class GlueCatalog:
             compression=None if self.compression == "none" else self.compression,
             description=f"driftline lake table: contract {self.contract.name}"
             f" v{self.contract.version}",
-            parameters={"driftline_contract_hash": self.contract.hash},
+            parameters={"driftline_contract_hash": self.contract.hash, **projection},
+            # awswrangler sets projection.enabled=false unless given its own projection settings
+            athena_partition_projection_settings={
+                "projection_types": {PARTITION_DATE: "date", PARTITION_HOUR: "integer"},
+                "projection_storage_location_template": projection["storage.location.template"],
+            },
             mode="overwrite",
             boto3_session=self.session,
         )
+
+    def projection(self) -> dict[str, str]:
+        """Athena partition projection: a new hour is queryable before (without) registration."""
+        return {
+            "projection.enabled": "true",
+            f"projection.{PARTITION_DATE}.type": "date",
+            f"projection.{PARTITION_DATE}.format": "yyyy-MM-dd",
+            f"projection.{PARTITION_DATE}.range": "2020-01-01,NOW",
+            f"projection.{PARTITION_DATE}.interval": "1",
+            f"projection.{PARTITION_DATE}.interval.unit": "DAYS",
+            f"projection.{PARTITION_HOUR}.type": "integer",
+            f"projection.{PARTITION_HOUR}.range": "0,23",
+            f"projection.{PARTITION_HOUR}.digits": "2",
+            "storage.location.template": self.layout.partition_location(
+                f"${{{PARTITION_DATE}}}", f"${{{PARTITION_HOUR}}}"
+            ),
+        }
 
     def add_partitions(self, partitions: Sequence[tuple[str, str]]) -> None:
         """Register new (date, hour) partitions with the table's own storage descriptor.

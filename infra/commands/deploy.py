@@ -110,8 +110,38 @@ def run_deploy(args: argparse.Namespace) -> int:
             state.save(state_dir())
     else:
         result = deploy_aws(clients, stack_name=stack_name, parameters=params)
+    _publish_analytics(clients, result, params, local)
     _print(result, args.json)
     return 0
+
+
+def _publish_analytics(
+    clients: AwsClients, result: StackResult, params: dict[str, str], local: bool
+) -> None:
+    """The contract's views, named queries and QuickSight dataset (infra/analytics.py)."""
+    from etl.contract import load_contract
+    from infra.analytics import publish
+    from infra.stack import stack_parameters
+
+    settings, _ = resolve_settings()
+    contract = load_contract(settings.contract_path)
+    principal = params.get("QuickSightPrincipalArn")
+    if principal is None and not local:  # an update keeps the deployed value
+        cfn = clients.client("cloudformation")
+        principal = stack_parameters(cfn, settings.stack_name).get("QuickSightPrincipalArn", "")
+    done = publish(
+        clients,
+        contract,
+        result.outputs,
+        run_views=not local,
+        quicksight_principal=principal or "",
+    )
+    views = ", ".join(done.views)
+    how = "created in Athena" if done.views_run else "DuckDB registers them at query time"
+    print(f"driftline: analytics views ({how}): {views}", file=sys.stderr)
+    print(f"driftline: named queries: {', '.join(done.named_queries)}", file=sys.stderr)
+    if done.dataset:
+        print(f"driftline: QuickSight dataset {done.dataset}", file=sys.stderr)
 
 
 def run_destroy(args: argparse.Namespace) -> int:

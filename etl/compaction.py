@@ -144,10 +144,15 @@ def list_objects(s3: Any, bucket: str, prefix: str) -> list[Listed]:
     return out
 
 
-def read_compactions(s3: Any, loc: TableLocation) -> list[CompactionManifest]:
-    """Every committed compaction manifest of the table."""
+def read_compactions(
+    s3: Any, loc: TableLocation, hour: tuple[str, str] | None = None
+) -> list[CompactionManifest]:
+    """Every committed compaction manifest of the table (or of one hour)."""
     found: list[CompactionManifest] = []
-    for item in list_objects(s3, loc.bucket, loc.compactions_prefix):
+    prefix = loc.compactions_prefix
+    if hour is not None:
+        prefix = loc.manifest_key(hour[0], hour[1], "").removesuffix(".json")
+    for item in list_objects(s3, loc.bucket, prefix):
         if not item.key.endswith(".json"):
             continue
         try:
@@ -260,18 +265,26 @@ class Compactor:
             closes = datetime.fromisoformat(f"{day}T{hh}:00:00+00:00") + timedelta(hours=1)
             if closes + older_than > now or len(small) < self.min_objects:
                 continue
-            compactions.append(self.compact_hour(day, hh, small, report))
-        report.deleted = self.clean(listed, compactions, now)
+            done = self.compact_hour(day, hh, small, report)
+            if done is not None:
+                compactions.append(done)
+        report.deleted = self.clean(listed, compactions, self._clock())
         return report
 
     def compact_hour(
         self, day: str, hour: str, small: list[Listed], report: CompactionReport
-    ) -> CompactionManifest:
+    ) -> CompactionManifest | None:
+        """Compact one hour; None when a rival compaction of it committed first."""
         keys = sorted(i.key for i in small)
         gen = generation_of(keys)
         self._on_step("read")
         tables = [self._read(k) for k in keys]
-        rows = pa.concat_tables(tables).sort_by(
+        if any(t is None for t in tables):
+            log.warning(
+                "%sT%s: an object vanished while compacting (compacted meanwhile)", day, hour
+            )
+            return None
+        rows = pa.concat_tables([t for t in tables if t is not None]).sort_by(
             [(self.contract.event_time_field.name, "ascending"), (SEQUENCE_NUMBER, "ascending")]
         )
         in_bytes = sum(i.size for i in small)
@@ -289,6 +302,16 @@ class Compactor:
             self._on_step("write_object")
         manifest.written_at = self._clock().isoformat()
         self._on_step("commit")
+        rival = [
+            m.generation
+            for m in read_compactions(self.s3, self.loc, (day, hour))
+            if m.generation != gen and set(m.supersedes) & set(keys)
+        ]
+        if rival:
+            # Another compaction of this hour committed meanwhile: committing too would show
+            # the overlapping rows twice. Ours are orphans now; a later clean-up deletes them.
+            log.warning("%sT%s: compaction %s committed meanwhile; skipped", day, hour, rival[0])
+            return None
         self._put(
             self.loc.manifest_key(day, hour, gen), manifest.to_json().encode(), "application/json"
         )
@@ -325,11 +348,14 @@ class Compactor:
                 raise CompactionError(f"deleting superseded objects failed: {exc}") from None
         return len(doomed)
 
-    def _read(self, key: str) -> pa.Table:
+    def _read(self, key: str) -> pa.Table | None:
+        """The object's rows, or None when it is gone (another compaction's clean-up)."""
         from etl.warehouse.source import conform
 
         try:
             body = self.s3.get_object(Bucket=self.loc.bucket, Key=key)["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            return None
         except (ClientError, BotoCoreError) as exc:
             raise CompactionError(f"reading s3://{self.loc.bucket}/{key} failed: {exc}") from None
         table = pq.read_table(io.BytesIO(body))

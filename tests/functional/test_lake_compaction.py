@@ -28,6 +28,7 @@ BUCKET = "lake-bucket"
 SHARDS = ("shardId-000000000000", "shardId-000000000001")
 #: Every hour of the lake (09..11 on 2026-01-05) closed more than 2 h before this.
 NOW = datetime(2026, 1, 5, 16, 0, tzinfo=UTC)
+assert datetime.now(UTC) > NOW
 ROWS = 2 * 6 * 20
 
 
@@ -56,8 +57,9 @@ def loc(contract: Contract) -> TableLocation:
 
 
 def compactor(s3: Any, contract: Contract, **kwargs: Any) -> Compactor:
+    """The real clock (the lake's hours are long closed): object ages are S3's LastModified."""
     kwargs.setdefault("grace", timedelta(0))
-    return Compactor(s3, contract, loc(contract), clock=lambda: NOW, **kwargs)
+    return Compactor(s3, contract, loc(contract), **kwargs)
 
 
 def seen(aws: AwsClients, contract: Contract) -> tuple[int, int]:
@@ -253,3 +255,30 @@ def test_cli_lake_compact_rejects_a_bad_duration(capsys: pytest.CaptureFixture[s
         main(["lake", "compact", "--older-than", "two hours"])
     assert exc.value.code == 2
     assert "'two hours' is not a duration; use e.g. 90s, 15m, 2h, 1d" in capsys.readouterr().err
+
+
+def test_a_rival_compaction_of_the_same_hour_makes_the_later_commit_step_back(
+    aws: AwsClients, s3: Any, contract: Contract
+) -> None:
+    late = make_rows(contract, "shardId-000000000002", 1, 20)  # hour 09, written mid-run
+    state = {"reads": 0, "commits": 0}
+
+    def interleave(step: str) -> None:
+        if step == "read" and state["reads"] == 0:
+            state["reads"] += 1
+            write_flush(s3, BUCKET, contract, late)  # A's listing did not see it
+        if step == "commit" and state["commits"] == 0:
+            state["commits"] += 1
+            # B compacts hour 09 (with the late flush: another generation) and commits first
+            compactor(s3, contract, grace=timedelta(hours=1)).run(older_than=timedelta(hours=2))
+
+    # WHEN compaction A is overtaken by compaction B on hour 09
+    report = compactor(s3, contract, on_step=interleave).run(older_than=timedelta(hours=2))
+
+    # THEN A steps back on 09 (B's generation stands) and every row is seen once
+    assert "2026-01-05T09" not in report.hours
+    assert seen(aws, contract) == (ROWS + 20, ROWS + 20)
+    # AND the next run (past the grace) deletes A's orphan and the superseded objects
+    compactor(s3, contract).run(older_than=timedelta(hours=2))
+    assert objects(s3, contract) == (0, 3)
+    assert seen(aws, contract) == (ROWS + 20, ROWS + 20)

@@ -1,10 +1,12 @@
 """Compaction: objects and bytes the shared queries read, and DuckDB's time, before and after.
 
-    python -m bench.compaction [--hours 24] [--shards 4] [--rows-per-flush 25] [--runs 3] [--json]
+    python -m bench.compaction [--hours 24] [--shards 4] [--flush-minutes 1] [--rows-per-flush 25]
+                               [--runs 3] [--json]
 
 A lake of ``--hours`` simulated hours from ``--shards`` shards, written by the real lake writer
 (``etl.lake.LakeWriter``: pending manifest, Parquet object, committed manifest) with one flush per
-shard per simulated minute — what a consumer flushing every 60 s leaves behind — into the
+shard per ``--flush-minutes`` simulated minutes (1: what a consumer flushing every 60 s leaves
+behind) into the
 emulator's S3 (moto over HTTP on 127.0.0.1). Then, in the same run:
 
 * **before**: every shared query of ``etl/sql/`` through ``LakeQuery`` (DuckDB over pyarrow's S3
@@ -55,15 +57,15 @@ START = datetime(2026, 1, 5, tzinfo=UTC)
 
 
 def write_lake(
-    s3: Any, contract: Contract, hours: int, shards: int, rows_per_flush: int
+    s3: Any, contract: Contract, hours: int, shards: int, rows_per_flush: int, every: int = 1
 ) -> tuple[int, int]:
-    """One flush per shard per simulated minute; returns (flushes, rows)."""
-    n = hours * 60 * shards * rows_per_flush
+    """One flush per shard per ``every`` simulated minutes; returns (flushes, rows)."""
+    n = hours * 60 // every * shards * rows_per_flush
     frame = generate_frame(n, seed=3, start=START, events_per_second=n / (hours * 3600))
     table = pa.Table.from_pandas(frame, preserve_index=False)
     writer = LakeWriter(contract, LakeLayout(BUCKET, contract.name), s3)
     micros = pc.cast(table[contract.event_time_field.name], pa.int64())
-    minutes = pc.divide(micros, 60_000_000).to_numpy()
+    minutes = pc.divide(micros, 60_000_000 * every).to_numpy()
     shard_of = np.arange(n) % shards
     order = np.lexsort((minutes, shard_of))  # by shard, then minute: each flush is a slice
     table, minutes, shard_of = table.take(pa.array(order)), minutes[order], shard_of[order]
@@ -77,7 +79,7 @@ def write_lake(
         part = table.slice(int(lo), int(hi - lo))
         first = flushes * 10_000 + 1
         seqs = [str(first + i) for i in range(part.num_rows)]
-        now = datetime.fromtimestamp(int(minutes[lo]) * 60 + 60, UTC)
+        now = datetime.fromtimestamp((int(minutes[lo]) + 1) * 60 * every, UTC)
         k = part.num_rows
         part = (
             part.append_column(SHARD_ID, pa.array([shard_id] * k))
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hours", type=int, default=24)
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--rows-per-flush", type=int, default=25)
+    ap.add_argument("--flush-minutes", type=int, default=1, help="simulated minutes per flush")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--strict", action="store_true", help="exit 1 unless after is faster")
@@ -128,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         s3 = aws.client("s3")
         s3.create_bucket(Bucket=BUCKET)
         t = time.perf_counter()
-        flushes, n = write_lake(s3, contract, args.hours, args.shards, args.rows_per_flush)
+        flushes, n = write_lake(
+            s3, contract, args.hours, args.shards, args.rows_per_flush, args.flush_minutes
+        )
         write_s = time.perf_counter() - t
         before_files, before_bytes = scanned(s3, contract)
         before_s, before_rows = time_queries(aws, contract, args.runs)

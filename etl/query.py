@@ -62,7 +62,28 @@ _DAY_PARTITIONS = pa.schema([(PARTITION_DATE, pa.string())])
 #: payload's JSON escaping can double it (the default 1 MiB block fails "straddling object").
 DEAD_LETTER_BLOCK_BYTES = 16 * 1024 * 1024
 
-__all__ = ["DEAD_LETTER_SCHEMA", "LakeQuery", "render", "sql_file"]
+__all__ = ["DEAD_LETTER_SCHEMA", "LakeQuery", "lock_down", "render", "sql_file"]
+
+
+#: Applied in this order once the views exist; the last one freezes every setting.
+LOCKDOWN = (
+    "SET enable_external_access = false",
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET lock_configuration = true",
+)
+
+
+def lock_down(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """No files, no network, no extensions, no setting changes from here on.
+
+    Call it after the lake's views are registered: they read through pyarrow (already opened
+    datasets), so queries over them still work, while ``read_text('/etc/passwd')``, ``COPY ... TO``,
+    ``ATTACH``, ``INSTALL``/``LOAD`` and ``SET enable_external_access = true`` are refused.
+    """
+    for statement in LOCKDOWN:
+        con.execute(statement)
+    return con
 
 
 class LakeQuery:
@@ -185,7 +206,7 @@ class LakeQuery:
                 con.register(table, rows)
                 con.register(current_view(table), rows)
                 con.register(f"{table}_dead_letters", dead)
-            self._con = con
+            self._con = lock_down(con)
         return self._con
 
     def query(self, sql: str, params: list[Any] | None = None) -> QueryResult:

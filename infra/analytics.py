@@ -4,8 +4,8 @@ The template holds what does not depend on the contract (the workgroup, the proj
 ``dead_letters`` and ``compactions`` tables, the QuickSight data source). ``driftline deploy`` then
 publishes, for the stack's contract:
 
-1. the lake table in Glue from the contract, with partition projection (the consumers do the same
-   at start; idempotent);
+1. (before this, ``infra.lake_table.ensure_lake_table``: the lake table from the contract, with
+   partition projection);
 2. the Athena views ``<table>_dead_letters`` and ``<table>_compactions`` (the shared tables
    filtered to this table), ``<table>_current`` (the compaction visibility rule) and one view per
    shared query (``<table>_volume_per_partition`` ...) — run in the workgroup on AWS; moto runs no
@@ -36,7 +36,7 @@ from etl.analytics import (
     render,
     sql_file,
 )
-from etl.aws import AwsClients, wrangler_endpoint
+from etl.aws import AwsClients
 from etl.contract import (
     ARRIVAL_TIME,
     INGEST_TIME,
@@ -48,7 +48,6 @@ from etl.contract import (
     FieldType,
 )
 from etl.exceptions import StackError
-from etl.lake import GlueCatalog, LakeLayout
 from etl.query import DEAD_LETTER_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -109,9 +108,6 @@ def publish(
     bucket, database = outputs["LakeBucket"], outputs["GlueDatabase"]
     workgroup = outputs["AthenaWorkgroup"]
     done = Published()
-    catalog = GlueCatalog(contract, LakeLayout(bucket, contract.name), database, clients.session)
-    with wrangler_endpoint(clients.endpoint_url):
-        catalog.ensure_table()
     athena = clients.client("athena")
     views = all_views(contract, bucket)
     done.views = list(views)

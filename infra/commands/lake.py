@@ -24,13 +24,13 @@ from datetime import timedelta
 from etl.analytics import Engine, athena_query, render, sql_file
 from etl.aws import AwsClients, wrangler_endpoint
 from etl.compaction import Compactor, TableLocation
-from etl.contract import load_contract
+from etl.contract import contract_for_settings
 from etl.exceptions import ConfigError, StackError
 from etl.query import LakeQuery
 from etl.settings import Settings
 from etl.warehouse.loader import QueryResult
 from infra.commands.warehouse import print_result
-from infra.context import clients_for, resolve_settings
+from infra.context import add_contract_option, clients_for, resolve_settings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     fmt = query.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print rows as JSON lines")
     fmt.add_argument("--csv", action="store_true", help="print rows as CSV with a header")
+    add_contract_option(query)
     query.set_defaults(func=run_query)
 
     compact = sub.add_parser("compact", help="rewrite closed hours' small objects into few")
@@ -77,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="delete superseded objects this long after the compaction committed (default 15m)",
     )
     compact.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_contract_option(compact)
     compact.set_defaults(func=run_compact)
 
 
@@ -89,8 +91,8 @@ def _engine(args: argparse.Namespace, settings: Settings) -> Engine:
 def run_query(args: argparse.Namespace) -> int:
     if (args.sql is None) == (args.file is None):
         raise ConfigError("lake query", "give either SQL or --file NAME (one of them)")
-    settings, _ = resolve_settings()
-    contract = load_contract(settings.contract_path)
+    settings, _ = resolve_settings(args=args)
+    contract = contract_for_settings(settings, clients_for(settings))
     engine = _engine(args, settings)
     sql = args.sql if args.file is None else render(sql_file(args.file), contract, engine)
     if engine is Engine.ATHENA:
@@ -148,8 +150,8 @@ def _stack_outputs(clients: AwsClients, stack_name: str) -> dict[str, str]:
 def run_compact(args: argparse.Namespace) -> int:
     if args.target_mb <= 0:
         raise ConfigError("--target-mb", f"got {args.target_mb}; give a size in MB > 0, e.g. 128")
-    settings, _ = resolve_settings()
-    contract = load_contract(settings.contract_path)
+    settings, _ = resolve_settings(args=args)
+    contract = contract_for_settings(settings, clients_for(settings))
     clients = clients_for(settings)
     loc = TableLocation(
         settings.require("lake_bucket"),

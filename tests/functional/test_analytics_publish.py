@@ -8,7 +8,9 @@ import pytest
 from etl.analytics import SHARED_QUERIES, Engine, render, sql_file
 from etl.aws import AwsClients
 from etl.contract import load_contract
+from etl.settings import Settings
 from infra.analytics import all_views, dataset_request, publish
+from infra.lake_table import ensure_lake_table
 from infra.stack import deploy_local
 
 pytestmark = pytest.mark.functional
@@ -18,6 +20,7 @@ def test_publish_creates_the_table_views_and_named_queries_once(aws: AwsClients)
     # GIVEN the local stack
     contract = load_contract()
     outputs = deploy_local(aws).outputs
+    ensure_lake_table(aws, outputs, contract, Settings())  # what `driftline deploy` does first
     athena = aws.client("athena")
 
     # WHEN the analytics are published twice (a redeploy)

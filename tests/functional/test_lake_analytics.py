@@ -24,7 +24,7 @@ pytestmark = pytest.mark.functional
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Every shipped contract (a contract added to etl/contracts/ is covered without editing this),
-#: plus a hand-written one with other names, a bool feature and a keyword column.
+#: plus a hand-written one with other names, a bool feature and an int label.
 CONTRACTS = [
     *sorted((ROOT / "etl" / "contracts").glob("*.toml")),
     ROOT / "tests" / "contracts" / "sensor_readings.toml",

@@ -51,10 +51,10 @@ def test_rendering_leaves_no_placeholder_and_differs_only_in_the_table(path: Pat
         assert athena == duck.replace(f'"{contract.name}"', f'"{contract.name}_current"')
 
 
-def test_feature_summary_quotes_keywords_and_covers_every_feature_and_the_label() -> None:
+def test_feature_summary_quotes_names_and_covers_every_feature_and_the_label() -> None:
     contract = load_contract(ROOT / "tests" / "contracts" / "sensor_readings.toml")
     sql = feature_summary(contract)
-    assert 'avg(CAST("order" AS DOUBLE)) AS "order_mean"' in sql
+    assert 'avg(CAST("reading_order" AS DOUBLE)) AS "reading_order_mean"' in sql
     assert 'avg(CASE WHEN "door_open" THEN 1.0 ELSE 0.0 END) AS "door_open_true_share"' in sql
     assert 'count(DISTINCT "site") AS "site_distinct"' in sql
     assert '"failed_within_day_null_share"' in sql

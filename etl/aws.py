@@ -7,12 +7,16 @@ talks to it and uses dummy credentials unless real ones are configured.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
+_WR_LOCK = threading.Lock()
 _LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
@@ -86,3 +90,28 @@ def configure_awswrangler(endpoint_url: str | None) -> None:
 
     for service in _WRANGLER_SERVICES:
         setattr(wr.config, f"{service}_endpoint_url", endpoint_url)
+
+
+@contextlib.contextmanager
+def wrangler_endpoint(endpoint_url: str | None) -> Iterator[None]:
+    """Point awswrangler's S3, Glue and Athena clients at ``endpoint_url`` for the block only
+    (awswrangler's endpoints are process-global configuration, hence the lock)."""
+    import awswrangler as wr
+
+    with _WR_LOCK:
+        saved = (
+            wr.config.s3_endpoint_url,
+            wr.config.glue_endpoint_url,
+            wr.config.athena_endpoint_url,
+        )
+        wr.config.s3_endpoint_url = endpoint_url
+        wr.config.glue_endpoint_url = endpoint_url
+        wr.config.athena_endpoint_url = endpoint_url
+        try:
+            yield
+        finally:
+            (
+                wr.config.s3_endpoint_url,
+                wr.config.glue_endpoint_url,
+                wr.config.athena_endpoint_url,
+            ) = saved

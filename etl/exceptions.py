@@ -57,3 +57,7 @@ class RetrainError(DriftlineError):
 
 class EventError(DriftlineError):
     """An EventBridge event is malformed (kept, never dropped)."""
+
+
+class CompactionError(DriftlineError):
+    """Compacting a lake hour failed; what was visible before stays visible."""

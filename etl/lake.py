@@ -357,7 +357,11 @@ class GlueCatalog:
             "Description": f"driftline lake table: contract {self.contract.name}"
             f" v{self.contract.version}",
             "TableType": "EXTERNAL_TABLE",
-            "Parameters": {**data_params, "driftline_contract_hash": self.contract.hash},
+            "Parameters": {
+                **data_params,
+                "driftline_contract_hash": self.contract.hash,
+                **self.projection(),
+            },
             "PartitionKeys": [
                 {"Name": PARTITION_DATE, "Type": "string"},
                 {"Name": PARTITION_HOUR, "Type": "string"},
@@ -422,6 +426,23 @@ class GlueCatalog:
             table = glue.get_table(DatabaseName=self.database, Name=self.layout.table)["Table"]
         descriptor: dict[str, Any] = table["StorageDescriptor"]
         return descriptor
+
+    def projection(self) -> dict[str, str]:
+        """Athena partition projection: a new hour is queryable before (without) registration."""
+        return {
+            "projection.enabled": "true",
+            f"projection.{PARTITION_DATE}.type": "date",
+            f"projection.{PARTITION_DATE}.format": "yyyy-MM-dd",
+            f"projection.{PARTITION_DATE}.range": "2020-01-01,NOW",
+            f"projection.{PARTITION_DATE}.interval": "1",
+            f"projection.{PARTITION_DATE}.interval.unit": "DAYS",
+            f"projection.{PARTITION_HOUR}.type": "integer",
+            f"projection.{PARTITION_HOUR}.range": "0,23",
+            f"projection.{PARTITION_HOUR}.digits": "2",
+            "storage.location.template": self.layout.partition_location(
+                f"${{{PARTITION_DATE}}}", f"${{{PARTITION_HOUR}}}"
+            ),
+        }
 
     def add_partitions(self, partitions: Sequence[tuple[str, str]]) -> None:
         """Register new (date, hour) partitions with the table's own storage descriptor.

@@ -7,9 +7,15 @@ string partitions ``event_date`` and ``event_hour``), and its dead letters
 ``AWS_ENDPOINT_URL``) as a lazy dataset, so DuckDB pushes projections and partition filters down;
 DuckDB's own ``httpfs`` is not used because it downloads an extension at run time.
 
-The SQL files in ``etl/sql/`` (volume per partition, feature summaries per day, dead-letter reasons)
-are written in the subset of SQL that Athena (Trino) and DuckDB both accept, with ``{table}`` and
-``{dead_letters}`` placeholders, and run unchanged through :meth:`LakeQuery.run_file`.
+Which objects a table's view reads follows the compaction visibility rule
+(:func:`etl.compaction.resolve_visible`): the objects are listed, then the committed compaction
+manifests read, so a compaction running meanwhile shows either the small objects or the compacted
+ones, never both. ``<table>_current`` is the same view under the name Athena's compaction-aware
+view has, so SQL written for one runs on the other. Dead-letter lines are read in blocks of
+:data:`DEAD_LETTER_BLOCK_BYTES`: a dead-lettered 1 MiB Kinesis record is a ~1.4 MiB line (base64).
+
+The SQL files in ``etl/sql/`` are rendered for the contract (:mod:`etl.analytics`) and run through
+:meth:`LakeQuery.run_file`.
 
 >>> lake = LakeQuery("my-lake-bucket", clients=AwsClients(endpoint_url="http://127.0.0.1:5000"))
 >>> lake.query("SELECT count(*) FROM card_transactions").rows   # doctest: +SKIP
@@ -19,7 +25,6 @@ are written in the subset of SQL that Athena (Trino) and DuckDB both accept, wit
 from __future__ import annotations
 
 import logging
-from importlib import resources
 from typing import Any
 
 import duckdb
@@ -28,9 +33,11 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.json as pajson
 
+from etl.analytics import current_view, render, sql_file
 from etl.aws import AwsClients
+from etl.compaction import TableLocation, resolve_visible
 from etl.contract import PARTITION_DATE, PARTITION_HOUR, Contract
-from etl.exceptions import WarehouseError
+from etl.exceptions import DriftlineError, WarehouseError
 from etl.settings import Settings
 from etl.warehouse.loader import QueryResult
 
@@ -51,19 +58,11 @@ DEAD_LETTER_SCHEMA = pa.schema(
 )
 _HOUR_PARTITIONS = pa.schema([(PARTITION_DATE, pa.string()), (PARTITION_HOUR, pa.string())])
 _DAY_PARTITIONS = pa.schema([(PARTITION_DATE, pa.string())])
+#: The largest dead-letter line the reader takes: a 1 MiB record is ~1.4 MiB in base64, and a text
+#: payload's JSON escaping can double it (the default 1 MiB block fails "straddling object").
+DEAD_LETTER_BLOCK_BYTES = 16 * 1024 * 1024
 
-
-def sql_file(name: str) -> str:
-    """The text of ``etl/sql/<name>.sql``."""
-    path = resources.files("etl.sql").joinpath(f"{name}.sql")
-    if not path.is_file():
-        available = sorted(
-            p.name.removesuffix(".sql")
-            for p in resources.files("etl.sql").iterdir()
-            if p.name.endswith(".sql")
-        )
-        raise WarehouseError(f"no SQL file {name!r}; available: {available}")
-    return path.read_text()
+__all__ = ["DEAD_LETTER_SCHEMA", "LakeQuery", "lock_down", "render", "sql_file"]
 
 
 #: Applied in this order once the views exist; the last one freezes every setting.
@@ -87,11 +86,6 @@ def lock_down(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def render(sql: str, table: str) -> str:
-    """Fill the ``{table}`` / ``{dead_letters}`` placeholders of a shared SQL file."""
-    return sql.replace("{table}", table).replace("{dead_letters}", f"{table}_dead_letters")
-
-
 class LakeQuery:
     """A DuckDB connection with the lake's tables registered as views."""
 
@@ -101,6 +95,7 @@ class LakeQuery:
         *,
         lake_prefix: str = "lake",
         dead_letter_prefix: str = "dead-letters",
+        manifest_prefix: str = "manifests",
         clients: AwsClients | None = None,
         contract: Contract | None = None,
         filesystem: pafs.FileSystem | None = None,
@@ -108,11 +103,13 @@ class LakeQuery:
         self.bucket = bucket
         self.lake_prefix = lake_prefix
         self.dead_letter_prefix = dead_letter_prefix
+        self.manifest_prefix = manifest_prefix
         self.contract = contract
+        clients = clients or AwsClients()
         if filesystem is None:
-            clients = clients or AwsClients()
             filesystem = pafs.S3FileSystem(**clients.s3_filesystem_kwargs())
         self.fs = filesystem
+        self.s3 = clients.client("s3")
         self._con: duckdb.DuckDBPyConnection | None = None
         #: The datasets behind the views (kept alive as long as the connection).
         self.datasets: dict[str, ds.Dataset] = {}
@@ -125,6 +122,7 @@ class LakeQuery:
             settings.require("lake_bucket"),
             lake_prefix=settings.lake_prefix,
             dead_letter_prefix=settings.dead_letter_prefix,
+            manifest_prefix=settings.manifest_prefix,
             clients=clients or AwsClients.from_settings(settings),
             contract=contract,
         )
@@ -144,28 +142,35 @@ class LakeQuery:
             found.add(self.contract.name)
         return sorted(found)
 
+    def visible_keys(self, table: str) -> list[str]:
+        """The table's object keys a reader reads now (the compaction visibility rule)."""
+        loc = TableLocation(self.bucket, table, self.lake_prefix, self.manifest_prefix)
+        return resolve_visible(self.s3, loc)
+
     def _rows_dataset(self, table: str) -> ds.Dataset:
         schema = None
         if self.contract is not None and table == self.contract.name:
             schema = self.contract.arrow_schema(with_metadata=True, with_partitions=True)
-        try:
-            return ds.dataset(
-                f"{self.bucket}/{self.lake_prefix}/{table}",
-                filesystem=self.fs,
-                format="parquet",
-                partitioning=ds.partitioning(_HOUR_PARTITIONS, flavor="hive"),
-                schema=schema,
-            )
-        except FileNotFoundError:
+        keys = self.visible_keys(table)
+        if not keys:
             if schema is None:
-                raise
+                raise FileNotFoundError(f"s3://{self.bucket}/{self.lake_prefix}/{table}/ is empty")
             return self._empty(schema)
+        return ds.dataset(
+            [f"{self.bucket}/{k}" for k in keys],
+            filesystem=self.fs,
+            format="parquet",
+            partitioning=ds.partitioning(_HOUR_PARTITIONS, flavor="hive"),
+            partition_base_dir=f"{self.bucket}/{self.lake_prefix}/{table}",
+            schema=schema,
+        )
 
     def _dead_letter_dataset(self, table: str) -> ds.Dataset:
         fmt = ds.JsonFileFormat(
             parse_options=pajson.ParseOptions(
                 explicit_schema=DEAD_LETTER_SCHEMA, unexpected_field_behavior="ignore"
-            )
+            ),
+            read_options=pajson.ReadOptions(block_size=DEAD_LETTER_BLOCK_BYTES),
         )
         return ds.dataset(
             f"{self.bucket}/{self.dead_letter_prefix}/{table}",
@@ -186,7 +191,9 @@ class LakeQuery:
             for table in self.tables():
                 try:
                     rows = self._rows_dataset(table)
-                except (OSError, pa.ArrowInvalid) as exc:
+                except FileNotFoundError:
+                    continue
+                except (OSError, pa.ArrowInvalid, DriftlineError) as exc:
                     raise WarehouseError(f"reading lake table {table!r} failed: {exc}") from None
                 try:
                     dead = self._dead_letter_dataset(table)
@@ -197,6 +204,7 @@ class LakeQuery:
                 self.datasets[table] = rows
                 self.datasets[f"{table}_dead_letters"] = dead
                 con.register(table, rows)
+                con.register(current_view(table), rows)
                 con.register(f"{table}_dead_letters", dead)
             self._con = lock_down(con)
         return self._con
@@ -210,13 +218,11 @@ class LakeQuery:
             raise WarehouseError(f"lake query failed: {exc}") from None
         return QueryResult(columns, rows)
 
-    def run_file(self, name: str, table: str | None = None) -> QueryResult:
-        """Run ``etl/sql/<name>.sql`` against ``table`` (default: the contract's table)."""
-        if table is None:
-            if self.contract is None:
-                raise WarehouseError(f"run_file({name!r}) needs a table name or a contract")
-            table = self.contract.name
-        return self.query(render(sql_file(name), table))
+    def run_file(self, name: str) -> QueryResult:
+        """Run ``etl/sql/<name>.sql`` rendered for the contract's table."""
+        if self.contract is None:
+            raise WarehouseError(f"run_file({name!r}) renders the SQL from a contract; pass one")
+        return self.query(render(sql_file(name), self.contract))
 
     def close(self) -> None:
         if self._con is not None:

@@ -42,6 +42,8 @@ class Settings:
     stream_name: str | None = None
     lake_bucket: str | None = None
     glue_database: str | None = None
+    #: The stack's Athena workgroup (output ``AthenaWorkgroup``; ``<stack>-analytics``).
+    athena_workgroup: str | None = None
     lake_prefix: str = "lake"
     dead_letter_prefix: str = "dead-letters"
     manifest_prefix: str = "manifests"

@@ -25,6 +25,7 @@ OUTPUT_SETTINGS: dict[str, str] = {
     "StreamName": "stream_name",
     "LakeBucket": "lake_bucket",
     "GlueDatabase": "glue_database",
+    "AthenaWorkgroup": "athena_workgroup",
     "KclApplicationName": "application_name",
     "RetrainQueueUrl": "retrain_queue_url",
     "ModelPackageGroupName": "model_package_group",

@@ -2,7 +2,8 @@
 
 moto's CloudFormation creates many resource types but skips others without an error (it logs
 "No Moto CloudFormation support for ..."): CloudWatch alarms, the Glue database, the model package
-group, bucket and queue policies. The local stack must still hold every resource of the template,
+group, bucket and queue policies (the Athena workgroup and Glue tables: infra/local_analytics.py).
+The local stack must still hold every resource of the template,
 with the template's own names and settings, so this module resolves those resources' properties (a
 small resolver for exactly the intrinsics the template uses) and makes the matching API calls.
 
@@ -477,7 +478,9 @@ HANDLERS: dict[str, type[_Handler]] = {
 
 
 def handler_for(resource_type: str, clients: AwsClients) -> _Handler:
-    cls = HANDLERS.get(resource_type)
+    from infra.local_analytics import ANALYTICS_HANDLERS
+
+    cls = HANDLERS.get(resource_type) or ANALYTICS_HANDLERS.get(resource_type)
     if cls is None:
         raise StackError(
             f"{resource_type} is ignored by the emulator's CloudFormation and driftline has no "

@@ -1,29 +1,26 @@
 """The training window: the last H hours of the lake, split in time order.
 
-The lake is hive-partitioned by ``event_date=YYYY-MM-DD/event_hour=HH`` (UTC): awswrangler's
-``partition_filter`` prunes whole hours before any object is read, then rows are filtered on the
-exact event time. The most recent ``holdout_fraction`` of the window is held out, so the model is
-scored on data newer than anything it saw (as it will be used).
+The lake is hive-partitioned by ``event_date=YYYY-MM-DD/event_hour=HH`` (UTC): only the visible
+objects (:func:`etl.compaction.resolve_visible`) of the window's hours are read, then rows are
+filtered on the exact event time. The most recent ``holdout_fraction`` of the window is held out,
+so the model is scored on data newer than anything it saw (as it will be used).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 
-from etl.contract import PARTITION_DATE, PARTITION_HOUR, Contract
+from etl.aws import wrangler_endpoint
+from etl.compaction import TableLocation, resolve_visible
+from etl.contract import Contract
 from etl.exceptions import RetrainError
 
 log = logging.getLogger(__name__)
-
-_WR_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,21 +54,6 @@ class Split:
     boundary: datetime
 
 
-@contextlib.contextmanager
-def wrangler_endpoint(endpoint_url: str | None) -> Iterator[None]:
-    """Point awswrangler's S3 and Glue clients at ``endpoint_url`` for the block only."""
-    import awswrangler as wr
-
-    with _WR_LOCK:
-        saved = (wr.config.s3_endpoint_url, wr.config.glue_endpoint_url)
-        wr.config.s3_endpoint_url = endpoint_url
-        wr.config.glue_endpoint_url = endpoint_url
-        try:
-            yield
-        finally:
-            wr.config.s3_endpoint_url, wr.config.glue_endpoint_url = saved
-
-
 def table_path(bucket: str, lake_prefix: str, table: str) -> str:
     return f"s3://{bucket}/{lake_prefix}/{table}/"
 
@@ -84,31 +66,26 @@ def read_window(
     lake_prefix: str,
     contract: Contract,
     window: Window,
+    manifest_prefix: str = "manifests",
 ) -> pd.DataFrame:
     """The table's rows with ``window.start <= event_time < window.end``, time-ordered."""
     import awswrangler as wr
 
-    wanted = window.hours()
-
-    def keep(partition: dict[str, str]) -> bool:
-        return (partition.get(PARTITION_DATE, ""), partition.get(PARTITION_HOUR, "")) in wanted
-
     path = table_path(bucket, lake_prefix, contract.name)
     columns = [f.name for f in contract.fields]
-    try:
-        with wrangler_endpoint(endpoint_url):
-            frame = wr.s3.read_parquet(
-                path,
-                dataset=True,
-                partition_filter=keep,
-                columns=columns,
-                boto3_session=session,
-            )
-    except wr.exceptions.NoFilesFound:
+    # The objects the compaction visibility rule shows (never a compacted hour twice).
+    s3 = session.client("s3", endpoint_url=endpoint_url)
+    loc = TableLocation(bucket, contract.name, lake_prefix, manifest_prefix)
+    keys = resolve_visible(s3, loc, window.hours())
+    if not keys:
         raise RetrainError(
             f"no lake data under {path} for {window.start:%Y-%m-%dT%H:%M}Z..{window.end:%H:%M}Z;"
             " widen retrain_window_hours or check the consumers are writing"
-        ) from None
+        )
+    with wrangler_endpoint(endpoint_url):
+        frame = wr.s3.read_parquet(
+            [f"s3://{bucket}/{k}" for k in keys], columns=columns, boto3_session=session
+        )
     et = contract.event_time_field.name
     times = pd.to_datetime(frame[et], utc=True)
     mask = (times >= pd.Timestamp(window.start)) & (times < pd.Timestamp(window.end))

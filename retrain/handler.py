@@ -338,6 +338,7 @@ def start_run(
         lake_prefix=settings.lake_prefix,
         contract=contract,
         window=window,
+        manifest_prefix=settings.manifest_prefix,
     )
     split = time_split(
         frame,

@@ -1,5 +1,9 @@
 """The loader's input: committed flush manifests and the Parquet objects they list, on S3.
 
+Compactions (etl/compaction.py) add manifests under ``manifests/<table>/_compacted/`` in the same
+format: they are loaded like flushes, and the small objects they superseded are left out of the
+flush manifests read afterwards (they may be gone; their rows come with the compacted objects).
+
 The consumer writes a manifest per flush (``manifests/<table>/<shard>/<first>-<last>.json``),
 ``pending`` before its data objects and ``committed`` after them. The loader only ever loads
 committed manifests, and remembers each one by (key, ETag): a replayed flush rewrites its manifest,
@@ -17,15 +21,16 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
+from etl.compaction import TableLocation, read_compactions
 from etl.contract import Contract
-from etl.exceptions import WarehouseError
+from etl.exceptions import CompactionError, WarehouseError
 
 COMMITTED = "committed"
 
@@ -122,6 +127,7 @@ class LakeSource:
         self.bucket = bucket
         self.table = table
         self.prefix = f"{manifest_prefix}/{table}/"
+        self.manifest_prefix = manifest_prefix
         self.threads = threads
 
     def list_manifests(self) -> list[ManifestRef]:
@@ -147,8 +153,28 @@ class LakeSource:
         return parse_manifest(key, resp["ETag"], body)
 
     def read_manifests(self, keys: Sequence[str]) -> list[FlushManifest]:
+        """The manifests, without the objects a committed compaction superseded: those rows are
+        loaded from the compacted objects (the compaction manifest is listed as a unit of work
+        too), and the small objects may already be deleted."""
         with ThreadPoolExecutor(self.threads) as pool:
-            return list(pool.map(self.read_manifest, keys))
+            manifests = list(pool.map(self.read_manifest, keys))
+        if not manifests:
+            return manifests
+        superseded = self.superseded()
+        return [
+            replace(m, objects=tuple(o for o in m.objects if o.key not in superseded))
+            if any(o.key in superseded for o in m.objects)
+            else m
+            for m in manifests
+        ]
+
+    def superseded(self) -> set[str]:
+        """Small object keys that committed compactions replaced (etl/compaction.py)."""
+        loc = TableLocation(self.bucket, self.table, manifest_prefix=self.manifest_prefix)
+        try:
+            return {k for c in read_compactions(self.s3, loc) for k in c.supersedes}
+        except CompactionError as exc:
+            raise WarehouseError(str(exc)) from None
 
     def read_object(self, key: str) -> pa.Table:
         try:

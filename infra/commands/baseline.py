@@ -25,8 +25,9 @@ import pyarrow.fs as pafs
 from pyarrow import csv as pacsv
 
 from etl.aws import AwsClients
+from etl.compaction import TableLocation, resolve_visible
 from etl.contract import PARTITION_DATE, Contract, contract_for_settings
-from etl.exceptions import BaselineError
+from etl.exceptions import BaselineError, CompactionError
 from etl.profile import (
     DEFAULT_BINS,
     DEFAULT_TOP_K,
@@ -91,14 +92,21 @@ def read_dataset(source: str, settings: Settings, contract: Contract) -> tuple[p
         start = parts[0] if parts and parts[0] else None
         end = parts[1] if len(parts) > 1 and parts[1] else None
         location = f"{bucket}/{settings.lake_prefix}/{contract.name}"
+        clients = clients_for(settings)
+        loc = TableLocation(bucket, contract.name, settings.lake_prefix, settings.manifest_prefix)
         try:
+            # Only the visible objects: a compacted hour is read once (etl/compaction.py).
+            visible = resolve_visible(clients.client("s3"), loc)
+            if not visible:
+                raise FileNotFoundError("no objects")
             dataset = ds.dataset(
-                location,
-                filesystem=_s3_fs(clients_for(settings)),
+                [f"{bucket}/{k}" for k in visible],
+                filesystem=_s3_fs(clients),
                 format="parquet",
                 partitioning="hive",
+                partition_base_dir=location,
             )
-        except (FileNotFoundError, OSError) as exc:
+        except (FileNotFoundError, OSError, CompactionError) as exc:
             raise BaselineError(
                 f"lake table s3://{location}/ is unreadable or empty ({exc});"
                 " produce and consume some records first"

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from etl.aws import AwsClients
-from etl.contract import contract_for_settings
+from etl.contract import Contract, contract_for_settings
 from etl.exceptions import ConfigError
 from etl.settings import Settings
 from infra.context import (
@@ -129,8 +129,40 @@ def run_deploy(args: argparse.Namespace) -> int:
         result = deploy_aws(clients, stack_name=stack_name, parameters=params, contract=contract)
     table = ensure_lake_table(clients, result.outputs, contract, settings)
     print(f"driftline: Glue table {table} matches contract {contract.name}", file=sys.stderr)
+    _publish_analytics(clients, result, params, contract, settings, local)
     _print(result, args.json)
     return 0
+
+
+def _publish_analytics(
+    clients: AwsClients,
+    result: StackResult,
+    params: dict[str, str],
+    contract: Contract,
+    settings: Settings,
+    local: bool,
+) -> None:
+    """The contract's views, named queries and QuickSight dataset (infra/analytics.py)."""
+    from infra.analytics import publish
+    from infra.stack import stack_parameters
+
+    principal = params.get("QuickSightPrincipalArn")
+    if principal is None and not local:  # an update keeps the deployed value
+        cfn = clients.client("cloudformation")
+        principal = stack_parameters(cfn, settings.stack_name).get("QuickSightPrincipalArn", "")
+    done = publish(
+        clients,
+        contract,
+        result.outputs,
+        run_views=not local,
+        quicksight_principal=principal or "",
+    )
+    views = ", ".join(done.views)
+    how = "created in Athena" if done.views_run else "DuckDB registers them at query time"
+    print(f"driftline: analytics views ({how}): {views}", file=sys.stderr)
+    print(f"driftline: named queries: {', '.join(done.named_queries)}", file=sys.stderr)
+    if done.dataset:
+        print(f"driftline: QuickSight dataset {done.dataset}", file=sys.stderr)
 
 
 def run_destroy(args: argparse.Namespace) -> int:

@@ -1,34 +1,91 @@
-"""``driftline lake query "SQL"``: DuckDB over the lake (the local stand-in for Athena).
+"""``driftline lake query`` and ``driftline lake compact``.
 
-Tables are views named after the lake's tables (``card_transactions``, and
-``card_transactions_dead_letters``). ``--file NAME`` runs one of the shared SQL files of
-``etl/sql/`` (e.g. ``volume_per_partition``) instead of inline SQL.
+``query "SQL" | --file NAME``: SQL over the lake's tables. ``--engine duckdb`` (the default with a
+local stack) reads the Parquet through pyarrow into DuckDB; ``--engine athena`` (the default
+against AWS) runs it in the stack's Athena workgroup through awswrangler and prints the bytes
+scanned and what they cost. ``--file NAME`` runs a shared query of ``etl/sql/`` (e.g.
+``volume_per_partition``), rendered for the contract and the engine: the same file on both.
+
+``compact``: rewrites the small objects of every lake hour that closed more than ``--older-than``
+ago into objects of about ``--target-mb``, and deletes the superseded ones ``--grace`` after the
+compaction committed (etl/compaction.py says why that is safe while consumers write and readers
+read).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import re
+import sys
+from datetime import timedelta
 
+from etl.analytics import Engine, athena_query, render, sql_file
+from etl.aws import AwsClients, wrangler_endpoint
+from etl.compaction import Compactor, TableLocation
 from etl.contract import contract_for_settings
-from etl.exceptions import ConfigError
-from etl.query import LakeQuery, render, sql_file
+from etl.exceptions import ConfigError, StackError
+from etl.query import LakeQuery
+from etl.settings import Settings
+from etl.warehouse.loader import QueryResult
 from infra.commands.warehouse import print_result
 from infra.context import add_contract_option, clients_for, resolve_settings
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``2h``, ``1d`` → timedelta (argparse type)."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; use e.g. 90s, 15m, 2h, 1d")
+    return timedelta(**{_UNITS[match[2]]: float(match[1])})
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "lake",
-        help="query the lake with DuckDB",
-        description="Query the Parquet lake with DuckDB (read through pyarrow's S3 filesystem).",
+        help="query (DuckDB or Athena) and compact the lake",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="lake_command", required=True, metavar="ACTION")
     query = sub.add_parser("query", help="run SQL over the lake's tables")
     query.add_argument("sql", nargs="?", help="the SQL statement")
-    query.add_argument("--file", metavar="NAME", help="run etl/sql/NAME.sql instead")
-    query.add_argument("--json", action="store_true", help="print rows as JSON lines")
+    query.add_argument("--file", metavar="NAME", help="run the shared query etl/sql/NAME.sql")
+    query.add_argument(
+        "--engine",
+        choices=[e.value for e in Engine],
+        default=None,
+        help="duckdb (local stack default) or athena (AWS default)",
+    )
+    fmt = query.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print rows as JSON lines")
+    fmt.add_argument("--csv", action="store_true", help="print rows as CSV with a header")
     add_contract_option(query)
     query.set_defaults(func=run_query)
+
+    compact = sub.add_parser("compact", help="rewrite closed hours' small objects into few")
+    compact.add_argument("--older-than", type=duration, default=timedelta(hours=2), metavar="AGE")
+    compact.add_argument("--target-mb", type=float, default=128.0, metavar="MB")
+    compact.add_argument(
+        "--grace",
+        type=duration,
+        default=timedelta(minutes=15),
+        metavar="AGE",
+        help="delete superseded objects this long after the compaction committed (default 15m)",
+    )
+    compact.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_contract_option(compact)
+    compact.set_defaults(func=run_compact)
+
+
+def _engine(args: argparse.Namespace, settings: Settings) -> Engine:
+    if args.engine is not None:
+        return Engine(args.engine)
+    return Engine.DUCKDB if settings.endpoint_url else Engine.ATHENA
 
 
 def run_query(args: argparse.Namespace) -> int:
@@ -36,11 +93,86 @@ def run_query(args: argparse.Namespace) -> int:
         raise ConfigError("lake query", "give either SQL or --file NAME (one of them)")
     settings, _ = resolve_settings(args=args)
     contract = contract_for_settings(settings, clients_for(settings))
-    sql = args.sql if args.file is None else render(sql_file(args.file), contract.name)
-    lake = LakeQuery.from_settings(settings, clients_for(settings), contract)
+    engine = _engine(args, settings)
+    sql = args.sql if args.file is None else render(sql_file(args.file), contract, engine)
+    if engine is Engine.ATHENA:
+        result = _athena(sql, settings)
+    else:
+        lake = LakeQuery.from_settings(settings, clients_for(settings), contract)
+        try:
+            result = lake.query(sql)
+        finally:
+            lake.close()
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows(["" if v is None else v for v in row] for row in result.rows)
+    else:
+        print_result(result, args.json)
+    return 0
+
+
+def _athena(sql: str, settings: Settings) -> QueryResult:
+    clients = clients_for(settings)
+    database, workgroup = settings.glue_database, settings.athena_workgroup
+    if database is None or workgroup is None:
+        outputs = _stack_outputs(clients, settings.stack_name)
+        database = database or outputs.get("GlueDatabase")
+        workgroup = workgroup or outputs.get("AthenaWorkgroup")
+    if not database or not workgroup:
+        raise ConfigError(
+            "athena_workgroup",
+            f"stack {settings.stack_name!r} has no AthenaWorkgroup/GlueDatabase outputs; deploy"
+            " the current template or set DRIFTLINE_ATHENA_WORKGROUP and DRIFTLINE_GLUE_DATABASE",
+        )
+    with wrangler_endpoint(settings.endpoint_url):
+        result = athena_query(sql, database=database, workgroup=workgroup, session=clients.session)
+    # The cost goes to stderr so --json/--csv output stays machine-readable.
+    print(
+        f"athena: query {result.query_id} in workgroup {workgroup}: scanned"
+        f" {result.bytes_scanned:,} bytes, cost ${result.cost_usd:.6f} (at $5/TB, 10 MB minimum)",
+        file=sys.stderr,
+    )
+    return QueryResult(result.columns, result.rows)
+
+
+def _stack_outputs(clients: AwsClients, stack_name: str) -> dict[str, str]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from infra.stack import stack_outputs
+
     try:
-        result = lake.query(sql)
-    finally:
-        lake.close()
-    print_result(result, args.json)
+        return stack_outputs(clients.client("cloudformation"), stack_name)
+    except (ClientError, BotoCoreError, StackError):
+        return {}
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    if args.target_mb <= 0:
+        raise ConfigError("--target-mb", f"got {args.target_mb}; give a size in MB > 0, e.g. 128")
+    settings, _ = resolve_settings(args=args)
+    contract = contract_for_settings(settings, clients_for(settings))
+    clients = clients_for(settings)
+    loc = TableLocation(
+        settings.require("lake_bucket"),
+        contract.name,
+        settings.lake_prefix,
+        settings.manifest_prefix,
+    )
+    compactor = Compactor(
+        clients.client("s3"),
+        contract,
+        loc,
+        target_bytes=int(args.target_mb * 1024 * 1024),
+        grace=args.grace,
+    )
+    report = compactor.run(args.older_than)
+    if args.json:
+        print(json.dumps(report.to_dict(), sort_keys=True))
+    else:
+        print(
+            f"compacted {len(report.hours)} hour(s): {report.objects_in} objects"
+            f" ({report.bytes_in:,} B) -> {report.objects_out} ({report.bytes_out:,} B),"
+            f" {report.rows} rows; deleted {report.deleted} superseded object(s)"
+        )
     return 0

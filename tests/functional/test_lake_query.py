@@ -93,17 +93,19 @@ def test_shared_sql_files_run_unchanged(aws: AwsClients, contract: Contract, lak
     q.close()
 
     # THEN they agree with the data
-    assert volume.columns[:4] == ["event_date", "event_hour", "row_count", "shards"]
-    assert [r[:4] for r in volume.rows] == [
-        ("2026-01-05", "09", 58, 2),
-        ("2026-01-05", "10", 60, 2),
-        ("2026-01-05", "11", 12, 1),
+    assert volume.columns[:4] == ["event_date", "event_hour", "shard_id", "row_count"]
+    assert [(r[0], r[1], r[3]) for r in volume.rows] == [
+        ("2026-01-05", "09", 29),
+        ("2026-01-05", "09", 29),
+        ("2026-01-05", "10", 59),
+        ("2026-01-05", "10", 1),
+        ("2026-01-05", "11", 12),
     ]
     assert summary.rows[0][:2] == ("2026-01-05", 130)
-    assert summary.columns[-1] == "fraud_rate"
-    assert [r[:4] for r in reasons.rows] == [
-        ("2026-01-05", "malformed_json", 2, 2),
-        ("2026-01-05", "missing_field", 1, 1),
+    assert summary.columns[-1] == "is_fraud_true_share"
+    assert [r[:5] for r in reasons.rows] == [
+        ("2026-01-05", "12", "malformed_json", 2, 2),
+        ("2026-01-05", "12", "missing_field", 1, 1),
     ]
 
 
@@ -115,9 +117,11 @@ def test_an_empty_lake_still_has_the_contracts_view(aws: AwsClients, contract: C
     q.close()
 
 
-def test_render_fills_the_placeholders() -> None:
-    assert "FROM tx_dead_letters" in render(sql_file("dead_letter_reasons"), "tx")
-    assert "FROM tx\n" in render(sql_file("volume_per_partition"), "tx")
+def test_render_fills_the_placeholders(contract: Contract) -> None:
+    assert 'FROM "card_transactions_dead_letters"' in render(
+        sql_file("dead_letter_reasons"), contract
+    )
+    assert 'FROM "card_transactions"\n' in render(sql_file("volume_per_partition"), contract)
 
 
 def test_cli_lake_query_prints_json_rows(
@@ -142,13 +146,14 @@ def test_cli_lake_query_prints_json_rows(
     assert out[0] == '{"n": 130}'
     assert out[1].split() == [
         "event_date",
+        "dead_hour",
         "reason",
         "dead_letters",
         "shards",
         "first_dead_at",
         "last_dead_at",
     ]
-    assert out[3].split()[:4] == ["2026-01-05", "malformed_json", "2", "2"]
+    assert out[3].split()[:5] == ["2026-01-05", "12", "malformed_json", "2", "2"]
     assert out[-1] == "(2 rows)"
 
 

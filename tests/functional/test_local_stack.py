@@ -53,6 +53,7 @@ def test_deploy_local_provides_every_resource_of_the_template(aws: AwsClients) -
     assert {k for k, v in kinds.items() if v == "emulator-api"} == {
         "GlueDatabase", "DriftAlarm", "DeadLetterAlarm", "ConsumerLagAlarm",
         "RetrainQueuePolicy", "RetrainDeadLetterQueuePolicy", "ModelPackageGroup",
+        "AthenaWorkgroup", "DeadLetterTable", "CompactionTable",
     }  # fmt: skip
     assert by_id["Stream"].provided_by == "emulator-cloudformation"
     assert by_id["RedshiftWorkgroup"].provided_by.startswith("local stand-in: embedded PostgreSQL")
@@ -86,6 +87,22 @@ def test_deploy_local_provides_every_resource_of_the_template(aws: AwsClients) -
     assert by_id["LakeBucketPolicy"].provided_by.startswith("not emulated: the emulator serves")
     s3.put_object(Bucket=bucket, Key="lake/t/probe.parquet", Body=b"x")  # no TLS-only deny locally
     aws.client("kms").describe_key(KeyId="alias/driftline-data")  # moto's dict policy repaired
+    # AND the Athena workgroup enforces its result location under the lake bucket, encrypted
+    wg = aws.client("athena").get_work_group(WorkGroup="driftline-analytics")["WorkGroup"]
+    result_config = wg["Configuration"]["ResultConfiguration"]
+    assert result_config["OutputLocation"] == f"s3://{bucket}/athena-results/"
+    assert result_config["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"
+    assert wg["Configuration"]["EnforceWorkGroupConfiguration"] is True
+    assert wg["Configuration"]["BytesScannedCutoffPerQuery"] == 10737418240
+    # AND the dead-letter table is projected (no partition registration ever)
+    table = aws.client("glue").get_table(DatabaseName="driftline_lake", Name="dead_letters")
+    params = table["Table"]["Parameters"]
+    assert params["projection.enabled"] == "true"
+    assert params["storage.location.template"] == (
+        f"s3://{bucket}/dead-letters/${{table_name}}/event_date=${{event_date}}/"
+    )
+    # AND QuickSight is not there without a principal
+    assert "QuickSightDataSourceArn" not in result.outputs
 
 
 def test_describe_matches_deploy_and_a_second_deploy_changes_nothing(aws: AwsClients) -> None:

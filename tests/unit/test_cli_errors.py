@@ -86,7 +86,7 @@ def test_with_no_local_stack_commands_say_so_instead_of_trying_aws(
 
 def test_naming_a_stack_passes_the_guard(capsys: pytest.CaptureFixture[str]) -> None:
     # WHEN --stack names the AWS stack THEN the command proceeds (and stops at the next setting)
-    rc = main(["--stack", "prod", "lake", "query", "SELECT 1"])
+    rc = main(["--stack", "prod", "lake", "query", "SELECT 1", "--engine", "duckdb"])
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("driftline: error: lake_bucket: is not set")

@@ -227,6 +227,88 @@ def test_resolver_refuses_what_it_does_not_know() -> None:
         r.resolve({"Ref": "Nope"})
 
 
+# -- analytics: workgroup, projected tables, optional QuickSight ---------------------------------
+
+
+def test_the_workgroup_enforces_encrypted_results_under_the_lake_and_a_scan_cutoff() -> None:
+    resources = _template()["Resources"]
+    config = resources["AthenaWorkgroup"]["Properties"]["WorkGroupConfiguration"]
+    assert config["EnforceWorkGroupConfiguration"] is True
+    assert config["BytesScannedCutoffPerQuery"] == {"Ref": "AthenaBytesScannedCutoff"}
+    assert config["ResultConfiguration"] == {
+        "OutputLocation": {"Fn::Sub": "s3://${LakeBucket}/athena-results/"},
+        "EncryptionConfiguration": {
+            "EncryptionOption": "SSE_KMS",
+            "KmsKey": {"Fn::GetAtt": ["DataKey", "Arn"]},
+        },
+    }
+    rules = resources["LakeBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    [expire] = [r for r in rules if r["Id"] == "expire-athena-results"]
+    assert (expire["Prefix"], expire["ExpirationInDays"]) == (
+        "athena-results/",
+        {"Ref": "AthenaResultsExpirationDays"},
+    )
+
+
+def test_lake_side_tables_are_projected() -> None:
+    resources = _template()["Resources"]
+    for logical_id in ("DeadLetterTable", "CompactionTable"):
+        params = resources[logical_id]["Properties"]["TableInput"]["Parameters"]
+        assert params["projection.enabled"] == "true"
+        assert params["projection.table_name.type"] == "injected"
+        assert "${!table_name}" in params["storage.location.template"]["Fn::Sub"]
+
+
+def test_quicksight_exists_only_with_a_principal_and_reads_only_the_lake() -> None:
+    template = _template()
+    # GIVEN the QuickSight resources  THEN each hangs on HasQuickSight (principal ARN not empty)
+    quicksight = {
+        lid
+        for lid, spec in template["Resources"].items()
+        if "QuickSight" in spec["Type"] or lid.startswith("QuickSight")
+    }
+    assert quicksight == {"QuickSightAthenaRole", "QuickSightDataSource"}
+    assert {template["Resources"][lid]["Condition"] for lid in quicksight} == {"HasQuickSight"}
+    assert {"Fn::Not": [{"Fn::Equals": [{"Ref": "QuickSightPrincipalArn"}, ""]}]} in (
+        template["Conditions"]["HasQuickSight"]["Fn::And"]
+    )
+    # AND its role may query the workgroup, read the catalog and the lake, write only results
+    actions = {
+        st["Sid"]: sorted(_as_list(st["Action"]))
+        for lid, st in _statements(template)
+        if lid == "QuickSightAthenaRole" and st.get("Sid")
+    }
+    assert actions == {
+        "Workgroup": [
+            "athena:GetQueryExecution",
+            "athena:GetQueryResults",
+            "athena:GetWorkGroup",
+            "athena:StartQueryExecution",
+            "athena:StopQueryExecution",
+        ],
+        "Catalog": sorted(
+            [
+                "glue:GetDatabase",
+                "glue:GetTable",
+                "glue:GetTables",
+                "glue:GetPartition",
+                "glue:GetPartitions",
+            ]
+        ),
+        "LakeRead": ["s3:GetObject"],
+        "QueryResults": sorted(
+            [
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+            ]
+        ),
+        "LakeBucket": ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+        "DataKey": ["kms:Decrypt", "kms:GenerateDataKey"],
+    }
+
+
 # -- security review (issue 12) ---------------------------------------------------------------
 
 
@@ -312,11 +394,16 @@ def test_logs_key_statement_is_the_documented_one_scoped_to_this_stacks_log_grou
         for spec in _template()["Resources"].values()
         if spec["Type"] == "AWS::Logs::LogGroup"
     ]
-    assert len(groups) == 3
+    assert len(groups) == 4
     arn = "arn:aws:logs:us-east-1:1:log-group:{}".format
     for group in groups:
         assert any(fnmatch.fnmatchcase(arn(group), p) for p in patterns), group
-    for other in ("/aws/lambda/s-dev-retrain", "/driftline/s-dev/consumer", "/aws/lambda/x"):
+    for other in (
+        "/aws/lambda/s-dev-retrain",
+        "/aws/lambda/s-dev-compaction",
+        "/driftline/s-dev/consumer",
+        "/aws/lambda/x",
+    ):
         assert not any(fnmatch.fnmatchcase(arn(other), p) for p in patterns), other
 
 
@@ -406,6 +493,9 @@ CHECKOV_SKIPS = {
     ("RetrainFunction", "CKV_AWS_117"): "calls only AWS APIs",
     ("RetrainFunction", "CKV_AWS_115"): "idempotency table's lock",
     ("RetrainFunction", "CKV_AWS_173"): "resource names only",
+    ("CompactionFunction", "CKV_AWS_117"): "calls only S3",
+    ("CompactionFunction", "CKV_AWS_116"): "the next scheduled run retries it",
+    ("CompactionFunction", "CKV_AWS_173"): "resource names only",
 }
 
 

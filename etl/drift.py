@@ -69,11 +69,11 @@ from etl.profile import (
     Profile,
     arrow_column,
     as_arrow,
+    calibrate,
     categorical_counts,
     categorical_values,
     column_names,
     num_rows,
-    calibrate,
     numeric_counts,
     numeric_values,
 )

@@ -53,6 +53,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from etl import jsonsafe
 from etl.binning import data_edges
 from etl.calibration import (
     DEFAULT_DRAWS,
@@ -278,7 +279,7 @@ class Profile:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True, allow_nan=False)
+        return jsonsafe.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = "<baseline>") -> Profile:
@@ -293,8 +294,10 @@ class Profile:
     @classmethod
     def from_dict(cls, doc: Any, *, source: str = "<baseline>") -> Profile:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        if isinstance(got, str) and got.startswith("driftline.profile/") and (
-            got not in READABLE_FORMATS
+        if (
+            isinstance(got, str)
+            and got.startswith("driftline.profile/")
+            and (got not in READABLE_FORMATS)
         ):
             raise BaselineError(
                 f"{source}: baseline format {got!r} is not one this driftline reads"
@@ -369,7 +372,7 @@ def _feature_from_dict(name: str, f: Mapping[str, Any]) -> FeatureProfile:
 
 # -- building -----------------------------------------------------------------------------------
 def numeric_counts(values: FloatArray, edges: Sequence[float] | FloatArray) -> tuple[IntArray, int]:
-    """(counts per bin, nulls) of ``values`` in the bins of ``edges``; NaN and ±inf count as null."""
+    """(counts per bin, nulls) of ``values`` in the bins of ``edges``; NaN and ±inf are nulls."""
     nan = ~np.isfinite(values)
     nulls = int(nan.sum())
     valid = values[~nan] if nulls else values

@@ -64,6 +64,8 @@ class Settings:
     # -- drift -----------------------------------------------------------------------------
     drift_window_s: float = 60.0
     drift_min_rows: int = 500
+    #: False windows per feature that the calibrated drift thresholds allow (baseline build).
+    drift_target_rate: float = 1e-4
     metrics_namespace: str = "Driftline"
     metrics_high_resolution: bool = False
 
@@ -210,6 +212,10 @@ def _check(s: Settings) -> None:
         if getattr(s, key) <= 0:
             raise ConfigError(key, f"must be > 0 seconds, got {getattr(s, key)}")
     _check_retrain(s)
+    if not 0 < s.drift_target_rate < 0.5:
+        raise ConfigError(
+            "drift_target_rate", f"must be in (0, 0.5), got {s.drift_target_rate}; e.g. 1e-4"
+        )
     if s.kcl_idle_time_ms < 0:
         raise ConfigError("kcl_idle_time_ms", f"must be >= 0, got {s.kcl_idle_time_ms}")
     if s.parquet_compression not in _VALID_COMPRESSION:

@@ -5,6 +5,9 @@ Each feature's per-window **evidence** is a z-score (see :func:`evidence_z`): th
 * the two-sample Pearson χ² of homogeneity between the baseline's and the window's counts over the
   value bins **plus a null bin** (nulls and non-finite values), Wilson–Hilferty-transformed to the
   normal scale, so that it means the same at any number of degrees of freedom; and
+* for numeric features, the two-sample Kolmogorov–Smirnov statistic on the binned CDFs of the
+  non-null values (the χ² spreads its power over every bin; KS concentrates it on shifts of
+  location and scale), through Kolmogorov's asymptotic tail to the normal scale;
 * for continuous numeric features, the binomial tail of the window's values outside the
   baseline's ``[min, max]`` (a new draw of a continuous variable falls outside the range of ``m``
   earlier ones with probability ``2 / (m + 1)``).
@@ -107,6 +110,66 @@ def binomial_sf_z(x: int, n: int, rate: float) -> float:
     return float(np.clip(-_NORMAL.inv_cdf(p), -Z_MAX, Z_MAX))
 
 
+_A = (
+    -3.969683028665376e01,
+    2.209460984245205e02,
+    -2.759285104469687e02,
+    1.383577518672690e02,
+    -3.066479806614716e01,
+    2.506628277459239e00,
+)
+_B = (
+    -5.447609879822406e01,
+    1.615858368580409e02,
+    -1.556989798598866e02,
+    6.680131188771972e01,
+    -1.328068155288572e01,
+)
+_C = (
+    -7.784894002430293e-03,
+    -3.223964580411365e-01,
+    -2.400758277161838e00,
+    -2.549732539343734e00,
+    4.374664141464968e00,
+    2.938163982698783e00,
+)
+_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+
+
+def upper_z(p: FloatArray) -> FloatArray:
+    """``z`` with ``P(N(0,1) > z) = p``, vectorised (Acklam's rational approximation, relative
+    error < 1.2e-9), clipped to ``±Z_MAX``."""
+    q = np.clip(np.asarray(p, np.float64), 1e-300, 1.0 - 1e-16)
+    lo = np.minimum(q, 1.0 - q)  # tail probability on the near side
+    t = np.sqrt(-2.0 * np.log(lo))
+    tail = (((((_C[0] * t + _C[1]) * t + _C[2]) * t + _C[3]) * t + _C[4]) * t + _C[5]) / (
+        (((_D[0] * t + _D[1]) * t + _D[2]) * t + _D[3]) * t + 1.0
+    )
+    r = (lo - 0.5) ** 2
+    mid = (
+        (((((_A[0] * r + _A[1]) * r + _A[2]) * r + _A[3]) * r + _A[4]) * r + _A[5]) * (lo - 0.5)
+    ) / (((((_B[0] * r + _B[1]) * r + _B[2]) * r + _B[3]) * r + _B[4]) * r + 1.0)
+    x = np.where(lo < 0.02425, tail, mid)  # Φ⁻¹(lo) <= 0
+    return np.asarray(np.clip(np.where(q <= 0.5, -x, x), -Z_MAX, Z_MAX))
+
+
+def ks_z(base: IntArray, window: IntArray) -> FloatArray:
+    """Two-sample KS on binned counts (``window``: ``(K,)`` or ``(S, K)``) as a z-score."""
+    b = np.asarray(base, np.float64)
+    w = np.atleast_2d(np.asarray(window, np.float64))
+    m, n = b.sum(), w.sum(axis=1)
+    if m == 0:
+        return np.full(w.shape[0], -Z_MAX)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cw = np.cumsum(w, axis=1) / n[:, None]
+        d = np.nan_to_num(np.max(np.abs(np.cumsum(b) / m - cw), axis=1))
+        lam = d * np.sqrt(n * m / (n + m))
+    k = np.arange(1, 6)[:, None]
+    p = 2.0 * np.sum((-1.0) ** (k - 1) * np.exp(-2.0 * k**2 * lam[None, :] ** 2), axis=0)
+    p = np.where(lam < 0.3, 1.0, p)
+    return np.asarray(np.where(n > 0, upper_z(p), -Z_MAX))
+
+
 # -- calibration --------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class FeatureCalibration:
@@ -166,19 +229,28 @@ def check_rate(target_rate: float, window_rows: int) -> None:
 
 
 def null_evidence(
-    counts: IntArray, oor_rate: float, window_rows: int, draws: int, rng: np.random.Generator
+    counts: IntArray,
+    oor_rate: float,
+    window_rows: int,
+    draws: int,
+    rng: np.random.Generator,
+    *,
+    ks: bool = False,
 ) -> FloatArray:
     """Evidence z of ``draws`` windows drawn under "no change" from the baseline's counts (the
-    null bin included in ``counts``)."""
+    null bin last in ``counts``)."""
     base = np.asarray(counts, np.int64)
     nz = base > 0
     if nz.sum() < 2:  # one populated bin: every null window is identical to the baseline
         z = np.zeros(draws)
     else:
         p = rng.dirichlet(base[nz].astype(np.float64), size=draws)
-        w = rng.multinomial(window_rows, p)
-        x, dof = chi2_homogeneity(base[nz], w)
+        w = np.zeros((draws, base.size), np.int64)
+        w[:, nz] = rng.multinomial(window_rows, p)
+        x, dof = chi2_homogeneity(base, w)
         z = wilson_hilferty(x, dof)
+        if ks:
+            z = np.maximum(z, ks_z(base[:-1], w[:, :-1]))
     if oor_rate > 0.0:
         hits = rng.binomial(window_rows, oor_rate, size=draws)
         table = {int(h): binomial_sf_z(int(h), window_rows, oor_rate) for h in np.unique(hits)}
@@ -232,6 +304,7 @@ def calibrate_feature(
     window_rows: int,
     target_rate: float,
     oor_rate: float = 0.0,
+    ks: bool = False,
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
 ) -> FeatureCalibration:
@@ -239,7 +312,7 @@ def calibrate_feature(
     check_rate(target_rate, window_rows)
     rng = np.random.default_rng(seed)
     full = np.append(np.asarray(counts, np.int64), nulls)
-    z = null_evidence(full, oor_rate, window_rows, draws, rng)
+    z = null_evidence(full, oor_rate, window_rows, draws, rng, ks=ks)
     if float(np.ptp(z)) == 0.0:  # a constant feature: any other value is off the charts anyway
         nominal = _NORMAL.inv_cdf(1.0 - target_rate / 2.0)
         return FeatureCalibration(round(nominal, 4), round(2.0 * nominal, 2), oor_rate)

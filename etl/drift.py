@@ -58,6 +58,7 @@ from etl.calibration import (
     FeatureCalibration,
     binomial_sf_z,
     chi2_homogeneity,
+    ks_z,
     wilson_hilferty,
 )
 from etl.cusum import Cusum
@@ -434,6 +435,8 @@ class DriftWindow:
         base = np.append(np.asarray(fp.counts, np.int64), fp.nulls)
         x, dof = chi2_homogeneity(base, np.append(counts, nulls))
         z = float(wilson_hilferty(x, dof)[0])
+        if isinstance(fp, NumericProfile) and nonnull:
+            z = max(z, float(ks_z(np.asarray(fp.counts, np.int64), counts)[0]))
         if fc.oor_rate > 0.0 and nonnull:
             z = max(z, binomial_sf_z(outside, nonnull, fc.oor_rate))
         cusum = self.cusums[fd.name].peek(z)

@@ -569,6 +569,7 @@ def calibrate(
             window_rows=window_rows,
             target_rate=target_rate,
             oor_rate=oor,
+            ks=isinstance(fp, NumericProfile),
             seed=zlib.crc32(name.encode()),
         )
     cal = Calibration(

@@ -137,6 +137,7 @@ def test_infinite_values_are_counted_like_nulls_and_a_tiny_file_gets_no_score(
     rc = main([*argv, "--fail-above", "1"])
     # THEN there is no score, the gate does not fail on noise, and it says why
     out, err = capsys.readouterr()
+    assert "drift score (largest score; > 1 = drift): -" in out
     assert rc == 0
     assert "only 1 rows, fewer than the window minimum 500" in err
     # AND --min-rows 1 scores it

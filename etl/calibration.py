@@ -93,6 +93,8 @@ def binomial_sf_z(x: int, n: int, rate: float) -> float:
     lq, lp = math.log1p(-rate), math.log(rate)
     log_term = math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1) + x * lp
     log_term += (n - x) * lq
+    if log_term < -700.0:  # the tail is beyond double precision: its first term says it all
+        return min(Z_MAX, math.sqrt(-2.0 * log_term))
     total, term, i = 0.0, math.exp(log_term), x
     while i <= n:
         total += term
@@ -100,8 +102,6 @@ def binomial_sf_z(x: int, n: int, rate: float) -> float:
             break
         term *= (n - i) / (i + 1) * rate / (1.0 - rate)
         i += 1
-    if total <= 0.0:  # beyond double precision: use the log of the first term
-        return min(Z_MAX, math.sqrt(-2.0 * log_term))
     p = min(1.0, total)
     if p >= 1.0:
         return -Z_MAX

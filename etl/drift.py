@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -194,6 +194,7 @@ class FeatureDrift:
     null_rate_delta: float | None = None
     out_of_range_share: float | None = None
     nonfinite: int = 0
+
     statistic: float | None = None
     dof: int | None = None
     evidence: float | None = None
@@ -256,6 +257,12 @@ class _NumState:
     out_of_range: int = 0
     seen_batches: int = 0
     nonfinite: int = 0
+    base: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    base_full: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        self.base = np.asarray(self.profile.counts, np.int64)
+        self.base_full = np.append(self.base, self.profile.nulls)
 
 
 @dataclass
@@ -265,6 +272,12 @@ class _CatState:
     nulls: int = 0
     seen_batches: int = 0
     value_set: Any = None  # pa.Array, rebuilt lazily after unpickling
+    base: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    base_full: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        self.base = np.asarray(self.profile.counts, np.int64)
+        self.base_full = np.append(self.base, self.profile.nulls)
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -273,6 +286,8 @@ class _CatState:
             "nulls": self.nulls,
             "seen_batches": self.seen_batches,
             "value_set": None,
+            "base": self.base,
+            "base_full": self.base_full,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -406,43 +421,43 @@ class DriftWindow:
         return nulls / self.rows - base_nulls / base_n
 
     def _numeric_result(self, name: str, ns: _NumState) -> FeatureDrift:
-        fd, base, nonnull = self._common_result(name, "numeric", ns)
-        fd = replace(fd, nonfinite=ns.nonfinite)
+        f = self._common_fields(name, ns)
+        nonnull = int(ns.counts.sum())
+        f["nonfinite"] = ns.nonfinite
         if nonnull:
-            fd = replace(fd, out_of_range_share=ns.out_of_range / nonnull)
-        fd = self._evidence(fd, ns.counts, ns.nulls, ns.out_of_range, nonnull)
-        if fd.status != "ok":
-            return fd
-        return replace(fd, ks_statistic=ks_statistic(base, ns.counts))
+            f["out_of_range_share"] = ns.out_of_range / nonnull
+        self._evidence(f, ns.counts, ns.nulls, ns.out_of_range, nonnull)
+        if f["status"] == "ok":
+            f["ks_statistic"] = ks_statistic(ns.base, ns.counts)
+        return FeatureDrift(kind="numeric", **f)
 
     def _categorical_result(self, name: str, cs: _CatState) -> FeatureDrift:
-        fd, base, nonnull = self._common_result(name, "categorical", cs)
+        f = self._common_fields(name, cs)
+        nonnull = int(cs.counts.sum())
         if nonnull:
-            fd = replace(fd, out_of_range_share=int(cs.counts[-1]) / nonnull)
-        fd = self._evidence(fd, cs.counts, cs.nulls, 0, nonnull)
-        if fd.status != "ok":
-            return fd
-        return replace(fd, chi2_pvalue=chi2_pvalue(base, cs.counts))
+            f["out_of_range_share"] = int(cs.counts[-1]) / nonnull
+        self._evidence(f, cs.counts, cs.nulls, 0, nonnull)
+        if f["status"] == "ok":
+            f["chi2_pvalue"] = chi2_pvalue(cs.base, cs.counts)
+        return FeatureDrift(kind="categorical", **f)
 
     def _evidence(
-        self, fd: FeatureDrift, counts: IntArray, nulls: int, outside: int, nonnull: int
-    ) -> FeatureDrift:
+        self, f: dict[str, Any], counts: IntArray, nulls: int, outside: int, nonnull: int
+    ) -> None:
         """Evidence, calibrated threshold, CUSUM and score of one feature (values + nulls)."""
-        fc: FeatureCalibration | None = self.calibration.features.get(fd.name)
-        fp = self.profile.features.get(fd.name)
-        if fc is None or fp is None or self.rows == 0:
-            return fd
-        base = np.append(np.asarray(fp.counts, np.int64), fp.nulls)
-        x, dof = chi2_homogeneity(base, np.append(counts, nulls))
+        name = f["name"]
+        fc: FeatureCalibration | None = self.calibration.features.get(name)
+        st = self._num.get(name) or self._cat.get(name)
+        if fc is None or st is None or self.rows == 0:
+            return
+        x, dof = chi2_homogeneity(st.base_full, np.append(counts, nulls))
         z = float(wilson_hilferty(x, dof)[0])
-        if isinstance(fp, NumericProfile) and nonnull:
-            z = max(z, float(ks_z(np.asarray(fp.counts, np.int64), counts)[0]))
+        if isinstance(st, _NumState) and nonnull:
+            z = max(z, float(ks_z(st.base, counts)[0]))
         if fc.oor_rate > 0.0 and nonnull:
             z = max(z, binomial_sf_z(outside, nonnull, fc.oor_rate))
-        cusum = self.cusums[fd.name].peek(z)
-        score = max(0.0, z / fc.z_threshold, cusum / fc.cusum_threshold)
-        return replace(
-            fd,
+        cusum = self.cusums[name].peek(z)
+        f.update(
             statistic=float(x[0]),
             dof=dof,
             evidence=z,
@@ -450,32 +465,28 @@ class DriftWindow:
             threshold=fc.z_threshold,
             cusum=cusum,
             cusum_threshold=fc.cusum_threshold,
-            score=score,
+            score=max(0.0, z / fc.z_threshold, cusum / fc.cusum_threshold),
         )
 
-    def _common_result(
-        self, name: str, kind: Literal["numeric", "categorical"], st: _NumState | _CatState
-    ) -> tuple[FeatureDrift, IntArray, int]:
+    def _common_fields(self, name: str, st: _NumState | _CatState) -> dict[str, Any]:
         """What both kinds share: missing/empty status, null-rate delta, PSI and JS distance."""
         fp = st.profile
-        base = np.asarray(fp.counts, np.int64)
-        nonnull = int(st.counts.sum())
-        fd = FeatureDrift(
-            name=name,
-            kind=kind,
-            status="empty",
-            rows=self.rows,
-            nulls=st.nulls,
-            null_rate_delta=self._null_delta(st.nulls, fp.nulls, fp.n),
-        )
+        f: dict[str, Any] = {
+            "name": name,
+            "status": "empty",
+            "rows": self.rows,
+            "nulls": st.nulls,
+            "null_rate_delta": self._null_delta(st.nulls, fp.nulls, fp.n),
+        }
         if st.seen_batches == 0 and self.rows > 0:
-            return replace(fd, status="missing_in_data"), base, nonnull
-        if nonnull == 0 or base.sum() == 0:
-            return fd, base, nonnull
-        fd = replace(
-            fd, status="ok", psi=psi(base, st.counts), js_distance=js_distance(base, st.counts)
-        )
-        return fd, base, nonnull
+            f["status"] = "missing_in_data"
+        elif st.counts.any() and st.base.any():
+            f.update(
+                status="ok",
+                psi=psi(st.base, st.counts),
+                js_distance=js_distance(st.base, st.counts),
+            )
+        return f
 
     def counts(self, name: str) -> IntArray:
         """The window's counts for one feature (bins, or categories then ``other``)."""

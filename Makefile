@@ -83,7 +83,7 @@ $(BENCH_TOOLS)/river/.installed:
 	@touch $@
 $(BENCH_TOOLS)/whylogs/.installed:
 	@test -x $(BENCH_TOOLS)/whylogs/bin/python || $(PYTHON) -m venv $(BENCH_TOOLS)/whylogs
-	@$(BENCH_TOOLS)/whylogs/bin/pip install --quiet --disable-pip-version-check "whylogs==$(WHYLOGS_VERSION)" "numpy<2" pandas pyarrow
+	@$(BENCH_TOOLS)/whylogs/bin/pip install --quiet --disable-pip-version-check "whylogs==$(WHYLOGS_VERSION)" "numpy<2" "pandas<2.3" "scipy<1.14" "pyarrow<18" ipython pybars3
 	@touch $@
 $(BENCH_TOOLS)/evidently/.installed:
 	@test -x $(BENCH_TOOLS)/evidently/bin/python || $(PYTHON) -m venv $(BENCH_TOOLS)/evidently

@@ -55,7 +55,11 @@ class Stack:
             clients.client("glue").create_database(DatabaseInput={"Name": db})
             contract = load_contract()
             GlueCatalog(
-                contract, LakeLayout(bucket, contract.name), db, clients.session
+                contract,
+                LakeLayout(bucket, contract.name),
+                db,
+                clients.session,
+                endpoint_url=clients.endpoint_url,
             ).ensure_table()
         except BaseException:
             emu.stop()

@@ -134,14 +134,20 @@ def run_demo(
     timeout: float = 240.0,
     progress: Callable[[str], None] = lambda _m: None,
     keep_up: bool = False,
+    contract_path: str | None = None,
 ) -> dict[str, Any]:
     """Run the demo; ``scenario="drift"`` runs the closed retraining loop (see infra.demo_loop)."""
     t0 = time.monotonic()
     d = state_dir()
     drift = scenario == "drift"
     up = local.up(
-        progress=progress, parameters={"DriftWindowSeconds": str(DRIFT_WINDOW_S)} if drift else None
+        contract_path=contract_path,
+        progress=progress,
+        parameters={"DriftWindowSeconds": str(DRIFT_WINDOW_S)} if drift else None,
     )
+    url = local.console_url(up.state)
+    if url:
+        progress(f"console: {url} (open it to watch; `--keep` leaves it up after the summary)")
     fleet: ConsumerFleet | None = None
     try:
         settings, _ = resolve_settings(_demo_overrides(drift))

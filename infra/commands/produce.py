@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from etl.exceptions import ConfigError
 from etl.producer import produce
 from etl.synthetic import Scenario
-from infra.context import clients_for, resolve_settings
+from infra.context import add_contract_option, clients_for, resolve_settings
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--drift-at", type=float, default=0.5, metavar="F", help="fraction of N where drift starts"
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_contract_option(p)
     p.set_defaults(func=run)
 
 
@@ -65,7 +66,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
-    settings, _ = resolve_settings()
+    settings, _ = resolve_settings(args=args)
     summary = produce(
         settings,
         clients_for(settings),

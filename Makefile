@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TOOLS := .venv-tools
 CHECKOV_VERSION := 3.2.533
 
-.PHONY: tools actionlint demo test test-fast test-unit test-functional test-e2e check lint fmt typecheck lock bench clean java
+.PHONY: bench-tools tools actionlint demo test test-fast test-unit test-functional test-e2e check lint fmt typecheck lock bench clean java
 
 java:
 	@command -v java >/dev/null 2>&1 || { echo "driftline: 'java' not found: the KCL MultiLangDaemon needs Java 17. Install it: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
@@ -79,3 +79,23 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .driftline .pytest_cache .mypy_cache .ruff_cache
+
+# The detection and throughput benches' comparators, each in its own venv (their pins conflict with
+# the lock: whylogs needs numpy < 2, Evidently 0.7 does not import with pandas 3).
+BENCH_TOOLS := bench/.tools
+RIVER_VERSION := 0.26.1
+WHYLOGS_VERSION := 1.6.4
+EVIDENTLY_VERSION := 0.7.23
+$(BENCH_TOOLS)/river/.installed:
+	@test -x $(BENCH_TOOLS)/river/bin/python || $(PYTHON) -m venv $(BENCH_TOOLS)/river
+	@$(BENCH_TOOLS)/river/bin/pip install --quiet --disable-pip-version-check "river==$(RIVER_VERSION)"
+	@touch $@
+$(BENCH_TOOLS)/whylogs/.installed:
+	@test -x $(BENCH_TOOLS)/whylogs/bin/python || $(PYTHON) -m venv $(BENCH_TOOLS)/whylogs
+	@$(BENCH_TOOLS)/whylogs/bin/pip install --quiet --disable-pip-version-check "whylogs==$(WHYLOGS_VERSION)" "numpy<2" "pandas<2.3" "scipy<1.14" "pyarrow<18" ipython pybars3
+	@touch $@
+$(BENCH_TOOLS)/evidently/.installed:
+	@test -x $(BENCH_TOOLS)/evidently/bin/python || $(PYTHON) -m venv $(BENCH_TOOLS)/evidently
+	@$(BENCH_TOOLS)/evidently/bin/pip install --quiet --disable-pip-version-check "evidently==$(EVIDENTLY_VERSION)" "pandas<3" pyarrow
+	@touch $@
+bench-tools: $(BENCH_TOOLS)/river/.installed $(BENCH_TOOLS)/whylogs/.installed $(BENCH_TOOLS)/evidently/.installed

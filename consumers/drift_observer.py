@@ -5,7 +5,9 @@ batch of valid rows goes into this shard's :class:`~etl.drift.DriftWindow`; at e
 the :class:`~etl.drift.WindowPolicy` decides whether the window closes (≥ ``drift_window_s`` of
 processing time AND ≥ ``drift_min_rows`` rows, otherwise it extends). A closing window publishes its
 statistics through :class:`~consumers.metrics.MetricsPublisher`, then the baseline pointer is
-re-read, so a newly published baseline takes effect at the next window without a restart.
+re-read, so a newly published baseline takes effect at the next window without a restart (and its
+CUSUMs start from zero: evidence against the old baseline says nothing about the new one).
+The window (its counts and CUSUMs) pickles, so its state can be handed over with a lease.
 
 Nothing here may fail the data path: every error is logged and counted, never raised.
 Without a baseline yet, windows still publish ``WindowRows`` and dead-letter metrics (no drift
@@ -93,7 +95,7 @@ class DriftObserver:
 
     def _close(self) -> None:
         if self.window is not None:
-            result = self.window.result()
+            result = self.window.close(self.policy.min_rows)
         else:
             result = DriftResult(rows=self.rows, features=())
         self.publisher.publish(result, timestamp=self._wall(), dead_letters=self.dead_letters)
@@ -106,8 +108,6 @@ class DriftObserver:
             result.drift_score,
             result.baseline_version or "-",
         )
-        if self.window is not None:
-            self.window.reset()
         self.opened_at, self.rows, self.dead_letters = None, 0, 0
         self._refresh()
 

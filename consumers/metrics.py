@@ -2,17 +2,18 @@
 
 One datum per feature and statistic, dimensions always ``[Stream, Feature]`` in that order (moto,
 like CloudWatch, treats the dimension list as part of the metric's identity), plus the summary
-``DriftScore``, ``WindowRows``, ``DeadLetterRate`` (dead letters / records seen) and
-``DeadLetters`` with ``[Stream]``. PutMetricData is batched
+``DriftScore`` (largest calibrated feature score: above 1 is drift at the baseline's false-alarm
+rate, see :mod:`etl.drift`), ``MaxPSI``, ``WindowRows``, ``DeadLetterRate`` (dead letters /
+records seen) and ``DeadLetters`` with ``[Stream]``. PutMetricData is batched
 (≤ 1,000 datums and well under the 1 MB request limit per call). Throttling and server errors are
 retried with exponential backoff; a batch that still fails is counted in ``failures`` and logged —
 publishing metrics never raises into the data path.
 
 >>> from etl.drift import DriftResult, FeatureDrift
->>> r = DriftResult(rows=600, features=(FeatureDrift("amount", "numeric", "ok", psi=0.31),),
-...                 drift_score=0.31)
+>>> f = FeatureDrift("amount", "numeric", "ok", psi=0.31, score=2.5)
+>>> r = DriftResult(rows=600, features=(f,), drift_score=2.5, max_psi=0.31)
 >>> [d["MetricName"] for d in build_datums(r, stream_name="s", timestamp=None, dead_letters=2)]
-['PSI', 'DriftScore', 'WindowRows', 'DeadLetterRate', 'DeadLetters']
+['PSI', 'DriftFeatureScore', 'DriftScore', 'MaxPSI', 'WindowRows', 'DeadLetterRate', 'DeadLetters']
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ FEATURE_METRICS: tuple[tuple[str, str], ...] = (
     ("chi2_pvalue", "ChiSquarePValue"),
     ("null_rate_delta", "NullRateDelta"),
     ("out_of_range_share", "OutOfRangeShare"),
+    ("evidence", "DriftEvidence"),
+    ("cusum", "DriftCusum"),
+    ("score", "DriftFeatureScore"),
 )
-SUMMARY_METRICS = ("DriftScore", "WindowRows", "DeadLetterRate", "DeadLetters")
+SUMMARY_METRICS = ("DriftScore", "MaxPSI", "WindowRows", "DeadLetterRate", "DeadLetters")
 
 _RETRYABLE_CODES = frozenset(
     {
@@ -96,16 +100,17 @@ def build_datums(
                     **extra,
                 }
             )
-    if result.drift_score is not None:
-        out.append(
-            {
-                "MetricName": "DriftScore",
-                "Dimensions": [stream_dim],
-                "Value": float(result.drift_score),
-                "Unit": "None",
-                **extra,
-            }
-        )
+    for metric, value in (("DriftScore", result.drift_score), ("MaxPSI", result.max_psi)):
+        if value is not None and math.isfinite(value):
+            out.append(
+                {
+                    "MetricName": metric,
+                    "Dimensions": [stream_dim],
+                    "Value": float(value),
+                    "Unit": "None",
+                    **extra,
+                }
+            )
     out.append(
         {
             "MetricName": "WindowRows",

@@ -18,8 +18,15 @@ Python loop runs per record. ``result()`` turns the counts into statistics:
   window's non-null values outside the baseline's ``[min, max]``; categorical: share in ``other``,
   i.e. outside the baseline's top K).
 
-``drift_score`` is the largest PSI among the monitored features. A feature missing from the
-baseline or from the data is reported with a status, never crashed on.
+Alarms do not use a fixed PSI line. Each feature's **evidence** (:mod:`etl.calibration`: a
+two-sample χ² over the bins *and a null bin*, plus the out-of-range tail, on a z scale) is set
+against the **threshold** calibrated at baseline build for the target false-alarm rate, and feeds a
+**CUSUM** (:mod:`etl.cusum`) that adds small persistent shifts up across windows. A feature's
+``score`` is ``max(evidence / threshold, cusum / cusum_threshold, 0)``: above 1 means drift at the
+calibrated false-alarm rate. ``drift_score`` is the largest score among the monitored features
+(a feature entirely null, or absent from the data, scores on its null bin: silence never hides
+drift); ``max_psi`` keeps the effect size people know. A feature missing from the baseline is
+reported with a status, never crashed on.
 
 >>> import numpy as np
 >>> from etl.contract import load_contract
@@ -30,7 +37,8 @@ baseline or from the data is reported with a status, never crashed on.
 >>> w = DriftWindow(p)
 >>> w.update({"amount": rng.normal(80, 10, 1000)})
 1000
->>> w.result().drift_score > 1.0
+>>> r = w.result()
+>>> r.drift_score > 1.0 and r.max_psi > 1.0
 True
 """
 
@@ -38,12 +46,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
+from etl.calibration import (
+    Calibration,
+    FeatureCalibration,
+    binomial_sf_z,
+    chi2_homogeneity,
+    ks_z,
+    wilson_hilferty,
+)
+from etl.cusum import Cusum
 from etl.profile import (
     CategoricalProfile,
     FloatArray,
@@ -52,6 +70,7 @@ from etl.profile import (
     Profile,
     arrow_column,
     as_arrow,
+    calibrate,
     categorical_counts,
     categorical_values,
     column_names,
@@ -64,6 +83,7 @@ from etl.profile import (
 PSI_EPSILON = 1e-4
 #: Jensen–Shannon distance is computed in base 2, so it lies in [0, 1].
 JS_BASE = 2.0
+_NORMAL = NormalDist()
 
 Status = Literal["ok", "empty", "missing_in_baseline", "missing_in_data"]
 
@@ -173,6 +193,16 @@ class FeatureDrift:
     chi2_pvalue: float | None = None
     null_rate_delta: float | None = None
     out_of_range_share: float | None = None
+    nonfinite: int = 0
+
+    statistic: float | None = None
+    dof: int | None = None
+    evidence: float | None = None
+    p_value: float | None = None
+    threshold: float | None = None
+    cusum: float | None = None
+    cusum_threshold: float | None = None
+    score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -180,7 +210,9 @@ class FeatureDrift:
 
 @dataclass(frozen=True, slots=True)
 class DriftResult:
-    """A closed window's statistics; ``drift_score`` is the largest PSI (None when none)."""
+    """A closed window's statistics; ``drift_score`` is the largest feature score (None when no
+    feature was scored, or the window has fewer than ``min_rows`` rows), ``max_psi`` the largest
+    PSI."""
 
     rows: int
     features: tuple[FeatureDrift, ...]
@@ -188,6 +220,13 @@ class DriftResult:
     contract_hash: str = ""
     drift_score: float | None = None
     missing: tuple[str, ...] = field(default=())
+    max_psi: float | None = None
+    min_rows: int = 0
+
+    @property
+    def too_small(self) -> bool:
+        """Fewer rows than the window minimum: statistics shown, no score."""
+        return self.rows < self.min_rows
 
     def feature(self, name: str) -> FeatureDrift:
         for f in self.features:
@@ -199,6 +238,8 @@ class DriftResult:
         return {
             "rows": self.rows,
             "drift_score": self.drift_score,
+            "max_psi": self.max_psi,
+            "min_rows": self.min_rows,
             "baseline_version": self.baseline_version,
             "contract_hash": self.contract_hash,
             "missing": list(self.missing),
@@ -215,6 +256,13 @@ class _NumState:
     nulls: int = 0
     out_of_range: int = 0
     seen_batches: int = 0
+    nonfinite: int = 0
+    base: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    base_full: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        self.base = np.asarray(self.profile.counts, np.int64)
+        self.base_full = np.append(self.base, self.profile.nulls)
 
 
 @dataclass
@@ -224,6 +272,12 @@ class _CatState:
     nulls: int = 0
     seen_batches: int = 0
     value_set: Any = None  # pa.Array, rebuilt lazily after unpickling
+    base: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    base_full: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        self.base = np.asarray(self.profile.counts, np.int64)
+        self.base_full = np.append(self.base, self.profile.nulls)
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -232,6 +286,8 @@ class _CatState:
             "nulls": self.nulls,
             "seen_batches": self.seen_batches,
             "value_set": None,
+            "base": self.base,
+            "base_full": self.base_full,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -239,12 +295,16 @@ class _CatState:
 
 
 class DriftWindow:
-    """Per-feature counts of the rows seen since the last reset, in the baseline's bins.
+    """Per-feature counts of the rows seen since the last close, in the baseline's bins, and each
+    feature's CUSUM across closed windows.
 
     ``features`` names the features to monitor (e.g. the contract's); by default the baseline's.
     A name the baseline lacks is reported ``missing_in_baseline``; a monitored feature absent from
     a batch counts as null for that batch's rows (and is reported ``missing_in_data`` if it never
-    appeared). Windows pickle (state survives a lease handover) and ``reset()`` to empty.
+    appeared). ``result()`` reads the window (the CUSUM shown as it would be after it);
+    ``close()`` takes the window into the CUSUMs and empties it. Windows pickle (counts and
+    CUSUMs survive a lease handover) and ``reset()`` empties the counts only. A baseline without
+    calibration (format 1) is calibrated here, at the default false-alarm rate.
     """
 
     def __init__(self, profile: Profile, features: Iterable[str] | None = None) -> None:
@@ -252,9 +312,13 @@ class DriftWindow:
         names = list(features) if features is not None else list(profile.features)
         self.features = tuple(dict.fromkeys(names))
         self.missing_in_baseline = tuple(n for n in self.features if n not in profile.features)
+        cal = profile.calibration or calibrate(profile).calibration
+        assert cal is not None
+        self.calibration: Calibration = cal
         self.rows = 0
         self._num: dict[str, _NumState] = {}
         self._cat: dict[str, _CatState] = {}
+        self.cusums: dict[str, Cusum] = {}
         for name in self.features:
             fp = profile.features.get(name)
             if isinstance(fp, NumericProfile):
@@ -263,16 +327,29 @@ class DriftWindow:
                 )
             elif isinstance(fp, CategoricalProfile):
                 self._cat[name] = _CatState(fp, np.zeros(len(fp.categories) + 1, np.int64))
+            fc = cal.features.get(name)
+            if fc is not None:
+                self.cusums[name] = Cusum(threshold=fc.cusum_threshold, k=cal.cusum_k)
 
     def reset(self) -> None:
-        """Empty the window (the baseline and feature list stay)."""
+        """Empty the window (the baseline, feature list and CUSUMs stay)."""
         self.rows = 0
         for ns in self._num.values():
             ns.counts[:] = 0
-            ns.nulls = ns.out_of_range = ns.seen_batches = 0
+            ns.nulls = ns.out_of_range = ns.seen_batches = ns.nonfinite = 0
         for cs in self._cat.values():
             cs.counts[:] = 0
             cs.nulls = cs.seen_batches = 0
+
+    def close(self, min_rows: int = 0) -> DriftResult:
+        """The window's result, its evidence taken into the CUSUMs, then an empty window."""
+        result = self.result(min_rows)
+        if not result.too_small:
+            for f in result.features:
+                if f.evidence is not None and f.name in self.cusums:
+                    self.cusums[f.name].update(f.evidence)
+        self.reset()
+        return result
 
     def update(self, data: Any) -> int:
         """Add a batch (Arrow Table/RecordBatch, DataFrame, mapping of arrays); returns its rows."""
@@ -290,10 +367,13 @@ class DriftWindow:
             ns.counts += counts
             ns.nulls += nulls
             ns.seen_batches += 1
+            inf = int(np.count_nonzero(np.isinf(values))) if nulls else 0
+            ns.nonfinite += inf
             lo, hi = ns.profile.min, ns.profile.max
             if lo is not None and hi is not None:
                 with np.errstate(invalid="ignore"):
-                    ns.out_of_range += int(np.count_nonzero((values < lo) | (values > hi)))
+                    outside = np.count_nonzero((values < lo) | (values > hi))
+                ns.out_of_range += int(outside) - inf
         for name, cs in self._cat.items():
             if name not in present:
                 cs.nulls += n
@@ -309,7 +389,8 @@ class DriftWindow:
         self.rows += n
         return n
 
-    def result(self) -> DriftResult:
+    def result(self, min_rows: int = 0) -> DriftResult:
+        """The window's statistics; with fewer than ``min_rows`` rows, no ``drift_score``."""
         out: list[FeatureDrift] = []
         missing: list[str] = []
         for name in self.features:
@@ -321,14 +402,17 @@ class DriftWindow:
                 out.append(FeatureDrift(name=name, kind="unknown", status="missing_in_baseline"))
             if out[-1].status in ("missing_in_baseline", "missing_in_data"):
                 missing.append(name)
-        scores = [f.psi for f in out if f.psi is not None and math.isfinite(f.psi)]
+        scores = [f.score for f in out if f.score is not None]
+        psis = [f.psi for f in out if f.psi is not None and math.isfinite(f.psi)]
         return DriftResult(
             rows=self.rows,
             features=tuple(out),
             baseline_version=self.profile.version,
             contract_hash=self.profile.contract_hash,
-            drift_score=max(scores) if scores else None,
+            drift_score=max(scores) if scores and self.rows >= min_rows else None,
             missing=tuple(missing),
+            max_psi=max(psis) if psis else None,
+            min_rows=min_rows,
         )
 
     def _null_delta(self, nulls: int, base_nulls: int, base_n: int) -> float | None:
@@ -337,51 +421,72 @@ class DriftWindow:
         return nulls / self.rows - base_nulls / base_n
 
     def _numeric_result(self, name: str, ns: _NumState) -> FeatureDrift:
-        fd, base, nonnull = self._common_result(name, "numeric", ns)
-        if fd.status != "ok":
-            return fd
-        return replace(
-            fd,
-            ks_statistic=ks_statistic(base, ns.counts),
-            out_of_range_share=ns.out_of_range / nonnull,
-        )
+        f = self._common_fields(name, ns)
+        nonnull = int(ns.counts.sum())
+        f["nonfinite"] = ns.nonfinite
+        if nonnull:
+            f["out_of_range_share"] = ns.out_of_range / nonnull
+        self._evidence(f, ns.counts, ns.nulls, ns.out_of_range, nonnull)
+        if f["status"] == "ok":
+            f["ks_statistic"] = ks_statistic(ns.base, ns.counts)
+        return FeatureDrift(kind="numeric", **f)
 
     def _categorical_result(self, name: str, cs: _CatState) -> FeatureDrift:
-        fd, base, nonnull = self._common_result(name, "categorical", cs)
-        if fd.status != "ok":
-            return fd
-        return replace(
-            fd,
-            chi2_pvalue=chi2_pvalue(base, cs.counts),
-            out_of_range_share=int(cs.counts[-1]) / nonnull,
+        f = self._common_fields(name, cs)
+        nonnull = int(cs.counts.sum())
+        if nonnull:
+            f["out_of_range_share"] = int(cs.counts[-1]) / nonnull
+        self._evidence(f, cs.counts, cs.nulls, 0, nonnull)
+        if f["status"] == "ok":
+            f["chi2_pvalue"] = chi2_pvalue(cs.base, cs.counts)
+        return FeatureDrift(kind="categorical", **f)
+
+    def _evidence(
+        self, f: dict[str, Any], counts: IntArray, nulls: int, outside: int, nonnull: int
+    ) -> None:
+        """Evidence, calibrated threshold, CUSUM and score of one feature (values + nulls)."""
+        name = f["name"]
+        fc: FeatureCalibration | None = self.calibration.features.get(name)
+        st = self._num.get(name) or self._cat.get(name)
+        if fc is None or st is None or self.rows == 0:
+            return
+        x, dof = chi2_homogeneity(st.base_full, np.append(counts, nulls))
+        z = float(wilson_hilferty(x, dof)[0])
+        if isinstance(st, _NumState) and nonnull:
+            z = max(z, float(ks_z(st.base, counts)[0]))
+        if fc.oor_rate > 0.0 and nonnull:
+            z = max(z, binomial_sf_z(outside, nonnull, fc.oor_rate))
+        cusum = self.cusums[name].peek(z)
+        f.update(
+            statistic=float(x[0]),
+            dof=dof,
+            evidence=z,
+            p_value=_NORMAL.cdf(-z),
+            threshold=fc.z_threshold,
+            cusum=cusum,
+            cusum_threshold=fc.cusum_threshold,
+            score=max(0.0, z / fc.z_threshold, cusum / fc.cusum_threshold),
         )
 
-    def _common_result(
-        self, name: str, kind: Literal["numeric", "categorical"], st: _NumState | _CatState
-    ) -> tuple[FeatureDrift, IntArray, int]:
+    def _common_fields(self, name: str, st: _NumState | _CatState) -> dict[str, Any]:
         """What both kinds share: missing/empty status, null-rate delta, PSI and JS distance."""
         fp = st.profile
-        base = np.asarray(fp.counts, np.int64)
-        nonnull = int(st.counts.sum())
+        f: dict[str, Any] = {
+            "name": name,
+            "status": "empty",
+            "rows": self.rows,
+            "nulls": st.nulls,
+            "null_rate_delta": self._null_delta(st.nulls, fp.nulls, fp.n),
+        }
         if st.seen_batches == 0 and self.rows > 0:
-            fd = FeatureDrift(
-                name=name, kind=kind, status="missing_in_data", rows=self.rows, nulls=st.nulls
+            f["status"] = "missing_in_data"
+        elif st.counts.any() and st.base.any():
+            f.update(
+                status="ok",
+                psi=psi(st.base, st.counts),
+                js_distance=js_distance(st.base, st.counts),
             )
-            return fd, base, nonnull
-        fd = FeatureDrift(
-            name=name,
-            kind=kind,
-            status="empty",
-            rows=self.rows,
-            nulls=st.nulls,
-            null_rate_delta=self._null_delta(st.nulls, fp.nulls, fp.n),
-        )
-        if nonnull == 0 or base.sum() == 0:
-            return fd, base, nonnull
-        fd = replace(
-            fd, status="ok", psi=psi(base, st.counts), js_distance=js_distance(base, st.counts)
-        )
-        return fd, base, nonnull
+        return f
 
     def counts(self, name: str) -> IntArray:
         """The window's counts for one feature (bins, or categories then ``other``)."""
@@ -417,15 +522,17 @@ def check(
     *,
     features: Iterable[str] | None = None,
     chunk_rows: int = 1_000_000,
+    min_rows: int = 0,
 ) -> DriftResult:
-    """Statistics of a whole dataset against a baseline, with the on-stream window's code."""
+    """Statistics of a whole dataset against a baseline, with the on-stream window's code: one
+    window (its CUSUM is one step); no ``drift_score`` below ``min_rows`` rows."""
     window = DriftWindow(profile, features)
     if isinstance(data, pa.Table) and data.num_rows > chunk_rows:
         for batch in data.to_batches(max_chunksize=chunk_rows):
             window.update(batch)
     else:
         window.update(data)
-    return window.result()
+    return window.result(min_rows)
 
 
 def result_rows(result: DriftResult) -> list[Mapping[str, Any]]:

@@ -3,8 +3,10 @@
 A :class:`Profile` is what the on-stream drift statistics compare against. It is built from the data
 a model was trained on (``driftline baseline build``) and stored as JSON next to the lake:
 
-* numeric feature → interior bin edges from the data's quantiles (default 10 bins; the outer bins
-  are open-ended, ``(-inf, e0)`` and ``[e_last, +inf)``), the count in each bin, nulls, min, max;
+* numeric feature → interior bin edges that follow the data (:mod:`etl.binning`: one bin per value
+  for low-cardinality features and point masses, quantile bins for the rest, default 10; the outer
+  bins are open-ended, ``(-inf, e0)`` and ``[e_last, +inf)``), the count in each bin, nulls
+  (non-finite values count as nulls and are also counted apart), min, max;
 * categorical feature (string, bool) → the top-K values (default 20) with their counts, plus one
   ``other`` count for every value outside the top K.
 
@@ -26,6 +28,9 @@ merge exactly (counts add), so the profiles of two halves merge into the profile
 >>> merge(a, b).features == whole.features
 True
 
+The profile also carries the per-feature thresholds calibrated to a false-alarm rate
+(:mod:`etl.calibration`), computed from its own bins at build and merge time.
+
 Storage (I/O at the edge, the S3 client is injected): ``baselines/<table>/<version>.json`` and a
 pointer ``baselines/<table>/CURRENT.json`` naming the current one.
 """
@@ -37,6 +42,7 @@ import hashlib
 import json
 import logging
 import warnings
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,13 +53,25 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from etl import jsonsafe
+from etl.binning import data_edges
+from etl.calibration import (
+    DEFAULT_DRAWS,
+    DEFAULT_TARGET_RATE,
+    DEFAULT_WINDOW_ROWS,
+    Calibration,
+    calibrate_feature,
+    check_rate,
+)
 from etl.contract import Contract, Field
 from etl.exceptions import BaselineError
 
 log = logging.getLogger(__name__)
 
 #: The document format this module writes and reads.
-PROFILE_FORMAT = "driftline.profile/1"
+PROFILE_FORMAT = "driftline.profile/2"
+#: Formats this module reads: /1 (no calibration, no exact-value bins) is calibrated on load.
+READABLE_FORMATS = ("driftline.profile/1", PROFILE_FORMAT)
 POINTER_NAME = "CURRENT.json"
 DEFAULT_BINS = 10
 DEFAULT_TOP_K = 20
@@ -113,7 +131,7 @@ def num_rows(data: Any) -> int:
 
 
 def numeric_values(col: pa.Array | pa.ChunkedArray) -> FloatArray:
-    """A numeric column as float64 with NaN for nulls (NaN counts as null)."""
+    """A numeric column as float64 with NaN for nulls (NaN and ±inf count as null)."""
     if pa.types.is_boolean(col.type):
         col = pc.cast(col, pa.int8())
     if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
@@ -145,7 +163,11 @@ def categorical_values(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.Chunked
 # -- the profile --------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class NumericProfile:
-    """Counts of one numeric feature in its quantile bins. ``len(counts) == len(edges) + 1``."""
+    """Counts of one numeric feature in its bins. ``len(counts) == len(edges) + 1``.
+
+    ``nulls`` includes the ``nonfinite`` (±inf, NaN in a float column is a null);
+    ``discrete`` says every baseline value has a bin of its own (:mod:`etl.binning`).
+    """
 
     name: str
     edges: tuple[float, ...]
@@ -154,6 +176,8 @@ class NumericProfile:
     min: float | None
     max: float | None
     kind: Literal["numeric"] = "numeric"
+    discrete: bool = False
+    nonfinite: int = 0
 
     @property
     def count(self) -> int:
@@ -173,6 +197,8 @@ class NumericProfile:
             "nulls": self.nulls,
             "min": self.min,
             "max": self.max,
+            "discrete": self.discrete,
+            "nonfinite": self.nonfinite,
         }
 
 
@@ -228,6 +254,7 @@ class Profile:
     top_k: int = DEFAULT_TOP_K
     created_at: str = ""
     version: str = ""
+    calibration: Calibration | None = None
 
     @property
     def table(self) -> str:
@@ -248,10 +275,11 @@ class Profile:
             },
             "params": {"bins": self.bins, "top_k": self.top_k},
             "features": {name: f.to_dict() for name, f in self.features.items()},
+            "calibration": self.calibration.to_dict() if self.calibration else None,
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True, allow_nan=False)
+        return jsonsafe.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = "<baseline>") -> Profile:
@@ -265,8 +293,18 @@ class Profile:
 
     @classmethod
     def from_dict(cls, doc: Any, *, source: str = "<baseline>") -> Profile:
-        if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:
-            got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        if (
+            isinstance(got, str)
+            and got.startswith("driftline.profile/")
+            and (got not in READABLE_FORMATS)
+        ):
+            raise BaselineError(
+                f"{source}: baseline format {got!r} is not one this driftline reads"
+                f" ({', '.join(READABLE_FORMATS)}); upgrade driftline, or rebuild the baseline"
+                " with this version's `driftline baseline build`"
+            )
+        if got not in READABLE_FORMATS:
             raise BaselineError(
                 f"{source}: not a driftline baseline (format {got!r}, expected {PROFILE_FORMAT!r});"
                 " build one with `driftline baseline build`"
@@ -278,6 +316,7 @@ class Profile:
             feats: dict[str, FeatureProfile] = {}
             for name, f in doc["features"].items():
                 feats[name] = _feature_from_dict(str(name), f)
+            cal = doc.get("calibration")
             return cls(
                 contract_name=str(contract["name"]),
                 contract_hash=str(contract["hash"]),
@@ -292,6 +331,7 @@ class Profile:
                 top_k=int(params.get("top_k", DEFAULT_TOP_K)),
                 created_at=str(doc.get("created_at", "")),
                 version=str(doc.get("version", "")),
+                calibration=Calibration.from_dict(cal) if cal else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BaselineError(
@@ -317,6 +357,8 @@ def _feature_from_dict(name: str, f: Mapping[str, Any]) -> FeatureProfile:
             nulls=int(f["nulls"]),
             min=None if f.get("min") is None else float(f["min"]),
             max=None if f.get("max") is None else float(f["max"]),
+            discrete=bool(f.get("discrete", False)),
+            nonfinite=int(f.get("nonfinite", 0)),
         )
     if kind == "categorical":
         cats = tuple(str(c) for c in f["categories"])
@@ -329,20 +371,9 @@ def _feature_from_dict(name: str, f: Mapping[str, Any]) -> FeatureProfile:
 
 
 # -- building -----------------------------------------------------------------------------------
-def quantile_edges(values: FloatArray, bins: int) -> tuple[float, ...]:
-    """Interior edges at the data's quantiles, duplicates dropped (discrete data: fewer bins)."""
-    if values.size == 0 or bins <= 1:
-        return ()
-    qs = np.quantile(values, np.linspace(0.0, 1.0, bins + 1)[1:-1])
-    edges = np.unique(qs)
-    # An edge at the minimum would leave the lowest bin empty forever: drop it.
-    edges = edges[edges > values.min()]
-    return tuple(float(e) for e in edges)
-
-
 def numeric_counts(values: FloatArray, edges: Sequence[float] | FloatArray) -> tuple[IntArray, int]:
-    """(counts per bin, nulls) of ``values`` in the bins of ``edges``; NaN counts as null."""
-    nan = np.isnan(values)
+    """(counts per bin, nulls) of ``values`` in the bins of ``edges``; NaN and ±inf are nulls."""
+    nan = ~np.isfinite(values)
     nulls = int(nan.sum())
     valid = values[~nan] if nulls else values
     idx = np.searchsorted(np.asarray(edges, dtype=np.float64), valid, side="right")
@@ -386,8 +417,11 @@ def _feature_profile(
                 f"feature {f.name!r} is numeric but the reference profile has it as {like.kind}"
             )
         values = numeric_values(col)
-        valid = values[~np.isnan(values)]
-        edges = like.edges if like is not None else quantile_edges(valid, bins)
+        finite = np.isfinite(values)
+        valid = values[finite]
+        edges, discrete = (
+            (like.edges, like.discrete) if like is not None else data_edges(valid, bins)
+        )
         counts, nulls = numeric_counts(values, edges)
         return NumericProfile(
             name=f.name,
@@ -396,6 +430,8 @@ def _feature_profile(
             nulls=nulls,
             min=float(valid.min()) if valid.size else None,
             max=float(valid.max()) if valid.size else None,
+            discrete=discrete,
+            nonfinite=int(np.count_nonzero(np.isinf(values))),
         )
     if like is not None and not isinstance(like, CategoricalProfile):
         raise BaselineError(
@@ -441,6 +477,7 @@ def _content_digest(profile: Profile) -> str:
     doc = profile.to_dict()
     doc.pop("version", None)
     doc.pop("created_at", None)
+    doc.pop("calibration", None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -461,15 +498,22 @@ def build_profile(
     edges_from: Profile | None = None,
     created_at: str | None = None,
     features: Iterable[str] | None = None,
+    target_rate: float = DEFAULT_TARGET_RATE,
+    window_rows: int = DEFAULT_WINDOW_ROWS,
 ) -> Profile:
     """Profile the contract's features in ``data`` (pyarrow Table, DataFrame or mapping of arrays).
 
     ``edges_from`` reuses another profile's bin edges and categories, so that profiles of parts
     of a dataset merge exactly into the profile of the whole. A feature of the contract that the
-    data lacks is an error here: a baseline must cover every monitored feature.
+    data lacks is an error here: a baseline must cover every monitored feature. The thresholds are
+    calibrated to ``target_rate`` false windows per feature for windows of ``window_rows`` rows.
     """
     if bins < 1 or top_k < 1:
         raise BaselineError(f"bins={bins} and top_k={top_k} must both be >= 1")
+    try:
+        check_rate(target_rate, window_rows)
+    except ValueError as exc:
+        raise BaselineError(f"{exc}; pass e.g. target_rate=1e-4, window_rows=500") from None
     if edges_from is not None:
         check_contract(edges_from, contract)
     data = as_arrow(data)
@@ -502,7 +546,36 @@ def build_profile(
         top_k=edges_from.top_k if edges_from is not None else top_k,
         created_at=created,
     )
-    return replace(profile, version=make_version(created, profile))
+    profile = replace(profile, version=make_version(created, profile))
+    return calibrate(profile, target_rate=target_rate, window_rows=window_rows)
+
+
+def calibrate(
+    profile: Profile,
+    *,
+    target_rate: float = DEFAULT_TARGET_RATE,
+    window_rows: int = DEFAULT_WINDOW_ROWS,
+) -> Profile:
+    """The profile with every feature's thresholds calibrated (seeded by the feature's name, so
+    the same profile always gets the same thresholds)."""
+    cals = {}
+    for name, fp in profile.features.items():
+        oor = 0.0
+        if isinstance(fp, NumericProfile) and not fp.discrete and fp.count > 0:
+            oor = 2.0 / (fp.count + 1)
+        cals[name] = calibrate_feature(
+            np.asarray(fp.counts, np.int64),
+            fp.nulls,
+            window_rows=window_rows,
+            target_rate=target_rate,
+            oor_rate=oor,
+            ks=isinstance(fp, NumericProfile),
+            seed=zlib.crc32(name.encode()),
+        )
+    cal = Calibration(
+        target_rate=target_rate, window_rows=window_rows, draws=DEFAULT_DRAWS, features=cals
+    )
+    return replace(profile, calibration=cal)
 
 
 def merge(a: Profile, b: Profile) -> Profile:
@@ -535,6 +608,8 @@ def merge(a: Profile, b: Profile) -> Profile:
                 nulls=fa.nulls + fb.nulls,
                 min=min(mins) if mins else None,
                 max=max(maxs) if maxs else None,
+                discrete=fa.discrete,
+                nonfinite=fa.nonfinite + fb.nonfinite,
             )
         elif isinstance(fa, CategoricalProfile) and isinstance(fb, CategoricalProfile):
             if fa.categories != fb.categories:
@@ -567,7 +642,12 @@ def merge(a: Profile, b: Profile) -> Profile:
         top_k=a.top_k,
         created_at=max(a.created_at, b.created_at),
     )
-    return replace(merged, version=make_version(merged.created_at, merged))
+    merged = replace(merged, version=make_version(merged.created_at, merged))
+    if a.calibration is None:
+        return merged
+    return calibrate(
+        merged, target_rate=a.calibration.target_rate, window_rows=a.calibration.window_rows
+    )
 
 
 def check_contract(profile: Profile, contract: Contract) -> None:

@@ -72,6 +72,8 @@ class Settings:
     # -- drift -----------------------------------------------------------------------------
     drift_window_s: float = 60.0
     drift_min_rows: int = 500
+    #: False windows per feature that the calibrated drift thresholds allow (baseline build).
+    drift_target_rate: float = 1e-4
     metrics_namespace: str = "Driftline"
     metrics_high_resolution: bool = False
 
@@ -232,6 +234,10 @@ def _check(s: Settings) -> None:
             "fault",
             f"got {s.fault!r} (token {s.fault_token!r}); expected one of {FAULT_POINTS} with"
             " DRIFTLINE_FAULT_TOKEN naming a file to create when it fires; unset it in production",
+        )
+    if not 0 < s.drift_target_rate < 0.5:
+        raise ConfigError(
+            "drift_target_rate", f"must be in (0, 0.5), got {s.drift_target_rate}; e.g. 1e-4"
         )
     if s.kcl_idle_time_ms < 0:
         raise ConfigError("kcl_idle_time_ms", f"must be >= 0, got {s.kcl_idle_time_ms}")

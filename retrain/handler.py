@@ -39,6 +39,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from etl import jsonsafe
 from etl.aws import AwsClients
 from etl.contract import Contract, contract_for_settings
 from etl.exceptions import RetrainError
@@ -290,7 +291,7 @@ def _put_json(s3: Any, uri: str, doc: Mapping[str, Any]) -> None:
         Bucket=bucket,
         Key=key,
         ContentType="application/json",
-        Body=json.dumps(doc, sort_keys=True, default=float).encode(),
+        Body=jsonsafe.dumps(doc, sort_keys=True, default=float).encode(),
     )
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from etl import jsonsafe
 from etl.contract import Contract, load_contract
 from etl.exceptions import RetrainError
 from retrain.evaluate import score
@@ -202,7 +203,7 @@ def train(
         )
     )
     metrics["baseline_version"] = profile.version
-    metrics_text = json.dumps(metrics, indent=1, sort_keys=True, default=float)
+    metrics_text = jsonsafe.dumps(metrics, indent=1, sort_keys=True, default=float)
     (out / METRICS_FILE).write_text(metrics_text)
     (out / BASELINE_FILE).write_text(profile.to_json())
     if output_dir is not None:

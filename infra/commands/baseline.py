@@ -13,7 +13,6 @@ bucket/prefix that receives the baseline and the pointer.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 from pyarrow import csv as pacsv
 
+from etl import jsonsafe
 from etl.aws import AwsClients
 from etl.compaction import TableLocation, resolve_visible
 from etl.contract import PARTITION_DATE, Contract, contract_for_settings
@@ -31,6 +31,7 @@ from etl.exceptions import BaselineError, CompactionError
 from etl.profile import (
     DEFAULT_BINS,
     DEFAULT_TOP_K,
+    NumericProfile,
     build_profile,
     save_baseline,
     split_s3_uri,
@@ -60,6 +61,19 @@ def register(sub: Any) -> None:
     )
     b.add_argument("--bins", type=int, default=DEFAULT_BINS)
     b.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
+    b.add_argument(
+        "--target-rate",
+        type=float,
+        default=None,
+        help="false windows per feature the drift thresholds allow (default: the settings'"
+        " drift_target_rate, 1e-4)",
+    )
+    b.add_argument(
+        "--window-rows",
+        type=int,
+        default=None,
+        help="window size the thresholds are calibrated for (default: drift_min_rows, 500)",
+    )
     add_contract_option(b)
     b.add_argument(
         "--no-current",
@@ -154,7 +168,15 @@ def _build(args: argparse.Namespace) -> int:
     table, described = read_dataset(args.source, settings, contract)
     if table.num_rows == 0:
         raise BaselineError(f"{args.source}: no rows to profile")
-    profile = build_profile(table, contract, bins=args.bins, top_k=args.top_k, source=described)
+    profile = build_profile(
+        table,
+        contract,
+        bins=args.bins,
+        top_k=args.top_k,
+        source=described,
+        target_rate=args.target_rate or settings.drift_target_rate,
+        window_rows=args.window_rows or settings.drift_min_rows,
+    )
     out: str | None = args.out
     current = False
     if out is not None and out.endswith(".json"):
@@ -188,7 +210,16 @@ def _build(args: argparse.Namespace) -> int:
         "contract_hash": profile.contract_hash,
         "features": sorted(profile.features),
         "window": [profile.window.start, profile.window.end],
+        "nonfinite": {
+            n: f.nonfinite
+            for n, f in sorted(profile.features.items())
+            if isinstance(f, NumericProfile) and f.nonfinite
+        },
+        "calibration": {
+            "target_rate": profile.calibration.target_rate if profile.calibration else None,
+            "window_rows": profile.calibration.window_rows if profile.calibration else None,
+        },
     }
-    print(json.dumps(summary, indent=1))
+    print(jsonsafe.dumps(summary, indent=1))
     print(f"baseline {profile.version} ({table.num_rows} rows) -> {uri}", file=sys.stderr)
     return 0

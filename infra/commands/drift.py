@@ -1,18 +1,21 @@
 """``driftline drift check --from SOURCE [--baseline URI] [--json]``: a dataset against a baseline.
 
 Runs the very code the consumer runs on-stream (:class:`etl.drift.DriftWindow`) over the whole
-dataset, for backfills, CI gates (``--fail-above 0.2`` exits 1 when the drift score is higher) and
-debugging. ``--baseline`` is a local file, an ``s3://`` URI, or ``current`` (default: the baseline
-the lake bucket's ``CURRENT.json`` names). SOURCE is as for ``driftline baseline build``.
+dataset, for backfills, CI gates (``--fail-above 1`` exits 1 when the drift score, the largest
+calibrated feature score, is higher) and debugging. A dataset with fewer rows than the window
+minimum (``drift_min_rows``, 500; ``--min-rows``) gets its statistics but no score, and the gate
+does not fail on it: it says so. ``--baseline`` is a local file, an ``s3://`` URI, or
+``current`` (default: the baseline the lake bucket's ``CURRENT.json`` names). SOURCE is as for
+``driftline baseline build``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
+from etl import jsonsafe
 from etl.drift import DriftResult, check
 from etl.exceptions import BaselineError
 from etl.profile import Profile, check_contract, load_baseline, load_current_baseline
@@ -40,7 +43,13 @@ def register(sub: Any) -> None:
         "--fail-above",
         type=float,
         default=None,
-        help="exit 1 when the drift score is above this (CI gate)",
+        help="exit 1 when the drift score is above this (CI gate; 1 = the calibrated line)",
+    )
+    c.add_argument(
+        "--min-rows",
+        type=int,
+        default=None,
+        help="rows below which no score is given (default: the settings' drift_min_rows)",
     )
     c.set_defaults(func=_check)
 
@@ -65,7 +74,10 @@ def _fmt(v: float | None) -> str:
 
 
 def render_table(result: DriftResult) -> str:
-    head = ("feature", "kind", "status", "PSI", "JS", "KS", "chi2 p", "null Δ", "out-of-range")
+    head = (
+        "feature", "kind", "status", "evidence z", "threshold", "p-value", "CUSUM", "score",
+        "PSI", "KS", "null Δ", "out-of-range", "non-finite",
+    )  # fmt: skip
     rows = [head]
     for f in result.features:
         rows.append(
@@ -73,23 +85,37 @@ def render_table(result: DriftResult) -> str:
                 f.name,
                 f.kind,
                 f.status,
+                _fmt(f.evidence),
+                _fmt(f.threshold),
+                "-" if f.p_value is None else f"{f.p_value:.2g}",
+                "-" if f.cusum is None else f"{f.cusum:.2f}/{f.cusum_threshold:.2f}",
+                _fmt(f.score),
                 _fmt(f.psi),
-                _fmt(f.js_distance),
                 _fmt(f.ks_statistic),
-                _fmt(f.chi2_pvalue),
                 _fmt(f.null_rate_delta),
                 _fmt(f.out_of_range_share),
+                str(f.nonfinite),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.append(
-        f"drift score (max PSI): {_fmt(result.drift_score)}  rows: {result.rows}"
+        f"drift score (largest score; > 1 = drift): {_fmt(result.drift_score)}"
+        f"  max PSI: {_fmt(result.max_psi)}  rows: {result.rows}"
         f"  baseline: {result.baseline_version}"
     )
+    if result.too_small:
+        lines.append(too_small_note(result))
     if result.missing:
         lines.append(f"missing features: {', '.join(result.missing)}")
     return "\n".join(lines)
+
+
+def too_small_note(result: DriftResult) -> str:
+    return (
+        f"only {result.rows} rows, fewer than the window minimum {result.min_rows}"
+        " (drift_min_rows / --min-rows): statistics shown, no drift score, no gate"
+    )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -100,11 +126,14 @@ def _check(args: argparse.Namespace) -> int:
     profile = _load(settings, args.baseline, contract.name)
     check_contract(profile, contract)
     table, described = read_dataset(args.source, settings, contract)
-    result = check(table, profile, features=[f.name for f in contract.features])
+    min_rows = settings.drift_min_rows if args.min_rows is None else args.min_rows
+    result = check(table, profile, features=[f.name for f in contract.features], min_rows=min_rows)
     if args.json:
-        print(json.dumps({**result.to_dict(), "source": described}, indent=1))
+        print(jsonsafe.dumps({**result.to_dict(), "source": described}, indent=1))
     else:
         print(render_table(result))
+    if result.too_small:
+        print(too_small_note(result), file=sys.stderr)
     if args.fail_above is not None and (result.drift_score or 0.0) > args.fail_above:
         print(f"drift score {_fmt(result.drift_score)} is above {args.fail_above}", file=sys.stderr)
         return 1

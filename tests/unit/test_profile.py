@@ -65,16 +65,18 @@ def test_numeric_feature_has_quantile_edges_open_outer_bins_and_exact_counts() -
     assert dist.n == 10_000
 
 
-def test_discrete_numeric_feature_gets_fewer_unique_edges() -> None:
+def test_low_cardinality_numeric_feature_gets_one_bin_per_value() -> None:
     # GIVEN an integer feature with 24 distinct values
     data = sample(5_000, seed=2)
+    # WHEN profiled (even with many quantile bins asked for)
     p = build_profile(data, CONTRACT, bins=50)
     hour = p.features["hour"]
-    # THEN edges are strictly increasing, no duplicates, and none at the minimum
-    assert isinstance(hour, NumericProfile)
+    # THEN it is discrete: each value v has the bin [v, nextafter(v)), gaps and tails are empty
+    assert isinstance(hour, NumericProfile) and hour.discrete
     assert list(hour.edges) == sorted(set(hour.edges))
-    assert len(hour.edges) <= 23
-    assert hour.counts[0] > 0
+    assert len(hour.edges) == 48 and len(hour.counts) == 49
+    assert hour.counts[1::2] == tuple(int(c) for c in np.bincount(data["hour"], minlength=24))
+    assert set(hour.counts[0::2]) == {0}
 
 
 def test_categorical_feature_keeps_top_k_and_other() -> None:

@@ -189,7 +189,7 @@ def test_drift_alarm_request_comes_from_the_template_defaults() -> None:
         "Period": 60,
         "EvaluationPeriods": 3,
         "DatapointsToAlarm": 2,
-        "Threshold": 0.2,
+        "Threshold": 1.0,
         "ComparisonOperator": "GreaterThanThreshold",
         "TreatMissingData": "notBreaching",
         "AlarmActions": ["arn:aws:sns:us-east-1:1:s-notifications"],

@@ -1,7 +1,7 @@
 """The drift page's data: per-feature metric series, the alarm's threshold and transitions, the
 current baseline and the latest window's histogram.
 
-* series: ``cloudwatch:GetMetricData`` of the consumers' per-feature metrics (PSI, JSDistance,
+* series: ``cloudwatch:GetMetricData`` of the consumers' per-feature metrics (DriftFeatureScore, PSI, JSDistance,
   KSStatistic; dimensions Stream, Feature) and the summary DriftScore, statistic ``Maximum``
   (each shard publishes its own window under the same metric: the worst shard is drawn);
 * threshold: ``cloudwatch:DescribeAlarms`` of the drift alarm;
@@ -27,7 +27,12 @@ from infra.console.alarms_reader import Transition, alarm_history
 from infra.console.context import Console, guard
 from infra.console.lake_reader import list_prefix
 
-FEATURE_METRICS = (("PSI", "PSI"), ("JSDistance", "JS distance"), ("KSStatistic", "KS"))
+FEATURE_METRICS = (
+    ("DriftFeatureScore", "score"),
+    ("PSI", "PSI"),
+    ("JSDistance", "JS distance"),
+    ("KSStatistic", "KS"),
+)
 HOURS = (1, 3, 6, 12, 24)
 #: Points per series at most; the period grows with the range (a multiple of 60 s).
 MAX_POINTS = 480
@@ -67,7 +72,8 @@ def _query(
 
 
 def metric_series(console: Console, hours: int, features: list[str]) -> tuple[Series, list[Series]]:
-    """DriftScore, then one chart per feature with PSI, JS and KS on the same time axis."""
+    """DriftScore, then one chart per feature with its calibrated score (1 = the line set at baseline
+    build for the target false-alarm rate), PSI, JS and KS on the same time axis."""
     s = console.settings
     stream = s.require("stream_name")
     period = period_for(hours, s.drift_window_s)
@@ -87,7 +93,11 @@ def metric_series(console: Console, hours: int, features: list[str]) -> tuple[Se
         got = values.get(qid, {})
         return [_round(got.get(t)) for t in times]
 
-    score = Series("drift score (max PSI over features)", times, {"DriftScore": line("score")})
+    score = Series(
+        "drift score (largest calibrated feature score; 1 = the line)",
+        times,
+        {"DriftScore": line("score")},
+    )
     charts = [
         Series(
             name,

@@ -384,7 +384,7 @@ def parse_contract(doc: Mapping[str, Any], source: str = "<dict>") -> Contract:
 
 
 def _parse_task(doc: Mapping[str, Any], fields: tuple[Field, ...], source: str) -> Task | None:
-    """``task`` as written, else the label type's natural task (bool: binary; numbers: regression)."""
+    """``task`` as written, else the label type's own: a bool is binary, a number regression."""
     raw = doc.get("task")
     if raw is not None:
         try:
@@ -401,7 +401,7 @@ def _parse_task(doc: Mapping[str, Any], fields: tuple[Field, ...], source: str) 
         raise ContractError(
             f"{source}: label {label.name!r} is a {label.type.value}; a label must be a bool"
             " (binary_classification) or a number (regression): change its type, or give it"
-            " role = \"attribute\" to run without a model"
+            ' role = "attribute" to run without a model'
         )
     return task
 

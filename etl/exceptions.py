@@ -57,3 +57,7 @@ class RetrainError(DriftlineError):
 
 class EventError(DriftlineError):
     """An EventBridge event is malformed (kept, never dropped)."""
+
+
+class LabelRequiredError(RetrainError):
+    """Retraining was asked of a contract that declares no label (nothing to learn)."""

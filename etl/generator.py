@@ -88,7 +88,9 @@ class FieldPlan:
         elif self.dist == "choice" and self.type in (FieldType.INT, FieldType.FLOAT):
             total = sum(self.weights)
             c = sum(float(v) * w for v, w in zip(self.values, self.weights, strict=True)) / total
-            var = sum((float(v) - c) ** 2 * w for v, w in zip(self.values, self.weights, strict=True))
+            var = sum(
+                (float(v) - c) ** 2 * w for v, w in zip(self.values, self.weights, strict=True)
+            )
             s = math.sqrt(var / total)
         else:
             return 0.0, 1.0
@@ -166,7 +168,9 @@ def _choice(
     if "values" in raw:
         values = tuple(raw["values"]) if isinstance(raw["values"], list) else ()
         if not values:
-            raise ContractError(f"{where}.values: expected a non-empty array, got {raw['values']!r}")
+            raise ContractError(
+                f"{where}.values: expected a non-empty array, got {raw['values']!r}"
+            )
         for v in values:
             _check_value(f"{where}.values", f, v)
         weights = tuple(1.0 for _ in values)
@@ -199,9 +203,9 @@ def _check_value(where: str, f: Field, v: Any) -> None:
         raise ContractError(f"{where}: {v!r} is not a {f.type.value} ({f.name})")
     if f.allowed is not None and v not in f.allowed:
         raise ContractError(f"{where}: {v!r} is not in the contract's allowed values {f.allowed}")
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        if (f.min is not None and v < f.min) or (f.max is not None and v > f.max):
-            raise ContractError(f"{where}: {v!r} is outside [{f.min}, {f.max}] ({f.name})")
+    outside = (f.min is not None and v < f.min) or (f.max is not None and v > f.max)
+    if isinstance(v, int | float) and not isinstance(v, bool) and outside:
+        raise ContractError(f"{where}: {v!r} is outside [{f.min}, {f.max}] ({f.name})")
 
 
 def _field_plan(contract: Contract, f: Field, raw: Mapping[str, Any]) -> FieldPlan:
@@ -242,17 +246,15 @@ def _field_plan(contract: Contract, f: Field, raw: Mapping[str, Any]) -> FieldPl
         if not isinstance(decimals, int) or isinstance(decimals, bool) or decimals < 0:
             raise ContractError(f"{where}.round: expected an integer >= 0, got {decimals!r}")
         return FieldPlan(f.name, f.type, dist, params, dparams, decimals=decimals, **common)
-    if f.type is FieldType.STRING and f.role is not Role.FEATURE and f.allowed is None:
-        if "values" not in raw:
-            pool = raw.get("pool", DEFAULT_POOL)
-            if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
-                raise ContractError(f"{where}.pool: expected an integer >= 1, got {pool!r}")
-            prefix = str(raw.get("prefix", f"{f.name}-"))
-            return FieldPlan(f.name, f.type, "pool", {}, {}, pool=pool, prefix=prefix, **common)
+    pooled = f.type is FieldType.STRING and f.role is not Role.FEATURE and f.allowed is None
+    if pooled and "values" not in raw:
+        pool = raw.get("pool", DEFAULT_POOL)
+        if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+            raise ContractError(f"{where}.pool: expected an integer >= 1, got {pool!r}")
+        prefix = str(raw.get("prefix", f"{f.name}-"))
+        return FieldPlan(f.name, f.type, "pool", {}, {}, pool=pool, prefix=prefix, **common)
     values, weights, dweights = _choice(where, f, raw, drift)
-    return FieldPlan(
-        f.name, f.type, "choice", {}, {}, values, weights, dweights, **common
-    )
+    return FieldPlan(f.name, f.type, "choice", {}, {}, values, weights, dweights, **common)
 
 
 def _term(where: str, raw: Any, plans: Mapping[str, FieldPlan]) -> Term:
@@ -284,9 +286,7 @@ def _term(where: str, raw: Any, plans: Mapping[str, FieldPlan]) -> Term:
     return Term(_num(where, "weight", t["weight"]), feature, log, center, scale, tuple(when))
 
 
-def _default_terms(
-    features: Sequence[FieldPlan], *, drifted: bool
-) -> tuple[Term, ...]:
+def _default_terms(features: Sequence[FieldPlan], *, drifted: bool) -> tuple[Term, ...]:
     """Up to three features drive the label; after the drift the relation turns around."""
     terms = []
     for fp in features[:3]:
@@ -321,7 +321,11 @@ def _label_plan(contract: Contract, plans: Mapping[str, FieldPlan]) -> LabelPlan
 
     intercept = _num(where, "intercept", raw.get("intercept", base))
     before = terms(raw, where, drifted=False)
-    after = terms(drift, f"{where}.drift", drifted=True) if "terms" in drift or "terms" not in raw else before
+    after = (
+        terms(drift, f"{where}.drift", drifted=True)
+        if "terms" in drift or "terms" not in raw
+        else before
+    )
     return LabelPlan(
         intercept=intercept,
         terms=before,
@@ -345,7 +349,9 @@ def plan_for(contract: Contract) -> Plan:
     if stray:
         raise ContractError(f"{where}.fields: {stray} are not fields of the contract")
     plans = {
-        f.name: _field_plan(contract, f, _table(f"{where}.fields.{f.name}", raw_fields.get(f.name, {})))
+        f.name: _field_plan(
+            contract, f, _table(f"{where}.fields.{f.name}", raw_fields.get(f.name, {}))
+        )
         for f in contract.fields
     }
     return Plan(contract, plans, _label_plan(contract, plans))

@@ -145,10 +145,13 @@ def _condition(col: Column, op: str, value: Any) -> np.ndarray:
         else:
             num = np.asarray(v, dtype=np.float64)
             out = {">": num > value, ">=": num >= value, "<": num < value, "<=": num <= value}[op]
-    return np.asarray(out, dtype=bool) & ~col.null
+    hit: np.ndarray = np.asarray(out, dtype=bool) & ~col.null
+    return hit
 
 
-def _linear(terms: tuple[Term, ...], intercept: float, cols: Mapping[str, Column], n: int) -> np.ndarray:
+def _linear(
+    terms: tuple[Term, ...], intercept: float, cols: Mapping[str, Column], n: int
+) -> np.ndarray:
     z = np.full(n, intercept, dtype=np.float64)
     for t in terms:
         part = np.full(n, t.weight, dtype=np.float64)

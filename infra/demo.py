@@ -209,7 +209,7 @@ def run_demo(
                 progress=progress,
             )
             produced, poison, poison_by_kind = s.produced, sum(s.poison.values()), s.poison
-            good = set(s.good_transaction_ids)
+            good = set(s.good_ids)
             loop = {}
         dupes = sum(c - 1 for c in watcher.ids.values() if c > 1)
         result: dict[str, Any] = {

@@ -108,7 +108,7 @@ class StreamProducer:
 
     @property
     def good_ids(self) -> list[str]:
-        return [t for s in self.summaries for t in s.good_transaction_ids]
+        return [t for s in self.summaries for t in s.good_ids]
 
     @property
     def poison(self) -> int:
@@ -335,7 +335,7 @@ def run_loop(
     stream_s = time.monotonic() - t0
 
     # 3. everything produced reaches the lake; the new model on the same post-drift sample
-    want = set(hist.good_transaction_ids) | set(producer.good_ids)
+    want = set(hist.good_ids) | set(producer.good_ids)
     poison = hist_poison + producer.poison
     while time.monotonic() < deadline + 60 and (
         not want <= set(watcher.ids) or watcher.dead_letters < poison

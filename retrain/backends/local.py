@@ -50,14 +50,18 @@ def sm_env(
     test_dir: Path,
     output_dir: Path,
     hyperparameters: dict[str, str],
+    contract_dir: Path | None = None,
 ) -> dict[str, str]:
-    """The variables of the SageMaker training contract for one job."""
+    """The variables of the SageMaker training contract for one job (a channel ``NAME`` is
+    ``SM_CHANNEL_NAME``; the contract travels as the channel ``contract``)."""
+    channels = {"train": train_dir, "test": test_dir}
+    if contract_dir is not None:
+        channels["contract"] = contract_dir
     return {
         "SM_MODEL_DIR": str(model_dir),
-        "SM_CHANNEL_TRAIN": str(train_dir),
-        "SM_CHANNEL_TEST": str(test_dir),
+        **{f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()},
         "SM_OUTPUT_DATA_DIR": str(output_dir),
-        "SM_CHANNELS": json.dumps(["test", "train"]),
+        "SM_CHANNELS": json.dumps(sorted(channels)),
         "SM_HPS": json.dumps(hyperparameters, sort_keys=True),
         "SM_NUM_CPUS": str(os.cpu_count() or 1),
     }
@@ -97,7 +101,14 @@ class LocalTraining:
         hps = dict(request.hyperparameters)
         env = {
             **os.environ,
-            **sm_env(model_dir, request.train_dir, request.test_dir, output_dir, hps),
+            **sm_env(
+                model_dir,
+                request.train_dir,
+                request.test_dir,
+                output_dir,
+                hps,
+                request.contract_dir,
+            ),
             "PYTHONUNBUFFERED": "1",
         }
         cmd = [sys.executable, "-m", "retrain.train", *hyperparameter_args(hps)]

@@ -119,8 +119,11 @@ class SageMakerTraining:
                 max_run=int(self.max_runtime_s),
                 sagemaker_session=session,
             )
+            channels = {"train": request.train_uri, "test": request.test_uri}
+            if request.contract_uri:  # /opt/ml/input/data/contract/contract.json in the job
+                channels["contract"] = request.contract_uri
             estimator.fit(
-                {"train": request.train_uri, "test": request.test_uri},
+                channels,
                 wait=False,
                 job_name=request.job_name,
             )

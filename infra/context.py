@@ -7,6 +7,7 @@ up, unless ``DRIFTLINE_ENDPOINT_URL`` or an explicit setting says otherwise.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Mapping
@@ -104,3 +105,26 @@ def resolve_settings(
 
 def clients_for(settings: Settings) -> AwsClients:
     return AwsClients(region=settings.region, endpoint_url=settings.endpoint_url)
+
+
+def add_contract_option(parser: argparse.ArgumentParser) -> None:
+    """``--contract PATH`` (one definition for every command that touches data)."""
+    parser.add_argument(
+        "--contract",
+        metavar="PATH",
+        default=None,
+        help="the data contract (TOML); default: the contract_path setting, else the shipped"
+        " card_transactions example",
+    )
+
+
+def contract_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings override ``--contract`` asks for (an absolute path, checked to load)."""
+    path = getattr(args, "contract", None)
+    if not path:
+        return {}
+    from etl.contract import load_contract
+
+    resolved = str(Path(path).resolve())
+    load_contract(resolved)  # a bad contract fails here, naming the file and the key
+    return {"contract_path": resolved}

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from infra.context import add_contract_option, contract_overrides
 from infra.demo import run_demo
 
 
@@ -31,6 +32,7 @@ def register(sub: Any) -> None:
         "--keep-up", action="store_true", help="leave the local stack running afterwards"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_contract_option(p)
     p.set_defaults(func=_demo)
 
 
@@ -43,6 +45,7 @@ def _demo(args: argparse.Namespace) -> int:
         print("driftline: error: --poison-rate must be in [0, 1)", file=sys.stderr)
         return 2
     result = run_demo(
+        contract_path=contract_overrides(args).get("contract_path"),
         records=args.records,
         shards=args.shards,
         workers=args.workers,

@@ -19,6 +19,7 @@ from infra.context import LocalState, clients_for, resolve_settings
 from retrain import registry
 from retrain.handler import make_backends, model_group, work_dir
 from retrain.promote import activate
+from retrain.runs import promotion_metric, settings_contract
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,12 @@ def run(args: argparse.Namespace) -> int:
     versions = registry.list_versions(sm, group)
     champ = registry.champion(versions)
     if args.action == "list":
-        rows = [
-            _row(v, champ.version if champ else None, settings.promotion_metric) for v in versions
-        ]
+        metric = promotion_metric(settings, settings_contract(settings))
+        rows = [_row(v, champ.version if champ else None, metric) for v in versions]
         if args.json:
             print(json.dumps({"group": group, "versions": rows}, default=str))
         else:
-            _print_table(rows, settings.promotion_metric)
+            _print_table(rows, metric)
         return 0
     if args.version is None:
         raise RetrainError(f"`driftline models {args.action}` needs a VERSION")

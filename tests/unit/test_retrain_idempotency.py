@@ -135,7 +135,10 @@ def test_duplicate_and_overlapping_events_start_exactly_one_run() -> None:
     # THEN one run started; the others say why not
     assert [first.status, dup.status, overlap.status] == ["ran", "duplicate", "cooling_down"]
     assert dup.reason.startswith("event 'e1' already completed by run 'handler-")
-    assert overlap.reason == "model 'card-transactions' is cooling down for another 240s after its last run"
+    assert (
+        overlap.reason
+        == "model 'card-transactions' is cooling down for another 240s after its last run"
+    )
     assert calls == ["e1"]
     # AND after the cool-down a new event runs again, while a redelivered e2 does not
     clock.t += 300

@@ -115,7 +115,7 @@ class LabelPlan:
     terms: tuple[Term, ...]
     drift_intercept: float
     drift_terms: tuple[Term, ...]
-    noise: float = 1.0
+    noise: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +331,7 @@ def _label_plan(contract: Contract, plans: Mapping[str, FieldPlan]) -> LabelPlan
         terms=before,
         drift_intercept=_num(where, "drift.intercept", drift.get("intercept", intercept)),
         drift_terms=after,
-        noise=_num(where, "noise", raw.get("noise", 1.0)),
+        noise=_num(where, "noise", raw.get("noise", 0.5)),
     )
 
 

@@ -1,5 +1,5 @@
-"""The synthetic generator over every shipped contract and one written here: records that the real
-decoder accepts, bounds and allowed values kept, a learnable label, a drift, poison of every kind."""
+"""The synthetic generator over every shipped contract and one written here: records the real
+decoder accepts, bounds and allowed values kept, a learnable label, a drift, every poison kind."""
 
 from __future__ import annotations
 

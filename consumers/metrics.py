@@ -9,7 +9,7 @@ retried with exponential backoff; a batch that still fails is counted in ``failu
 publishing metrics never raises into the data path.
 
 >>> from etl.drift import DriftResult, FeatureDrift
->>> r = DriftResult(rows=600, features=(FeatureDrift("amount", "numeric", "ok", psi=0.31),),
+>>> r = DriftResult(rows=600, features=(FeatureDrift("x", "numeric", "ok", psi=0.31),),
 ...                 drift_score=0.31)
 >>> [d["MetricName"] for d in build_datums(r, stream_name="s", timestamp=None, dead_letters=2)]
 ['PSI', 'DriftScore', 'WindowRows', 'DeadLetterRate', 'DeadLetters']

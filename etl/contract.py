@@ -1,12 +1,14 @@
 """The data contract: which fields a record has, their types, and what role each plays.
 
 A contract is a TOML file validated at load. Everything downstream derives from it: record
-validation, the lake's Arrow/Glue schema, warehouse DDL, the drift features and the model inputs.
+validation, the lake's Arrow/Glue schema, warehouse DDL, the drift features, the model's inputs,
+label and task (``binary_classification`` or ``regression``), and the synthetic generator (its
+optional ``[generator]`` table, see ``etl/generator.py``). Two examples ship in ``etl/contracts/``.
 
 >>> from etl.contract import load_contract
 >>> c = load_contract()                     # the shipped card-transactions example
->>> [f.name for f in c.features][:3]
-['amount', 'merchant_category', 'hour']
+>>> c.name, c.task.value, len(c.features)
+('card_transactions', 'binary_classification', 6)
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.functional
 REPO = Path(__file__).resolve().parents[2]
 SENSOR = REPO / "etl" / "contracts" / "sensor_readings.toml"
 
-#: Regression with every field type as a feature: a time, a nullable float, an int, a bool, a string.
+#: Regression with every field type as a feature: a time, a nullable float, an int, a bool, text.
 DELIVERIES = """
 name = "deliveries"
 partition_key = "depot"

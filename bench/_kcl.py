@@ -60,7 +60,11 @@ class Stack:
             clients.client("s3").create_bucket(Bucket=bucket)
             clients.client("glue").create_database(DatabaseInput={"Name": db})
             GlueCatalog(
-                contract, LakeLayout(bucket, contract.name), db, clients.session
+                contract,
+                LakeLayout(bucket, contract.name),
+                db,
+                clients.session,
+                endpoint_url=clients.endpoint_url,
             ).ensure_table()
         except BaseException:
             emu.stop()

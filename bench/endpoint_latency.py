@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             part.to_parquet(root / name / "train.parquet")
             train(root / name, root / f"{name}-model", hyperparameters={"model_id": name})
             dirs.append(root / f"{name}-model")
-        server = start_model_server(root / "server", dirs[0])
+        server = start_model_server(root / "server", dirs[0], model_root=root)
         try:
             _result(_load(server.url, requests=200, concurrency=2))  # warm-up
             latency = _result(_load(server.url, requests=args.requests, concurrency=1))
@@ -87,7 +87,16 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)
             for i in range(4):
                 body = json.dumps({"model_dir": str(dirs[(i + 1) % 2])}).encode()
-                req = urllib.request.Request(f"{server.url}/admin/reload", data=body, method="POST")
+                assert server.token_file is not None
+                req = urllib.request.Request(
+                    f"{server.url}/admin/reload",
+                    data=body,
+                    method="POST",
+                    headers={
+                        "Content-Type": "application/json",
+                        "Authorization": f"Bearer {server.token_file.read_text().strip()}",
+                    },
+                )
                 with urllib.request.urlopen(req, timeout=30) as resp:
                     resp.read()
                 time.sleep(0.7)

@@ -12,7 +12,7 @@ import os
 from consumers.flush import FlushPolicy
 from consumers.processor import BatchObserver, KclRecordProcessor, ShardProcessor
 from etl.aws import AwsClients
-from etl.contract import Contract, load_contract
+from etl.contract import Contract, contract_for_settings
 from etl.lake import GlueCatalog, LakeLayout, LakeWriter
 from etl.logs import configure_json_logging
 from etl.records import RecordDecoder
@@ -71,8 +71,8 @@ def build_observer(
 def main() -> None:
     configure_json_logging(component="consumer", pid=os.getpid())
     settings = load_settings()
-    contract = load_contract(settings.contract_path)
     clients = AwsClients.from_settings(settings)
+    contract = contract_for_settings(settings, clients)
     from amazon_kclpy import kcl
 
     processor = KclRecordProcessor(lambda: build_processor(settings, contract, clients))

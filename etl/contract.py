@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from etl.exceptions import ContractError
+from etl.identifiers import check_identifier
 
 #: Columns every lake row carries besides the contract's own fields.
 SHARD_ID = "shard_id"
@@ -37,6 +38,8 @@ PARTITION_DATE = "event_date"
 PARTITION_HOUR = "event_hour"
 METADATA_COLUMNS = (SHARD_ID, SEQUENCE_NUMBER, ARRIVAL_TIME, INGEST_TIME)
 PARTITION_COLUMNS = (PARTITION_DATE, PARTITION_HOUR)
+#: The warehouse's own column (when a row was merged): no field may take its name either.
+WAREHOUSE_LOADED_AT = "loaded_at"
 
 DEFAULT_CONTRACT = "card_transactions.toml"
 
@@ -143,7 +146,7 @@ class Contract:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ContractError(f"contract {self.name!r}: duplicate field names {dupes}")
-        reserved = set(METADATA_COLUMNS) | set(PARTITION_COLUMNS)
+        reserved = set(METADATA_COLUMNS) | set(PARTITION_COLUMNS) | {WAREHOUSE_LOADED_AT}
         clash = sorted(set(names) & reserved)
         if clash:
             raise ContractError(
@@ -303,9 +306,7 @@ def _parse_field(raw: Mapping[str, Any], where: str) -> Field:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ContractError(f"{where}: unknown keys {unknown}; allowed are {sorted(known)}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ContractError(f"{where}.name: expected an identifier-like string, got {name!r}")
+    name = check_identifier(raw.get("name"), f"{where}.name")
     where = f"{where} ({name})"
     try:
         ftype = FieldType(str(raw.get("type")))
@@ -358,8 +359,7 @@ def parse_contract(doc: Mapping[str, Any], source: str = "<dict>") -> Contract:
     for key in ("name", "fields", "partition_key"):
         if key not in doc:
             raise ContractError(f"{source}: missing key {key!r}")
-    if not isinstance(doc["name"], str) or not doc["name"]:
-        raise ContractError(f"{source}: 'name' must be a non-empty string, got {doc['name']!r}")
+    check_identifier(doc["name"], f"{source}: 'name'")
     version = doc.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool):
         raise ContractError(f"{source}: 'version' must be an integer, got {version!r}")
@@ -408,11 +408,15 @@ def _parse_task(doc: Mapping[str, Any], fields: tuple[Field, ...], source: str) 
     return task
 
 
-def load_contract(path: str | Path | None = None) -> Contract:
-    """Load and validate a contract file; ``None`` loads the shipped card-transactions example."""
+def load_contract(path: str | Path | None = None, *, s3_client: Any = None) -> Contract:
+    """Load and validate a contract: a TOML file, an ``s3://bucket/key`` object (read with
+    ``s3_client``, as the stack's fleet, Lambda and training job do), or, for ``None``, the shipped
+    card-transactions example."""
     if path is None:
         text = resources.files("etl.contracts").joinpath(DEFAULT_CONTRACT).read_text()
         source = f"etl/contracts/{DEFAULT_CONTRACT}"
+    elif str(path).startswith("s3://"):
+        text, source = _read_s3(str(path), s3_client), str(path)
     else:
         p = Path(path)
         if not p.is_file():
@@ -425,3 +429,39 @@ def load_contract(path: str | Path | None = None) -> Contract:
     except tomllib.TOMLDecodeError as exc:
         raise ContractError(f"{source}: not valid TOML: {exc}") from None
     return parse_contract(doc, source)
+
+
+def _read_s3(uri: str, s3_client: Any) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise ContractError(f"contract URI {uri!r}: expected s3://bucket/key")
+    if s3_client is None:
+        raise ContractError(f"reading the contract {uri} needs an S3 client; none was given")
+    try:
+        body: bytes = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except (ClientError, BotoCoreError) as exc:
+        raise ContractError(
+            f"contract {uri} is unreadable ({exc}); check the object exists and this role may"
+            " read it (`driftline deploy --contract PATH` uploads it)"
+        ) from None
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
+        raise ContractError(f"contract {uri} is not UTF-8 text") from None
+
+
+def contract_for_settings(settings: Any, clients: Any = None) -> Contract:
+    """The contract ``settings.contract_path`` names (local file or ``s3://`` object; ``None``:
+    the shipped example). ``clients`` (an :class:`etl.aws.AwsClients`) reads an S3 contract; one
+    is made from the settings when none is given."""
+    path = settings.contract_path
+    s3 = None
+    if path is not None and str(path).startswith("s3://"):
+        if clients is None:
+            from etl.aws import AwsClients
+
+            clients = AwsClients.from_settings(settings)
+        s3 = clients.client("s3")
+    return load_contract(path, s3_client=s3)

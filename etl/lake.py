@@ -6,7 +6,7 @@ replay rewrites the very same objects:
 1. the manifest ``manifests/<table>/<shard>/<first>-<last>.json`` is written ``pending``;
 2. one Parquet object per (event date, hour) partition, keys derived from (shard, first, last);
 3. the dead letters of the range as JSON lines;
-4. new partitions are registered in the Glue catalog (awswrangler);
+4. new partitions are registered in the Glue catalog (the table is created first if missing);
 5. the manifest is rewritten ``committed``.
 
 Only then may the caller checkpoint ``last``. A processor that starts on a shard lists the
@@ -14,7 +14,7 @@ manifests past its checkpoint (:meth:`LakeWriter.uncheckpointed`) and replays ex
 
 Why not ``wr.s3.to_parquet(dataset=True)`` for the objects: its file names carry a random id, so a
 replay would duplicate rows. Objects are encoded with pyarrow (the contract's exact Arrow types) and
-put with boto3; awswrangler owns the Glue table and partitions.
+put with boto3; the Glue table (built from the contract) and its partitions are plain Glue calls.
 """
 
 from __future__ import annotations
@@ -314,7 +314,8 @@ class LakeWriter:
 
 
 class GlueCatalog:
-    """The lake's Glue table (created through awswrangler) and its partitions."""
+    """The lake's Glue table and its partitions, with plain Glue calls (the record processor
+    never imports awswrangler and pandas: ~45 MiB of its memory floor)."""
 
     def __init__(
         self,
@@ -335,23 +336,85 @@ class GlueCatalog:
         self._known: set[tuple[str, str]] = set()
         self._descriptor: dict[str, Any] | None = None
 
-    def ensure_table(self) -> None:
-        """Create or update the table from the contract (idempotent)."""
-        import awswrangler as wr
-
-        wr.catalog.create_parquet_table(
-            database=self.database,
-            table=self.layout.table,
-            path=self.layout.table_location,
-            columns_types=self.contract.glue_columns(),
-            partitions_types={PARTITION_DATE: "string", PARTITION_HOUR: "string"},
-            compression=None if self.compression == "none" else self.compression,
-            description=f"driftline lake table: contract {self.contract.name}"
+    def table_input(self) -> dict[str, Any]:
+        """The Glue ``TableInput`` of the lake table, from the contract: Parquet (Hive serde) at
+        the table's location, partitioned by the event's date and hour (strings)."""
+        compression = "none" if self.compression == "none" else self.compression
+        data_params = {
+            "classification": "parquet",
+            "compressionType": compression,
+            "typeOfData": "file",
+        }
+        return {
+            "Name": self.layout.table,
+            "Description": f"driftline lake table: contract {self.contract.name}"
             f" v{self.contract.version}",
-            parameters={"driftline_contract_hash": self.contract.hash},
-            mode="overwrite",
-            boto3_session=self.session,
+            "TableType": "EXTERNAL_TABLE",
+            "Parameters": {**data_params, "driftline_contract_hash": self.contract.hash},
+            "PartitionKeys": [
+                {"Name": PARTITION_DATE, "Type": "string"},
+                {"Name": PARTITION_HOUR, "Type": "string"},
+            ],
+            "StorageDescriptor": {
+                "Columns": [
+                    {"Name": name, "Type": glue_type}
+                    for name, glue_type in self.contract.glue_columns().items()
+                ],
+                "Location": self.layout.table_location,
+                "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+                "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+                "Compressed": self.compression != "none",
+                "NumberOfBuckets": -1,
+                "SerdeInfo": {
+                    "SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde."
+                    "ParquetHiveSerDe",
+                    "Parameters": {"serialization.format": "1"},
+                },
+                "StoredAsSubDirectories": False,
+                "Parameters": {"CrawlerSchemaDeserializerVersion": "1.0", **data_params},
+            },
+        }
+
+    def ensure_table(self) -> None:
+        """Create the table from the contract, or bring an existing one up to it (idempotent)."""
+        glue = self._glue()
+        if not self.create_table_if_missing():
+            glue.update_table(DatabaseName=self.database, TableInput=self.table_input())
+            self._descriptor = None
+
+    def create_table_if_missing(self) -> bool:
+        """Create the table unless it exists; True when this call created it.
+
+        Safe to race: every shard's processor may find the table missing at once; one
+        ``CreateTable`` wins and the others' ``AlreadyExistsException`` means the same table
+        (it is built from the same contract)."""
+        try:
+            self._glue().create_table(DatabaseName=self.database, TableInput=self.table_input())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "AlreadyExistsException":
+                return False
+            raise
+        log.info(
+            "created the missing lake table",
+            extra={"database": self.database, "table": self.layout.table},
         )
+        return True
+
+    def _glue(self) -> Any:
+        return self.session.client("glue", **self._client_kwargs())
+
+    def _table_descriptor(self) -> dict[str, Any]:
+        glue = self._glue()
+        try:
+            table = glue.get_table(DatabaseName=self.database, Name=self.layout.table)["Table"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "EntityNotFoundException":
+                raise
+            # A missing table is made, never a crash-loop: the contract says what it holds.
+            self.create_table_if_missing()
+            table = glue.get_table(DatabaseName=self.database, Name=self.layout.table)["Table"]
+        descriptor: dict[str, Any] = table["StorageDescriptor"]
+        return descriptor
 
     def add_partitions(self, partitions: Sequence[tuple[str, str]]) -> None:
         """Register new (date, hour) partitions with the table's own storage descriptor.
@@ -362,10 +425,9 @@ class GlueCatalog:
         new = [p for p in partitions if p not in self._known]
         if not new:
             return
-        glue = self.session.client("glue", **self._client_kwargs())
+        glue = self._glue()
         if self._descriptor is None:
-            table = glue.get_table(DatabaseName=self.database, Name=self.layout.table)["Table"]
-            self._descriptor = table["StorageDescriptor"]
+            self._descriptor = self._table_descriptor()
         base = self._descriptor
         inputs = [
             {

@@ -608,7 +608,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def _is_missing(exc: Exception) -> bool:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
     return code in ("NoSuchKey", "404", "NotFound")
 
 

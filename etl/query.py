@@ -66,6 +66,27 @@ def sql_file(name: str) -> str:
     return path.read_text()
 
 
+#: Applied in this order once the views exist; the last one freezes every setting.
+LOCKDOWN = (
+    "SET enable_external_access = false",
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET lock_configuration = true",
+)
+
+
+def lock_down(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """No files, no network, no extensions, no setting changes from here on.
+
+    Call it after the lake's views are registered: they read through pyarrow (already opened
+    datasets), so queries over them still work, while ``read_text('/etc/passwd')``, ``COPY ... TO``,
+    ``ATTACH``, ``INSTALL``/``LOAD`` and ``SET enable_external_access = true`` are refused.
+    """
+    for statement in LOCKDOWN:
+        con.execute(statement)
+    return con
+
+
 def render(sql: str, table: str) -> str:
     """Fill the ``{table}`` / ``{dead_letters}`` placeholders of a shared SQL file."""
     return sql.replace("{table}", table).replace("{dead_letters}", f"{table}_dead_letters")
@@ -177,7 +198,7 @@ class LakeQuery:
                 self.datasets[f"{table}_dead_letters"] = dead
                 con.register(table, rows)
                 con.register(f"{table}_dead_letters", dead)
-            self._con = con
+            self._con = lock_down(con)
         return self._con
 
     def query(self, sql: str, params: list[Any] | None = None) -> QueryResult:

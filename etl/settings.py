@@ -95,6 +95,8 @@ class Settings:
     drift_alarm_name: str | None = None
     #: URL of the local model server (set by whoever starts it); local serving reloads it.
     model_server_url: str | None = None
+    #: The server's reload token file (``model_server.token``, mode 0600, in its state folder).
+    model_server_token_file: str | None = None
     model_cache_dir: str = ".driftline/models"
     model_max_request_bytes: int = 1024 * 1024
     #: SageMaker only: execution role, instance types, framework version.
@@ -105,12 +107,18 @@ class Settings:
     sagemaker_training_max_runtime_s: float = 7200.0
     sagemaker_serving_instance: str = "ml.m5.large"
     sklearn_framework_version: str = "1.2-1"
+    #: The stack's KMS key (output DataKeyArn): SageMaker training volume/output and endpoint
+    #: storage are encrypted with it.
+    data_key_arn: str | None = None
 
     # -- warehouse (issue 5) -----------------------------------------------------------------
     #: "postgres" (the embedded local warehouse, or any PostgreSQL >= 15) or "redshift-data".
     warehouse_backend: str = "postgres"
     #: libpq DSN of the PostgreSQL warehouse; the local stack's state fills it in.
     warehouse_dsn: str | None = None
+    #: DSN ``warehouse query`` connects with: a read-only role (the local stack's reader);
+    #: unset, it uses ``warehouse_dsn`` (still in a read-only transaction).
+    warehouse_query_dsn: str | None = None
     warehouse_schema: str = "driftline"
     warehouse_batch_manifests: int = 50
     redshift_workgroup: str | None = None

@@ -28,12 +28,11 @@ import pyarrow.parquet as pq
 
 from consumers.fleet import ConsumerFleet
 from etl.aws import AwsClients, configure_awswrangler
-from etl.contract import Contract, load_contract
-from etl.lake import GlueCatalog, LakeLayout
+from etl.contract import load_contract
 from etl.producer import ProduceSummary, produce
 from etl.settings import Settings, load_settings
 from infra import local
-from infra.context import resolve_settings, state_dir
+from infra.context import normalize_contract_path, resolve_settings, state_dir
 from retrain.runs import model_name
 
 log = logging.getLogger("driftline.demo")
@@ -152,18 +151,22 @@ def run_demo(
     overrides = _demo_overrides(drift)
     path = contract_path or load_settings().contract_path
     if path:  # absolute: the consumers and services run in other working directories
-        overrides["contract_path"] = str(Path(path).resolve())
+        overrides["contract_path"] = normalize_contract_path(path, "--contract")
     contract = load_contract(overrides.get("contract_path"))
     params = {"ModelName": model_name(load_settings(overrides))}
     if drift:
         params["DriftWindowSeconds"] = str(DRIFT_WINDOW_S)
-    up = local.up(progress=progress, parameters=params)
+    up = local.up(
+        contract_path=overrides.get("contract_path"), progress=progress, parameters=params
+    )
+    url = local.console_url(up.state)
+    if url:
+        progress(f"console: {url} (open it to watch; `--keep` leaves it up after the summary)")
     fleet: ConsumerFleet | None = None
     try:
         settings, _ = resolve_settings(overrides)
         clients = AwsClients(region=settings.region, endpoint_url=settings.endpoint_url)
         configure_awswrangler(settings.endpoint_url)
-        ensure_lake_table(settings, clients, contract)
         stream = settings.require("stream_name")
         n_shards = _shard_count(clients, stream)
         if shards is not None and shards != n_shards:
@@ -381,16 +384,6 @@ def _demo_overrides(drift: bool = False) -> dict[str, Any]:
             drift_window_s=float(DRIFT_WINDOW_S), drift_min_rows=200, metrics_high_resolution=True
         )
     return out
-
-
-def ensure_lake_table(settings: Settings, clients: AwsClients, contract: Contract) -> None:
-    """The contract's Glue table (idempotent): ``local up`` may have made another contract's."""
-    layout = LakeLayout(
-        bucket=settings.require("lake_bucket"),
-        table=contract.name,
-        lake_prefix=settings.lake_prefix,
-    )
-    GlueCatalog(contract, layout, settings.require("glue_database"), clients.session).ensure_table()
 
 
 def _shard_count(clients: AwsClients, stream: str) -> int:

@@ -317,7 +317,9 @@ def run_loop(
     server = start_model_server(
         state, None, pointer=pointer_path(lsettings), s3_client=clients.client("s3")
     )
-    lsettings = lsettings.replace(model_server_url=server.url)
+    lsettings = lsettings.replace(
+        model_server_url=server.url, model_server_token_file=str(server.token_file)
+    )
     progress(f"champion v{boot.model_version} served at {server.url}; baseline {boot.baseline_uri}")
     before = score_endpoint(server.url, sample, labels, contract.task)
 

@@ -6,7 +6,10 @@ the Lambda runs. A message is deleted only after the handler returned (a crash m
 the queue, and its visibility timeout brings it back; the handler's idempotency makes that safe).
 A malformed message is not retried forever and not lost: it goes to the dead-letter prefix of the
 lake bucket (``dead-letters/retrain-events/<date>/<message id>.json``) with the reason, then is
-deleted.
+deleted; one the handler keeps failing on moves to the retrain dead-letter queue after five
+receives (the queue's redrive policy). An ALARM that arrives during the model's cool-down is
+deferred: the message stays on the queue, invisible until the cool-down ends, and then runs if
+its alarm is still in ALARM (CloudWatch sends no second event while it stays there).
 
     python -m infra.dispatcher            # polls until SIGTERM, with the local stack's settings
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.aws import AwsClients
+from etl.redact import RedactingFilter, redact
 from etl.settings import Settings
 from infra.procs import spawn_module
 from retrain.events import MalformedEventError
@@ -33,6 +38,8 @@ from retrain.handler import HandlerResult, handle_event
 log = logging.getLogger("infra.dispatcher")
 
 DEAD_LETTER_FOLDER = "retrain-events"
+#: SQS's longest visibility timeout (12 hours).
+MAX_VISIBILITY_S = 43_200
 
 
 @dataclass
@@ -41,6 +48,7 @@ class DispatchReport:
     results: list[HandlerResult] = field(default_factory=list)
     dead_lettered: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
 
 
 class Dispatcher:
@@ -104,15 +112,27 @@ class Dispatcher:
                 log.warning("message %s is malformed (%s); kept at %s", message_id, exc, uri)
                 report.dead_lettered.append(uri)
             except Exception as exc:
-                # left on the queue: the visibility timeout redelivers it
+                # left on the queue: the visibility timeout redelivers it (5 times, then the DLQ)
                 log.exception("handler failed on message %s; it stays on the queue", message_id)
-                report.failed.append(f"{message_id}: {type(exc).__name__}: {exc}")
+                report.failed.append(redact(f"{message_id}: {type(exc).__name__}: {exc}"))
                 continue
             else:
                 report.results.append(result)
                 log.info("message %s: %s (%s)", message_id, result.status, result.reason)
+                if result.status == "deferred":
+                    self._defer(message, result.retry_after_s or 0.0)
+                    report.deferred.append(message_id)
+                    continue
             self._sqs.delete_message(QueueUrl=self._queue, ReceiptHandle=message["ReceiptHandle"])
         return report
+
+    def _defer(self, message: dict[str, Any], seconds: float) -> None:
+        """Keep the message, invisible until the cool-down is over (plus a second)."""
+        self._sqs.change_message_visibility(
+            QueueUrl=self._queue,
+            ReceiptHandle=message["ReceiptHandle"],
+            VisibilityTimeout=min(MAX_VISIBILITY_S, math.ceil(seconds) + 1),
+        )
 
     def run_forever(self, stop: threading.Event, *, wait_s: int = 5) -> None:
         while not stop.is_set():
@@ -138,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     settings, _ = resolve_settings()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

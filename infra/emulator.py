@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import io
+import json
 import os
 import signal
 import subprocess
@@ -42,6 +45,65 @@ def _always_send_body(app: Any) -> Any:
     return wrapped
 
 
+#: Kinesis' default record limit (a stream's MaxRecordSizeInKiB): data plus partition key.
+KINESIS_MAX_RECORD_BYTES = 1024 * 1024
+_PUT_RECORD_TARGET = "Kinesis_20131202.PutRecord"
+
+
+def kinesis_record_error(target: str | None, body: bytes) -> bytes | None:
+    """The error body Kinesis answers (HTTP 400) for a PutRecord whose data plus partition key
+    exceed 1 MiB, or ``None`` when the request may go on. moto checks PutRecords entries itself
+    (with this same message shape) but lets any PutRecord through.
+
+    >>> kinesis_record_error(_PUT_RECORD_TARGET, b'{"Data": "YQ==", "PartitionKey": "k"}') is None
+    True
+    """
+    if target != _PUT_RECORD_TARGET:
+        return None
+    try:
+        request = json.loads(body)
+        size = len(base64.b64decode(request.get("Data", ""))) + len(
+            str(request.get("PartitionKey", "")).encode()
+        )
+    except (ValueError, TypeError, AttributeError):
+        return None  # not JSON (CBOR) or malformed: moto answers as it does
+    if size <= KINESIS_MAX_RECORD_BYTES:
+        return None
+    return json.dumps(
+        {
+            "__type": "ValidationException",
+            "message": "1 validation error detected: Value at 'data' failed to satisfy"
+            " constraint: Member must have length less than or equal to"
+            f" {KINESIS_MAX_RECORD_BYTES}",
+        }
+    ).encode()
+
+
+def _kinesis_limits(app: Any) -> Any:
+    """Refuse what real Kinesis refuses before moto sees it (see :func:`kinesis_record_error`)."""
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        if target != _PUT_RECORD_TARGET:
+            return app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        error = kinesis_record_error(target, body)
+        if error is not None:
+            start_response(
+                "400 Bad Request",
+                [
+                    ("Content-Type", "application/x-amz-json-1.1"),
+                    ("Content-Length", str(len(error))),
+                ],
+            )
+            return [error]
+        environ["wsgi.input"] = io.BytesIO(body)
+        return app(environ, start_response)
+
+    return wrapped
+
+
 def _serve(port: int, ready_file: Path | None) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
@@ -49,7 +111,7 @@ def _serve(port: int, ready_file: Path | None) -> None:
 
     # moto decides some behaviour from env; keep it deterministic and offline.
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
-    app = _always_send_body(DomainDispatcherApplication(create_backend_app))
+    app = _always_send_body(_kinesis_limits(DomainDispatcherApplication(create_backend_app)))
 
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]

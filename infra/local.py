@@ -6,7 +6,8 @@
 * the CloudFormation template, deployed into it (what moto ignores is created by API);
 * the alarm evaluator (moto stores alarms but never evaluates them);
 * the embedded PostgreSQL standing in for Redshift;
-* the retrain dispatcher (polls the retrain rule's SQS target) and the local model server.
+* the retrain dispatcher (polls the retrain rule's SQS target) and the local model server;
+* the console (``driftline console``) on a free loopback port.
 
 ``down`` stops exactly those PIDs and nothing else.
 """
@@ -23,9 +24,10 @@ from pathlib import Path
 from etl.aws import AwsClients, configure_awswrangler
 from etl.contract import load_contract
 from etl.exceptions import EmulatorError
-from etl.lake import GlueCatalog, LakeLayout
-from infra.context import LocalState, settings_from_outputs, state_dir
+from etl.settings import load_settings
+from infra.context import STATE_CONTRACT, LocalState, normalize_contract_path, state_dir
 from infra.emulator import start_emulator
+from infra.lake_table import ensure_lake_table
 from infra.procs import pid_alive, spawn_module, stop_pid
 
 log = logging.getLogger("driftline.local")
@@ -45,14 +47,28 @@ def up(
     directory: Path | None = None,
     with_warehouse: bool = True,
     with_services: bool = True,
+    with_console: bool = True,
     parameters: dict[str, str] | None = None,
+    contract_path: str | None = None,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> LocalUp:
-    """Start everything; idempotent when the recorded emulator still runs."""
+    """Start everything; idempotent when the recorded emulator still runs.
+
+    ``contract_path`` (default: the shipped example) is remembered in the state: later commands
+    against this stack use it unless told otherwise."""
     started = time.monotonic()
     d = directory or state_dir()
+    contract_path = normalize_contract_path(contract_path, "--contract")
+    contract = load_contract(contract_path)  # a bad contract fails before anything starts
     existing = LocalState.load(d)
     if existing is not None and pid_alive(existing.pids.get("emulator", -1)):
+        running = existing.extra.get(STATE_CONTRACT)
+        if contract_path is not None and contract_path != running:
+            raise EmulatorError(
+                f"the local stack in {d} is up with contract {running or 'card_transactions'}"
+                f" (the shipped example), not {contract_path}; run `driftline local down` first,"
+                " or use another DRIFTLINE_STATE_DIR for a second stack"
+            )
         progress(f"local stack already up at {existing.endpoint}")
         return LocalUp(existing, [], 0.0)
     if existing is not None:
@@ -63,20 +79,23 @@ def up(
     state = LocalState(
         endpoint=emu.endpoint, stack_name=stack_name, region=region, pids={"emulator": emu.pid}
     )
+    if contract_path is not None:
+        state.extra[STATE_CONTRACT] = contract_path
     state.save(d)
     try:
         clients = AwsClients(region=region, endpoint_url=emu.endpoint)
         configure_awswrangler(emu.endpoint)
         progress("deploying infra/templates/driftline.yaml into the emulator")
         from infra.stack import deploy_local
+        from retrain.runs import model_name_for
 
+        # the model is named after the contract unless the caller names it
+        parameters = {"ModelName": model_name_for(contract), **(parameters or {})}
         result = deploy_local(clients, stack_name=stack_name, parameters=parameters)
         state.outputs = dict(result.outputs)
         state.save(d)
-        contract = load_contract()
-        names = settings_from_outputs(state.outputs)
-        layout = LakeLayout(bucket=names["lake_bucket"], table=contract.name)
-        GlueCatalog(contract, layout, names["glue_database"], clients.session).ensure_table()
+        progress(f"creating the Glue table of contract {contract.name}")
+        ensure_lake_table(clients, state.outputs, contract, load_settings())
         if with_warehouse:
             progress("starting the embedded PostgreSQL (Redshift stand-in)")
             from infra.pg import start_postgres
@@ -84,9 +103,12 @@ def up(
             pg = start_postgres(d)
             state.pids["postgres"] = pg.pid
             state.extra["warehouse_dsn"] = pg.dsn
+            state.extra["warehouse_reader_dsn"] = pg.reader_dsn
             state.save(d)
         if with_services:
             _start_services(state, d, progress)
+        if with_console:
+            _start_console(state, d, progress)
         state.save(d)
     except BaseException:
         down(directory=d)
@@ -106,6 +128,21 @@ def _start_services(state: LocalState, d: Path, progress: Callable[[str], None])
             d / "alarm_evaluator.log",
             env=env,
         ).pid
+
+
+def _start_console(state: LocalState, d: Path, progress: Callable[[str], None]) -> None:
+    from infra.console.server import remember, start_console
+
+    state.save(d)  # the console resolves the stack from this state
+    pid, url = start_console(d, stack=state.stack_name)
+    remember(state, pid, url)
+    progress(f"console at {url}")
+
+
+def console_url(state: LocalState) -> str | None:
+    """The local console's URL, if ``up`` started one."""
+    url = (state.extra.get("console") or {}).get("url")
+    return str(url) if url else None
 
 
 def down(*, directory: Path | None = None, timeout: float = 15.0) -> list[str]:
@@ -140,8 +177,10 @@ def status(*, directory: Path | None = None) -> dict[str, object]:
         "up": procs.get("emulator", {}).get("alive", False),
         "endpoint": state.endpoint,
         "stack": state.stack_name,
+        "contract": state.extra.get(STATE_CONTRACT),
         "processes": procs,
         "outputs": state.outputs,
+        "console": console_url(state),
     }
     if out["up"]:
         from infra.stack import describe_local

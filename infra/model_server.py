@@ -11,6 +11,13 @@ uses the new model, and no request ever sees a half-loaded model. Triggers: ``PO
 with ``{"model_dir": ...}``, or a change of the watched pointer file (``--pointer``), which holds
 the path of the model directory to serve.
 
+Loading a model unpickles it, which runs code: a reload needs the token kept in the state folder
+(``model_server.token``, mode 0600; header ``Authorization: Bearer <token>``), a JSON body (so a
+web page cannot post one without a CORS preflight), and a directory under the model cache
+(``--model-root``); the pointer's target must be under it too. Slow clients cannot pin the server:
+connections time out (``SOCKET_TIMEOUT_S``), at most ``MAX_WORKERS`` connections are served at
+once (more get 503), and draining a refused body stops after ``DRAIN_SECONDS``.
+
 Run as a process (binds 127.0.0.1 only)::
 
     python -m infra.model_server --model-dir DIR [--pointer FILE] --port 0 --ready-file F
@@ -19,9 +26,12 @@ Run as a process (binds 127.0.0.1 only)::
 from __future__ import annotations
 
 import argparse
+import csv
+import hmac
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,6 +47,7 @@ from typing import Any
 
 from etl.exceptions import EmulatorError
 from infra.procs import free_port, read_ready_file, spawn, stop_child, wait_until
+from retrain.backends.reload_auth import TOKEN_FILE, ReloadRefusedError, within, write_token
 from retrain.inference import InputError, LoadedModel, input_fn, model_fn, output_fn, predict_fn
 
 log = logging.getLogger("infra.model_server")
@@ -46,6 +57,15 @@ DEFAULT_MAX_BYTES = 1024 * 1024
 STATE_KEY = "model_server"
 #: Oversized bodies up to this size are read and dropped before the 413; larger ones close.
 DRAIN_LIMIT = 16 * 1024 * 1024
+#: ... and for at most this long (a slow sender is cut off instead of holding a thread).
+DRAIN_SECONDS = 5.0
+#: A connection that sends nothing for this long is closed (idle keep-alive included).
+SOCKET_TIMEOUT_S = 30.0
+#: Connections served at once (a thread each); the next one gets a 503 instead of a thread.
+MAX_WORKERS = 32
+_DIGITS = re.compile(r"^[0-9]{1,12}$")
+#: Client input that the parser may reject with these instead of InputError: still a 400.
+_CLIENT_ERRORS = (ValueError, OverflowError, RecursionError, csv.Error, UnicodeError)
 
 
 class ModelHolder:
@@ -99,15 +119,66 @@ def _warm_up(model: LoadedModel) -> None:
     predict_fn([{f.name: zero.get(f.type, "") for f in model.features}], model)
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one slow or hostile client may cost the server."""
+
+    socket_timeout_s: float = SOCKET_TIMEOUT_S
+    max_workers: int = MAX_WORKERS
+    drain_s: float = DRAIN_SECONDS
+
+    def args(self) -> list[str]:
+        return [
+            "--socket-timeout", str(self.socket_timeout_s),
+            "--max-workers", str(self.max_workers),
+            "--drain-seconds", str(self.drain_s),
+        ]  # fmt: skip
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
 
-    def __init__(self, port: int, holder: ModelHolder, max_bytes: int) -> None:
+    def __init__(
+        self,
+        port: int,
+        holder: ModelHolder,
+        max_bytes: int,
+        *,
+        token: str,
+        model_root: Path,
+        limits: Limits,
+    ) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.holder = holder
         self.max_bytes = max_bytes
+        self.token = token
+        self.model_root = model_root
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_workers)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per request, but at most ``max_workers``: beyond that, 503 and close."""
+        if not self._slots.acquire(blocking=False):
+            try:
+                body = b'{"error": "the server is busy; retry shortly", "status": 503}'
+                request.settimeout(1.0)
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -116,6 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.connection.settimeout(self.server.limits.socket_timeout_s)
         # headers and body are two writes: without NODELAY, Nagle + the client's delayed ACK
         # add ~40 ms to every keep-alive response
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -149,12 +221,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._error(411, "a Content-Length header is required (chunked bodies are refused)")
             return None
-        try:
-            length = int(length_text)
-        except ValueError:
+        if not _DIGITS.match(length_text.strip()):
+            # a negative length would read to the end of the stream, past the limit
             self.close_connection = True
-            self._error(400, f"Content-Length {length_text!r} is not a number")
+            self._error(400, f"Content-Length {length_text[:40]!r} is not a non-negative integer")
             return None
+        length = int(length_text)
         if length > self.server.max_bytes:
             if length <= DRAIN_LIMIT:
                 self._discard(length)  # so the client reads the 413 rather than a reset
@@ -165,9 +237,15 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _discard(self, length: int) -> None:
-        left = length
+        left, deadline = length, time.monotonic() + self.server.limits.drain_s
         while left > 0:
-            chunk = self.rfile.read(min(left, 64 * 1024))
+            if time.monotonic() > deadline:
+                self.close_connection = True  # a slow sender: stop reading, close after the 413
+                return
+            try:
+                chunk = self.rfile.read1(min(left, 64 * 1024))
+            except OSError:
+                chunk = b""
             if not chunk:
                 self.close_connection = True
                 return
@@ -210,39 +288,71 @@ class _Handler(BaseHTTPRequestHandler):
         except InputError as exc:
             self._error(exc.status, str(exc))
             return
-        except Exception as exc:  # a model failure answers 500 and the server keeps serving
+        except _CLIENT_ERRORS as exc:  # input the parser rejects without an InputError
+            log.warning("unparseable request: %s: %s", type(exc).__name__, exc)
+            self._error(400, "the body could not be parsed as records of the model's features")
+            return
+        except Exception:  # a model failure answers 500 (no internals) and keeps serving
             log.exception("prediction failed")
-            self._error(500, f"prediction failed: {type(exc).__name__}: {exc}")
+            self._error(500, "prediction failed; the server log has the details")
             return
         self._send(200, out, content_type, {"X-Model-Id": model.model_id})
 
+    def _authorized(self) -> bool:
+        given = self.headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self.server.token.encode()
+        ):
+            self.close_connection = True
+            self._error(401, f"reload needs 'Authorization: Bearer <token>' ({TOKEN_FILE})")
+            return False
+        if _base_type(self.headers.get("Content-Type", "")) != "application/json":
+            self.close_connection = True
+            self._error(415, "reload takes an application/json body")
+            return False
+        return True
+
     def _reload(self) -> None:
+        if not self._authorized():
+            return
         body = self._read_body()
         if body is None:
             return
         try:
             doc = json.loads(body or b"{}")
-            model_dir = doc["model_dir"]
-            if not isinstance(model_dir, str) or not Path(model_dir).is_dir():
-                raise ValueError(f"model_dir {model_dir!r} is not a directory")
-        except (ValueError, KeyError, TypeError) as exc:
-            self._error(400, f'expected {{"model_dir": "/path"}}: {exc}')
+            if not isinstance(doc, dict) or not isinstance(doc.get("model_dir"), str):
+                raise ReloadRefusedError('expected {"model_dir": "/path/under/the/model/cache"}')
+            model_dir = str(within(self.server.model_root, doc["model_dir"]))
+        except (ValueError, RecursionError) as exc:
+            self._error(400, f'expected {{"model_dir": "/path"}}: {type(exc).__name__}')
+            return
+        except ReloadRefusedError as exc:
+            self._error(400, str(exc))
             return
         try:
             result = self.server.holder.load(model_dir)
-        except Exception as exc:
+        except Exception:
             log.exception("reload of %s failed; still serving the previous model", model_dir)
             self._error(
-                500,
-                f"loading {model_dir} failed ({type(exc).__name__}: {exc});"
+                422,
+                f"loading {model_dir} failed (the server log has the details);"
                 " still serving the previous model",
             )
             return
         self._send(200, json.dumps(result).encode())
 
 
+def _base_type(content_type: str) -> str:
+    return content_type.split(";", maxsplit=1)[0].strip().lower()
+
+
 def _watch_pointer(
-    pointer: Path, holder: ModelHolder, stop: threading.Event, interval_s: float = 0.25
+    pointer: Path,
+    holder: ModelHolder,
+    stop: threading.Event,
+    model_root: Path,
+    interval_s: float = 0.25,
 ) -> None:
     """Reload when the pointer file's content changes to a directory not being served."""
     seen: str | None = None
@@ -257,7 +367,9 @@ def _watch_pointer(
         if target == holder.describe()["model_dir"]:
             continue
         try:
-            holder.load(target)
+            holder.load(str(within(model_root, target)))
+        except ReloadRefusedError as exc:
+            log.error("pointer %s: %s; not loaded", pointer, exc)
         except Exception:
             log.exception("pointer %s names %s, which failed to load", pointer, target)
 
@@ -266,18 +378,23 @@ def serve(
     model_dir: str | None,
     port: int,
     *,
+    model_root: Path,
+    token_file: Path,
     pointer: Path | None = None,
     ready_file: Path | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: Limits = Limits(),
 ) -> None:
-    """Serve until SIGTERM/SIGINT."""
+    """Serve until SIGTERM/SIGINT; a fresh reload token goes to ``token_file`` (mode 0600)."""
     holder = ModelHolder()
     initial = model_dir
     if initial is None and pointer is not None and pointer.exists():
-        initial = pointer.read_text().strip() or None
+        target = pointer.read_text().strip()
+        initial = str(within(model_root, target)) if target else None
     if initial is not None:
         holder.load(initial)
-    server = _Server(port, holder, max_bytes)
+    token = write_token(token_file)
+    server = _Server(port, holder, max_bytes, token=token, model_root=model_root, limits=limits)
     stop = threading.Event()
 
     def _stop(signum: int, frame: Any) -> None:
@@ -287,7 +404,9 @@ def serve(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     if pointer is not None:
-        threading.Thread(target=_watch_pointer, args=(pointer, holder, stop), daemon=True).start()
+        threading.Thread(
+            target=_watch_pointer, args=(pointer, holder, stop, model_root), daemon=True
+        ).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     if ready_file is not None:
         tmp = ready_file.with_suffix(".tmp")
@@ -306,6 +425,8 @@ class ServerProcess:
     pid: int
     url: str
     process: subprocess.Popen[bytes] | None = None
+    #: The reload token's file (mode 0600); reload_server(url, dir, token_file=...) reads it.
+    token_file: Path | None = None
 
     def stop(self, timeout: float = 10.0) -> None:
         stop_child(self.pid, self.process, timeout)
@@ -320,13 +441,19 @@ def start_model_server(
     max_bytes: int = DEFAULT_MAX_BYTES,
     s3_client: Any = None,
     timeout: float = 60.0,
+    model_root: Path | None = None,
+    limits: Limits = Limits(),
 ) -> ServerProcess:
     """Start the server as a process on 127.0.0.1 and wait until it answers ``/ping``.
 
     ``model_uri_or_dir`` is a model directory or an ``s3://.../model.tar.gz`` (then ``s3_client``
     is needed; the archive is extracted under ``state_dir/models``), or None to serve whatever
-    ``pointer`` names.
+    ``pointer`` names. Reloads (request or pointer) may only name directories under
+    ``model_root``: by default the pointer's folder (the model cache), else ``state_dir/models``.
+    The reload token is written to ``state_dir/model_server.token`` (mode 0600).
     """
+    if model_root is None:
+        model_root = pointer.parent if pointer is not None else state_dir / "models"
     state_dir.mkdir(parents=True, exist_ok=True)
     model_dir: str | None = None
     if model_uri_or_dir is not None:
@@ -352,6 +479,11 @@ def start_model_server(
         str(ready),
         "--max-bytes",
         str(max_bytes),
+        "--model-root",
+        str(model_root.resolve()),
+        "--token-file",
+        str(state_dir / TOKEN_FILE),
+        *limits.args(),
     ]
     if model_dir is not None:
         cmd += ["--model-dir", model_dir]
@@ -367,7 +499,7 @@ def start_model_server(
         what="the model server",
         log_path=log_path,
     )
-    return ServerProcess(pid=proc.pid, url=url, process=proc)
+    return ServerProcess(pid=proc.pid, url=url, process=proc, token_file=state_dir / TOKEN_FILE)
 
 
 def _answers(url: str, *, need_model: bool) -> bool:
@@ -386,7 +518,11 @@ def stop_model_server(server: ServerProcess, timeout: float = 10.0) -> None:
 
 def remember(state: Any, server: ServerProcess) -> None:
     """Record the server in ``LocalState.extra`` (``driftline predict`` / ``models`` find it)."""
-    state.extra[STATE_KEY] = {"pid": server.pid, "url": server.url}
+    state.extra[STATE_KEY] = {
+        "pid": server.pid,
+        "url": server.url,
+        "token_file": str(server.token_file) if server.token_file else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -396,6 +532,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-file", type=Path, default=None)
     parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
+    parser.add_argument("--max-workers", type=int, default=MAX_WORKERS)
+    parser.add_argument("--socket-timeout", type=float, default=SOCKET_TIMEOUT_S)
+    parser.add_argument("--drain-seconds", type=float, default=DRAIN_SECONDS)
+    parser.add_argument("--model-root", type=Path, required=True, help="the model cache")
+    parser.add_argument("--token-file", type=Path, required=True, help="written, mode 0600")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -408,6 +549,9 @@ def main(argv: list[str] | None = None) -> None:
         pointer=args.pointer,
         ready_file=args.ready_file,
         max_bytes=args.max_bytes,
+        limits=Limits(args.socket_timeout, args.max_workers, args.drain_seconds),
+        model_root=args.model_root,
+        token_file=args.token_file,
     )
 
 

@@ -4,7 +4,9 @@ No system install: the wheel ships PostgreSQL's binaries. We run them ourselves 
 wheel's ``get_server``, which manages lifetimes with atexit hooks and a global lock file) so that
 ``driftline local up`` starts one ``postgres`` process we own by PID and ``down`` stops it:
 
-* data directory ``<state_dir>/postgres/data`` (``initdb`` once, trust auth);
+* data directory ``<state_dir>/postgres/data`` (``initdb`` once, SCRAM passwords for every role:
+  ``infra/pg_auth.py`` keeps them in a 0600 password file, creates a non-superuser loader role
+  owning the ``driftline`` schema and a read-only reader role; ``dsn`` is the loader's);
 * TCP on 127.0.0.1 and a free port only, no Unix socket (``unix_socket_directories=''``);
 * as root (containers, CI), PostgreSQL refuses to run: it runs as the unprivileged ``nobody``
   user, which owns the data directory; the state directory's ancestors get ``o+x`` (traverse
@@ -12,7 +14,7 @@ wheel's ``get_server``, which manages lifetimes with atexit hooks and a global l
 
 >>> pg = start_postgres(Path(".driftline"))          # doctest: +SKIP
 >>> pg.dsn                                            # doctest: +SKIP
-'postgresql://postgres@127.0.0.1:54012/postgres'
+'postgresql://driftline_loader@127.0.0.1:54012/postgres?passfile=/…/.driftline/postgres/pgpass'
 >>> stop_postgres(pg)                                 # doctest: +SKIP
 """
 
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.exceptions import EmulatorError
+from infra.pg_auth import LOADER, READER, SUPERUSER, Secrets, ensure_roles, require_passwords
 from infra.procs import free_port, pid_alive, spawn, wait_until
 
 log = logging.getLogger(__name__)
@@ -60,10 +63,13 @@ class PgProcess:
     """A running embedded PostgreSQL."""
 
     pid: int
+    #: The loader's DSN (owns the driftline schema; not a superuser); no password in it.
     dsn: str
     data_dir: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    #: The read-only reader's DSN (``warehouse query``).
+    reader_dsn: str = ""
 
     def stop(self, timeout: float = 15.0) -> None:
         stop_postgres(self, timeout)
@@ -98,8 +104,10 @@ def _run_as(user: pwd.struct_passwd | None) -> dict[str, Any]:
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
 
-def init_data_dir(data_dir: Path, *, version: int = POSTGRES_VERSION) -> None:
-    """``initdb`` into ``data_dir`` unless it already holds a cluster."""
+def init_data_dir(
+    data_dir: Path, *, superuser_password: str, version: int = POSTGRES_VERSION
+) -> None:
+    """``initdb`` into ``data_dir`` (SCRAM auth) unless it already holds a cluster."""
     if (data_dir / "PG_VERSION").is_file():
         return
     user = _service_user()
@@ -108,39 +116,79 @@ def init_data_dir(data_dir: Path, *, version: int = POSTGRES_VERSION) -> None:
     if user is not None:
         _ensure_traversable(data_dir)
         os.chown(data_dir, user.pw_uid, user.pw_gid)
-    result = subprocess.run(
-        [
-            str(bin_dir(version) / "initdb"),
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--no-instructions",
-            "-U",
-            "postgres",
-            "-D",
-            str(data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=data_dir,
-        check=False,
-        **_run_as(user),
-    )
+    pwfile = data_dir.parent / f".pwfile.{os.getpid()}"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(superuser_password + "\n")
+    if user is not None:
+        os.chown(pwfile, user.pw_uid, user.pw_gid)
+    try:
+        result = subprocess.run(
+            [
+                str(bin_dir(version) / "initdb"),
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--no-instructions",
+                "-U",
+                SUPERUSER,
+                "-D",
+                str(data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=data_dir,
+            check=False,
+            **_run_as(user),
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
     if result.returncode != 0:
         raise EmulatorError(
             f"initdb into {data_dir} failed ({result.returncode}): {result.stderr.strip()}"
         )
 
 
-def _accepts(port: int) -> bool:
+def _accepts(dsn: str) -> bool:
     import psycopg
 
     try:
-        with psycopg.connect(
-            host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=2
-        ):
+        with psycopg.connect(dsn, connect_timeout=2):
             return True
     except psycopg.OperationalError:
         return False
+
+
+def _secrets(data_dir: Path) -> Secrets:
+    """The roles' passwords: kept with the cluster, made with it (or for a trust-auth cluster)."""
+    found = Secrets.load(data_dir.parent)
+    if found is not None:
+        return found
+    hba = data_dir / "pg_hba.conf"
+    if hba.is_file() and "trust" not in hba.read_text():
+        raise EmulatorError(
+            f"the warehouse in {data_dir} requires passwords, but {data_dir.parent / 'pgpass'} is"
+            " gone: remove the state folder's postgres/ directory to start a new warehouse"
+        )
+    return Secrets.create(data_dir.parent)
+
+
+def _secure(pg: PgProcess, secrets_: Secrets) -> None:
+    """Passwords on (for a cluster an older driftline made with trust auth), then the roles."""
+    import psycopg
+    from psycopg import sql
+
+    admin = secrets_.dsn(pg.port, SUPERUSER)
+    if require_passwords(pg.data_dir / "pg_hba.conf"):
+        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(SUPERUSER), sql.Literal(secrets_.passwords[SUPERUSER])
+                )
+            )
+            conn.execute("SELECT pg_reload_conf()")
+        log.warning("the warehouse in %s used trust auth; it now requires passwords", pg.data_dir)
+    ensure_roles(admin, secrets_)
 
 
 def start_postgres(
@@ -156,7 +204,8 @@ def start_postgres(
     ``durable=False`` turns off fsync (tests and benchmarks: a crash may lose the cluster).
     """
     data_dir = (state_dir / "postgres" / "data").resolve()
-    init_data_dir(data_dir, version=version)
+    secrets_ = _secrets(data_dir)
+    init_data_dir(data_dir, superuser_password=secrets_.passwords[SUPERUSER], version=version)
     user = _service_user()
     if user is not None:
         _ensure_traversable(data_dir)
@@ -189,14 +238,26 @@ def start_postgres(
     proc = spawn(args, log_path, cwd=data_dir, **_run_as(user))
     wait_until(
         proc,
-        lambda: True if _accepts(port) else None,
+        lambda: True if _accepts(secrets_.dsn(port, SUPERUSER)) else None,
         timeout=timeout,
         what="PostgreSQL",
         log_path=log_path,
     )
-    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    log.info("embedded PostgreSQL %d up: pid %d, %s", version, proc.pid, dsn)
-    return PgProcess(pid=proc.pid, dsn=dsn, data_dir=data_dir, port=port, process=proc)
+    pg = PgProcess(
+        pid=proc.pid,
+        dsn=secrets_.dsn(port, LOADER),
+        data_dir=data_dir,
+        port=port,
+        process=proc,
+        reader_dsn=secrets_.dsn(port, READER),
+    )
+    try:
+        _secure(pg, secrets_)
+    except BaseException:
+        stop_postgres(pg)
+        raise
+    log.info("embedded PostgreSQL %d up: pid %d, %s", version, proc.pid, pg.dsn)
+    return pg
 
 
 def stop_postgres(pg: PgProcess | int, timeout: float = 15.0) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from etl.aws import AwsClients
+from etl.contract import Contract, load_contract
 from etl.exceptions import StackError
 from infra import local_resources as lr
 
@@ -608,23 +609,58 @@ def upload_artifacts(
     return Artifacts(bucket, app_key, fn_key, url)
 
 
+def upload_contract(clients: AwsClients, bucket: str, stack_name: str, contract: Contract) -> str:
+    """Put the contract (its source text) in the artifacts bucket; returns its key.
+
+    Content-addressed (``<stack>/contracts/<name>-<sha12>.toml``): a changed contract is a new
+    ``ContractKey``, so the consumers' launch template changes and the fleet rolls onto it."""
+    text = contract_text(contract, clients)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    key = f"{stack_name}/contracts/{contract.name}-{digest}.toml"
+    clients.client("s3").put_object(
+        Bucket=bucket, Key=key, Body=text.encode(), ContentType="application/toml"
+    )
+    return key
+
+
+def contract_text(contract: Contract, clients: AwsClients | None = None) -> str:
+    """The TOML a contract was loaded from (a file, an ``s3://`` object or the shipped example)."""
+    source = contract.source
+    if source.startswith("s3://"):
+        if clients is None:
+            raise StackError(f"reading {source} needs AWS clients")
+        bucket, _, key = source[5:].partition("/")
+        body: bytes = clients.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body.decode()
+    if source.startswith("etl/contracts/"):
+        from importlib import resources
+
+        return resources.files("etl.contracts").joinpath(source.rsplit("/", 1)[1]).read_text()
+    return Path(source).read_text()
+
+
 def deploy_aws(
     clients: AwsClients,
     *,
     stack_name: str = "driftline",
     parameters: Mapping[str, str] | None = None,
+    contract: Contract | None = None,
     template_path: Path | None = None,
     root: Path | None = None,
     timeout: float = 3600.0,
     poll: float = 10.0,
 ) -> StackResult:
-    """Package, upload, create or update the stack through a change set, wait; return outputs."""
+    """Package, upload, create or update the stack through a change set, wait; return outputs.
+
+    The contract (default: the shipped example) travels as the ``ContractKey`` parameter."""
     art = upload_artifacts(clients, stack_name, template_path=template_path, root=root)
+    contract_key = upload_contract(clients, art.bucket, stack_name, contract or load_contract())
     params = {
         "LocalMode": "false",
         "ArtifactsBucket": art.bucket,
         "AppArtifactKey": art.app_key,
         "LambdaCodeKey": art.lambda_key,
+        "ContractKey": contract_key,
         **{k: str(v) for k, v in (parameters or {}).items()},
     }
     cfn = clients.client("cloudformation")

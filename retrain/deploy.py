@@ -39,6 +39,8 @@ class EndpointPlan:
     canary_wait_s: int = 300
     termination_wait_s: int = 300
     max_execution_timeout_s: int = 3600
+    #: KMS key of the endpoint's storage volume (the stack's data key); None: AWS managed.
+    kms_key_arn: str | None = None
 
 
 def plan(
@@ -51,6 +53,7 @@ def plan(
     instance_type: str,
     alarm_names: Sequence[str] = (),
     suffix: str = "",
+    kms_key_arn: str | None = None,
 ) -> EndpointPlan:
     """Names derived from (endpoint, version): a retry creates the same resources."""
     base = re.sub(r"[^a-zA-Z0-9-]", "-", f"{endpoint_name}-v{version}{suffix}")[:63]
@@ -63,6 +66,7 @@ def plan(
         role_arn=role_arn,
         instance_type=instance_type,
         alarm_names=tuple(alarm_names),
+        kms_key_arn=kms_key_arn,
     )
 
 
@@ -118,9 +122,12 @@ def deploy(sagemaker: Any, p: EndpointPlan) -> str:
                 },
             },
             ExecutionRoleArn=p.role_arn,
+            # the inference code is in the model artifact: the container needs no network
+            EnableNetworkIsolation=True,
         )
         _ignore_exists(
             sagemaker.create_endpoint_config,
+            **({"KmsKeyId": p.kms_key_arn} if p.kms_key_arn else {}),
             EndpointConfigName=p.config_name,
             ProductionVariants=[
                 {

@@ -36,6 +36,10 @@ TRAINING_SOURCE = "aws.sagemaker"
 TRAINING_STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
 #: The statuses that end a training job (the rule forwards only these).
 TRAINING_TERMINAL = ("Completed", "Failed", "Stopped")
+#: Longest accepted event id (EventBridge ids are 36-character UUIDs) and alarm name (CloudWatch
+#: allows 255); anything longer is malformed, not something to store and build names from.
+MAX_ID_CHARS = 128
+MAX_NAME_CHARS = 255
 
 
 class MalformedEventError(EventError):
@@ -78,15 +82,26 @@ def _require(
     raw: Any,
     kind: type = str,
     what: str = "alarm event",
+    max_chars: int = 1024,
 ) -> Any:
     if key not in obj:
         raise MalformedEventError(f"{what}: missing {where}{key!r}", raw)
     value = obj[key]
     if not isinstance(value, kind):
         raise MalformedEventError(
-            f"{what}: {where}{key!r} must be a {kind.__name__}, got {value!r}", raw
+            f"{what}: {where}{key!r} must be a {kind.__name__}, got {_short(value)}", raw
+        )
+    if isinstance(value, str) and len(value) > max_chars:
+        raise MalformedEventError(
+            f"{what}: {where}{key!r} has {len(value)} characters; at most {max_chars} expected",
+            raw,
         )
     return value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _parse_time(text: str, where: str, raw: Any, what: str = "alarm event") -> datetime:
@@ -108,6 +123,8 @@ def _as_object(raw: Any, what: str) -> Mapping[str, Any]:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise MalformedEventError(f"{what}: not valid JSON ({exc})", raw) from None
+        except RecursionError:
+            raise MalformedEventError(f"{what}: the JSON is nested too deeply", raw) from None
     if not isinstance(doc, Mapping):
         raise MalformedEventError(f"{what}: expected a JSON object, got {type(doc).__name__}", raw)
     return doc
@@ -119,7 +136,7 @@ def parse_alarm_event(raw: Any) -> AlarmEvent:
     Raises :class:`MalformedEventError` naming the first missing or mistyped key.
     """
     doc = _as_object(raw, "alarm event")
-    event_id = _require(doc, "id", "", raw)
+    event_id = _require(doc, "id", "", raw, max_chars=MAX_ID_CHARS)
     if not event_id:
         raise MalformedEventError("alarm event: 'id' is empty", raw)
     source = _require(doc, "source", "", raw)
@@ -131,7 +148,7 @@ def parse_alarm_event(raw: Any) -> AlarmEvent:
             raw,
         )
     detail = _require(doc, "detail", "", raw, Mapping)
-    alarm_name = _require(detail, "alarmName", "detail.", raw)
+    alarm_name = _require(detail, "alarmName", "detail.", raw, max_chars=MAX_NAME_CHARS)
     state = _require(detail, "state", "detail.", raw, Mapping)
     value = _require(state, "value", "detail.state.", raw)
     if value not in STATES:
@@ -148,7 +165,7 @@ def parse_alarm_event(raw: Any) -> AlarmEvent:
     if isinstance(rd, str) and rd:
         try:
             parsed_rd = json.loads(rd)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise MalformedEventError(
                 "alarm event: detail.state.reasonData is not valid JSON", raw
             ) from None
@@ -215,7 +232,7 @@ def parse_training_event(raw: Any) -> TrainingJobEvent:
     DescribeTrainingJob shape). Raises :class:`MalformedEventError` naming the first bad key."""
     what = "training job event"
     doc = _as_object(raw, what)
-    event_id = _require(doc, "id", "", raw, what=what)
+    event_id = _require(doc, "id", "", raw, what=what, max_chars=MAX_ID_CHARS)
     if not event_id:
         raise MalformedEventError(f"{what}: 'id' is empty", raw)
     source = _require(doc, "source", "", raw, what=what)
@@ -227,7 +244,7 @@ def parse_training_event(raw: Any) -> TrainingJobEvent:
             raw,
         )
     detail = _require(doc, "detail", "", raw, Mapping, what=what)
-    job_name = _require(detail, "TrainingJobName", "detail.", raw, what=what)
+    job_name = _require(detail, "TrainingJobName", "detail.", raw, what=what, max_chars=63)
     if not job_name:
         raise MalformedEventError(f"{what}: detail.'TrainingJobName' is empty", raw)
     status = _require(detail, "TrainingJobStatus", "detail.", raw, what=what)
@@ -270,7 +287,7 @@ def parse_scheduled_event(raw: Any) -> ScheduledEvent:
     """Validate an EventBridge ``Scheduled Event``; names the first missing or mistyped key."""
     what = "scheduled event"
     doc = _as_object(raw, what)
-    event_id = _require(doc, "id", "", raw, what=what)
+    event_id = _require(doc, "id", "", raw, what=what, max_chars=MAX_ID_CHARS)
     if not event_id:
         raise MalformedEventError(f"{what}: 'id' is empty", raw)
     when = _parse_time(_require(doc, "time", "", raw, what=what), "'time'", raw, what=what)

@@ -40,7 +40,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from etl.aws import AwsClients
-from etl.contract import Contract, load_contract
+from etl.contract import Contract, contract_for_settings
 from etl.exceptions import LabelRequiredError, RetrainError
 from etl.settings import Settings, load_settings
 from retrain import registry
@@ -57,6 +57,7 @@ from retrain.backends.base import (
 from retrain.data import Window, read_window, time_split
 from retrain.evaluate import decide_promotion, score
 from retrain.events import (
+    ALARM,
     AlarmEvent,
     Decision,
     ScheduledEvent,
@@ -65,7 +66,14 @@ from retrain.events import (
     should_finish,
     should_retrain,
 )
-from retrain.idempotency import COMPLETED, FAILED, DynamoStore, IdempotencyStore
+from retrain.idempotency import (
+    COMPLETED,
+    DEFERRED,
+    FAILED,
+    DynamoStore,
+    IdempotencyStore,
+    Verdict,
+)
 from retrain.inference import LoadedModel, model_fn
 from retrain.promote import activate
 from retrain.runs import (
@@ -139,6 +147,8 @@ class HandlerResult:
     outcome: RetrainOutcome | None = None
     run_id: str | None = None
     training_job: str | None = None
+    #: ``deferred``: seconds until the cool-down ends (the local dispatcher redelivers then)
+    retry_after_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -151,6 +161,8 @@ class HandlerResult:
             doc["run_id"] = self.run_id
         if self.training_job is not None:
             doc["training_job"] = self.training_job
+        if self.retry_after_s is not None:
+            doc["retry_after_s"] = round(self.retry_after_s, 3)
         return doc
 
 
@@ -217,6 +229,7 @@ def make_training(settings: Settings, clients: AwsClients) -> TrainingBackend:
             work_dir=work_dir(settings),
             max_runtime_s=settings.sagemaker_training_max_runtime_s,
             sagemaker_client=clients.client("sagemaker"),
+            kms_key_arn=settings.data_key_arn,
         )
     from retrain.backends.local import LocalTraining
 
@@ -238,10 +251,17 @@ def make_serving(settings: Settings, clients: AwsClients) -> ServingBackend:
                 f"{settings.stack_name}-endpoint-errors",
                 f"{settings.stack_name}-endpoint-latency",
             ),
+            kms_key_arn=settings.data_key_arn,
         )
     from retrain.backends.local import LocalServing
 
-    return LocalServing(clients.client("s3"), model_cache(settings), settings.model_server_url)
+    token = settings.model_server_token_file
+    return LocalServing(
+        clients.client("s3"),
+        model_cache(settings),
+        settings.model_server_url,
+        Path(token) if token else None,
+    )
 
 
 def make_backends(
@@ -322,7 +342,7 @@ def start_run(
     from etl.profile import read_pointer
 
     t0 = time.monotonic()
-    contract = contract or load_contract(settings.contract_path)
+    contract = contract or contract_for_settings(settings, clients)
     require_label(contract)
     training = training or make_training(settings, clients)
     s3 = clients.client("s3")
@@ -481,7 +501,7 @@ def _finish(
 
     timings = {**state.extra, **timings_in}
     t2 = time.monotonic()
-    contract = contract or load_contract(settings.contract_path)
+    contract = contract or contract_for_settings(settings, clients)
     serving = serving or make_serving(settings, clients)
     s3 = clients.client("s3")
     sm = clients.client("sagemaker")
@@ -649,7 +669,7 @@ def run_retrain(
     job raises :class:`RetrainError` (after recording it and notifying).
     """
     t0 = time.monotonic()
-    contract = contract or load_contract(settings.contract_path)
+    contract = contract or contract_for_settings(settings, clients)
     training = training or make_training(settings, clients)
     state = start_run(
         settings,
@@ -723,8 +743,9 @@ def handle_event(
         # the safety net: no alarm to check; the lock's cool-down still applies
         decision, trigger = Decision(True, "scheduled safety-net retrain"), None
     else:
+        # unset, only this stack's drift alarms (the rule's own prefix) start a run
         names = (settings.drift_alarm_name,) if settings.drift_alarm_name else ()
-        decision = should_retrain(event, alarm_names=names, alarm_prefix=f"{settings.stack_name}-")
+        decision = should_retrain(event, alarm_names=names, alarm_prefix=drift_prefix(settings))
         trigger = event
     contract = run_kwargs.get("contract") or settings_contract(settings)
     if decision.run and contract.label is None:
@@ -732,8 +753,17 @@ def handle_event(
     admitted = _admit(decision, event.event_id, store, settings, clients, clock)
     if isinstance(admitted, HandlerResult):
         return admitted
-    store, run_id = admitted
+    store, run_id, resumed = admitted
+    if resumed and trigger is not None and not _still_in_alarm(clients, trigger.alarm_name):
+        reason = f"alarm {trigger.alarm_name!r} left ALARM during the cool-down"
+        store.finish_event(event.event_id, run_id, COMPLETED, f"ignored: {reason}")
+        return HandlerResult("ignored", reason, event.event_id)
     lock = store.acquire_lock(model_name(settings), run_id, clock(), lock_ttl(settings, wait=wait))
+    if lock.verdict is Verdict.COOLING_DOWN and trigger is not None:
+        # CloudWatch sends no new event while the alarm stays in ALARM: keep this one for later
+        store.finish_event(event.event_id, run_id, DEFERRED, lock.reason)
+        reason = f"{lock.reason}; deferred to the end of the cool-down"
+        return HandlerResult("deferred", reason, event.event_id, retry_after_s=lock.retry_after_s)
     if not lock.go:
         store.finish_event(event.event_id, run_id, COMPLETED, f"skipped: {lock.reason}")
         log.info("event %s not run: %s", event.event_id, lock.reason)
@@ -786,9 +816,10 @@ def _admit(
     settings: Settings,
     clients: AwsClients,
     clock: Callable[[], float],
-) -> tuple[IdempotencyStore, str] | HandlerResult:
+) -> tuple[IdempotencyStore, str, bool] | HandlerResult:
     """Both steps' way in: an event the decision ignores, or one another holder has claimed,
-    ends here with the result to return; otherwise (the store, this claim's holder id)."""
+    ends here with the result to return; otherwise (the store, this claim's holder id, whether
+    the event was deferred before)."""
     if not decision.run:
         log.info("event %s ignored: %s", event_id, decision.reason)
         return HandlerResult("ignored", decision.reason, event_id)
@@ -797,9 +828,19 @@ def _admit(
     holder = f"handler-{uuid.uuid4().hex[:12]}"
     claim = store.claim_event(event_id, holder, clock(), settings.retrain_lock_ttl_s)
     if claim.go:
-        return store, holder
+        return store, holder, claim.verdict is Verdict.RESUMED
     log.info("event %s not run: %s", event_id, claim.reason)
     return HandlerResult(claim.verdict.value, claim.reason, event_id)
+
+
+def drift_prefix(settings: Settings) -> str:
+    """The name prefix of this stack's drift alarms (the retrain rule matches the same)."""
+    return f"{settings.stack_name}-drift-"
+
+
+def _still_in_alarm(clients: AwsClients, alarm_name: str) -> bool:
+    found = clients.client("cloudwatch").describe_alarms(AlarmNames=[alarm_name])["MetricAlarms"]
+    return bool(found) and found[0].get("StateValue") == ALARM
 
 
 _STEP1_ARGS = ("training", "contract", "hyperparameters")
@@ -848,7 +889,7 @@ def handle_training_event(
     admitted = _admit(decision, event.event_id, store, settings, clients, clock)
     if isinstance(admitted, HandlerResult):
         return admitted
-    store, claim_id = admitted
+    store, claim_id, _ = admitted
     run_id = run_id_for_job(settings, event.job_name) or ""
     try:
         state = load_state(clients.client("s3"), settings, run_id)

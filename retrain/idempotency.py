@@ -32,10 +32,14 @@ log = logging.getLogger(__name__)
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
+#: An ALARM that arrived during the cool-down: claimable again when it is delivered again.
+DEFERRED = "DEFERRED"
 
 
 class Verdict(StrEnum):
     GO = "go"
+    #: a deferred event delivered again: it may run (if its alarm is still in ALARM)
+    RESUMED = "resumed"
     DUPLICATE = "duplicate"
     BUSY = "busy"
     COOLING_DOWN = "cooling_down"
@@ -61,10 +65,12 @@ class LockRecord:
 class ClaimDecision:
     verdict: Verdict
     reason: str
+    #: COOLING_DOWN: seconds until the cool-down ends.
+    retry_after_s: float = 0.0
 
     @property
     def go(self) -> bool:
-        return self.verdict is Verdict.GO
+        return self.verdict in (Verdict.GO, Verdict.RESUMED)
 
 
 def decide_event_claim(existing: EventRecord | None, now: float) -> ClaimDecision:
@@ -77,6 +83,8 @@ def decide_event_claim(existing: EventRecord | None, now: float) -> ClaimDecisio
         )
     if existing.status == FAILED:
         return ClaimDecision(Verdict.GO, f"previous run {existing.run_id!r} failed; retrying")
+    if existing.status == DEFERRED:
+        return ClaimDecision(Verdict.RESUMED, "deferred during a cool-down; delivered again")
     return ClaimDecision(
         Verdict.DUPLICATE,
         f"event {existing.event_id!r} already {existing.status.lower()} by run {existing.run_id!r}",
@@ -98,6 +106,7 @@ def decide_lock(existing: LockRecord | None, now: float) -> ClaimDecision:
             Verdict.COOLING_DOWN,
             f"model {existing.model!r} is cooling down for another"
             f" {existing.cooldown_until - now:.0f}s after its last run",
+            retry_after_s=existing.cooldown_until - now,
         )
     if existing.holder is not None:
         return ClaimDecision(Verdict.GO, f"lock of crashed run {existing.holder!r} expired")
@@ -148,6 +157,17 @@ class MemoryStore:
                 self._locks[model] = LockRecord(model, None, 0.0, now + cooldown_s)
 
 
+def _event_record(event_id: str, item: dict[str, Any] | None) -> EventRecord | None:
+    if not item:
+        return None
+    return EventRecord(
+        event_id,
+        item["status"]["S"],
+        float(item["expires_at"]["N"]),
+        item.get("run_id", {}).get("S", ""),
+    )
+
+
 def _is_condition_failure(exc: ClientError) -> bool:
     return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
@@ -188,8 +208,9 @@ class DynamoStore:
 
     def claim_event(self, event_id: str, run_id: str, now: float, ttl_s: float) -> ClaimDecision:
         try:
-            self._ddb.put_item(
+            resp = self._ddb.put_item(
                 TableName=self._table,
+                ReturnValues="ALL_OLD",
                 Item={
                     "pk": {"S": f"event#{event_id}"},
                     "status": {"S": IN_PROGRESS},
@@ -197,13 +218,14 @@ class DynamoStore:
                     "run_id": {"S": run_id},
                 },
                 ConditionExpression=(
-                    "attribute_not_exists(pk) OR #s = :failed"
+                    "attribute_not_exists(pk) OR #s = :failed OR #s = :deferred"
                     " OR (#s = :progress AND expires_at <= :now)"
                 ),
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":now": {"N": repr(now)},
                     ":failed": {"S": FAILED},
+                    ":deferred": {"S": DEFERRED},
                     ":progress": {"S": IN_PROGRESS},
                 },
             )
@@ -213,22 +235,12 @@ class DynamoStore:
                     f"idempotency table {self._table!r}: PutItem failed ({exc}); check the table"
                     " exists and the role may write it"
                 ) from exc
-            item = self._get(f"event#{event_id}")
-            existing = (
-                EventRecord(
-                    event_id,
-                    item["status"]["S"],
-                    float(item["expires_at"]["N"]),
-                    item.get("run_id", {}).get("S", ""),
-                )
-                if item
-                else None
-            )
+            existing = _event_record(event_id, self._get(f"event#{event_id}"))
             decision = decide_event_claim(existing, now)
             if decision.go:  # the competitor's state changed in between; stay safe
                 return ClaimDecision(Verdict.DUPLICATE, "lost the race for this event")
             return decision
-        return decide_event_claim(None, now)
+        return decide_event_claim(_event_record(event_id, resp.get("Attributes")), now)
 
     def finish_event(self, event_id: str, run_id: str, status: str, result: str) -> None:
         self._ddb.update_item(

@@ -124,6 +124,8 @@ def input_fn(request_body: str | bytes, request_content_type: str) -> list[Any]:
             doc = json.loads(text)
         except ValueError as exc:
             raise InputError(f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InputError("the JSON body is nested too deeply") from None
         if isinstance(doc, Mapping) and "instances" in doc:
             doc = doc["instances"]
         records = [doc] if isinstance(doc, Mapping) else doc
@@ -136,7 +138,10 @@ def input_fn(request_body: str | bytes, request_content_type: str) -> list[Any]:
             raise InputError("no records to score")
         return list(records)
     if kind == CSV:
-        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+        try:
+            rows = [row for row in csv.reader(io.StringIO(text)) if row]
+        except csv.Error as exc:  # e.g. a field over the csv module's field size limit
+            raise InputError(f"the body is not valid CSV: {exc}") from None
         if not rows:
             raise InputError("no CSV rows to score")
         return rows
@@ -156,9 +161,13 @@ def _check_value(spec: FeatureSpec, value: Any, where: str) -> Any:
             raise InputError(
                 f"{where}: feature {spec.name!r} must be a number ({spec.type}), got {value!r}"
             )
-        if not math.isfinite(float(value)):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        if not math.isfinite(number):
             raise InputError(f"{where}: feature {spec.name!r} must be finite, got {value!r}")
-        return float(value)
+        return number
     if spec.type == "bool":
         if not isinstance(value, bool):
             raise InputError(f"{where}: feature {spec.name!r} must be true/false, got {value!r}")

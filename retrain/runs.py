@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from etl.contract import Contract, Task, load_contract
+from etl.contract import Contract, Task, contract_for_settings, load_contract
 from etl.exceptions import RetrainError
 from etl.settings import Settings
 from retrain.artifacts import split_s3
@@ -91,9 +91,17 @@ def _contract_at(path: str | None, mtime_ns: int) -> Contract:
     return load_contract(path)
 
 
+_S3_CONTRACTS: dict[str, Contract] = {}
+
+
 def settings_contract(settings: Settings) -> Contract:
-    """The contract ``settings.contract_path`` names (the shipped example when unset)."""
+    """The contract ``settings.contract_path`` names (the shipped example when unset); a file is
+    read again when it changes, an ``s3://`` one once per process."""
     path = settings.contract_path
+    if path and path.startswith("s3://"):
+        if path not in _S3_CONTRACTS:
+            _S3_CONTRACTS[path] = contract_for_settings(settings)
+        return _S3_CONTRACTS[path]
     mtime = Path(path).stat().st_mtime_ns if path and Path(path).is_file() else 0
     return _contract_at(path, mtime)
 

@@ -17,8 +17,11 @@ Redshift physical design (see docs/warehouse.md):
   arrive roughly in event-time order, so the unsorted region stays small.
 
 >>> from etl.contract import load_contract
+Every identifier is quoted (:func:`ident`): psycopg's ``sql.Identifier`` for PostgreSQL, the same
+SQL-standard double quotes (``"`` doubled inside) for Redshift; nothing is pasted bare.
+
 >>> print(create_table_sql(load_contract(), "driftline", Dialect.POSTGRES).splitlines()[0])
-CREATE TABLE IF NOT EXISTS driftline.card_transactions (
+CREATE TABLE IF NOT EXISTS "driftline"."card_transactions" (
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from etl.contract import (
     INGEST_TIME,
     SEQUENCE_NUMBER,
     SHARD_ID,
+    WAREHOUSE_LOADED_AT,
     Contract,
     FieldType,
 )
 from etl.exceptions import WarehouseError
+from etl.identifiers import quote_double
 
-LOADED_AT = "loaded_at"
+LOADED_AT = WAREHOUSE_LOADED_AT
 LEDGER_TABLE = "load_ledger"
 
 #: Redshift VARCHAR lengths are bytes. Contract strings have no declared length.
@@ -59,8 +64,22 @@ class Column:
     info_type: str
     not_null: bool = False
 
-    def ddl(self) -> str:
-        return f"{self.name} {self.sql_type}{' NOT NULL' if self.not_null else ''}"
+    def ddl(self, dialect: Dialect) -> str:
+        return f"{ident(self.name, dialect)} {self.sql_type}{' NOT NULL' if self.not_null else ''}"
+
+
+def ident(name: str, dialect: Dialect) -> str:
+    """``name`` as a quoted SQL identifier of ``dialect``."""
+    if dialect is Dialect.POSTGRES:
+        from psycopg import sql
+
+        return sql.Identifier(name).as_string(None)
+    return quote_double(name)
+
+
+def idents(names: list[str], dialect: Dialect, prefix: str = "") -> str:
+    """A comma-separated list of quoted identifiers, each optionally qualified (``s.``)."""
+    return ", ".join(f"{prefix}{ident(n, dialect)}" for n in names)
 
 
 _INFO_TYPES: dict[FieldType, str] = {
@@ -115,35 +134,33 @@ def table_columns(contract: Contract, dialect: Dialect) -> list[Column]:
     ]
 
 
-def qualified(schema: str, table: str) -> str:
-    return f"{schema}.{table}"
+def qualified(schema: str, table: str, dialect: Dialect) -> str:
+    return f"{ident(schema, dialect)}.{ident(table, dialect)}"
 
 
-def create_schema_sql(schema: str) -> str:
-    return f"CREATE SCHEMA IF NOT EXISTS {schema}"
+def create_schema_sql(schema: str, dialect: Dialect) -> str:
+    return f"CREATE SCHEMA IF NOT EXISTS {ident(schema, dialect)}"
 
 
 def create_table_sql(contract: Contract, schema: str, dialect: Dialect) -> str:
     cols = table_columns(contract, dialect)
-    body = ",\n".join(f"    {c.ddl()}" for c in cols)
-    target = qualified(schema, contract.name)
+    body = ",\n".join(f"    {c.ddl(dialect)}" for c in cols)
+    target = qualified(schema, contract.name, dialect)
+    key = idents([SHARD_ID, SEQUENCE_NUMBER], dialect)
     if dialect is Dialect.POSTGRES:
-        return (
-            f"CREATE TABLE IF NOT EXISTS {target} (\n{body},\n"
-            f"    PRIMARY KEY ({SHARD_ID}, {SEQUENCE_NUMBER})\n)"
-        )
+        return f"CREATE TABLE IF NOT EXISTS {target} (\n{body},\n    PRIMARY KEY ({key})\n)"
     return (
         f"CREATE TABLE IF NOT EXISTS {target} (\n{body},\n"
-        f"    PRIMARY KEY ({SHARD_ID}, {SEQUENCE_NUMBER})\n)\n"
-        f"DISTSTYLE KEY DISTKEY ({SEQUENCE_NUMBER})\n"
-        f"COMPOUND SORTKEY ({contract.event_time_field.name})"
+        f"    PRIMARY KEY ({key})\n)\n"
+        f"DISTSTYLE KEY DISTKEY ({ident(SEQUENCE_NUMBER, dialect)})\n"
+        f"COMPOUND SORTKEY ({ident(contract.event_time_field.name, dialect)})"
     )
 
 
 def create_ledger_sql(schema: str, dialect: Dialect) -> str:
     text = _string(dialect, 1024)
     return (
-        f"CREATE TABLE IF NOT EXISTS {qualified(schema, LEDGER_TABLE)} (\n"
+        f"CREATE TABLE IF NOT EXISTS {qualified(schema, LEDGER_TABLE, dialect)} (\n"
         f"    manifest_key {text} NOT NULL PRIMARY KEY,\n"
         f"    etag {_string(dialect, 128)} NOT NULL,\n"
         f"    rows BIGINT NOT NULL,\n"
@@ -166,7 +183,7 @@ def plan_evolution(
     becomes an added (nullable) column; a column the contract dropped or retyped is an error that
     names the column and the fix, because silently loading around it would lose data.
     """
-    target = qualified(schema, contract.name)
+    target = qualified(schema, contract.name, dialect)
     wanted = table_columns(contract, dialect)
     wanted_names = {c.name for c in wanted}
     removed = sorted(set(existing) - wanted_names)
@@ -174,33 +191,37 @@ def plan_evolution(
         raise WarehouseError(
             f"{target} has columns {removed} that the contract {contract.name!r} no longer has;"
             " put the fields back in the contract as nullable, or drop them from the warehouse"
-            f" (ALTER TABLE {target} DROP COLUMN {removed[0]}) if their data may go"
+            f" (ALTER TABLE {target} DROP COLUMN {ident(removed[0], dialect)}) if their data may go"
         )
     statements: list[str] = []
     for col in wanted:
         found = existing.get(col.name)
         if found is None:
-            statements.append(f"ALTER TABLE {target} ADD COLUMN {col.name} {col.sql_type}")
+            column = f"{ident(col.name, dialect)} {col.sql_type}"
+            statements.append(f"ALTER TABLE {target} ADD COLUMN {column}")
         elif not _same_type(found, col.info_type):
             raise WarehouseError(
                 f"{target}.{col.name} is {found!r} in the warehouse but the contract"
                 f" {contract.name!r} makes it {col.info_type!r}; a field's type cannot change in"
                 " place: add a field under a new name, or migrate the column"
-                f" (ALTER TABLE {target} ALTER COLUMN {col.name} TYPE {col.sql_type}) and reload"
+                f" (ALTER TABLE {target} ALTER COLUMN {ident(col.name, dialect)} TYPE"
+                f" {col.sql_type}) and reload"
             )
     return statements
 
 
 def stats_sql(contract: Contract, schema: str, dialect: Dialect) -> str:
     """Rows, duplicate identities and lake → warehouse lag (p50/p95 of loaded_at - ingest_time)."""
-    target = qualified(schema, contract.name)
+    target = qualified(schema, contract.name, dialect)
+    loaded, ingest = ident(LOADED_AT, dialect), ident(INGEST_TIME, dialect)
     if dialect is Dialect.POSTGRES:
-        lag = f"EXTRACT(EPOCH FROM ({LOADED_AT} - {INGEST_TIME}))"
+        lag = f"EXTRACT(EPOCH FROM ({loaded} - {ingest}))"
     else:
-        lag = f"DATEDIFF(millisecond, {INGEST_TIME}, {LOADED_AT}) / 1000.0"
+        lag = f"DATEDIFF(millisecond, {ingest}, {loaded}) / 1000.0"
+    shard, seq = ident(SHARD_ID, dialect), ident(SEQUENCE_NUMBER, dialect)
     return (
         f"SELECT count(*) AS warehouse_rows,"
-        f" count(*) - count(DISTINCT {SHARD_ID} || '/' || {SEQUENCE_NUMBER})"
+        f" count(*) - count(DISTINCT {shard} || '/' || {seq})"
         f" AS warehouse_duplicates,"
         f" percentile_cont(0.5) WITHIN GROUP (ORDER BY {lag}) AS warehouse_lag_p50_s,"
         f" percentile_cont(0.95) WITHIN GROUP (ORDER BY {lag}) AS warehouse_lag_p95_s"

@@ -165,7 +165,7 @@ def build_warehouse(
     target = RedshiftTarget(
         workgroup=settings.require("redshift_workgroup"),
         database=settings.require("redshift_database"),
-        secret_arn=settings.require("redshift_secret_arn"),
+        secret_arn=settings.redshift_secret_arn,
         iam_role=settings.redshift_iam_role,
         schema=settings.warehouse_schema,
     )

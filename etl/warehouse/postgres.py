@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from etl.contract import SEQUENCE_NUMBER, SHARD_ID, Contract, FieldType
 from etl.exceptions import WarehouseError
+from etl.redact import redact
 from etl.warehouse import ddl, pgbinary
 from etl.warehouse.ddl import Dialect
 from etl.warehouse.ledger import LedgerEntry, ranges_overlap
@@ -61,21 +62,18 @@ def arrow_rows(table: pa.Table) -> Iterable[tuple[Any, ...]]:
 
 def merge_sql(contract: Contract, schema: str, staging: str, *, dedup: bool = True) -> str:
     """The MERGE of staging into the target; ``dedup`` keeps one staging row per identity."""
-    cols = [c.name for c in ddl.lake_columns(contract, Dialect.POSTGRES)]
-    target = ddl.qualified(schema, contract.name)
-    col_list = ", ".join(cols)
-    values = ", ".join(f"s.{c}" for c in cols)
-    source = (
-        f"(SELECT DISTINCT ON ({SHARD_ID}, {SEQUENCE_NUMBER}) * FROM {staging})"
-        if dedup
-        else staging
-    )
+    pg = Dialect.POSTGRES
+    cols = [c.name for c in ddl.lake_columns(contract, pg)]
+    target = ddl.qualified(schema, contract.name, pg)
+    staged = ddl.ident(staging, pg)
+    shard, seq = ddl.ident(SHARD_ID, pg), ddl.ident(SEQUENCE_NUMBER, pg)
+    source = f"(SELECT DISTINCT ON ({shard}, {seq}) * FROM {staged})" if dedup else staged
     return (
         f"MERGE INTO {target} AS t\n"
         f"USING {source} AS s\n"
-        f"ON t.{SHARD_ID} = s.{SHARD_ID} AND t.{SEQUENCE_NUMBER} = s.{SEQUENCE_NUMBER}\n"
-        f"WHEN NOT MATCHED THEN INSERT ({col_list}, {ddl.LOADED_AT})\n"
-        f"VALUES ({values}, clock_timestamp())"
+        f"ON t.{shard} = s.{shard} AND t.{seq} = s.{seq}\n"
+        f"WHEN NOT MATCHED THEN INSERT ({ddl.idents([*cols, ddl.LOADED_AT], pg)})\n"
+        f"VALUES ({ddl.idents(cols, pg, 's.')}, clock_timestamp())"
     )
 
 
@@ -112,7 +110,8 @@ class PostgresWarehouse:
                 self._conn.commit()
             except psycopg.OperationalError as exc:
                 raise WarehouseError(
-                    f"cannot connect to the PostgreSQL warehouse {self.dsn!r}: {exc}; is it"
+                    f"cannot connect to the PostgreSQL warehouse {redact(self.dsn)!r}:"
+                    f" {redact(str(exc))}; is it"
                     " running? (`driftline local up` starts the embedded one)"
                 ) from None
         return self._conn
@@ -124,11 +123,11 @@ class PostgresWarehouse:
 
     @property
     def target(self) -> str:
-        return ddl.qualified(self.schema, self.contract.name)
+        return ddl.qualified(self.schema, self.contract.name, Dialect.POSTGRES)
 
     @property
     def ledger_table(self) -> str:
-        return ddl.qualified(self.schema, ddl.LEDGER_TABLE)
+        return ddl.qualified(self.schema, ddl.LEDGER_TABLE, Dialect.POSTGRES)
 
     # -- schema ----------------------------------------------------------------------------
     def existing_columns(self) -> dict[str, str]:
@@ -144,7 +143,7 @@ class PostgresWarehouse:
         with self.conn.transaction(), self.conn.cursor() as cur:
             # Serialise concurrent first runs (CREATE ... IF NOT EXISTS races on the catalog).
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.target,))
-            cur.execute(ddl.create_schema_sql(self.schema))
+            cur.execute(ddl.create_schema_sql(self.schema, Dialect.POSTGRES))
             cur.execute(ddl.create_table_sql(self.contract, self.schema, Dialect.POSTGRES))
             cur.execute(ddl.create_ledger_sql(self.schema, Dialect.POSTGRES))
             alters = ddl.plan_evolution(
@@ -190,7 +189,9 @@ class PostgresWarehouse:
         duplicate then fails the PRIMARY KEY and the whole transaction, never the data.
         """
         staging = f"_staging_{self.contract.name}"
-        cols = ", ".join(c.name for c in ddl.lake_columns(self.contract, Dialect.POSTGRES))
+        staged = ddl.ident(staging, Dialect.POSTGRES)
+        lake = ddl.lake_columns(self.contract, Dialect.POSTGRES)
+        cols = ddl.idents([c.name for c in lake], Dialect.POSTGRES)
         now = datetime.now(UTC)
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
@@ -201,10 +202,10 @@ class PostgresWarehouse:
                 cur.execute("SET LOCAL enable_hashjoin = off")
                 cur.execute("SET LOCAL enable_mergejoin = off")
                 cur.execute(
-                    f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS"
+                    f"CREATE TEMP TABLE {staged} ON COMMIT DROP AS"
                     f" SELECT {cols} FROM {self.target} WITH NO DATA"
                 )
-                with cur.copy(f"COPY {staging} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+                with cur.copy(f"COPY {staged} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
                     copy.write(pgbinary.HEADER)
                     for table in tables:
                         for start in range(0, table.num_rows, COPY_CHUNK_ROWS):
@@ -230,13 +231,22 @@ class PostgresWarehouse:
 
     # -- query -----------------------------------------------------------------------------
     def query(self, sql: str) -> QueryResult:
+        """Run ``sql`` in a read-only transaction that is always rolled back: a query reads.
+
+        (``warehouse query`` also connects as the read-only reader role: two locks, not one.)"""
+        conn = self.conn
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()
+        conn.read_only = True
         try:
-            with self.conn.cursor() as cur:
+            with conn.cursor() as cur:
                 cur.execute(sql.encode())
                 columns = [d.name for d in cur.description] if cur.description else []
                 rows = [tuple(r) for r in cur.fetchall()] if cur.description else []
-            self.conn.commit()
         except psycopg.Error as exc:
-            self.conn.rollback()
-            raise WarehouseError(f"query failed: {exc}") from None
+            message = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+            raise WarehouseError(f"query failed: {redact(message)}") from None
+        finally:
+            conn.rollback()
+            conn.read_only = None
         return QueryResult(columns, rows)

@@ -59,16 +59,17 @@ class RedshiftTarget:
 
     workgroup: str
     database: str
-    secret_arn: str
+    #: None: the Data API signs in with the caller's IAM identity (serverless temporary
+    #: credentials); else a Secrets Manager secret, e.g. the namespace's managed admin password.
+    secret_arn: str | None = None
     iam_role: str = "default"
     schema: str = "driftline"
 
     def call_args(self) -> dict[str, str]:
-        return {
-            "WorkgroupName": self.workgroup,
-            "Database": self.database,
-            "SecretArn": self.secret_arn,
-        }
+        args = {"WorkgroupName": self.workgroup, "Database": self.database}
+        if self.secret_arn:
+            args["SecretArn"] = self.secret_arn
+        return args
 
 
 def literal(value: str) -> str:
@@ -123,7 +124,7 @@ def copy_manifest_key(table: str, manifests: Sequence[FlushManifest]) -> str:
 
 def setup_statements(contract: Contract, schema: str) -> list[str]:
     return [
-        ddl.create_schema_sql(schema),
+        ddl.create_schema_sql(schema, Dialect.REDSHIFT),
         ddl.create_table_sql(contract, schema, Dialect.REDSHIFT),
         ddl.create_ledger_sql(schema, Dialect.REDSHIFT),
     ]
@@ -137,32 +138,34 @@ def load_statements(
     entries: Sequence[LedgerEntry],
 ) -> list[str]:
     """The statements of one batch, in order (pure: checked for shape in the unit tests)."""
-    target = ddl.qualified(schema, contract.name)
-    ledger_table = ddl.qualified(schema, ddl.LEDGER_TABLE)
-    lake = ddl.lake_columns(contract, Dialect.REDSHIFT)
+    rs = Dialect.REDSHIFT
+    target = ddl.qualified(schema, contract.name, rs)
+    ledger_table = ddl.qualified(schema, ddl.LEDGER_TABLE, rs)
+    lake = ddl.lake_columns(contract, rs)
     names = [c.name for c in lake]
-    col_list = ", ".join(names)
-    staging = f"staging_{contract.name}"
-    dedup = f"staging_{contract.name}_dedup"
-    col_ddl = ", ".join(f"{c.name} {c.sql_type}" for c in lake)
+    col_list = ddl.idents(names, rs)
+    staging = ddl.ident(f"staging_{contract.name}", rs)
+    dedup = ddl.ident(f"staging_{contract.name}_dedup", rs)
+    col_ddl = ", ".join(f"{ddl.ident(c.name, rs)} {c.sql_type}" for c in lake)
+    shard, seq = ddl.ident(SHARD_ID, rs), ddl.ident(SEQUENCE_NUMBER, rs)
     keys = ", ".join(literal(e.manifest_key) for e in entries)
     values = ", ".join(
         f"({literal(e.manifest_key)}, {literal(e.etag)}, {int(e.rows)}, GETDATE())" for e in entries
     )
     return [
         f"LOCK {target}",
-        f"CREATE TEMP TABLE {staging} ({col_ddl}) DISTKEY ({SEQUENCE_NUMBER})",
+        f"CREATE TEMP TABLE {staging} ({col_ddl}) DISTKEY ({seq})",
         f"COPY {staging} FROM {literal(copy_manifest_url)} {iam_role_clause(iam_role)}"
         " FORMAT AS PARQUET MANIFEST",
-        f"CREATE TEMP TABLE {dedup} DISTKEY ({SEQUENCE_NUMBER}) AS SELECT {col_list} FROM"
-        f" (SELECT {col_list}, ROW_NUMBER() OVER (PARTITION BY {SHARD_ID}, {SEQUENCE_NUMBER}"
-        f" ORDER BY {names[-1]} DESC) AS rn FROM {staging}) WHERE rn = 1",
+        f"CREATE TEMP TABLE {dedup} DISTKEY ({seq}) AS SELECT {col_list} FROM"
+        f" (SELECT {col_list}, ROW_NUMBER() OVER (PARTITION BY {shard}, {seq}"
+        f" ORDER BY {ddl.ident(names[-1], rs)} DESC) AS rn FROM {staging}) WHERE rn = 1",
         f"MERGE INTO {target} USING {dedup} AS s"
-        f" ON {target}.{SHARD_ID} = s.{SHARD_ID}"
-        f" AND {target}.{SEQUENCE_NUMBER} = s.{SEQUENCE_NUMBER}"
-        f" WHEN MATCHED THEN UPDATE SET {SHARD_ID} = s.{SHARD_ID}"
-        f" WHEN NOT MATCHED THEN INSERT ({col_list}, {ddl.LOADED_AT})"
-        f" VALUES ({', '.join(f's.{n}' for n in names)}, GETDATE())",
+        f" ON {target}.{shard} = s.{shard}"
+        f" AND {target}.{seq} = s.{seq}"
+        f" WHEN MATCHED THEN UPDATE SET {shard} = s.{shard}"
+        f" WHEN NOT MATCHED THEN INSERT ({col_list}, {ddl.ident(ddl.LOADED_AT, rs)})"
+        f" VALUES ({ddl.idents(names, rs, 's.')}, GETDATE())",
         f"DELETE FROM {ledger_table} WHERE manifest_key IN ({keys})",
         f"INSERT INTO {ledger_table} (manifest_key, etag, rows, loaded_at) VALUES {values}",
         f"DROP TABLE {dedup}",
@@ -211,7 +214,7 @@ class RedshiftDataWarehouse:
 
     @property
     def table(self) -> str:
-        return ddl.qualified(self.target.schema, self.contract.name)
+        return ddl.qualified(self.target.schema, self.contract.name, Dialect.REDSHIFT)
 
     def close(self) -> None:
         return None
@@ -306,7 +309,7 @@ class RedshiftDataWarehouse:
         return alters
 
     def loaded(self) -> dict[str, str]:
-        ledger_table = ddl.qualified(self.target.schema, ddl.LEDGER_TABLE)
+        ledger_table = ddl.qualified(self.target.schema, ddl.LEDGER_TABLE, Dialect.REDSHIFT)
         result = self.query(f"SELECT manifest_key, etag FROM {ledger_table}")
         return {str(k): str(e) for k, e in result.rows}
 

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from infra.alarm_evaluator import read_history
+from infra.argtypes import at_least
 from infra.context import clients_for, resolve_settings, state_dir
 
 
@@ -20,7 +21,9 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("alarms", help="alarm states and their history")
     p.add_argument("--prefix", default=None, help="alarm name prefix (default: the stack name)")
     p.add_argument("--all", action="store_true", help="every alarm, whatever its name")
-    p.add_argument("--history", type=int, default=20, help="transitions to show (default 20)")
+    p.add_argument(
+        "--history", type=at_least(0), default=20, help="transitions to show (default 20)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_alarms)
 

@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 from pyarrow import csv as pacsv
 
 from etl.aws import AwsClients
-from etl.contract import PARTITION_DATE, Contract, load_contract
+from etl.contract import PARTITION_DATE, Contract, contract_for_settings
 from etl.exceptions import BaselineError
 from etl.profile import (
     DEFAULT_BINS,
@@ -36,7 +36,7 @@ from etl.profile import (
     write_baseline_file,
 )
 from etl.settings import Settings
-from infra.context import clients_for, resolve_settings
+from infra.context import add_contract_option, clients_for, resolve_settings
 
 
 def register(sub: Any) -> None:
@@ -59,7 +59,7 @@ def register(sub: Any) -> None:
     )
     b.add_argument("--bins", type=int, default=DEFAULT_BINS)
     b.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
-    b.add_argument("--contract", default=None, help="contract TOML (default: the settings')")
+    add_contract_option(b)
     b.add_argument(
         "--no-current",
         action="store_true",
@@ -68,8 +68,8 @@ def register(sub: Any) -> None:
     b.set_defaults(func=_build)
 
 
-def contract_for(settings: Settings, path: str | None) -> Contract:
-    return load_contract(path or settings.contract_path)
+def contract_for(settings: Settings) -> Contract:
+    return contract_for_settings(settings, clients_for(settings))
 
 
 def _s3_fs(clients: AwsClients) -> pafs.S3FileSystem:
@@ -134,9 +134,15 @@ def read_dataset(source: str, settings: Settings, contract: Contract) -> tuple[p
     return ds.dataset(str(local), format="parquet", partitioning="hive").to_table(), str(local)
 
 
+def remote(ref: str | None) -> bool:
+    """Whether a --from/--out/--baseline reference needs AWS (the lake, S3, the current one)."""
+    return ref is None or ref.startswith("s3://") or ref.split(":", 1)[0] in ("lake", "current")
+
+
 def _build(args: argparse.Namespace) -> int:
-    settings, _ = resolve_settings()
-    contract = contract_for(settings, args.contract)
+    out_needs_aws = args.out is None or not args.out.endswith(".json") or remote(args.out)
+    settings, _ = resolve_settings(args=args, needs_aws=remote(args.source) or out_needs_aws)
+    contract = contract_for(settings)
     table, described = read_dataset(args.source, settings, contract)
     if table.num_rows == 0:
         raise BaselineError(f"{args.source}: no rows to profile")

@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from consumers.fleet import ConsumerFleet
-from infra.context import resolve_settings, state_dir
+from infra.argtypes import at_least
+from infra.context import add_contract_option, resolve_settings, state_dir
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "consume", help="run KCL consumer workers (real MultiLangDaemon)"
     )
-    p.add_argument("--workers", type=int, default=1, help="daemons to run on this host (default 1)")
+    p.add_argument(
+        "--workers", type=at_least(1), default=1, help="daemons to run on this host (default 1)"
+    )
     p.add_argument(
         "--work-dir",
         type=Path,
@@ -25,14 +28,12 @@ def register(sub: Any) -> None:
         help="properties/log folder (default .driftline/consumers)",
     )
     p.add_argument("--kcl-log-level", default="WARN", help="KCL log level (default WARN)")
+    add_contract_option(p)
     p.set_defaults(func=_consume)
 
 
 def _consume(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        print("driftline: error: --workers must be >= 1", file=sys.stderr)
-        return 2
-    settings, _ = resolve_settings()
+    settings, _ = resolve_settings(args=args)
     for key in ("stream_name", "lake_bucket", "glue_database", "application_name"):
         settings.require(key)
     fleet = ConsumerFleet(

@@ -15,8 +15,17 @@ import sys
 from typing import Any
 
 from etl.aws import AwsClients
+from etl.contract import contract_for_settings
 from etl.exceptions import ConfigError
-from infra.context import LocalState, resolve_settings, state_dir
+from etl.settings import Settings
+from infra.context import (
+    STATE_CONTRACT,
+    LocalState,
+    add_contract_option,
+    resolve_settings,
+    state_dir,
+)
+from infra.lake_table import ensure_lake_table
 from infra.stack import (
     StackResult,
     deploy_aws,
@@ -43,6 +52,7 @@ def register(subparsers: Any) -> None:
         help="a template parameter (repeatable), e.g. --param ShardCount=4",
     )
     p.add_argument("--json", action="store_true", help="print outputs and resources as JSON")
+    add_contract_option(p)
     p.set_defaults(func=run_deploy)
 
     d: argparse.ArgumentParser = subparsers.add_parser(
@@ -74,16 +84,16 @@ def parse_params(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _target(args: argparse.Namespace) -> tuple[AwsClients, str, bool]:
+def _target(args: argparse.Namespace) -> tuple[AwsClients, Settings, bool]:
     overrides = {"stack_name": args.stack, "region": args.region}
-    settings, _local = resolve_settings(overrides)
+    settings, _local = resolve_settings(overrides, args=args)
     local = args.local or settings.endpoint_url is not None
     if args.local and settings.endpoint_url is None:
         raise ConfigError(
             "--local", "no emulator is running; start it with `driftline local up` first"
         )
     clients = AwsClients(region=settings.region, endpoint_url=settings.endpoint_url)
-    return clients, settings.stack_name, local
+    return clients, settings, local
 
 
 def _print(result: StackResult, as_json: bool) -> None:
@@ -99,23 +109,33 @@ def _print(result: StackResult, as_json: bool) -> None:
 
 def run_deploy(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
-    clients, stack_name, local = _target(args)
+    clients, settings, local = _target(args)
+    stack_name = settings.stack_name
+    contract = contract_for_settings(settings, clients)
     where = "the emulator" if local else f"AWS ({clients.region})"
-    print(f"driftline: deploying stack {stack_name} to {where}", file=sys.stderr)
+    print(
+        f"driftline: deploying stack {stack_name} to {where} with contract {contract.name}",
+        file=sys.stderr,
+    )
     if local:
         result = deploy_local(clients, stack_name=stack_name, parameters=params)
         state = LocalState.load(state_dir())
         if state is not None and state.stack_name == stack_name:
             state.outputs = dict(result.outputs)
+            if settings.contract_path is not None:
+                state.extra[STATE_CONTRACT] = settings.contract_path
             state.save(state_dir())
     else:
-        result = deploy_aws(clients, stack_name=stack_name, parameters=params)
+        result = deploy_aws(clients, stack_name=stack_name, parameters=params, contract=contract)
+    table = ensure_lake_table(clients, result.outputs, contract, settings)
+    print(f"driftline: Glue table {table} matches contract {contract.name}", file=sys.stderr)
     _print(result, args.json)
     return 0
 
 
 def run_destroy(args: argparse.Namespace) -> int:
-    clients, stack_name, local = _target(args)
+    clients, settings, local = _target(args)
+    stack_name = settings.stack_name
     if local:
         removed = teardown_local(clients, stack_name)
         for r in removed:
@@ -127,8 +147,8 @@ def run_destroy(args: argparse.Namespace) -> int:
     print(f"driftline: stack {stack_name} deleted", file=sys.stderr)
     for physical in kept:
         print(
-            f"driftline: kept {physical} (DeletionPolicy Retain: the lake's data); empty and"
-            " delete it yourself when it is no longer needed",
+            f"driftline: kept {physical} (DeletionPolicy Retain: the lake's data and the key that"
+            " encrypts it); docs/deploy.md#teardown says how to delete them on purpose",
             file=sys.stderr,
         )
     return 0

@@ -17,8 +17,8 @@ from etl.drift import DriftResult, check
 from etl.exceptions import BaselineError
 from etl.profile import Profile, check_contract, load_baseline, load_current_baseline
 from etl.settings import Settings
-from infra.commands.baseline import contract_for, read_dataset
-from infra.context import clients_for, resolve_settings
+from infra.commands.baseline import contract_for, read_dataset, remote
+from infra.context import add_contract_option, clients_for, resolve_settings
 
 
 def register(sub: Any) -> None:
@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
         "--baseline", default="current", help="baseline file, s3:// URI, or 'current' (default)"
     )
     c.add_argument("--json", action="store_true", help="print one JSON object")
-    c.add_argument("--contract", default=None, help="contract TOML (default: the settings')")
+    add_contract_option(c)
     c.add_argument(
         "--fail-above",
         type=float,
@@ -93,8 +93,10 @@ def render_table(result: DriftResult) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    settings, _ = resolve_settings()
-    contract = contract_for(settings, args.contract)
+    settings, _ = resolve_settings(
+        args=args, needs_aws=remote(args.baseline) or remote(args.source)
+    )
+    contract = contract_for(settings)
     profile = _load(settings, args.baseline, contract.name)
     check_contract(profile, contract)
     table, described = read_dataset(args.source, settings, contract)

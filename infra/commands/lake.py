@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-from etl.contract import load_contract
+from etl.contract import contract_for_settings
 from etl.exceptions import ConfigError
 from etl.query import LakeQuery, render, sql_file
 from infra.commands.warehouse import print_result
-from infra.context import clients_for, resolve_settings
+from infra.context import add_contract_option, clients_for, resolve_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,14 +27,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     query.add_argument("sql", nargs="?", help="the SQL statement")
     query.add_argument("--file", metavar="NAME", help="run etl/sql/NAME.sql instead")
     query.add_argument("--json", action="store_true", help="print rows as JSON lines")
+    add_contract_option(query)
     query.set_defaults(func=run_query)
 
 
 def run_query(args: argparse.Namespace) -> int:
     if (args.sql is None) == (args.file is None):
         raise ConfigError("lake query", "give either SQL or --file NAME (one of them)")
-    settings, _ = resolve_settings()
-    contract = load_contract(settings.contract_path)
+    settings, _ = resolve_settings(args=args)
+    contract = contract_for_settings(settings, clients_for(settings))
     sql = args.sql if args.file is None else render(sql_file(args.file), contract.name)
     lake = LakeQuery.from_settings(settings, clients_for(settings), contract)
     try:

@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
+from etl.settings import load_settings
 from infra import local
+from infra.context import add_contract_option
 
 
 def register(sub: Any) -> None:
@@ -20,6 +22,8 @@ def register(sub: Any) -> None:
     )
     up.add_argument("--stack", default="driftline", help="stack name (default: driftline)")
     up.add_argument("--no-warehouse", action="store_true", help="skip the embedded PostgreSQL")
+    up.add_argument("--no-console", action="store_true", help="do not start the web console")
+    add_contract_option(up)
     up.set_defaults(func=_up)
     down = actions.add_parser("down", help="stop everything `up` started (by PID)")
     down.set_defaults(func=_down)
@@ -29,14 +33,22 @@ def register(sub: Any) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
+    # The flag, the env or driftline.toml; the stack remembers it for every later command.
+    contract_path = load_settings({"contract_path": args.contract}).contract_path
     res = local.up(
         stack_name=args.stack,
         with_warehouse=not args.no_warehouse,
+        with_console=not args.no_console,
+        contract_path=contract_path,
         progress=lambda m: print(f"… {m}", file=sys.stderr),
     )
     print(f"local stack {res.state.stack_name} up at {res.state.endpoint} in {res.seconds:.1f}s")
+    print(f"  contract {res.state.extra.get('contract_path') or 'card_transactions (the example)'}")
     for name, pid in res.state.pids.items():
         print(f"  process {name:<16} pid {pid}")
+    url = local.console_url(res.state)
+    if url:
+        print(f"console: {url}")
     for logical_id, rtype, how in res.resources:
         print(f"  {logical_id:<34} {rtype:<40} {how}")
     return 0
@@ -57,9 +69,12 @@ def _status(args: argparse.Namespace) -> int:
         print("local stack: down")
         return 1
     print(f"local stack {st['stack']} up at {st['endpoint']}")
+    print(f"  contract {st.get('contract') or 'card_transactions (the example)'}")
     procs: dict[str, dict[str, Any]] = st["processes"]  # type: ignore[assignment]
     for name, proc in procs.items():
         print(f"  process {name:<16} pid {proc['pid']:<8} {'alive' if proc['alive'] else 'DEAD'}")
+    if st.get("console"):
+        print(f"  console: {st['console']}")
     resources: list[dict[str, Any]] = st.get("resources", [])  # type: ignore[assignment]
     for r in resources:
         print(f"  {r['logical_id']:<34} {r['type']:<40} {r['provided_by']}")

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from typing import Any
 
 from etl.exceptions import RetrainError
 from etl.settings import Settings
-from infra.context import LocalState, clients_for, resolve_settings
-from retrain import registry
-from retrain.handler import make_backends, model_group, work_dir
-from retrain.promote import activate
+from infra.context import LocalState, add_contract_option, clients_for, resolve_settings
+from retrain import manual, registry
+from retrain.handler import model_group
 from retrain.runs import promotion_metric, settings_contract
-
-log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("version", nargs="?", type=int, help="model version (for an action)")
     p.add_argument("--reason", default=None, help="recorded with the decision")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_contract_option(p)
     p.set_defaults(func=run)
 
 
@@ -45,9 +42,11 @@ def serving_settings(settings: Settings, local: LocalState | None) -> Settings:
     if settings.model_server_url is None and local is not None:
         from infra.model_server import STATE_KEY
 
-        url = (local.extra.get(STATE_KEY) or {}).get("url")
-        if url:
-            return settings.replace(model_server_url=url)
+        found = local.extra.get(STATE_KEY) or {}
+        if found.get("url"):
+            return settings.replace(
+                model_server_url=found["url"], model_server_token_file=found.get("token_file")
+            )
     return settings
 
 
@@ -75,14 +74,13 @@ def _print_table(rows: list[dict[str, Any]], metric: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings, local = resolve_settings()
+    settings, local = resolve_settings(args=args)
     settings = serving_settings(settings, local)
     clients = clients_for(settings)
-    sm = clients.client("sagemaker")
-    group = model_group(settings)
-    versions = registry.list_versions(sm, group)
-    champ = registry.champion(versions)
     if args.action == "list":
+        group = model_group(settings)
+        versions = registry.list_versions(clients.client("sagemaker"), group)
+        champ = registry.champion(versions)
         metric = promotion_metric(settings, settings_contract(settings))
         rows = [_row(v, champ.version if champ else None, metric) for v in versions]
         if args.json:
@@ -92,56 +90,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.version is None:
         raise RetrainError(f"`driftline models {args.action}` needs a VERSION")
-    target = registry.find(versions, args.version)
-    _, serving = make_backends(settings, clients)
-    s3 = clients.client("s3")
-    image = "driftline/local-sklearn:latest"
-    if settings.serving_backend == "sagemaker":
-        from retrain.backends.sagemaker import resolve_image
-
-        image = resolve_image(
-            settings.region, settings.sklearn_framework_version, settings.sagemaker_serving_instance
-        )
-    done: dict[str, Any] = {"action": args.action, "version": target.version}
-    if args.action == "reject":
-        registry.set_status(sm, target, registry.REJECTED, reason=args.reason or "rejected by hand")
-        if champ is not None and champ.version == target.version:
-            fallback = registry.champion(registry.list_versions(sm, group))
-            if fallback is not None:
-                act = activate(
-                    settings,
-                    s3,
-                    sm,
-                    serving,
-                    fallback,
-                    image_uri=image,
-                    reason=f"restored after v{target.version} was rejected",
-                    staging_dir=work_dir(settings) / "manual",
-                )
-                done["serving"] = act.version.version
-            else:
-                done["serving"] = None
-                log.warning("no approved version is left to serve")
-    else:
-        if args.action == "rollback" and target.status != registry.APPROVED:
-            raise RetrainError(
-                f"version {target.version} is {target.status}; rollback serves an earlier approved"
-                f" version; use `driftline models approve {target.version}` to approve it"
-            )
-        act = activate(
-            settings,
-            s3,
-            sm,
-            serving,
-            target,
-            image_uri=image,
-            reason=args.reason or f"{args.action} by hand",
-            staging_dir=work_dir(settings) / "manual",
-        )
-        done.update(
-            serving=act.version.version,
-            endpoint=act.deployment.endpoint,
-            baseline_uri=act.baseline_uri,
-        )
-    print(json.dumps(done) if args.json else " ".join(f"{k}={v}" for k, v in done.items()))
+    done = manual.decide(settings, clients, args.action, args.version, reason=args.reason)
+    out = done.to_dict()
+    print(json.dumps(out) if args.json else " ".join(f"{k}={v}" for k, v in out.items()))
     return 0

@@ -9,7 +9,7 @@ import urllib.request
 
 from etl.exceptions import RetrainError
 from infra.commands.models import serving_settings
-from infra.context import clients_for, resolve_settings
+from infra.context import add_contract_option, clients_for, resolve_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,11 +30,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--csv", dest="csv_body", metavar="ROWS", help="CSV rows in the model's feature order"
     )
     p.add_argument("--endpoint", default=None, help="model server URL (local) to use instead")
+    add_contract_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings, local = resolve_settings()
+    settings, local = resolve_settings(args=args, needs_aws=args.endpoint is None)
     settings = serving_settings(settings, local)
     body = (args.json_body if args.json_body is not None else args.csv_body).encode()
     content_type = "application/json" if args.json_body is not None else "text/csv"

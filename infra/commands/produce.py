@@ -1,5 +1,4 @@
-"""``driftline produce``: put seeded synthetic records of the contract (and some poison) on the
-stream."""
+"""``driftline produce``: put seeded synthetic transactions (and some poison) on the stream."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from datetime import UTC, datetime
 from etl.exceptions import ConfigError
 from etl.producer import produce
 from etl.synthetic import Scenario
-from infra.context import add_contract_option, clients_for, contract_overrides, resolve_settings
+from infra.context import add_contract_option, clients_for, resolve_settings
 
 log = logging.getLogger(__name__)
 
@@ -19,14 +18,11 @@ log = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "produce",
-        help="put synthetic records of the contract on the stream",
-        description="Put seeded synthetic records of the data contract on the stream (the local"
-        " stack's, unless DRIFTLINE_STREAM_NAME says otherwise), drawn from the contract's"
-        " [generator] table or from its types, bounds and allowed values, with an optional share"
-        " of poison records (malformed JSON, wrong type, missing field, non-UTF-8, oversize),"
-        " cycling the kinds.",
+        help="put synthetic card transactions on the stream",
+        description="Put seeded synthetic card transactions on the stream (the local stack's,"
+        " unless DRIFTLINE_STREAM_NAME says otherwise), with an optional share of poison records"
+        " (malformed JSON, wrong type, missing field, non-UTF-8, oversize), cycling the kinds.",
     )
-    add_contract_option(p)
     p.add_argument("--records", type=int, required=True, metavar="N", help="how many records")
     p.add_argument(
         "--rate",
@@ -53,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--drift-at", type=float, default=0.5, metavar="F", help="fraction of N where drift starts"
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_contract_option(p)
     p.set_defaults(func=run)
 
 
@@ -69,7 +66,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
-    settings, _ = resolve_settings(contract_overrides(args))
+    settings, _ = resolve_settings(args=args)
     summary = produce(
         settings,
         clients_for(settings),

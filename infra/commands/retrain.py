@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 from etl.exceptions import ConfigError
+from infra.argtypes import readable_file
 from infra.commands.models import serving_settings
-from infra.context import clients_for, resolve_settings
+from infra.context import add_contract_option, clients_for, resolve_settings
 from retrain.handler import handle_event, run_retrain
 
 
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     mode.add_argument("--now", action="store_true", help="run once, now (no gate)")
     mode.add_argument(
         "--event",
-        type=Path,
+        type=readable_file,
         metavar="FILE",
         help="an EventBridge alarm event (JSON) to pass through the gate",
     )
@@ -39,11 +39,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="end of the data window (default: now), e.g. 2026-03-01T08:00:00Z",
     )
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    add_contract_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings, local = resolve_settings()
+    settings, local = resolve_settings(args=args)
     settings = serving_settings(settings, local)
     clients = clients_for(settings)
     now = datetime.now(UTC)

@@ -16,11 +16,11 @@ import threading
 from decimal import Decimal
 from typing import Any
 
-from etl.contract import load_contract
-from etl.exceptions import ConfigError
+from etl.contract import contract_for_settings
 from etl.settings import Settings
 from etl.warehouse import LoadSummary, QueryResult, build_loader, build_warehouse
-from infra.context import clients_for, resolve_settings
+from infra.argtypes import at_least, positive
+from infra.context import add_contract_option, clients_for, resolve_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,34 +38,47 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " (one transaction each), and print a JSON summary.",
     )
     load.add_argument("--follow", action="store_true", help="keep polling until interrupted")
-    load.add_argument("--batch", type=int, default=None, metavar="N", help="manifests per batch")
     load.add_argument(
-        "--interval", type=float, default=2.0, metavar="S", help="seconds between polls (--follow)"
+        "--batch", type=at_least(1), default=None, metavar="N", help="manifests per batch"
     )
+    load.add_argument(
+        "--interval",
+        type=positive,
+        default=2.0,
+        metavar="S",
+        help="seconds between polls (--follow)",
+    )
+    add_contract_option(load)
     load.set_defaults(func=run_load)
     query = sub.add_parser("query", help="run SQL against the warehouse")
     query.add_argument("sql", help="the SQL statement")
     query.add_argument("--json", action="store_true", help="print rows as JSON lines")
+    add_contract_option(query)
     query.set_defaults(func=run_query)
 
 
-def warehouse_settings(overrides: dict[str, Any] | None = None) -> Settings:
+def warehouse_settings(
+    overrides: dict[str, Any] | None = None,
+    args: argparse.Namespace | None = None,
+    *,
+    needs_aws: bool = True,
+) -> Settings:
     """Settings with the local stack's warehouse DSN filled in when none is configured."""
-    settings, local = resolve_settings(overrides)
+    settings, local = resolve_settings(overrides, args=args, needs_aws=needs_aws)
     if settings.warehouse_dsn is None and local is not None:
         dsn = local.extra.get("warehouse_dsn")
         if dsn:
             settings = settings.replace(warehouse_dsn=str(dsn))
+    if settings.warehouse_query_dsn is None and local is not None:
+        reader = local.extra.get("warehouse_reader_dsn")
+        if reader:
+            settings = settings.replace(warehouse_query_dsn=str(reader))
     return settings
 
 
 def run_load(args: argparse.Namespace) -> int:
-    if args.batch is not None and args.batch <= 0:
-        raise ConfigError("--batch", f"must be > 0 manifests, got {args.batch}")
-    if args.interval <= 0:
-        raise ConfigError("--interval", f"must be > 0 seconds, got {args.interval}")
-    settings = warehouse_settings({"warehouse_batch_manifests": args.batch})
-    contract = load_contract(settings.contract_path)
+    settings = warehouse_settings({"warehouse_batch_manifests": args.batch}, args)
+    contract = contract_for_settings(settings, clients_for(settings))
     loader = build_loader(settings, contract, clients_for(settings))
     try:
         if not args.follow:
@@ -120,8 +133,11 @@ def print_result(result: QueryResult, as_json: bool) -> None:
 
 
 def run_query(args: argparse.Namespace) -> int:
-    settings = warehouse_settings()
-    contract = load_contract(settings.contract_path)
+    """The SQL runs as the read-only role, in a read-only transaction that is rolled back."""
+    settings = warehouse_settings(args=args, needs_aws=False)  # a PostgreSQL DSN is enough
+    if settings.warehouse_query_dsn:
+        settings = settings.replace(warehouse_dsn=settings.warehouse_query_dsn)
+    contract = contract_for_settings(settings, clients_for(settings))
     warehouse = build_warehouse(settings, contract, clients_for(settings))
     try:
         result = warehouse.query(args.sql)

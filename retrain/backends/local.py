@@ -36,6 +36,7 @@ from retrain.backends.base import (
     TrainingJob,
     TrainingRequest,
 )
+from retrain.backends.reload_auth import read_token
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +183,19 @@ def write_pointer(cache_dir: Path, model_dir: Path) -> Path:
     return pointer
 
 
-def reload_server(url: str, model_dir: Path, *, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Ask the local model server to load ``model_dir`` and swap to it."""
+def reload_server(
+    url: str, model_dir: Path, *, token_file: Path, timeout_s: float = 120.0
+) -> dict[str, Any]:
+    """Ask the local model server to load ``model_dir`` and swap to it (with its reload token)."""
     body = json.dumps({"model_dir": str(model_dir.resolve())}).encode()
     req = urllib.request.Request(
         f"{url.rstrip('/')}/admin/reload",
         data=body,
         method="POST",
-        headers={"Content-Type": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {read_token(token_file)}",
+        },
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
@@ -209,10 +215,13 @@ class LocalServing:
 
     name = "local"
 
-    def __init__(self, s3: Any, cache_dir: Path, server_url: str | None) -> None:
+    def __init__(
+        self, s3: Any, cache_dir: Path, server_url: str | None, token_file: Path | None = None
+    ) -> None:
         self._s3 = s3
         self._cache = cache_dir
         self._url = server_url
+        self._token_file = token_file
 
     def deploy(
         self, *, version: int, model_data_url: str, image_uri: str, model_dir: Path | None
@@ -231,7 +240,12 @@ class LocalServing:
         write_pointer(self._cache, dest)
         model_id = f"v{version}"
         if self._url:
-            doc = reload_server(self._url, dest)
+            if self._token_file is None:
+                raise RetrainError(
+                    f"model server {self._url} needs its reload token: set"
+                    " DRIFTLINE_MODEL_SERVER_TOKEN_FILE (model_server.token in its state folder)"
+                )
+            doc = reload_server(self._url, dest, token_file=self._token_file)
             model_id = str(doc.get("model_id", model_id))
         return Deployment(
             endpoint=self._url or str(dest), model_id=model_id, seconds=time.monotonic() - started

@@ -46,9 +46,19 @@ def source_bundle(dest: Path) -> Path:
             ignore=shutil.ignore_patterns("__pycache__"),
         )
     (dest / "train.py").write_text("from retrain.train import main\nraise SystemExit(main())\n")
-    # the framework image has scikit-learn, pandas and numpy; etl.contract also needs pyarrow
-    (dest / "requirements.txt").write_text("pyarrow>=15\n")
+    (dest / "requirements.txt").write_text(TRAINING_REQUIREMENTS)
     return dest
+
+
+#: What the training container installs at job start (the framework image has scikit-learn,
+#: pandas and numpy; etl.contract also needs pyarrow): pinned, wheels only, and by hash, so pip
+#: refuses anything but the exact files reviewed here (the image's CPython 3.9 on x86_64).
+TRAINING_REQUIREMENTS = (
+    "--only-binary=:all:\n"
+    "pyarrow==17.0.0"
+    " --hash=sha256:a48ddf5c3c6a6c505904545c25a4ae13646ae1f8ba703c4df4a1bfe4f4006bda"
+    " --hash=sha256:a155acc7f154b9ffcc85497509bcd0d43efb80d6f733b0dc3bb14e281f131c8b\n"
+)
 
 
 class SageMakerTraining:
@@ -72,6 +82,7 @@ class SageMakerTraining:
         work_dir: Path,
         max_runtime_s: float = 7200.0,
         sagemaker_client: Any = None,
+        kms_key_arn: str | None = None,
     ) -> None:
         self._boto = boto_session
         self._s3 = s3
@@ -82,6 +93,7 @@ class SageMakerTraining:
         self._work = work_dir
         self.max_runtime_s = max_runtime_s
         self._sm = sagemaker_client
+        self._kms = kms_key_arn
 
     @property
     def sagemaker(self) -> Any:
@@ -118,6 +130,9 @@ class SageMakerTraining:
                 code_location=request.code_uri or None,
                 max_run=int(self.max_runtime_s),
                 sagemaker_session=session,
+                # the training volume and the model artifact are encrypted with the stack's key
+                volume_kms_key=self._kms,
+                output_kms_key=self._kms,
             )
             channels = {"train": request.train_uri, "test": request.test_uri}
             if request.contract_uri:  # /opt/ml/input/data/contract/contract.json in the job
@@ -150,6 +165,7 @@ class SageMakerServing:
         instance_type: str,
         alarm_names: Sequence[str] = (),
         wait: bool = True,
+        kms_key_arn: str | None = None,
     ) -> None:
         self._sm = sagemaker_client
         self._endpoint = endpoint_name
@@ -157,6 +173,7 @@ class SageMakerServing:
         self._instance = instance_type
         self._alarms = tuple(alarm_names)
         self._wait = wait
+        self._kms = kms_key_arn
 
     def deploy(
         self, *, version: int, model_data_url: str, image_uri: str, model_dir: Path | None
@@ -170,6 +187,7 @@ class SageMakerServing:
             role_arn=self._role,
             instance_type=self._instance,
             alarm_names=self._alarms,
+            kms_key_arn=self._kms,
         )
         endpoint.deploy(self._sm, p)
         if self._wait:

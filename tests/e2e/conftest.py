@@ -58,5 +58,11 @@ def pipeline(
         config_path=None,
     )
     contract = load_contract()
-    GlueCatalog(contract, LakeLayout(bucket, contract.name), db, clients.session).ensure_table()
+    GlueCatalog(
+        contract,
+        LakeLayout(bucket, contract.name),
+        db,
+        clients.session,
+        endpoint_url=clients.endpoint_url,
+    ).ensure_table()
     return settings, clients

@@ -150,3 +150,52 @@ def test_cli_lake_query_prints_json_rows(
     ]
     assert out[3].split()[:4] == ["2026-01-05", "malformed_json", "2", "2"]
     assert out[-1] == "(2 rows)"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM read_text('/etc/passwd')",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM glob('/etc/*')",
+        "COPY (SELECT 1) TO '{out}/copied.csv'",
+        "COPY card_transactions TO '{out}/copied.parquet' (FORMAT parquet)",
+        "ATTACH '{out}/attached.db' AS other",
+        "EXPORT DATABASE '{out}/exported'",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET enable_external_access = true",
+        "SET lock_configuration = false",
+    ],
+)
+def test_lake_query_cannot_touch_files_extensions_or_settings(
+    lake: Any,
+    aws: AwsClients,
+    contract: Contract,
+    sql: str,
+    tmp_path: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN `lake query` over the emulator's lake
+    monkeypatch.setenv("DRIFTLINE_ENDPOINT_URL", aws.endpoint_url or "")
+    monkeypatch.setenv("DRIFTLINE_LAKE_BUCKET", BUCKET)
+    monkeypatch.setenv("DRIFTLINE_STATE_DIR", str(tmp_path / "state"))
+    out = tmp_path / "out"
+    out.mkdir()
+    # WHEN the SQL reads, writes or attaches a file, loads an extension or unlocks the settings
+    rc = main(["lake", "query", sql.format(out=out)])
+    # THEN it is refused with a one-line error, and no file was written
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("driftline: error: lake query failed: ")
+    assert "Permission Error" in err or "Cannot change configuration option" in err, err
+    assert list(out.iterdir()) == []
+    # AND the shipped queries still run over the locked connection
+    q = LakeQuery(BUCKET, clients=aws, contract=contract)
+    try:
+        assert q.query("SELECT count(*) FROM card_transactions").rows == [(130,)]
+        for name in ("volume_per_partition", "dead_letter_reasons", "feature_summary_daily"):
+            assert q.run_file(name).rows
+    finally:
+        q.close()

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from etl.aws import AwsClients
+from etl.contract import load_contract
 from infra.stack import (
     TEMPLATE_PATH,
     deploy_aws,
@@ -18,6 +19,7 @@ from infra.stack import (
     stack_status,
     teardown_local,
 )
+from tests.contracts import PARCEL_SCANS
 
 pytestmark = pytest.mark.functional
 
@@ -176,14 +178,22 @@ def test_deploy_aws_path_packages_uploads_and_creates_the_fleet(aws: AwsClients)
         for i, z in enumerate("ab")
     ]
     params = {"VpcId": vpc, "SubnetIds": ",".join(subnets), "ConsumerInstances": "2"}
-    # WHEN the AWS deploy path runs (artifacts bucket, app bundle, Lambda zip, change set by URL)
-    result = deploy_aws(aws, stack_name="prod", parameters=params, poll=0.1)
+    contract = load_contract(PARCEL_SCANS)
+    # WHEN the AWS deploy path runs (artifacts bucket, app bundle, Lambda zip, contract, change
+    # set by URL)
+    result = deploy_aws(aws, stack_name="prod", parameters=params, contract=contract, poll=0.1)
     # THEN the artifacts are in the content-addressed artifacts bucket
     bucket = "driftline-artifacts-123456789012-us-east-1"
     keys = sorted(
         o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
     )
-    assert [k.split("/")[1] for k in keys] == ["app", "lambda", "templates"]
+    assert [k.split("/")[1] for k in keys] == ["app", "contracts", "lambda", "templates"]
+    # AND the contract travels as the ContractKey parameter, byte for byte
+    contract_key = next(k for k in keys if "/contracts/" in k)
+    assert contract_key.startswith("prod/contracts/parcel_scans-")
+    body = aws.client("s3").get_object(Bucket=bucket, Key=contract_key)["Body"].read()
+    assert body == PARCEL_SCANS.read_bytes()
+    contract_uri = f"s3://{bucket}/{contract_key}"
     # AND the AWS-only resources exist: the Lambda, the launch template and the ASG over the subnets
     types = {r.logical_id: r.type for r in result.resources}
     assert {"RetrainFunction", "ConsumerLaunchTemplate", "ConsumerGroup"} <= set(types)
@@ -202,11 +212,25 @@ def test_deploy_aws_path_packages_uploads_and_creates_the_fleet(aws: AwsClients)
     assert "ExecStart=/opt/driftline/venv/bin/driftline consume --workers 1" in user_data
     assert "Restart=always" in user_data
     assert f"s3://{bucket}/{next(k for k in keys if '/app/' in k)}" in user_data
+    # AND the fleet (unit env) and the Lambda (env) are given the contract's S3 object
+    assert f"DRIFTLINE_CONTRACT_PATH={contract_uri}\n" in user_data
     fn = aws.client("lambda").get_function(FunctionName="prod-retrain")["Configuration"]
     assert (fn["Handler"], fn["Runtime"]) == ("retrain.handler.handler", "python3.11")
+    assert fn["Environment"]["Variables"]["DRIFTLINE_CONTRACT_PATH"] == contract_uri
+    # AND what they load from there is the contract deployed
+    assert load_contract(contract_uri, s3_client=aws.client("s3")).hash == contract.hash
 
-    # WHEN the stack is destroyed  THEN the lake bucket is kept (DeletionPolicy Retain)
-    assert destroy_aws(aws, "prod", poll=0.1) == ["prod-lake-123456789012-us-east-1"]
+    # WHEN the stack is destroyed  THEN the lake bucket and the key that encrypts it are kept
+    key_id = next(
+        r["PhysicalResourceId"]
+        for r in aws.client("cloudformation").describe_stack_resources(StackName="prod")[
+            "StackResources"
+        ]
+        if r["LogicalResourceId"] == "DataKey"
+    )
+    assert sorted(destroy_aws(aws, "prod", poll=0.1)) == sorted(
+        [key_id, "prod-lake-123456789012-us-east-1"]
+    )
 
 
 def test_cli_deploy_and_destroy_local(emulator: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,7 +245,12 @@ def test_cli_deploy_and_destroy_local(emulator: str, monkeypatch: pytest.MonkeyP
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        rc = main(["deploy", "--stack", "cli", "--param", "ShardCount=3", "--json"])
+        rc = main(
+            [
+                "deploy", "--stack", "cli", "--param", "ShardCount=3", "--json",
+                "--contract", str(PARCEL_SCANS),
+            ]
+        )  # fmt: skip
     doc = json.loads(out.getvalue())
     # THEN the stack is there with 3 shards and its outputs are printed
     assert rc == 0
@@ -229,6 +258,9 @@ def test_cli_deploy_and_destroy_local(emulator: str, monkeypatch: pytest.MonkeyP
     aws = AwsClients(endpoint_url=emulator)
     summary = aws.client("kinesis").describe_stream_summary(StreamName="cli-events")
     assert summary["StreamDescriptionSummary"]["OpenShardCount"] == 3
+    # AND the Glue table of the contract given was created from it
+    table = aws.client("glue").get_table(DatabaseName="cli_lake", Name="parcel_scans")["Table"]
+    assert table["Parameters"]["driftline_contract_hash"] == load_contract(PARCEL_SCANS).hash
     # AND a malformed parameter is refused with exit code 2
     assert main(["deploy", "--stack", "cli", "--param", "oops"]) == 2
     # AND destroy removes it

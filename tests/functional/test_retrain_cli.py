@@ -31,7 +31,7 @@ RECORD = {
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = start_model_server(tmp_path / "server", None)
+    srv = start_model_server(tmp_path / "server", None, model_root=tmp_path / "cache")
     try:
         yield srv
     finally:
@@ -83,6 +83,7 @@ def test_manual_gate(
         "ENDPOINT_URL": emulator,
         "LAKE_BUCKET": "lake",
         "MODEL_SERVER_URL": server.url,
+        "MODEL_SERVER_TOKEN_FILE": str(server.token_file),
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
         "STATE_DIR": str(tmp_path / "state"),
     }.items():

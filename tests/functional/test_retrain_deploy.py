@@ -13,6 +13,7 @@ pytestmark = pytest.mark.functional
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:"
 ROLE = "arn:aws:iam::123456789012:role/driftline-sagemaker"
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
 def _client() -> object:
@@ -30,6 +31,7 @@ def _plan() -> deploy.EndpointPlan:
         role_arn=ROLE,
         instance_type="ml.m5.large",
         alarm_names=("driftline-fraud-errors", "driftline-fraud-latency"),
+        kms_key_arn=KEY,
     )
 
 
@@ -48,6 +50,8 @@ def _expect_model_and_config(stub: Stubber) -> None:
                 },
             },
             "ExecutionRoleArn": ROLE,
+            # the model container runs without network; its storage is encrypted with our key
+            "EnableNetworkIsolation": True,
         },
     )
     stub.add_response(
@@ -55,6 +59,7 @@ def _expect_model_and_config(stub: Stubber) -> None:
         {"EndpointConfigArn": ARN + "endpoint-config/driftline-fraud-v7"},
         {
             "EndpointConfigName": "driftline-fraud-v7",
+            "KmsKeyId": KEY,
             "ProductionVariants": [
                 {
                     "VariantName": "AllTraffic",

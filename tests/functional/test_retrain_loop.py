@@ -17,7 +17,7 @@ from etl.contract import load_contract
 from etl.profile import read_pointer
 from etl.settings import Settings, load_settings
 from etl.synthetic import Scenario, generate_frame
-from infra.model_server import start_model_server
+from infra.model_server import ServerProcess, start_model_server
 from retrain import registry
 from retrain.handler import PROMOTED, REJECTED, model_group, run_retrain
 from tests.functional.retrain_lake import T0, write_lake
@@ -25,14 +25,15 @@ from tests.functional.retrain_lake import T0, write_lake
 pytestmark = pytest.mark.functional
 
 
-def _settings(emulator: str, tmp: Path, topic: str, server_url: str) -> Settings:
+def _settings(emulator: str, tmp: Path, topic: str, server: ServerProcess) -> Settings:
     return load_settings(
         {
             "endpoint_url": emulator,
             "lake_bucket": "lake",
             "topic_arn": topic,
             "model_cache_dir": str(tmp / "models"),
-            "model_server_url": server_url,
+            "model_server_url": server.url,
+            "model_server_token_file": str(server.token_file),
             "retrain_window_hours": 3.0,
             "retrain_min_rows": 200,
         },
@@ -79,9 +80,9 @@ def test_drift_retrain_promotes_then_a_worse_challenger_is_rejected(
         Endpoint=queue_arn,
         Attributes={"RawMessageDelivery": "true"},
     )
-    server = start_model_server(tmp_path / "server", None, pointer=None)
+    server = start_model_server(tmp_path / "server", None, model_root=tmp_path / "models")
     try:
-        settings = _settings(emulator, tmp_path, topic, server.url)
+        settings = _settings(emulator, tmp_path, topic, server)
 
         # WHEN the first run trains on the stationary hours (no champion yet)
         first = run_retrain(settings, aws, event=None, now=T0 + timedelta(hours=4))

@@ -54,7 +54,9 @@ def running(
 ) -> Iterator[tuple[ServerProcess, Path]]:
     """One server process for the module (starting one costs seconds on a loaded machine)."""
     state = tmp_path_factory.mktemp("server")
-    srv = start_model_server(state, models[0], pointer=state / "CURRENT", max_bytes=64_000)
+    srv = start_model_server(
+        state, models[0], pointer=state / "CURRENT", max_bytes=64_000, model_root=models[0].parent
+    )
     try:
         yield srv, state
     finally:
@@ -66,11 +68,15 @@ def server(running: tuple[ServerProcess, Path], models: tuple[Path, Path]) -> Se
     """The server, serving 'alpha' at the start of each test."""
     srv, state = running
     write_pointer(state, models[0])
-    status, _, _ = _call(
-        srv.url, "/admin/reload", json.dumps({"model_dir": str(models[0])}).encode()
-    )
-    assert status == 200
+    assert reload(srv, models[0])[0] == 200
     return srv
+
+
+def reload(srv: ServerProcess, model_dir: Path) -> tuple[int, bytes, dict[str, str]]:
+    """POST /admin/reload as its owner (with the token from the state folder)."""
+    assert srv.token_file is not None
+    body = json.dumps({"model_dir": str(model_dir)}).encode()
+    return _call(srv.url, "/admin/reload", body, token=srv.token_file.read_text())
 
 
 def _call(
@@ -79,12 +85,13 @@ def _call(
     body: bytes | None = None,
     content_type: str = "application/json",
     accept: str = "application/json",
+    token: str | None = None,
 ) -> tuple[int, bytes, dict[str, str]]:
+    headers = {"Content-Type": content_type, "Accept": accept}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(
-        f"{url}{path}",
-        data=body,
-        method="POST" if body is not None else "GET",
-        headers={"Content-Type": content_type, "Accept": accept},
+        f"{url}{path}", data=body, method="POST" if body is not None else "GET", headers=headers
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -197,16 +204,14 @@ def test_reload_by_request_and_by_pointer(
     tmp_path: Path,
 ) -> None:
     # WHEN reloaded by request THEN the next request is served by 'beta'
-    status, body, _ = _call(
-        server.url, "/admin/reload", json.dumps({"model_dir": str(models[1])}).encode()
-    )
+    status, body, _ = reload(server, models[1])
     assert status == 200 and json.loads(body)["model_id"] == "beta"
     assert _call(server.url, "/invocations", json.dumps(RECORD).encode())[2]["X-Model-Id"] == "beta"
-    # WHEN a reload names a folder without a model THEN 500/400 and 'beta' still serves
-    status, body, _ = _call(
-        server.url, "/admin/reload", json.dumps({"model_dir": str(tmp_path)}).encode()
-    )
-    assert status == 500 and "still serving the previous model" in _error(body)
+    # WHEN a reload names a folder of the model cache without a model THEN 422, 'beta' serves
+    empty = models[0].parent / "empty"
+    empty.mkdir(exist_ok=True)
+    status, body, _ = reload(server, empty)
+    assert status == 422 and "still serving the previous model" in _error(body)
     assert _call(server.url, "/invocations", json.dumps(RECORD).encode())[2]["X-Model-Id"] == "beta"
     # WHEN the watched pointer names 'alpha' THEN the server switches within a second
     write_pointer(running[1], models[1])  # the pointer first moves to 'beta' (served already)
@@ -261,10 +266,7 @@ def test_zero_failed_requests_during_swaps_under_load(
         time.sleep(1.0)
         for i in range(4):
             target = models[(i + 1) % 2]
-            status, _, _ = _call(
-                server.url, "/admin/reload", json.dumps({"model_dir": str(target)}).encode()
-            )
-            assert status == 200
+            assert reload(server, target)[0] == 200
             time.sleep(0.7)
         assert client.wait(timeout=60) == 0
     finally:

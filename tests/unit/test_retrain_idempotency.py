@@ -132,18 +132,20 @@ def test_duplicate_and_overlapping_events_start_exactly_one_run() -> None:
     first, dup = handle("e1"), handle("e1")
     clock.t += 60
     overlap = handle("e2")
-    # THEN one run started; the others say why not
-    assert [first.status, dup.status, overlap.status] == ["ran", "duplicate", "cooling_down"]
+    # THEN one run started; the duplicate says why not, the overlap is deferred to the cool-down's
+    # end (CloudWatch sends no new event while the alarm stays in ALARM)
+    assert [first.status, dup.status, overlap.status] == ["ran", "duplicate", "deferred"]
     assert dup.reason.startswith("event 'e1' already completed by run 'handler-")
-    assert (
-        overlap.reason
-        == "model 'card-transactions' is cooling down for another 240s after its last run"
+    assert overlap.reason == (
+        "model 'card-transactions' is cooling down for another 240s after its last run;"
+        " deferred to the end of the cool-down"
     )
+    assert overlap.retry_after_s == 240
     assert calls == ["e1"]
-    # AND after the cool-down a new event runs again, while a redelivered e2 does not
+    # AND after the cool-down a new event runs again, while a redelivered e1 does not
     clock.t += 300
     assert handle("e3").status == "ran"
-    assert handle("e2").status == "duplicate"
+    assert handle("e1").status == "duplicate"
     assert calls == ["e1", "e3"]
     # AND an event of another alarm is ignored before any claim
     ignored = handle("e4", alarm="driftline-dead-letter-rate")

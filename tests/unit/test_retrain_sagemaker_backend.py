@@ -118,3 +118,20 @@ def test_the_training_job_gets_the_contract_as_its_own_channel(
             "driftline-m-r1",
         )
     ]
+
+
+def test_the_training_requirements_are_pinned_wheels_checked_by_hash(tmp_path: Path) -> None:
+    import re
+
+    from retrain.backends.sagemaker import source_bundle
+
+    # GIVEN the source bundle the training container pip-installs at job start
+    lines = (source_bundle(tmp_path / "src") / "requirements.txt").read_text().splitlines()
+    options = [ln for ln in lines if ln.startswith("--")]
+    reqs = [ln for ln in lines if ln and not ln.startswith("--")]
+    # THEN wheels only, and every requirement is pinned exactly with at least one sha256
+    assert options == ["--only-binary=:all:"]
+    assert reqs
+    for req in reqs:
+        assert re.match(r"^[A-Za-z0-9_.-]+==[0-9][^ ]* ", req), req
+        assert re.findall(r"--hash=sha256:[0-9a-f]{64}", req), req

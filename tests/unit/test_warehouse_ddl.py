@@ -30,23 +30,23 @@ def info_types(contract: Contract, dialect: Dialect) -> dict[str, str]:
 
 def test_postgres_table_ddl(contract: Contract) -> None:
     assert create_table_sql(contract, "driftline", Dialect.POSTGRES) == (
-        "CREATE TABLE IF NOT EXISTS driftline.card_transactions (\n"
-        "    transaction_id VARCHAR NOT NULL,\n"
-        "    card_id VARCHAR,\n"
-        "    event_time TIMESTAMPTZ NOT NULL,\n"
-        "    amount DOUBLE PRECISION,\n"
-        "    merchant_category VARCHAR,\n"
-        "    hour BIGINT,\n"
-        "    distance_from_home_km DOUBLE PRECISION,\n"
-        "    device VARCHAR,\n"
-        "    country VARCHAR,\n"
-        "    is_fraud BOOLEAN,\n"
-        "    shard_id VARCHAR NOT NULL,\n"
-        "    sequence_number VARCHAR NOT NULL,\n"
-        "    approximate_arrival_time TIMESTAMPTZ,\n"
-        "    ingest_time TIMESTAMPTZ,\n"
-        "    loaded_at TIMESTAMPTZ,\n"
-        "    PRIMARY KEY (shard_id, sequence_number)\n"
+        'CREATE TABLE IF NOT EXISTS "driftline"."card_transactions" (\n'
+        '    "transaction_id" VARCHAR NOT NULL,\n'
+        '    "card_id" VARCHAR,\n'
+        '    "event_time" TIMESTAMPTZ NOT NULL,\n'
+        '    "amount" DOUBLE PRECISION,\n'
+        '    "merchant_category" VARCHAR,\n'
+        '    "hour" BIGINT,\n'
+        '    "distance_from_home_km" DOUBLE PRECISION,\n'
+        '    "device" VARCHAR,\n'
+        '    "country" VARCHAR,\n'
+        '    "is_fraud" BOOLEAN,\n'
+        '    "shard_id" VARCHAR NOT NULL,\n'
+        '    "sequence_number" VARCHAR NOT NULL,\n'
+        '    "approximate_arrival_time" TIMESTAMPTZ,\n'
+        '    "ingest_time" TIMESTAMPTZ,\n'
+        '    "loaded_at" TIMESTAMPTZ,\n'
+        '    PRIMARY KEY ("shard_id", "sequence_number")\n'
         ")"
     )
 
@@ -55,12 +55,15 @@ def test_redshift_table_ddl_sizes_strings_and_chooses_dist_and_sort_keys(
     contract: Contract,
 ) -> None:
     sql = create_table_sql(contract, "driftline", Dialect.REDSHIFT)
-    assert "    transaction_id VARCHAR(1024) NOT NULL,\n" in sql
-    assert "    shard_id VARCHAR(64) NOT NULL,\n    sequence_number VARCHAR(128) NOT NULL,\n" in sql
+    assert '    "transaction_id" VARCHAR(1024) NOT NULL,\n' in sql
+    assert (
+        '    "shard_id" VARCHAR(64) NOT NULL,\n    "sequence_number" VARCHAR(128) NOT NULL,\n'
+        in sql
+    )
     assert sql.endswith(
-        "    PRIMARY KEY (shard_id, sequence_number)\n)\n"
-        "DISTSTYLE KEY DISTKEY (sequence_number)\n"
-        "COMPOUND SORTKEY (event_time)"
+        '    PRIMARY KEY ("shard_id", "sequence_number")\n)\n'
+        'DISTSTYLE KEY DISTKEY ("sequence_number")\n'
+        'COMPOUND SORTKEY ("event_time")'
     )
 
 
@@ -73,12 +76,12 @@ def test_redshift_sizes_categoricals_from_their_allowed_values(contract: Contrac
             for f in contract.fields
         ),
     )
-    assert "    device VARCHAR(300),\n" in create_table_sql(c, "s", Dialect.REDSHIFT)
+    assert '    "device" VARCHAR(300),\n' in create_table_sql(c, "s", Dialect.REDSHIFT)
 
 
 def test_ledger_ddl() -> None:
     assert create_ledger_sql("driftline", Dialect.POSTGRES) == (
-        "CREATE TABLE IF NOT EXISTS driftline.load_ledger (\n"
+        'CREATE TABLE IF NOT EXISTS "driftline"."load_ledger" (\n'
         "    manifest_key VARCHAR NOT NULL PRIMARY KEY,\n"
         "    etag VARCHAR NOT NULL,\n"
         "    rows BIGINT NOT NULL,\n"
@@ -103,8 +106,11 @@ def test_postgres_text_columns_count_as_varchar(contract: Contract) -> None:
 @pytest.mark.parametrize(
     ("dialect", "expected"),
     [
-        (Dialect.POSTGRES, ["ALTER TABLE s.card_transactions ADD COLUMN channel VARCHAR"]),
-        (Dialect.REDSHIFT, ["ALTER TABLE s.card_transactions ADD COLUMN channel VARCHAR(1024)"]),
+        (Dialect.POSTGRES, ['ALTER TABLE "s"."card_transactions" ADD COLUMN "channel" VARCHAR']),
+        (
+            Dialect.REDSHIFT,
+            ['ALTER TABLE "s"."card_transactions" ADD COLUMN "channel" VARCHAR(1024)'],
+        ),
     ],
 )
 def test_a_new_field_becomes_an_added_column(
@@ -125,9 +131,10 @@ def test_a_dropped_field_is_an_error_naming_the_column_and_the_fix(contract: Con
     with pytest.raises(WarehouseError) as err:
         plan_evolution(contract, "s", existing, Dialect.POSTGRES)
     assert str(err.value) == (
-        "s.card_transactions has columns ['legacy_score'] that the contract 'card_transactions' no"
-        " longer has; put the fields back in the contract as nullable, or drop them from the"
-        " warehouse (ALTER TABLE s.card_transactions DROP COLUMN legacy_score) if their data may go"
+        """"s"."card_transactions" has columns ['legacy_score'] that the contract"""
+        " 'card_transactions' no longer has; put the fields back in the contract as nullable, or"
+        ' drop them from the warehouse (ALTER TABLE "s"."card_transactions" DROP COLUMN'
+        ' "legacy_score") if their data may go'
     )
 
 
@@ -135,7 +142,7 @@ def test_a_retyped_field_is_an_error_naming_the_column(contract: Contract) -> No
     existing = info_types(contract, Dialect.POSTGRES) | {"hour": "character varying"}
     with pytest.raises(
         WarehouseError,
-        match=r"s\.card_transactions\.hour is 'character varying'"
+        match=r"\"s\"\.\"card_transactions\"\.hour is 'character varying'"
         r" in the warehouse but the contract 'card_transactions' makes it 'bigint'",
     ):
         plan_evolution(contract, "s", existing, Dialect.POSTGRES)

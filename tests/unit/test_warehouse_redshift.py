@@ -31,10 +31,11 @@ TARGET = RedshiftTarget(
     schema="driftline",
 )
 CALL = {"WorkgroupName": "driftline-wg", "Database": "dev", "SecretArn": TARGET.secret_arn}
-LAKE_COLS = (
-    "transaction_id, card_id, event_time, amount, merchant_category, hour, distance_from_home_km,"
-    " device, country, is_fraud, shard_id, sequence_number, approximate_arrival_time, ingest_time"
+_LAKE_NAMES = (
+    "transaction_id card_id event_time amount merchant_category hour distance_from_home_km"
+    " device country is_fraud shard_id sequence_number approximate_arrival_time ingest_time"
 )
+LAKE_COLS = ", ".join(f'"{n}"' for n in _LAKE_NAMES.split())
 
 
 def manifest(key: str, etag: str, objects: list[tuple[str, int, int]]) -> FlushManifest:
@@ -91,30 +92,32 @@ def test_load_statements_have_the_documented_shape(contract: Contract) -> None:
     # THEN they are exactly these, in this order
     names = LAKE_COLS.split(", ")
     assert sqls == [
-        "LOCK driftline.card_transactions",
-        "CREATE TEMP TABLE staging_card_transactions (transaction_id VARCHAR(1024),"
-        " card_id VARCHAR(1024), event_time TIMESTAMPTZ, amount DOUBLE PRECISION,"
-        " merchant_category VARCHAR(1024), hour BIGINT, distance_from_home_km DOUBLE PRECISION,"
-        " device VARCHAR(1024), country VARCHAR(1024), is_fraud BOOLEAN, shard_id VARCHAR(64),"
-        " sequence_number VARCHAR(128), approximate_arrival_time TIMESTAMPTZ,"
-        " ingest_time TIMESTAMPTZ) DISTKEY (sequence_number)",
-        "COPY staging_card_transactions FROM 's3://lake/cm.json'"
+        'LOCK "driftline"."card_transactions"',
+        'CREATE TEMP TABLE "staging_card_transactions" ("transaction_id" VARCHAR(1024),'
+        ' "card_id" VARCHAR(1024), "event_time" TIMESTAMPTZ, "amount" DOUBLE PRECISION,'
+        ' "merchant_category" VARCHAR(1024), "hour" BIGINT,'
+        ' "distance_from_home_km" DOUBLE PRECISION, "device" VARCHAR(1024),'
+        ' "country" VARCHAR(1024), "is_fraud" BOOLEAN, "shard_id" VARCHAR(64),'
+        ' "sequence_number" VARCHAR(128), "approximate_arrival_time" TIMESTAMPTZ,'
+        ' "ingest_time" TIMESTAMPTZ) DISTKEY ("sequence_number")',
+        """COPY "staging_card_transactions" FROM 's3://lake/cm.json'"""
         " IAM_ROLE 'arn:aws:iam::123456789012:role/driftline-copy' FORMAT AS PARQUET MANIFEST",
-        f"CREATE TEMP TABLE staging_card_transactions_dedup DISTKEY (sequence_number) AS SELECT"
-        f" {LAKE_COLS} FROM (SELECT {LAKE_COLS}, ROW_NUMBER() OVER (PARTITION BY shard_id,"
-        f" sequence_number ORDER BY ingest_time DESC) AS rn FROM staging_card_transactions)"
-        f" WHERE rn = 1",
-        "MERGE INTO driftline.card_transactions USING staging_card_transactions_dedup AS s"
-        " ON driftline.card_transactions.shard_id = s.shard_id"
-        " AND driftline.card_transactions.sequence_number = s.sequence_number"
-        " WHEN MATCHED THEN UPDATE SET shard_id = s.shard_id"
-        f" WHEN NOT MATCHED THEN INSERT ({LAKE_COLS}, loaded_at)"
+        'CREATE TEMP TABLE "staging_card_transactions_dedup" DISTKEY ("sequence_number") AS'
+        f" SELECT {LAKE_COLS} FROM (SELECT {LAKE_COLS}, ROW_NUMBER() OVER (PARTITION BY"
+        ' "shard_id", "sequence_number" ORDER BY "ingest_time" DESC) AS rn'
+        ' FROM "staging_card_transactions") WHERE rn = 1',
+        'MERGE INTO "driftline"."card_transactions" USING "staging_card_transactions_dedup" AS s'
+        ' ON "driftline"."card_transactions"."shard_id" = s."shard_id"'
+        ' AND "driftline"."card_transactions"."sequence_number" = s."sequence_number"'
+        ' WHEN MATCHED THEN UPDATE SET "shard_id" = s."shard_id"'
+        f' WHEN NOT MATCHED THEN INSERT ({LAKE_COLS}, "loaded_at")'
         f" VALUES ({', '.join('s.' + n for n in names)}, GETDATE())",
-        "DELETE FROM driftline.load_ledger WHERE manifest_key IN ('m/a.json', 'm/o''brien.json')",
-        "INSERT INTO driftline.load_ledger (manifest_key, etag, rows, loaded_at) VALUES"
+        """DELETE FROM "driftline"."load_ledger" WHERE manifest_key IN ('m/a.json',"""
+        """ 'm/o''brien.json')""",
+        'INSERT INTO "driftline"."load_ledger" (manifest_key, etag, rows, loaded_at) VALUES'
         " ('m/a.json', 'e1', 5, GETDATE()), ('m/o''brien.json', 'e2', 4, GETDATE())",
-        "DROP TABLE staging_card_transactions_dedup",
-        "DROP TABLE staging_card_transactions",
+        'DROP TABLE "staging_card_transactions_dedup"',
+        'DROP TABLE "staging_card_transactions"',
     ]
     assert sqls[MERGE_INDEX].startswith("MERGE INTO")
 
@@ -292,14 +295,17 @@ def test_ensure_tables_adds_new_columns_and_ledger_reads_pages(
     rs_stub.add_response(
         "execute_statement",
         {"Id": "a-1"},
-        {"Sql": "ALTER TABLE driftline.card_transactions ADD COLUMN is_fraud BOOLEAN", **CALL},
+        {
+            "Sql": 'ALTER TABLE "driftline"."card_transactions" ADD COLUMN "is_fraud" BOOLEAN',
+            **CALL,
+        },
     )
     rs_stub.add_response("describe_statement", {"Id": "a-1", "Status": "FINISHED"}, {"Id": "a-1"})
     # the ledger comes back in two pages
     rs_stub.add_response(
         "execute_statement",
         {"Id": "l-1"},
-        {"Sql": "SELECT manifest_key, etag FROM driftline.load_ledger", **CALL},
+        {"Sql": 'SELECT manifest_key, etag FROM "driftline"."load_ledger"', **CALL},
     )
     rs_stub.add_response(
         "describe_statement",
@@ -326,5 +332,5 @@ def test_ensure_tables_adds_new_columns_and_ledger_reads_pages(
     loaded = wh.loaded()
 
     # THEN the missing column was added and both ledger pages were read
-    assert alters == ["ALTER TABLE driftline.card_transactions ADD COLUMN is_fraud BOOLEAN"]
+    assert alters == ['ALTER TABLE "driftline"."card_transactions" ADD COLUMN "is_fraud" BOOLEAN']
     assert loaded == {"m/a.json": "e1", "m/b.json": "e2"}

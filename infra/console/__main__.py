@@ -1,0 +1,3 @@
+from infra.console.server import main
+
+main()

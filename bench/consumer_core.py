@@ -1,7 +1,7 @@
 """Consumer core vs a naive consumer, on the same ~1 KB records in the same run, on one core.
 
     python -m bench.consumer_core [--records N] [--batch B] [--flush F] [--processes P]
-                                  [--repeats R] [--parser P] [--strict] [--json]
+                                  [--repeats R] [--strict] [--json]
 
 The consumer runs as configured by default: batches of ``Settings.kcl_max_records`` (what the
 daemon hands each ``process_records`` call at throughput) and a flush every
@@ -148,11 +148,10 @@ def ours_steps(
     records: list[RawRecord],
     sink: Callable[[str, bytes], None],
     batch_size: int = BATCH,
-    parser: str = "auto",
     flush_every: int = FLUSH,
 ) -> Steps:
     """Our consumer, one ``process_records`` batch per step; returns (rows, dead letters)."""
-    decoder = RecordDecoder(contract, parser=parser)
+    decoder = RecordDecoder(contract)
     event_col = contract.event_time_field.name
     unique = (contract.id_field.name, SEQUENCE_NUMBER)  # as LakeWriter passes them
     tables: list[pa.Table] = []
@@ -391,11 +390,9 @@ def run_side(side: str, data: Path, endpoint: str, args: argparse.Namespace) -> 
             group.drop(columns=parts).to_parquet(buf, compression="zstd", index=False)
 
     makers: dict[str, Callable[[], Steps]] = {
-        "ours_core": lambda: ours_steps(
-            contract, records, no_io, args.batch, args.parser, args.flush
-        ),
+        "ours_core": lambda: ours_steps(contract, records, no_io, args.batch, args.flush),
         "naive_core": lambda: naive_steps(contract, records, mem_write, args.batch, args.flush),
-        "ours_io": lambda: ours_steps(contract, records, put, args.batch, args.parser, args.flush),
+        "ours_io": lambda: ours_steps(contract, records, put, args.batch, args.flush),
         "naive_io": lambda: naive_steps(contract, records, wr_write, args.batch, args.flush),
     }
     make = makers[side]
@@ -410,7 +407,10 @@ def run_side(side: str, data: Path, endpoint: str, args: argparse.Namespace) -> 
     return {"side": side, "walls": walls, "cpus": cpus, "out": list(out)}
 
 
-def main(argv: list[str] | None = None) -> int:
+Timings = dict[str, list[tuple[float, float]]]
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument(
@@ -419,30 +419,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per process")
     parser.add_argument("--batch", type=int, default=BATCH, help="records per decode call")
     parser.add_argument("--flush", type=int, default=FLUSH, help="records per flush")
-    parser.add_argument(
-        "--parser",
-        choices=["auto", "msgspec", "arrow"],
-        default="auto",
-        help="RecordDecoder's bulk parser (auto: msgspec when installed)",
-    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", action="store_true", help="also print one JSON line of results")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # child process mode
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.side:
-        print(json.dumps(run_side(args.side, args.data, args.endpoint, args)))
-        return 0
+    return parser.parse_args(argv)
 
-    contract = load_contract()
-    records = make_records(args.records)
-    mean_kb = sum(len(r.data) for r in records) / len(records) / 1024
+
+def run_sides(
+    records: list[RawRecord], args: argparse.Namespace
+) -> tuple[Timings, set[tuple[int, int]]]:
+    """Every side in fresh processes, in rotation: (wall, CPU) per run, and the (rows, dead)
+    outputs seen."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-consumer-"))
     data = workdir / "records.pickle"
     data.write_bytes(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
     emu = start_emulator(workdir)  # the server gets the other core; the sides pin themselves
-    timings: dict[str, list[tuple[float, float]]] = {side: [] for side in SIDES}
+    timings: Timings = {side: [] for side in SIDES}
     outputs: set[tuple[int, int]] = set()
     try:
         AwsClients(region="us-east-1", endpoint_url=emu.endpoint).client("s3").create_bucket(
@@ -450,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         child = [sys.executable, "-m", "bench.consumer_core", "--data", str(data)]
         child += ["--endpoint", emu.endpoint, "--repeats", str(args.repeats)]
-        child += ["--batch", str(args.batch), "--flush", str(args.flush), "--parser", args.parser]
+        child += ["--batch", str(args.batch), "--flush", str(args.flush)]
         for k in range(args.processes):
             for side in SIDES[k % 4 :] + SIDES[: k % 4]:  # each side in each position in turn
                 done = subprocess.run(
@@ -461,68 +455,88 @@ def main(argv: list[str] | None = None) -> int:
                 outputs.add((result["out"][0], result["out"][1]))
     finally:
         emu.stop()
-    _pin_one_core()
-    kcl_ours_us, kcl_library_us = time_kcl_conversion(records[:10_000], args.batch, 5)
+    return timings, outputs
 
-    if len(outputs) != 1:
-        print(f"consumers disagree on (rows, dead letters): {outputs}", file=sys.stderr)
-        return 1
-    n = len(records)
+
+def summarise(timings: Timings, n: int) -> dict[str, Any]:
+    """Best wall and CPU rates per side, the like-for-like ratios, and the verdict."""
     rates = {name: n / min(w for w, _ in ts) for name, ts in timings.items()}
     cpu_rates = {name: n / min(c for _, c in ts) for name, ts in timings.items()}
     ratio_core = rates["ours_core"] / rates["naive_core"]
     ratio_io = rates["ours_io"] / rates["naive_io"]
-    cpu_core = cpu_rates["ours_core"] / cpu_rates["naive_core"]
-    cpu_io = cpu_rates["ours_io"] / cpu_rates["naive_io"]
-    ((rows, dead),) = outputs
-    print(f"consumer core: {n} records, mean {mean_kb:.2f} KiB, {rows} rows, {dead} dead,")
-    used = RecordDecoder(contract, parser=args.parser).parser
-    print(
-        f"  batches of {args.batch}, flush every {args.flush}, one CPU, best of"
-        f" {args.processes} fresh processes x {args.repeats} runs per side, parser: {used}"
-    )
+    # Both like-for-like ratios must clear the bar, on wall time (CPU time printed alongside).
+    ok = rates["ours_core"] >= TARGET_RATE and min(ratio_core, ratio_io) >= TARGET_RATIO
+    return {
+        **{f"{k}_records_per_s": round(v) for k, v in rates.items()},
+        **{f"{k}_cpu_records_per_s": round(v) for k, v in cpu_rates.items()},
+        "ratio_core": ratio_core,
+        "ratio_io": ratio_io,
+        "ratio_core_cpu": cpu_rates["ours_core"] / cpu_rates["naive_core"],
+        "ratio_io_cpu": cpu_rates["ours_io"] / cpu_rates["naive_io"],
+        "targets_met": ok,
+    }
+
+
+def print_report(timings: Timings, n: int, summary: dict[str, Any], kcl_us: list[float]) -> None:
+    """The human-readable table: rates per side, both ratios, the payload conversion, verdict."""
     print(f"  {'side':<11} {'best wall rec/s':>16} {'best CPU rec/s':>15} {'median wall':>12}")
     for name, ts in timings.items():
         median = n / statistics.median(w for w, _ in ts)
-        print(f"  {name:<11} {rates[name]:>16,.0f} {cpu_rates[name]:>15,.0f} {median:>12,.0f}")
-    print(f"  ratio core (ours_core / naive_core):  {ratio_core:5.2f}x wall  {cpu_core:5.2f}x CPU")
-    print(f"  ratio with I/O (ours_io / naive_io):  {ratio_io:5.2f}x wall  {cpu_io:5.2f}x CPU")
+        wall, cpu = summary[f"{name}_records_per_s"], summary[f"{name}_cpu_records_per_s"]
+        print(f"  {name:<11} {wall:>16,.0f} {cpu:>15,.0f} {median:>12,.0f}")
+    core, core_cpu = summary["ratio_core"], summary["ratio_core_cpu"]
+    io, io_cpu = summary["ratio_io"], summary["ratio_io_cpu"]
+    print(f"  ratio core (ours_core / naive_core):  {core:5.2f}x wall  {core_cpu:5.2f}x CPU")
+    print(f"  ratio with I/O (ours_io / naive_io):  {io:5.2f}x wall  {io_cpu:5.2f}x CPU")
     print(
-        f"  not in the core: daemon records to payloads {kcl_ours_us:.2f} us/record"
-        f" (to_raw_records) vs {kcl_library_us:.2f} (Record.binary_data)"
+        f"  not in the core: daemon records to payloads {kcl_us[0]:.2f} us/record"
+        f" (to_raw_records) vs {kcl_us[1]:.2f} (Record.binary_data)"
     )
-    # Both like-for-like ratios must clear the bar, on wall time (CPU time printed alongside).
-    ok = rates["ours_core"] >= TARGET_RATE and min(ratio_core, ratio_io) >= TARGET_RATIO
-    verdict = "met" if ok else "MISSED"
+    verdict = "met" if summary["targets_met"] else "MISSED"
     print(
         f"  targets >= {TARGET_RATE:,.0f} records/s (core) and >= {TARGET_RATIO:g}x (both ratios):"
         f" {verdict}"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    if args.side:
+        print(json.dumps(run_side(args.side, args.data, args.endpoint, args)))
+        return 0
+    records = make_records(args.records)
+    mean_kb = sum(len(r.data) for r in records) / len(records) / 1024
+    timings, outputs = run_sides(records, args)
+    _pin_one_core()
+    kcl_us = list(time_kcl_conversion(records[:10_000], args.batch, 5))
+    if len(outputs) != 1:
+        print(f"consumers disagree on (rows, dead letters): {outputs}", file=sys.stderr)
+        return 1
+    n = len(records)
+    ((rows, dead),) = outputs
+    summary = summarise(timings, n)
+    print(f"consumer core: {n} records, mean {mean_kb:.2f} KiB, {rows} rows, {dead} dead,")
+    print(
+        f"  batches of {args.batch}, flush every {args.flush}, one CPU, best of"
+        f" {args.processes} fresh processes x {args.repeats} runs per side"
+    )
+    print_report(timings, n, summary, kcl_us)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "bench": "consumer_core",
-                    "records": n,
-                    "batch": args.batch,
-                    "flush": args.flush,
-                    "processes": args.processes,
-                    "repeats": args.repeats,
-                    "parser": used,
-                    "mean_kib": round(mean_kb, 3),
-                    **{f"{k}_records_per_s": round(v) for k, v in rates.items()},
-                    **{f"{k}_cpu_records_per_s": round(v) for k, v in cpu_rates.items()},
-                    "ratio_core": round(ratio_core, 2),
-                    "ratio_io": round(ratio_io, 2),
-                    "ratio_core_cpu": round(cpu_core, 2),
-                    "ratio_io_cpu": round(cpu_io, 2),
-                    "kcl_to_payload_us": round(kcl_ours_us, 3),
-                    "kcl_binary_data_us": round(kcl_library_us, 3),
-                    "targets_met": ok,
-                }
-            )
-        )
-    return 0 if ok or not args.strict else 1
+        ratios = ("ratio_core", "ratio_io", "ratio_core_cpu", "ratio_io_cpu")
+        line = {
+            "bench": "consumer_core",
+            "records": n,
+            "batch": args.batch,
+            "flush": args.flush,
+            "processes": args.processes,
+            "repeats": args.repeats,
+            "mean_kib": round(mean_kb, 3),
+            **{k: round(v, 2) if k in ratios else v for k, v in summary.items()},
+            "kcl_to_payload_us": round(kcl_us[0], 3),
+            "kcl_binary_data_us": round(kcl_us[1], 3),
+        }
+        print(json.dumps(line))
+    return 0 if summary["targets_met"] or not args.strict else 1
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_contract_precedence_flag_env_toml_stack_default(
         env["DRIFTLINE_CONFIG"] = str(tmp_path / "empty.toml")
     args = argparse.Namespace(contract=layers["flag"] if "flag" in given else None)
     # WHEN a command resolves its settings
-    settings, _ = resolve_settings(env=env, args=args)
+    settings, _ = resolve_settings(env=env, args=args, needs_aws=False)
     # THEN the highest one wins (none: the shipped example), and children inherit it
     assert settings.contract_path == (layers[wins] if wins else None)
     assert to_env(settings).get("DRIFTLINE_CONTRACT_PATH") == settings.contract_path
@@ -90,7 +90,9 @@ def test_a_relative_contract_path_becomes_absolute_for_child_processes(
     _copy(PARCEL_SCANS, tmp_path / "mine.toml")
     monkeypatch.chdir(tmp_path)
     env = {"DRIFTLINE_STATE_DIR": str(tmp_path / "none")}
-    settings, _ = resolve_settings(env=env, args=argparse.Namespace(contract="mine.toml"))
+    settings, _ = resolve_settings(
+        env=env, args=argparse.Namespace(contract="mine.toml"), needs_aws=False
+    )
     assert settings.contract_path == str(tmp_path / "mine.toml")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -12,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from etl import records as records_module
 from etl.contract import load_contract, parse_contract
 from etl.keys import SEQ_WIDTH, pad_sequence, sequence_key
 from etl.records import DeadLetter, RawRecord, Reason, RecordDecoder
+from etl.records._reference import ReferencePath
 from etl.synthetic import encode_record, generate_records, make_poison
 
 CONTRACT = load_contract()
@@ -315,7 +314,7 @@ def test_table_types_for_a_generated_batch() -> None:
     assert batch.table.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
 
 
-# -- the fast path (Arrow's JSON reader over a batch) agrees with the slow path ------------------
+# -- batch-wise and record by record, the fast path and the reference path agree ---------------
 
 EDGE_CASES: list[bytes] = [
     b'{"transaction_id":"a","transaction_id":"b"}',  # duplicate key (json.loads keeps the last)
@@ -357,25 +356,18 @@ def _variants() -> list[bytes]:
     return out
 
 
-PARSERS = [
-    "arrow",
-    pytest.param(
-        "msgspec",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("msgspec") is None, reason="msgspec is optional"
-        ),
-    ),
-]
+#: Each batch-versus-record test runs with the fast path on, and with every record sent through
+#: the reference path.
+PATHS = [pytest.param(True, id="fast"), pytest.param(False, id="reference")]
 
 
-@pytest.mark.parametrize("parser", PARSERS)
-def test_batch_decode_equals_record_by_record_decode(parser: str) -> None:
+@pytest.mark.parametrize("fast_path", PATHS)
+def test_batch_decode_equals_record_by_record_decode(fast_path: bool) -> None:
     # GIVEN a batch mixing good records, every poison kind and edge cases
     payloads = _variants()
     recs = [RawRecord(p, str(i), "k", 1000 + i) for i, p in enumerate(payloads)]
-    decoder = RecordDecoder(CONTRACT, parser=parser)
-    assert decoder.parser == parser
-    # WHEN decoded as one batch (fast path) and one record at a time (slow path)
+    decoder = RecordDecoder(CONTRACT, fast_path=fast_path)
+    # WHEN decoded as one batch and one record at a time
     batch = decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST)
     singles = [decoder.decode([r], shard_id=SHARD, ingest_time=INGEST) for r in recs]
     # THEN both agree on every row, every dead letter and the byte count
@@ -411,24 +403,18 @@ def test_batch_decode_equals_record_by_record_decode(parser: str) -> None:
     assert len(payloads) - 1 not in reasons  # pretty-printed JSON is still JSON
 
 
-@pytest.mark.parametrize("parser", PARSERS)
-def test_batch_of_only_good_records_never_needs_the_slow_path(
-    parser: str, monkeypatch: pytest.MonkeyPatch
+def test_batch_of_only_good_records_never_needs_the_reference_path(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # GIVEN 500 good records and a slow path that would fail the test if used
+    # GIVEN 500 good records and a reference path that would fail the test if used
     recs = [
         RawRecord(encode_record(r), str(i), "k")
         for i, r in enumerate(generate_records(500, seed=1))
     ]
-    decoder = RecordDecoder(CONTRACT, parser=parser)
-    monkeypatch.setattr(decoder, "_parse_payloads", lambda *a: pytest.fail("slow path used"))
+    decoder = RecordDecoder(CONTRACT)
+    monkeypatch.setattr(ReferencePath, "decode", lambda *a: pytest.fail("reference path used"))
     # WHEN decoded THEN all 500 rows come out
     assert decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST).table.num_rows == 500
-
-
-def test_unknown_parser_is_rejected() -> None:
-    with pytest.raises(ValueError, match="parser must be 'auto', 'msgspec' or 'arrow', got 'x'"):
-        RecordDecoder(CONTRACT, parser="x")
 
 
 def test_big_ints_in_a_fast_batch_are_out_of_range() -> None:
@@ -441,8 +427,8 @@ def test_big_ints_in_a_fast_batch_are_out_of_range() -> None:
     assert batch.table.num_rows == 19
 
 
-@pytest.mark.parametrize("parser", PARSERS)
-def test_invalid_utf8_in_unknown_fields_and_adjacent_bad_records(parser: str) -> None:
+@pytest.mark.parametrize("fast_path", PATHS)
+def test_invalid_utf8_in_unknown_fields_and_adjacent_bad_records(fast_path: bool) -> None:
     # GIVEN good records around bad ones: first and last of the batch, two in a row, invalid UTF-8
     # where the contract has no field (a key, a value), and valid non-ASCII text
     rows = [encode_record(r) for r in generate_records(12, seed=5)]
@@ -462,7 +448,7 @@ def test_invalid_utf8_in_unknown_fields_and_adjacent_bad_records(parser: str) ->
         encode_record({**good, "amount": "1"}),  # 19: last of the batch
     ]
     recs = [RawRecord(p, str(i), "k", 1000 + i) for i, p in enumerate(payloads)]
-    decoder = RecordDecoder(CONTRACT, parser=parser)
+    decoder = RecordDecoder(CONTRACT, fast_path=fast_path)
     # WHEN decoded as one batch and one record at a time
     batch = decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST)
     singles = [decoder.decode([r], shard_id=SHARD, ingest_time=INGEST) for r in recs]
@@ -485,8 +471,8 @@ def test_invalid_utf8_in_unknown_fields_and_adjacent_bad_records(parser: str) ->
     assert batch.good_bytes == sum(len(payloads[i]) for i in (1, 2, 3, 6, 7, 8, 12, *range(13, 19)))
 
 
-@pytest.mark.parametrize("parser", PARSERS)
-def test_non_finite_and_out_of_range_numbers_in_a_fast_batch(parser: str) -> None:
+@pytest.mark.parametrize("fast_path", PATHS)
+def test_non_finite_and_out_of_range_numbers_in_a_fast_batch(fast_path: bool) -> None:
     # GIVEN 30 good records, four of them with a number overflowing to infinity or out of range,
     # and every fourth record without an arrival time
     rows = [encode_record(r) for r in generate_records(30, seed=3)]
@@ -497,7 +483,7 @@ def test_non_finite_and_out_of_range_numbers_in_a_fast_batch(parser: str) -> Non
         b'"distance_from_home_km":', b'"distance_from_home_km":1e999,"x":', 1
     )
     recs = [RawRecord(r, str(i), "k", None if i % 4 == 0 else i) for i, r in enumerate(rows)]
-    decoder = RecordDecoder(CONTRACT, parser=parser)
+    decoder = RecordDecoder(CONTRACT, fast_path=fast_path)
     # WHEN decoded as one batch and one record at a time
     batch = decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST)
     singles = [decoder.decode([r], shard_id=SHARD, ingest_time=INGEST) for r in recs]
@@ -544,26 +530,84 @@ def _value_edge_cases() -> list[bytes]:
     ]
 
 
-def test_slow_path_checks_agree_value_by_value_and_column_wise(
+def test_fast_and_reference_paths_agree_on_every_variant_and_edge_case(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # GIVEN every variant and value edge case, more of them than the Python/Arrow threshold,
-    # all sent through the slow path (the fast path is switched off)
+    # GIVEN every variant and value edge case, twice over
     payloads = (_variants() + _value_edge_cases()) * 2
     recs = [RawRecord(p, str(i), "k", 1000 + i) for i, p in enumerate(payloads)]
-    decoder = RecordDecoder(CONTRACT)
-    monkeypatch.setattr(
-        decoder,
-        "_fast_path",
-        lambda records, datas, sizes, bad: (decoder._empty_fields, [], list(range(len(records)))),
-    )
-    assert len(recs) > 3 * records_module._SMALL
-    # WHEN decoded as one batch (Arrow checks) and one record at a time (Python checks)
-    batch = decoder.decode(recs, shard_id=SHARD, ingest_time=INGEST)
-    singles = [decoder.decode([r], shard_id=SHARD, ingest_time=INGEST) for r in recs]
-    # THEN rows, reasons and details are the same
+    judged: list[int] = []
+    judge = ReferencePath.decode
+
+    def counting(self: ReferencePath, datas: Any, indices: list[int], *rest: Any) -> Any:
+        judged.extend(indices)
+        return judge(self, datas, indices, *rest)
+
+    monkeypatch.setattr(ReferencePath, "decode", counting)
+    # WHEN decoded as one batch with the fast path, and with the reference path alone as one
+    # batch and one record at a time
+    fast = RecordDecoder(CONTRACT).decode(recs, shard_id=SHARD, ingest_time=INGEST)
+    vouched = len(recs) - len(judged)
+    reference = RecordDecoder(CONTRACT, fast_path=False)
+    batch = reference.decode(recs, shard_id=SHARD, ingest_time=INGEST)
+    singles = [reference.decode([r], shard_id=SHARD, ingest_time=INGEST) for r in recs]
+    # THEN the fast path vouched for most records, and rows, reasons and details are the same
+    assert vouched > len(recs) // 2
+    assert fast.table.equals(batch.table)
+    assert fast.dead_letters == batch.dead_letters
     assert batch.table.equals(pa.concat_tables([s.table for s in singles]))
     assert batch.dead_letters == [d for s in singles for d in s.dead_letters]
+    assert fast.good_bytes == batch.good_bytes == sum(s.good_bytes for s in singles)
+
+
+@pytest.mark.parametrize("fast_path", PATHS)
+def test_an_int_past_2_53_in_a_bounded_int_field_is_out_of_range(fast_path: bool) -> None:
+    # GIVEN 100 good records, one with an hour past 2**53 (no double holds it exactly, so a bound
+    # check through doubles would fail on it rather than judge it)
+    rows = generate_records(100, seed=4)
+    payloads = [encode_record(r) for r in rows]
+    payloads[40] = encode_record({**rows[40], "hour": 2**53 + 1})
+    recs = [RawRecord(p, str(i), "k") for i, p in enumerate(payloads)]
+    # WHEN decoded as one batch
+    batch = RecordDecoder(CONTRACT, fast_path=fast_path).decode(
+        recs, shard_id=SHARD, ingest_time=INGEST
+    )
+    # THEN only that record is dead, out of range, with its exact value
+    assert [(d.sequence_number, d.reason, d.detail) for d in batch.dead_letters] == [
+        ("40", "out_of_range", f"hour: {2**53 + 1} is outside [0, 23]")
+    ]
+    assert batch.table.num_rows == 99
+
+
+def test_a_lone_surrogate_sends_only_its_own_record_to_the_reference_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN 100 good records, two of them with a lone surrogate escape in a string (msgspec takes
+    # it, Arrow refuses to hold it)
+    rows = generate_records(100, seed=9)
+    payloads = [encode_record(r) for r in rows]
+    for i in (30, 31):
+        payloads[i] = json.dumps({**rows[i], "device": "\ud800"}).encode()
+    recs = [RawRecord(p, str(i), "k") for i, p in enumerate(payloads)]
+    judged: list[int] = []
+    judge = ReferencePath.decode
+
+    def counting(self: ReferencePath, datas: Any, indices: list[int], *rest: Any) -> Any:
+        judged.extend(indices)
+        return judge(self, datas, indices, *rest)
+
+    monkeypatch.setattr(ReferencePath, "decode", counting)
+    # WHEN decoded as one batch
+    batch = RecordDecoder(CONTRACT).decode(recs, shard_id=SHARD, ingest_time=INGEST)
+    # THEN only those two were judged by the reference path, and only they are dead
+    assert judged == [30, 31]
+    assert [(d.sequence_number, d.reason) for d in batch.dead_letters] == [
+        ("30", "non_utf8"),
+        ("31", "non_utf8"),
+    ]
+    assert batch.table.column("sequence_number").to_pylist() == [
+        str(i) for i in range(100) if i not in (30, 31)
+    ]
 
 
 def test_value_edge_cases_get_these_verdicts() -> None:
@@ -590,15 +634,15 @@ def test_value_edge_cases_get_these_verdicts() -> None:
     assert batch.table.column("country").to_pylist()[5] == "Zürich"
 
 
-@pytest.mark.parametrize("parser", PARSERS)
-def test_null_rules_for_optional_and_nullable_fields(parser: str) -> None:
+@pytest.mark.parametrize("fast_path", PATHS)
+def test_null_rules_for_optional_and_nullable_fields(fast_path: bool) -> None:
     # GIVEN a contract with an optional non-nullable field and a required nullable one
     doc = CONTRACT.to_dict()
     doc["fields"] += [
         {"name": "note", "type": "string", "required": False, "nullable": False},
         {"name": "score", "type": "float", "required": True, "nullable": True},
     ]
-    decoder = RecordDecoder(parse_contract(doc), parser=parser)
+    decoder = RecordDecoder(parse_contract(doc), fast_path=fast_path)
     base = {**_good(), "score": 0.5}
     cases = [
         base,  # fine

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.aws import AwsClients, configure_awswrangler
-from etl.contract import load_contract
+from etl.contract import Contract, load_contract
 from etl.keys import sequence_key
 from etl.lake import GlueCatalog, LakeLayout, Manifest
 from etl.producer import KinesisProducer
@@ -26,7 +26,6 @@ from etl.settings import Settings, load_settings
 from infra.emulator import EmulatorProcess, start_emulator
 
 REPO = Path(__file__).resolve().parent.parent
-TABLE = "card_transactions"
 
 
 def java_available() -> bool:
@@ -42,9 +41,18 @@ class Stack:
     bucket: str
     database: str
     streams: list[str] = field(default_factory=list)
+    #: The contract file whose table the lake holds (None: the shipped example).
+    contract_path: str | None = None
+
+    @property
+    def contract(self) -> Contract:
+        return load_contract(self.contract_path)
 
     @classmethod
-    def start(cls, state_dir: Path, *, serialize: bool = True) -> Stack:
+    def start(
+        cls, state_dir: Path, contract_path: str | None = None, *, serialize: bool = True
+    ) -> Stack:
+        contract = load_contract(contract_path)
         emu = start_emulator(state_dir, serialize=serialize)
         try:
             clients = AwsClients(endpoint_url=emu.endpoint)
@@ -53,7 +61,6 @@ class Stack:
             bucket, db = f"bench-lake-{suffix}", f"bench_{suffix}"
             clients.client("s3").create_bucket(Bucket=bucket)
             clients.client("glue").create_database(DatabaseInput={"Name": db})
-            contract = load_contract()
             GlueCatalog(
                 contract,
                 LakeLayout(bucket, contract.name),
@@ -64,7 +71,7 @@ class Stack:
         except BaseException:
             emu.stop()
             raise
-        return cls(emu, clients, bucket, db)
+        return cls(emu, clients, bucket, db, contract_path=contract_path)
 
     def stop(self) -> None:
         self.emulator.stop()
@@ -85,6 +92,7 @@ class Stack:
                 "lake_bucket": self.bucket,
                 "glue_database": self.database,
                 "application_name": application,
+                **({"contract_path": self.contract_path} if self.contract_path else {}),
                 **overrides,
             },
             env={},
@@ -144,11 +152,15 @@ def reached(checkpoint: str | None, last: str) -> bool:
     )
 
 
-def committed_manifests(clients: AwsClients, bucket: str) -> list[Manifest]:
+def committed_manifests(
+    clients: AwsClients, bucket: str, table: str | None = None
+) -> list[Manifest]:
+    """The lake's committed manifests of ``table`` (the shipped example contract's by default)."""
+    table = table or load_contract().name
     s3 = clients.client("s3")
     out: list[Manifest] = []
     for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=f"manifests/{TABLE}/"
+        Bucket=bucket, Prefix=f"manifests/{table}/"
     ):
         for o in page.get("Contents", []):
             m = Manifest.from_json(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())

@@ -114,7 +114,7 @@ def make_records(n: int, seed: int = 7) -> list[RawRecord]:
     for i, row in enumerate(rows):
         row["merchant"] = {
             "id": f"m-{int(rng.integers(0, 10**9)):09d}",
-            "name": f"{row['merchant_category'].upper()} STORE #{int(rng.integers(1, 9999))}",
+            "name": f"STORE #{int(rng.integers(1, 9999))}",
             "mcc": int(rng.integers(1000, 9999)),
             "city": "SPRINGFIELD",
             "postal_code": f"{int(rng.integers(10000, 99999))}",
@@ -221,6 +221,9 @@ def _naive_valid(contract: Contract, obj: Any) -> bool:
     return True
 
 
+_PANDAS_DTYPES = {FieldType.INT: "Int64", FieldType.FLOAT: "float64", FieldType.BOOL: "boolean"}
+
+
 def naive_steps(
     contract: Contract,
     records: list[RawRecord],
@@ -238,17 +241,18 @@ def naive_steps(
     def flush() -> int:
         df = pd.concat(frames, ignore_index=True)
         frames.clear()
-        df["event_time"] = pd.to_datetime(df["event_time"], format="ISO8601", utc=True)
+        et = contract.event_time_field.name
+        for f in contract.fields:  # what a pandas consumer does: cast each column by its type
+            if f.type is FieldType.TIMESTAMP:
+                df[f.name] = pd.to_datetime(df[f.name], format="ISO8601", utc=True)
+            elif f.type in _PANDAS_DTYPES:
+                df[f.name] = df[f.name].astype(_PANDAS_DTYPES[f.type])
         df["approximate_arrival_time"] = pd.to_datetime(
             df["approximate_arrival_time"], unit="ms", utc=True
         )
         df["ingest_time"] = now
-        df["hour"] = df["hour"].astype("int64")
-        df["amount"] = df["amount"].astype("float64")
-        df["distance_from_home_km"] = df["distance_from_home_km"].astype("float64")
-        df["is_fraud"] = df["is_fraud"].astype("boolean")
-        df["event_date"] = df["event_time"].dt.strftime("%Y-%m-%d")
-        df["event_hour"] = df["event_time"].dt.strftime("%H")
+        df["event_date"] = df[et].dt.strftime("%Y-%m-%d")
+        df["event_hour"] = df[et].dt.strftime("%H")
         write(df, flushes)
         return len(df)
 

@@ -35,6 +35,7 @@ import psycopg
 import pyarrow as pa
 
 from etl.contract import Contract, load_contract
+from etl.synthetic import generate_frame
 from etl.warehouse import ddl
 from etl.warehouse.ddl import Dialect
 from etl.warehouse.ledger import LedgerEntry
@@ -45,31 +46,19 @@ TARGET_RATIO = 10.0
 
 
 def lake_rows(contract: Contract, n: int, seed: int = 11) -> pa.Table:
-    rng = np.random.default_rng(seed)
+    """``n`` lake rows of the contract (its synthetic records plus the lake's metadata)."""
     t0 = datetime(2026, 1, 5, tzinfo=UTC)
     seqs = np.arange(1, n + 1)
-    cats = np.array(["grocery", "fuel", "travel", "online", "restaurant", "electronics"])
-    cols = {
-        "transaction_id": [f"tx-{i:012d}" for i in seqs],
-        "card_id": [f"card-{i:06d}" for i in rng.integers(0, 50_000, n)],
-        "event_time": [t0 + timedelta(milliseconds=int(i) * 37) for i in seqs],
-        "amount": rng.gamma(2.0, 25.0, n).round(2),
-        "merchant_category": cats[rng.integers(0, len(cats), n)],
-        "hour": rng.integers(0, 24, n),
-        "distance_from_home_km": np.where(rng.random(n) < 0.05, np.nan, rng.exponential(12.0, n)),
-        "device": np.array(["mobile", "web", "pos"])[rng.integers(0, 3, n)],
-        "country": np.array(["US", "GB", "DE", "FR", "BR"])[rng.integers(0, 5, n)],
-        "is_fraud": rng.random(n) < 0.02,
+    frame = generate_frame(n, seed=seed, start=t0, events_per_second=1000 / 37, contract=contract)
+    table = pa.Table.from_pandas(frame, schema=contract.arrow_schema(with_metadata=False))
+    meta = {
         "shard_id": [f"shardId-{i % 4:012d}" for i in seqs],
         "sequence_number": [str(i) for i in seqs],
         "approximate_arrival_time": [t0 + timedelta(milliseconds=int(i) * 37 + 5) for i in seqs],
         "ingest_time": [t0 + timedelta(milliseconds=int(i) * 37 + 900) for i in seqs],
     }
-    table = pa.table(cols)
-    dist = pa.compute.if_else(
-        pa.compute.is_nan(table["distance_from_home_km"]), None, table["distance_from_home_km"]
-    )
-    table = table.set_column(6, "distance_from_home_km", dist)
+    for name, values in meta.items():
+        table = table.append_column(name, pa.array(values))
     return table.cast(contract.arrow_schema(with_metadata=True))
 
 

@@ -10,7 +10,7 @@ retried with exponential backoff; a batch that still fails is counted in ``failu
 publishing metrics never raises into the data path.
 
 >>> from etl.drift import DriftResult, FeatureDrift
->>> f = FeatureDrift("amount", "numeric", "ok", psi=0.31, score=2.5)
+>>> f = FeatureDrift("x", "numeric", "ok", psi=0.31, score=2.5)
 >>> r = DriftResult(rows=600, features=(f,), drift_score=2.5, max_psi=0.31)
 >>> [d["MetricName"] for d in build_datums(r, stream_name="s", timestamp=None, dead_letters=2)]
 ['PSI', 'DriftFeatureScore', 'DriftScore', 'MaxPSI', 'WindowRows', 'DeadLetterRate', 'DeadLetters']

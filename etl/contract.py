@@ -1,12 +1,14 @@
 """The data contract: which fields a record has, their types, and what role each plays.
 
 A contract is a TOML file validated at load. Everything downstream derives from it: record
-validation, the lake's Arrow/Glue schema, warehouse DDL, the drift features and the model inputs.
+validation, the lake's Arrow/Glue schema, warehouse DDL, the drift features, the model's inputs,
+label and task (``binary_classification`` or ``regression``), and the synthetic generator (its
+optional ``[generator]`` table, see ``etl/generator.py``). Two examples ship in ``etl/contracts/``.
 
 >>> from etl.contract import load_contract
 >>> c = load_contract()                     # the shipped card-transactions example
->>> [f.name for f in c.features][:3]
-['amount', 'merchant_category', 'hour']
+>>> c.name, c.task.value, len(c.features)
+('card_transactions', 'binary_classification', 6)
 """
 
 from __future__ import annotations
@@ -48,6 +50,25 @@ class FieldType(StrEnum):
     FLOAT = "float"
     BOOL = "bool"
     TIMESTAMP = "timestamp"
+
+
+class Task(StrEnum):
+    """What the model learns from the label: the training estimator and its metrics follow it."""
+
+    BINARY_CLASSIFICATION = "binary_classification"
+    REGRESSION = "regression"
+
+
+#: Label types each task accepts (a binary label may be a bool or a 0/1 int).
+_TASK_LABEL_TYPES: dict[Task, tuple[FieldType, ...]] = {
+    Task.BINARY_CLASSIFICATION: (FieldType.BOOL, FieldType.INT),
+    Task.REGRESSION: (FieldType.INT, FieldType.FLOAT),
+}
+_DEFAULT_TASK: dict[FieldType, Task] = {
+    FieldType.BOOL: Task.BINARY_CLASSIFICATION,
+    FieldType.INT: Task.REGRESSION,
+    FieldType.FLOAT: Task.REGRESSION,
+}
 
 
 class Role(StrEnum):
@@ -114,7 +135,11 @@ class Contract:
     partition_key: str
     fields: tuple[Field, ...]
     max_record_bytes: int = 64 * 1024
+    #: The model task; ``None`` exactly when no field is the label (no model to train).
+    task: Task | None = None
     source: str = field(default="", compare=False)
+    #: The ``[generator]`` table (synthetic-data parameters), validated by ``etl.synthetic``.
+    generator: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
@@ -151,10 +176,39 @@ class Contract:
                 f"contract {self.name!r}: partition_key {self.partition_key!r} is not a field;"
                 f" choose one of {names}"
             )
+        self._check_label()
         if self.max_record_bytes <= 0 or self.max_record_bytes > 1024 * 1024:
             raise ContractError(
                 f"contract {self.name!r}: max_record_bytes={self.max_record_bytes} must be in"
                 " 1..1048576 (Kinesis' record limit)"
+            )
+
+    def _check_label(self) -> None:
+        labels = [f for f in self.fields if f.role is Role.LABEL]
+        if len(labels) > 1:
+            raise ContractError(
+                f"contract {self.name!r}: at most one field may have role 'label', found"
+                f" {[f.name for f in labels]}"
+            )
+        if not labels:
+            if self.task is not None:
+                raise ContractError(
+                    f"contract {self.name!r}: task={self.task.value!r} but no field has role"
+                    " 'label'; mark the target field role = \"label\" or remove task"
+                )
+            return
+        label = labels[0]
+        if self.task is None:
+            raise ContractError(
+                f"contract {self.name!r}: label {label.name!r} ({label.type.value}) needs a task;"
+                f" set task to one of {[t.value for t in Task]}"
+            )
+        if label.type not in _TASK_LABEL_TYPES[self.task]:
+            allowed = [t.value for t in _TASK_LABEL_TYPES[self.task]]
+            raise ContractError(
+                f"contract {self.name!r}: task={self.task.value!r} needs a label of type"
+                f" {allowed}, but {label.name!r} is {label.type.value!r}; change task or the"
+                " label's type"
             )
 
     # -- views -----------------------------------------------------------------------------
@@ -218,6 +272,7 @@ class Contract:
             "version": self.version,
             "partition_key": self.partition_key,
             "max_record_bytes": self.max_record_bytes,
+            **({"task": self.task.value} if self.task is not None else {}),
             "fields": [
                 {
                     k: v
@@ -315,14 +370,42 @@ def parse_contract(doc: Mapping[str, Any], source: str = "<dict>") -> Contract:
     max_bytes = doc.get("max_record_bytes", 64 * 1024)
     if not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
         raise ContractError(f"{source}: 'max_record_bytes' must be an integer, got {max_bytes!r}")
+    generator = doc.get("generator", {})
+    if not isinstance(generator, Mapping):
+        raise ContractError(f"{source}: 'generator' must be a table, got {generator!r}")
     return Contract(
         name=doc["name"],
         version=version,
         partition_key=str(doc["partition_key"]),
         fields=fields,
         max_record_bytes=max_bytes,
+        task=_parse_task(doc, fields, source),
         source=source,
+        generator=dict(generator),
     )
+
+
+def _parse_task(doc: Mapping[str, Any], fields: tuple[Field, ...], source: str) -> Task | None:
+    """``task`` as written, else the label type's own: a bool is binary, a number regression."""
+    raw = doc.get("task")
+    if raw is not None:
+        try:
+            return Task(raw)
+        except ValueError:
+            raise ContractError(
+                f"{source}: 'task' got {raw!r}, expected one of {[t.value for t in Task]}"
+            ) from None
+    label = next((f for f in fields if f.role is Role.LABEL), None)
+    if label is None:
+        return None
+    task = _DEFAULT_TASK.get(label.type)
+    if task is None:
+        raise ContractError(
+            f"{source}: label {label.name!r} is a {label.type.value}; a label must be a bool"
+            " (binary_classification) or a number (regression): change its type, or give it"
+            ' role = "attribute" to run without a model'
+        )
+    return task
 
 
 def load_contract(path: str | Path | None = None, *, s3_client: Any = None) -> Contract:

@@ -46,9 +46,8 @@ def _drift(f: Field) -> str:
 
 def model_task(contract: Contract) -> str:
     """The task a label implies (a ``task`` key in the contract, when present, wins)."""
-    declared = getattr(contract, "task", None)
-    if declared:
-        return str(declared)
+    if contract.task is not None:
+        return contract.task.value.replace("_", " ")
     label = contract.label
     if label is None:
         return "none: no field has role 'label', so retraining is off (data path and drift only)"

@@ -61,3 +61,7 @@ class EventError(DriftlineError):
 
 class CompactionError(DriftlineError):
     """Compacting a lake hour failed; what was visible before stays visible."""
+
+
+class LabelRequiredError(RetrainError):
+    """Retraining was asked of a contract that declares no label (nothing to learn)."""

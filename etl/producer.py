@@ -9,7 +9,8 @@ sequence number, consumers must not assume production order across a retry.
 
 :func:`produce` is the synthetic workload behind ``driftline produce`` and the demo: seeded records,
 a seeded fraction replaced by poison, optional rate limiting, and a summary that lists the good
-transaction ids so a reader can check exactly-once delivery.
+records' ids (the contract's id field) so a reader can check exactly-once delivery. It works for
+any contract: the records come from the contract's generator plan (``etl/generator.py``).
 
 >>> plan_batches([100] * 1001)
 [range(0, 500), range(500, 1000), range(1000, 1001)]
@@ -30,7 +31,7 @@ from botocore.exceptions import ClientError
 
 from etl.aws import AwsClients
 from etl.contract import Contract, load_contract
-from etl.exceptions import ContractError, ProducerError
+from etl.exceptions import ProducerError
 from etl.settings import Settings
 from etl.synthetic import POISON_KINDS, Scenario, encode_record, generate_records, make_poison
 
@@ -223,7 +224,7 @@ class ProduceSummary:
     produced: int
     good: int
     poison: dict[str, int]
-    good_transaction_ids: list[str] = field(repr=False)
+    good_ids: list[str] = field(repr=False)
     seconds: float
     retried: int
     attempts: int
@@ -253,7 +254,7 @@ class ProduceSummary:
             "last_event_time": self.last_event_time,
         }
         if with_ids:
-            doc["good_transaction_ids"] = list(self.good_transaction_ids)
+            doc["good_ids"] = list(self.good_ids)
         return doc
 
 
@@ -276,12 +277,13 @@ def build_payloads(
 ) -> list[tuple[bytes, str]]:
     """``(data, partition key)`` per record, poison where ``plan`` says."""
     rng = np.random.default_rng([seed, 0x9016])
-    key_field = contract.partition_key
+    key_field, id_field = contract.partition_key, contract.id_field.name
     out = []
     for i, rec in enumerate(records):
         kind = plan.get(i)
         data = make_poison(kind, rng, rec, contract=contract) if kind else encode_record(rec)
-        out.append((data, str(rec[key_field])))
+        key = rec.get(key_field)  # an optional partition key may be absent or null
+        out.append((data, str(rec[id_field] if key is None or key == "" else key)))
     return out
 
 
@@ -298,8 +300,10 @@ def produce(
     start: datetime | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    contract: Contract | None = None,
 ) -> ProduceSummary:
-    """Generate ``records`` synthetic transactions and put them on ``settings.stream_name``.
+    """Generate ``records`` synthetic records of the contract (``settings.contract_path`` unless
+    given) and put them on ``settings.stream_name``.
 
     With ``rate`` (records/s) the puts are paced and event times advance at that rate; ``start``
     is the first event time (``None``: the generator's fixed default, so runs are reproducible).
@@ -309,12 +313,7 @@ def produce(
     if rate is not None and rate <= 0:
         raise ValueError(f"rate must be > 0 records/s, got {rate}")
     stream = settings.require("stream_name")
-    contract = load_contract(settings.contract_path)
-    if contract.name != "card_transactions":
-        raise ContractError(
-            f"the synthetic generator makes card_transactions records, but the contract is"
-            f" {contract.name!r}; unset contract_path to produce the example workload"
-        )
+    contract = contract or load_contract(settings.contract_path)
     scenario = Scenario(scenario)
     rows = generate_records(
         records,
@@ -323,6 +322,7 @@ def produce(
         drift_at=drift_at,
         start=start,
         events_per_second=rate or 50.0,
+        contract=contract,
     )
     plan = poison_plan(records, poison_rate, seed)
     payloads = build_payloads(rows, plan, seed=seed, contract=contract)
@@ -362,20 +362,20 @@ def produce(
     poison_counts = {kind: 0 for kind in POISON_KINDS}
     for kind in plan.values():
         poison_counts[kind] += 1
-    id_field = contract.id_field.name
+    id_field, et_field = contract.id_field.name, contract.event_time_field.name
     return ProduceSummary(
         stream_name=stream,
         produced=len(payloads),
         good=len(payloads) - len(plan),
         poison=poison_counts,
-        good_transaction_ids=[str(r[id_field]) for i, r in enumerate(rows) if i not in plan],
+        good_ids=[str(r[id_field]) for i, r in enumerate(rows) if i not in plan],
         seconds=seconds,
         retried=retried,
         attempts=attempts,
         scenario=scenario.value,
         seed=seed,
-        first_event_time=rows[0]["event_time"] if rows else None,
-        last_event_time=rows[-1]["event_time"] if rows else None,
+        first_event_time=rows[0][et_field] if rows else None,
+        last_event_time=rows[-1][et_field] if rows else None,
     )
 
 

@@ -86,15 +86,17 @@ class Settings:
     retrain_window_hours: float = 6.0
     retrain_holdout_fraction: float = 0.25
     retrain_min_rows: int = 500
-    #: Metric champion and challenger are compared on, and the margin the challenger must win by.
-    promotion_metric: str = "roc_auc"
+    #: Metric champion and challenger are compared on (default: the contract's task's, roc_auc for
+    #: binary classification, rmse for regression), and the margin the challenger must win by.
+    promotion_metric: str | None = None
     promotion_margin: float = 0.01
     #: After a completed run no new run starts for this long; a run's lock expires after the TTL.
     retrain_cooldown_s: float = 300.0
     retrain_lock_ttl_s: float = 1800.0
     training_backend: str = "local"
     serving_backend: str = "local"
-    model_name: str = "fraud"
+    #: Default: the contract's name with hyphens for underscores (``retrain.runs.model_name``).
+    model_name: str | None = None
     endpoint_name: str | None = None
     idempotency_table: str | None = None
     retrain_queue_url: str | None = None
@@ -262,7 +264,16 @@ def _check(s: Settings) -> None:
     _check_warehouse(s)
 
 
-_PROMOTION_METRICS = ("roc_auc", "average_precision", "accuracy", "f1", "log_loss")
+_PROMOTION_METRICS = (
+    "roc_auc",
+    "average_precision",
+    "accuracy",
+    "f1",
+    "log_loss",
+    "rmse",
+    "mae",
+    "r2",
+)
 _BACKENDS = ("local", "sagemaker")
 
 
@@ -281,14 +292,14 @@ def _check_retrain(s: Settings) -> None:
         raise ConfigError("promotion_margin", f"must be >= 0, got {s.promotion_margin}")
     if s.retrain_cooldown_s < 0:
         raise ConfigError("retrain_cooldown_s", f"must be >= 0 seconds, got {s.retrain_cooldown_s}")
-    if s.promotion_metric not in _PROMOTION_METRICS:
+    if s.promotion_metric is not None and s.promotion_metric not in _PROMOTION_METRICS:
         raise ConfigError(
             "promotion_metric", f"got {s.promotion_metric!r}, expected one of {_PROMOTION_METRICS}"
         )
     for key in ("training_backend", "serving_backend"):
         if getattr(s, key) not in _BACKENDS:
             raise ConfigError(key, f"got {getattr(s, key)!r}, expected one of {_BACKENDS}")
-    if not s.model_name.replace("-", "").isalnum():
+    if s.model_name is not None and not s.model_name.replace("-", "").isalnum():
         raise ConfigError("model_name", f"got {s.model_name!r}; use letters, digits and hyphens")
 
 

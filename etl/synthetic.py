@@ -1,20 +1,18 @@
-"""Seeded synthetic card transactions for the shipped contract, with a drift scenario and poison.
+"""Seeded synthetic records for any data contract, with a drift scenario and poison.
 
-Two scenarios:
+What each field looks like comes from the contract's ``[generator]`` table, or from defaults
+derived from its types, bounds and allowed values (see :mod:`etl.generator`). Two scenarios:
 
-* ``stationary``: one fixed world. Fraud is a high amount, far from home, at night.
+* ``stationary``: one fixed world;
 * ``drift``: records before ``drift_at`` (a fraction of ``n``) come from the stationary world; the
-  rest come from a shifted one: higher amounts, more online/electronics spending and a new
-  ``digital_goods`` category, a new ``wearable`` device, more foreign countries, longer distances,
-  and a *different label relation*: fraud becomes small ``digital_goods`` purchases from a
-  ``wearable``, while the old pattern stops predicting it. A model trained before the drift ranks
-  post-drift fraud badly; one retrained on post-drift data recovers.
+  rest from a shifted one: numeric features move, categorical mixes change, and the label follows
+  a *different relation* to the features, so a model trained before the drift ranks the drifted
+  records badly and one retrained on them recovers.
 
-The same ``(n, seed, scenario, drift_at, start, events_per_second)`` always gives the same rows.
-``hour`` is the cardholder's local hour of the purchase (a feature), independent of ``event_time``
-(the stream's clock, advancing by ``1 / events_per_second``).
+The same ``(n, seed, scenario, drift_at, start, events_per_second, contract)`` always gives the
+same rows. The event-time field advances by ``1 / events_per_second``; ids are unique across seeds.
 
->>> recs = generate_records(3, seed=7)
+>>> recs = generate_records(3, seed=7)      # the shipped card-transactions example
 >>> recs[0]["event_time"], recs[1]["event_time"]
 ('2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.020000Z')
 >>> generate_records(3, seed=7) == recs
@@ -26,8 +24,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -36,7 +34,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from etl.contract import Contract, load_contract
+from etl.contract import Contract, FieldType, Task, load_contract
+from etl.generator import FieldPlan, Plan, Term, plan_for
 
 
 class Scenario(StrEnum):
@@ -45,61 +44,22 @@ class Scenario(StrEnum):
 
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
-CARD_POOL = 5_000
-DISTANCE_NULL_RATE = 0.02
-
-MERCHANTS = (
-    "grocery",
-    "restaurant",
-    "gas",
-    "online_retail",
-    "travel",
-    "electronics",
-    "entertainment",
-    "pharmacy",
-    "digital_goods",
-)
-_MERCHANT_P_BEFORE = (0.24, 0.18, 0.12, 0.14, 0.05, 0.06, 0.09, 0.12, 0.0)
-_MERCHANT_P_AFTER = (0.10, 0.08, 0.06, 0.22, 0.05, 0.14, 0.07, 0.06, 0.22)
-
-DEVICES = ("mobile", "desktop", "pos_terminal", "tablet", "wearable")
-_DEVICE_P_BEFORE = (0.35, 0.15, 0.42, 0.08, 0.0)
-_DEVICE_P_AFTER = (0.30, 0.10, 0.20, 0.05, 0.35)
-
-COUNTRIES = ("US", "CA", "GB", "MX", "DE", "FR", "BR", "NG", "IN", "PH")
-_COUNTRY_P_BEFORE = (0.90, 0.03, 0.02, 0.02, 0.015, 0.015, 0.0, 0.0, 0.0, 0.0)
-_COUNTRY_P_AFTER = (0.60, 0.04, 0.04, 0.05, 0.03, 0.03, 0.06, 0.05, 0.06, 0.04)
-
-# Hour of day: mostly daytime; ~15% at night (0-5h) before the drift.
-_HOUR_W_BEFORE = np.array(
-    [2, 2, 1.5, 1.5, 1.5, 2, 3, 4, 5, 6, 6, 7, 8, 7, 6, 6, 6, 7, 7, 6, 5, 4, 3, 2.5]
-)
-_HOUR_W_AFTER = np.array([3, 3, 3, 3, 3, 3, 3, 4, 4, 5, 5, 5, 6, 5, 5, 5, 5, 5, 6, 6, 6, 5, 4, 3.5])
-
 POISON_KINDS = ("malformed_json", "wrong_type", "missing_required", "non_utf8", "oversize")
 
 
 @dataclass(frozen=True, slots=True)
-class _Columns:
-    """The generated rows, column-wise (one source for records and frames)."""
+class Column:
+    """One generated column: values (int64 microseconds for timestamps) and where it is null."""
 
-    transaction_id: list[str]
-    card_id: list[str]
-    event_time_us: np.ndarray  # int64 microseconds since the epoch (UTC)
-    amount: np.ndarray
-    merchant_category: np.ndarray
-    hour: np.ndarray
-    distance_from_home_km: np.ndarray  # NaN = null
-    device: np.ndarray
-    country: np.ndarray
-    is_fraud: np.ndarray
+    values: np.ndarray
+    null: np.ndarray
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return np.asarray(1.0 / (1.0 + np.exp(-z)))
 
 
-def _transaction_ids(seed: int, n: int) -> list[str]:
+def _uuid_ids(seed: int, n: int) -> list[str]:
     """UUID-shaped ids from (seed, index): unique across runs with different seeds."""
     ids = []
     for i in range(n):
@@ -108,169 +68,245 @@ def _transaction_ids(seed: int, n: int) -> list[str]:
     return ids
 
 
-def _generate(
+def _draw_dist(rng: np.random.Generator, dist: str, p: Mapping[str, float], n: int) -> np.ndarray:
+    if dist == "normal":
+        return rng.normal(p["mean"], p["sd"], size=n)
+    if dist == "lognormal":
+        return rng.lognormal(p["mu"], p["sigma"], size=n)
+    if dist == "exponential":
+        return rng.exponential(p["scale"], size=n)
+    return rng.uniform(p["low"], p["high"], size=n)
+
+
+def _draw(
+    rng: np.random.Generator, fp: FieldPlan, n: int, drifted: np.ndarray, ctx: _Ctx
+) -> Column:
+    """Both worlds drawn for every row (a fixed number of draws per field), then picked."""
+    if fp.dist == "id":
+        ids: list[Any] = (
+            _uuid_ids(ctx.seed, n)
+            if fp.type is FieldType.STRING
+            else [ctx.seed * 1_000_000_000 + i for i in range(n)]
+        )
+        return Column(np.asarray(ids, dtype=object), np.zeros(n, dtype=bool))
+    if fp.dist == "event_time":
+        return Column(ctx.event_time_us, np.zeros(n, dtype=bool))
+    if fp.dist == "timestamp":
+        lag = rng.uniform(0, 86_400_000_000, size=n).astype(np.int64)
+        values = ctx.event_time_us - lag
+    elif fp.dist == "pool":
+        width = len(str(fp.pool - 1))
+        picks = rng.integers(0, fp.pool, size=n).tolist()
+        values = np.asarray([f"{fp.prefix}{k:0{width}d}" for k in picks], dtype=object)
+    elif fp.dist == "choice":
+        options = np.empty(len(fp.values), dtype=object)
+        options[:] = list(fp.values)
+        before = rng.choice(len(options), size=n, p=np.asarray(fp.weights) / sum(fp.weights))
+        after = rng.choice(
+            len(options), size=n, p=np.asarray(fp.drift_weights) / sum(fp.drift_weights)
+        )
+        values = options[np.where(drifted, after, before)]
+        if fp.type is FieldType.INT:
+            values = values.astype(np.int64)
+        elif fp.type is FieldType.FLOAT:
+            values = values.astype(np.float64)
+    else:
+        values = np.where(
+            drifted,
+            _draw_dist(rng, fp.dist, fp.drift_params, n),
+            _draw_dist(rng, fp.dist, fp.params, n),
+        )
+        values = _fit_bounds(values, fp)
+    null = rng.random(n) < fp.null_rate if fp.null_rate > 0 else np.zeros(n, dtype=bool)
+    return Column(values, null)
+
+
+def _fit_bounds(values: np.ndarray, fp: FieldPlan) -> np.ndarray:
+    """Rounded to the plan's decimals and clipped into the contract's bounds."""
+    values = np.round(values, fp.decimals or 0)
+    if fp.low is not None or fp.high is not None:
+        values = np.clip(values, fp.low, fp.high)
+    return values.astype(np.int64 if fp.type is FieldType.INT else np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    seed: int
+    event_time_us: np.ndarray
+
+
+def _condition(col: Column, op: str, value: Any) -> np.ndarray:
+    v = col.values
+    with np.errstate(invalid="ignore"):
+        if op == "==":
+            out = v == value
+        elif op == "!=":
+            out = v != value
+        else:
+            num = np.asarray(v, dtype=np.float64)
+            out = {">": num > value, ">=": num >= value, "<": num < value, "<=": num <= value}[op]
+    hit: np.ndarray = np.asarray(out, dtype=bool) & ~col.null
+    return hit
+
+
+def _linear(
+    terms: tuple[Term, ...], intercept: float, cols: Mapping[str, Column], n: int
+) -> np.ndarray:
+    z = np.full(n, intercept, dtype=np.float64)
+    for t in terms:
+        part = np.full(n, t.weight, dtype=np.float64)
+        if t.feature is not None:
+            col = cols[t.feature]
+            x = np.asarray(col.values, dtype=np.float64)
+            if t.log:
+                x = np.log(np.maximum(x, 1e-9))
+            part = part * np.where(col.null, 0.0, (x - t.center) / t.scale)
+        for name, op, value in t.when:
+            part = part * _condition(cols[name], op, value)
+        z += part
+    return z
+
+
+def _label(
+    rng: np.random.Generator, plan: Plan, cols: Mapping[str, Column], drifted: np.ndarray
+) -> Column:
+    label = plan.contract.label
+    lp = plan.label
+    assert label is not None and lp is not None
+    n = len(drifted)
+    z = np.where(
+        drifted,
+        _linear(lp.drift_terms, lp.drift_intercept, cols, n),
+        _linear(lp.terms, lp.intercept, cols, n),
+    )
+    draw = rng.random(n)
+    noise = rng.normal(0.0, lp.noise, size=n)
+    if plan.contract.task is Task.BINARY_CLASSIFICATION:
+        hit = draw < _sigmoid(z)
+        values: np.ndarray = hit if label.type is FieldType.BOOL else hit.astype(np.int64)
+    else:
+        fp = plan.fields[label.name]
+        values = _fit_bounds(z + noise, replace(fp, decimals=fp.decimals or 3))
+    return Column(values, np.zeros(n, dtype=bool))
+
+
+def generate_columns(
     n: int,
     *,
-    seed: int,
-    scenario: Scenario,
-    drift_at: float,
-    start: datetime | None,
-    events_per_second: float,
-) -> _Columns:
+    seed: int = 0,
+    scenario: Scenario | str = Scenario.STATIONARY,
+    drift_at: float = 0.5,
+    start: datetime | None = None,
+    events_per_second: float = 50.0,
+    contract: Contract | None = None,
+) -> dict[str, Column]:
+    """Every field of ``contract`` (the card example by default) for ``n`` rows, column-wise."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if not 0.0 <= drift_at <= 1.0:
         raise ValueError(f"drift_at is a fraction of n in [0, 1], got {drift_at}")
     if events_per_second <= 0:
         raise ValueError(f"events_per_second must be > 0, got {events_per_second}")
+    contract = contract or _default_contract()
+    plan = _plan(contract)
     scenario = Scenario(scenario)
     start = DEFAULT_START if start is None else start
     if start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
     rng = np.random.default_rng(seed)
-
     idx = np.arange(n)
     drifted = idx >= round(drift_at * n) if scenario is Scenario.DRIFT else np.zeros(n, dtype=bool)
-
-    def pick(
-        options: tuple[str, ...], p_before: tuple[float, ...], p_after: tuple[float, ...]
-    ) -> np.ndarray:
-        before = rng.choice(len(options), size=n, p=np.asarray(p_before) / sum(p_before))
-        after = rng.choice(len(options), size=n, p=np.asarray(p_after) / sum(p_after))
-        return np.asarray(options, dtype=object)[np.where(drifted, after, before)]
-
-    cards = rng.integers(0, CARD_POOL, size=n)
-    amount = np.where(
-        drifted, rng.lognormal(4.1, 1.1, size=n), rng.lognormal(3.5, 1.0, size=n)
-    ).round(2)
-    amount = np.maximum(amount, 0.01)
-    merchant = pick(MERCHANTS, _MERCHANT_P_BEFORE, _MERCHANT_P_AFTER)
-    hour = np.where(
-        drifted,
-        rng.choice(24, size=n, p=_HOUR_W_AFTER / _HOUR_W_AFTER.sum()),
-        rng.choice(24, size=n, p=_HOUR_W_BEFORE / _HOUR_W_BEFORE.sum()),
-    ).astype(np.int64)
-    distance = np.where(
-        drifted, rng.exponential(60.0, size=n), rng.exponential(15.0, size=n)
-    ).round(3)
-    distance[rng.random(n) < DISTANCE_NULL_RATE] = np.nan
-    device = pick(DEVICES, _DEVICE_P_BEFORE, _DEVICE_P_AFTER)
-    country = pick(COUNTRIES, _COUNTRY_P_BEFORE, _COUNTRY_P_AFTER)
-
-    # Label relations. Before: big, far, at night. After: small digital goods from a wearable.
-    log_amount = np.log(amount)
-    far = np.nan_to_num(distance, nan=0.0) > 40.0
-    night = hour < 5
-    z_before = -4.7 + 1.3 * (log_amount - 3.5) + 2.4 * far + 2.2 * night
-    z_before = z_before + 1.8 * (log_amount > 5.0)
-    combo = (device == "wearable") & (merchant == "digital_goods")
-    small = amount < 40.0
-    z_after = -4.8 + 3.6 * combo + 2.0 * small + 1.6 * (combo & small) - 0.9 * (log_amount - 4.1)
-    z_after = z_after - 1.0 * far - 0.8 * night
-    p = _sigmoid(np.where(drifted, z_after, z_before))
-    is_fraud = rng.random(n) < p
-
     start_us = int(start.timestamp() * 1_000_000)
-    step_us = 1_000_000 / events_per_second
-    event_time_us = start_us + np.floor(idx * step_us).astype(np.int64)
-
-    return _Columns(
-        transaction_id=_transaction_ids(seed, n),
-        card_id=[f"card-{c:05d}" for c in cards.tolist()],
-        event_time_us=event_time_us,
-        amount=amount,
-        merchant_category=merchant,
-        hour=hour,
-        distance_from_home_km=distance,
-        device=device,
-        country=country,
-        is_fraud=is_fraud,
-    )
+    event_us = start_us + np.floor(idx * (1_000_000 / events_per_second)).astype(np.int64)
+    ctx = _Ctx(seed, event_us)
+    label = contract.label
+    cols = {
+        f.name: _draw(rng, plan.fields[f.name], n, drifted, ctx)
+        for f in contract.fields
+        if label is None or f.name != label.name
+    }
+    if label is not None:
+        cols[label.name] = _label(rng, plan, cols, drifted)
+    return {f.name: cols[f.name] for f in contract.fields}
 
 
 def generate_records(
     n: int,
     *,
     seed: int = 0,
-    scenario: Scenario = Scenario.STATIONARY,
+    scenario: Scenario | str = Scenario.STATIONARY,
     drift_at: float = 0.5,
     start: datetime | None = None,
     events_per_second: float = 50.0,
+    contract: Contract | None = None,
 ) -> list[dict[str, Any]]:
-    """``n`` JSON-ready transaction dicts (``event_time`` as ISO-8601 UTC with ``Z``)."""
-    c = _generate(
+    """``n`` JSON-ready records (timestamps as ISO-8601 UTC with ``Z``; a null optional field
+    that may not be null is left out)."""
+    contract = contract or _default_contract()
+    cols = generate_columns(
         n,
         seed=seed,
         scenario=scenario,
         drift_at=drift_at,
         start=start,
         events_per_second=events_per_second,
+        contract=contract,
     )
-    times = np.datetime_as_string(c.event_time_us.astype("datetime64[us]"), unit="us")
-    distance = [None if math.isnan(d) else d for d in c.distance_from_home_km.tolist()]
-    return [
-        {
-            "transaction_id": tid,
-            "card_id": card,
-            "event_time": f"{t}Z",
-            "amount": amt,
-            "merchant_category": mc,
-            "hour": hr,
-            "distance_from_home_km": dist,
-            "device": dev,
-            "country": ctry,
-            "is_fraud": fraud,
-        }
-        for tid, card, t, amt, mc, hr, dist, dev, ctry, fraud in zip(
-            c.transaction_id,
-            c.card_id,
-            times.tolist(),
-            c.amount.tolist(),
-            c.merchant_category.tolist(),
-            c.hour.tolist(),
-            distance,
-            c.device.tolist(),
-            c.country.tolist(),
-            c.is_fraud.tolist(),
-            strict=True,
-        )
-    ]
+    lists: list[tuple[str, list[Any], list[bool], bool]] = []
+    for f in contract.fields:
+        col = cols[f.name]
+        if f.type is FieldType.TIMESTAMP:
+            text = np.datetime_as_string(col.values.astype("datetime64[us]"), unit="us")
+            values = [f"{t}Z" for t in text.tolist()]
+        else:
+            values = col.values.tolist()
+        lists.append((f.name, values, col.null.tolist(), f.nullable))
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        rec: dict[str, Any] = {}
+        for name, values, null, nullable in lists:
+            if not null[i]:
+                rec[name] = values[i]
+            elif nullable:
+                rec[name] = None
+        out.append(rec)
+    return out
 
 
 def generate_frame(
     n: int,
     *,
     seed: int = 0,
-    scenario: Scenario = Scenario.STATIONARY,
+    scenario: Scenario | str = Scenario.STATIONARY,
     drift_at: float = 0.5,
     start: datetime | None = None,
     events_per_second: float = 50.0,
     contract: Contract | None = None,
 ) -> pd.DataFrame:
-    """The same rows as :func:`generate_records`, typed per the contract (``event_time`` UTC)."""
+    """The same rows as :func:`generate_records`, typed per the contract (timestamps UTC)."""
     contract = contract or _default_contract()
-    c = _generate(
+    cols = generate_columns(
         n,
         seed=seed,
         scenario=scenario,
         drift_at=drift_at,
         start=start,
         events_per_second=events_per_second,
+        contract=contract,
     )
-    arrays: dict[str, pa.Array] = {
-        "transaction_id": pa.array(c.transaction_id, pa.string()),
-        "card_id": pa.array(c.card_id, pa.string()),
-        "event_time": pa.array(c.event_time_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-        "amount": pa.array(c.amount, pa.float64()),
-        "merchant_category": pa.array(c.merchant_category.tolist(), pa.string()),
-        "hour": pa.array(c.hour, pa.int64()),
-        "distance_from_home_km": pa.array(c.distance_from_home_km, pa.float64(), from_pandas=True),
-        "device": pa.array(c.device.tolist(), pa.string()),
-        "country": pa.array(c.country.tolist(), pa.string()),
-        "is_fraud": pa.array(c.is_fraud, pa.bool_()),
-    }
     schema = contract.arrow_schema(with_metadata=False)
-    table = pa.table([arrays[f.name] for f in schema], schema=schema)
+    arrays = []
+    for f in contract.fields:
+        col = cols[f.name]
+        mask = col.null if col.null.any() else None
+        if f.type is FieldType.TIMESTAMP:
+            arr = pa.array(col.values, pa.int64(), mask=mask).cast(f.arrow_type)
+        elif f.type is FieldType.STRING:
+            arr = pa.array(col.values.tolist(), pa.string(), mask=mask)
+        else:
+            arr = pa.array(col.values, f.arrow_type, mask=mask)
+        arrays.append(arr)
+    table = pa.table(arrays, schema=schema)
     frame: pd.DataFrame = table.to_pandas()
     return frame
 
@@ -281,6 +317,17 @@ def generate_frame(
 @functools.cache
 def _default_contract() -> Contract:
     return load_contract()
+
+
+_PLANS: dict[tuple[Contract, str], Plan] = {}
+
+
+def _plan(contract: Contract) -> Plan:
+    """The contract's generator plan, built once per (contract, generator table)."""
+    key = (contract, json.dumps(contract.generator, sort_keys=True, default=str))
+    if key not in _PLANS:
+        _PLANS[key] = plan_for(contract)
+    return _PLANS[key]
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -321,7 +368,9 @@ def make_poison(
     if kind == "non_utf8":
         text = encode_record(record)
         bad = bytes([0xFF, 0xFE, int(rng.integers(0x80, 0xC0))])  # never valid UTF-8
-        anchor = text.index(b'":"') + 3  # inside the first string value
+        anchor = text.find(b'":"') + 3  # inside the first string value
+        if anchor < 3:  # no string value: inside the first key instead
+            anchor = 2
         return text[:anchor] + bad + text[anchor:]
     if kind == "oversize":
         limit = contract.max_record_bytes
@@ -341,8 +390,10 @@ def make_poison(
 
 __all__ = [
     "POISON_KINDS",
+    "Column",
     "Scenario",
     "encode_record",
+    "generate_columns",
     "generate_frame",
     "generate_records",
     "make_poison",

@@ -1,7 +1,9 @@
 """``driftline demo``: the whole loop on this machine, checked by a second reader.
 
 up → consume with the real KCL daemon → produce (with poison) → wait until every good record is in
-the lake and every poison record in the dead letters → summary → down.
+the lake and every poison record in the dead letters → summary → down. Any contract: the records
+come from its generator plan, the lake is read back by its id field, and the model is named after
+it (``--contract PATH``; the shipped card example by default).
 
 The lake is read back with pyarrow's S3 filesystem pointed at the emulator — not through the
 writer's manifests — so the summary's ``duplicates`` and ``missing`` are what a reader would see.
@@ -29,9 +31,10 @@ from consumers.fleet import ConsumerFleet
 from etl.aws import AwsClients, configure_awswrangler
 from etl.contract import load_contract
 from etl.producer import ProduceSummary, produce
-from etl.settings import Settings
+from etl.settings import Settings, load_settings
 from infra import local
-from infra.context import resolve_settings, state_dir
+from infra.context import normalize_contract_path, resolve_settings, state_dir
+from retrain.runs import model_name
 
 log = logging.getLogger("driftline.demo")
 
@@ -44,6 +47,8 @@ class LakeWatcher:
     bucket: str
     prefix: str
     dead_letter_prefix: str
+    #: The contract's id field: a row's identity as the reader counts it.
+    id_column: str
     #: Object keys already read. A replay rewrites the same key with the same rows: read once.
     seen: set[str] = field(default_factory=set)
     ids: Counter[str] = field(default_factory=Counter)
@@ -73,9 +78,9 @@ class LakeWatcher:
             table = pq.read_table(
                 f"{self.bucket}/{key}",
                 filesystem=self.fs,
-                columns=["transaction_id", "approximate_arrival_time"],
+                columns=[self.id_column, "approximate_arrival_time"],
             )
-            self.ids.update(table.column("transaction_id").to_pylist())
+            self.ids.update(str(v) for v in table.column(self.id_column).to_pylist())
             arrivals = table.column("approximate_arrival_time").to_numpy(zero_copy_only=False)
             secs = arrivals.astype("datetime64[ms]").astype(np.int64) / 1000.0
             self.latencies.extend((now - secs).tolist())
@@ -137,21 +142,30 @@ def run_demo(
     keep_up: bool = False,
     contract_path: str | None = None,
 ) -> dict[str, Any]:
-    """Run the demo; ``scenario="drift"`` runs the closed retraining loop (see infra.demo_loop)."""
+    """Run the demo; ``scenario="drift"`` runs the closed retraining loop (see infra.demo_loop).
+
+    ``contract_path`` (default: the ``contract_path`` setting, else the card example) is the
+    contract the whole run follows."""
     t0 = time.monotonic()
     d = state_dir()
     drift = scenario == "drift"
+    overrides = _demo_overrides(drift)
+    path = contract_path or load_settings().contract_path
+    if path:  # absolute: the consumers and services run in other working directories
+        overrides["contract_path"] = normalize_contract_path(path, "--contract")
+    contract = load_contract(overrides.get("contract_path"))
+    params = {"ModelName": model_name(load_settings(overrides))}
+    if drift:
+        params["DriftWindowSeconds"] = str(DRIFT_WINDOW_S)
     up = local.up(
-        contract_path=contract_path,
-        progress=progress,
-        parameters={"DriftWindowSeconds": str(DRIFT_WINDOW_S)} if drift else None,
+        contract_path=overrides.get("contract_path"), progress=progress, parameters=params
     )
     url = local.console_url(up.state)
     if url:
         progress(f"console: {url} (open it to watch; `--keep` leaves it up after the summary)")
     fleet: ConsumerFleet | None = None
     try:
-        settings, _ = resolve_settings(_demo_overrides(drift))
+        settings, _ = resolve_settings(overrides)
         clients = AwsClients(region=settings.region, endpoint_url=settings.endpoint_url)
         configure_awswrangler(settings.endpoint_url)
         stream = settings.require("stream_name")
@@ -168,12 +182,12 @@ def run_demo(
         fleet.start()
         lease_s = wait_until_consuming(fleet, n_shards, 150)
         progress(f"workers run a processor for every shard after {lease_s:.1f}s")
-        contract = load_contract(settings.contract_path)
         watcher = LakeWatcher(
             clients,
             settings.require("lake_bucket"),
             f"{settings.lake_prefix}/{contract.name}/",
             f"{settings.dead_letter_prefix}/{contract.name}/",
+            contract.id_field.name,
         )
         dsn = up.state.extra.get("warehouse_dsn")
         follower = WarehouseFollower(settings, clients, str(dsn)).start() if dsn else None
@@ -216,11 +230,13 @@ def run_demo(
                 progress=progress,
             )
             produced, poison, poison_by_kind = s.produced, sum(s.poison.values()), s.poison
-            good = set(s.good_transaction_ids)
+            good = set(s.good_ids)
             loop = {}
         dupes = sum(c - 1 for c in watcher.ids.values() if c > 1)
         result: dict[str, Any] = {
             "scenario": scenario,
+            "contract": contract.name,
+            "model_name": model_name(settings),
             "produced": produced,
             "poison": poison,
             "poison_by_kind": poison_by_kind,

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from etl.aws import AwsClients
-from etl.contract import load_contract
+from etl.contract import Contract, Task, load_contract
+from etl.exceptions import LabelRequiredError
 from etl.producer import ProduceSummary, produce
 from etl.settings import Settings
 
@@ -42,8 +43,11 @@ RETRAIN_WINDOW_HOURS = 0.25
 CHUNK = 2_000
 
 
-def score_endpoint(url: str, sample: list[dict[str, Any]], labels: np.ndarray) -> dict[str, float]:
-    """ROC AUC and accuracy of the served model on ``sample`` (through ``POST /invocations``)."""
+def score_endpoint(
+    url: str, sample: list[dict[str, Any]], labels: np.ndarray, task: Task | None
+) -> dict[str, float]:
+    """The served model on ``sample`` (through ``POST /invocations``): ROC AUC and accuracy for
+    binary classification, RMSE and MAE for regression."""
     from sklearn.metrics import roc_auc_score
 
     scores: list[float] = []
@@ -58,18 +62,36 @@ def score_endpoint(url: str, sample: list[dict[str, Any]], labels: np.ndarray) -
         with urllib.request.urlopen(req, timeout=30) as resp:  # loopback only
             scores += [float(p["score"]) for p in json.loads(resp.read())["predictions"]]
     s = np.asarray(scores)
+    if task is Task.REGRESSION:
+        err = s - labels.astype(float)
+        return {
+            "rmse": round(float(np.sqrt(np.mean(err**2))), 4),
+            "mae": round(float(np.mean(np.abs(err))), 4),
+        }
     return {
         "roc_auc": round(float(roc_auc_score(labels, s)), 4),
         "accuracy": round(float(np.mean((s >= 0.5) == labels)), 4),
     }
 
 
-def drifted_sample(seed: int, n: int = 3_000) -> tuple[list[dict[str, Any]], np.ndarray]:
+def drifted_sample(
+    seed: int, contract: Contract, n: int = 3_000
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Post-drift records (features only) and their labels, to score the served model on."""
     from etl.synthetic import Scenario, generate_records
 
-    records = generate_records(n, seed=seed, scenario=Scenario.DRIFT, drift_at=0.0)
-    labels = np.asarray([bool(r["is_fraud"]) for r in records])
-    contract = load_contract()
+    label = contract.label
+    if label is None:
+        raise LabelRequiredError(
+            f"the drift demo trains and serves a model, but contract {contract.name!r} declares"
+            ' no label; run the stationary demo, or give a field role = "label"'
+        )
+    records = generate_records(
+        n, seed=seed, scenario=Scenario.DRIFT, drift_at=0.0, contract=contract
+    )
+    labels = np.asarray([r[label.name] for r in records])
+    if contract.task is Task.BINARY_CLASSIFICATION:
+        labels = labels.astype(bool)
     features = [f.name for f in contract.features]
     return [{k: r.get(k) for k in features} for r in records], labels
 
@@ -108,7 +130,7 @@ class StreamProducer:
 
     @property
     def good_ids(self) -> list[str]:
-        return [t for s in self.summaries for t in s.good_transaction_ids]
+        return [t for s in self.summaries for t in s.good_ids]
 
     @property
     def poison(self) -> int:
@@ -268,9 +290,15 @@ def run_loop(
     from infra.loadgen import load_result, start_load
     from infra.model_server import start_model_server
     from retrain.handler import pointer_path
+    from retrain.runs import promotion_metric
 
     n_history = max(history, 5_000)
     lsettings = loop_settings(settings, state)
+    contract = load_contract(settings.contract_path)
+    metric = promotion_metric(lsettings, contract)
+    sample, labels = drifted_sample(
+        seed + 999, contract
+    )  # before anything starts: no label, no loop
     deadline = time.monotonic() + timeout
 
     # 1. history → lake → first champion, served; its profile is the current baseline
@@ -293,8 +321,7 @@ def run_loop(
         model_server_url=server.url, model_server_token_file=str(server.token_file)
     )
     progress(f"champion v{boot.model_version} served at {server.url}; baseline {boot.baseline_uri}")
-    sample, labels = drifted_sample(seed + 999)
-    before = score_endpoint(server.url, sample, labels)
+    before = score_endpoint(server.url, sample, labels, contract.task)
 
     # 2. the drifted stream, the alarm, the dispatcher and the retrain
     t0 = time.monotonic()
@@ -319,7 +346,12 @@ def run_loop(
             if monitor.alarm_s is not None and load_proc is None:
                 # ≥ 100 requests/s from another process across the model switch
                 load_proc = start_load(
-                    server.url, requests=12_000, rate=120.0, max_seconds=100.0, out=load_out
+                    server.url,
+                    requests=12_000,
+                    rate=120.0,
+                    max_seconds=100.0,
+                    out=load_out,
+                    record=sample[0],
                 )
             if time.monotonic() - last > 5:
                 last = time.monotonic()
@@ -337,7 +369,7 @@ def run_loop(
     stream_s = time.monotonic() - t0
 
     # 3. everything produced reaches the lake; the new model on the same post-drift sample
-    want = set(hist.good_transaction_ids) | set(producer.good_ids)
+    want = set(hist.good_ids) | set(producer.good_ids)
     poison = hist_poison + producer.poison
     while time.monotonic() < deadline + 60 and (
         not want <= set(watcher.ids) or watcher.dead_letters < poison
@@ -345,7 +377,7 @@ def run_loop(
         time.sleep(1.0)
         watcher.poll()
         fleet.supervise_once()
-    after = score_endpoint(server.url, sample, labels)
+    after = score_endpoint(server.url, sample, labels, contract.task)
     load = load_result(load_proc, load_out, timeout=150) if load_proc is not None else {}
     server.stop()
     promoted = dispatch.promoted
@@ -374,17 +406,11 @@ def run_loop(
         "retrain_to_serving_s": (outcome.timings or {}).get("total_s") if outcome else None,
         "retrain_status": [r.status for _, r in dispatch.results],
         "retrain_errors": dispatch.errors,
-        "metric": lsettings.promotion_metric,
-        "metric_champion": (outcome.metrics_champion or {}).get(lsettings.promotion_metric)
-        if outcome
-        else None,
-        "metric_challenger": outcome.metrics_challenger.get(lsettings.promotion_metric)
-        if outcome
-        else None,
-        "accuracy_after_drift_before_retrain": before["accuracy"],
-        "accuracy_after_drift_after_retrain": after["accuracy"],
-        "roc_auc_after_drift_before_retrain": before["roc_auc"],
-        "roc_auc_after_drift_after_retrain": after["roc_auc"],
+        "metric": metric,
+        "metric_champion": (outcome.metrics_champion or {}).get(metric) if outcome else None,
+        "metric_challenger": outcome.metrics_challenger.get(metric) if outcome else None,
+        **{f"{k}_after_drift_before_retrain": v for k, v in before.items()},
+        **{f"{k}_after_drift_after_retrain": v for k, v in after.items()},
         "alarm_ok_again_s": monitor.ok_again_s,
         "alarm_state": monitor.state,
         "requests_during_swap": load.get("ok", 0) + load.get("failed", 0) if load else 0,

@@ -6,9 +6,11 @@ Used by the swap test, the endpoint benchmark and the demo (failed requests duri
         --concurrency 8 --max-seconds 20 --out result.json
 
 Each worker thread keeps one persistent HTTP/1.1 connection and sends ``POST /invocations`` with a
-JSON record; the workers together pace to ``--rate`` requests/s (0 = as fast as possible). Bounded
-by ``--requests`` and ``--max-seconds``. Writes a JSON summary: ok, failed (non-200 or transport
-error, with the first few errors), latencies p50/p99, achieved rate, and responses per model id.
+JSON record (``--record JSON``, else the features of one synthetic record of ``--contract PATH``,
+the shipped example by default); the workers together pace to ``--rate`` requests/s (0 = as fast
+as possible). Bounded by ``--requests`` and ``--max-seconds``. Writes a JSON summary: ok, failed
+(non-200 or transport error, with the first few errors), latencies p50/p99, achieved rate, and
+responses per model id.
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-RECORD = {
-    "amount": 42.5,
-    "merchant_category": "grocery",
-    "hour": 14,
-    "distance_from_home_km": 3.2,
-    "device": "mobile",
-    "country": "US",
-}
+
+def contract_record(path: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """The features of one synthetic record of the contract at ``path`` (the example's if None)."""
+    from etl.contract import load_contract
+    from etl.synthetic import generate_records
+
+    contract = load_contract(path)
+    record = generate_records(1, seed=seed, contract=contract)[0]
+    return {f.name: record.get(f.name) for f in contract.features}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -141,8 +144,11 @@ def start_load(
     concurrency: int = 6,
     max_seconds: float = 60.0,
     out: Path,
+    record: dict[str, Any] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start this client as a separate process; read its summary with :func:`load_result`."""
+    """Start this client as a separate process; read its summary with :func:`load_result`.
+    ``record`` is the request body's record (default: one of the shipped example contract)."""
+    extra = ["--record", json.dumps(record)] if record is not None else []
     return subprocess.Popen(
         [
             sys.executable,
@@ -160,6 +166,7 @@ def start_load(
             str(max_seconds),
             "--out",
             str(out),
+            *extra,
         ],
         stdin=subprocess.DEVNULL,
     )
@@ -181,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=30.0)
     p.add_argument("--ready-file", default=None, help="touched once the workers start")
     p.add_argument("--out", default=None)
+    p.add_argument("--record", default=None, help="the JSON record every request sends")
+    p.add_argument("--contract", default=None, help="send a synthetic record of this contract")
     args = p.parse_args(argv)
+    record = json.loads(args.record) if args.record else contract_record(args.contract)
     if args.ready_file:
         with open(args.ready_file, "w") as fh:
             fh.write("started")
@@ -191,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         concurrency=args.concurrency,
         max_seconds=args.max_seconds,
-        body=json.dumps(RECORD).encode(),
+        body=json.dumps(record).encode(),
     )
     text = json.dumps(result, sort_keys=True)
     if args.out:

@@ -96,7 +96,10 @@ def up(
         configure_awswrangler(emu.endpoint)
         progress("deploying infra/templates/driftline.yaml into the emulator")
         from infra.stack import deploy_local
+        from retrain.runs import model_name_for
 
+        # the model is named after the contract unless the caller names it
+        parameters = {"ModelName": model_name_for(contract), **(parameters or {})}
         result = deploy_local(clients, stack_name=stack_name, parameters=parameters)
         state.outputs = dict(result.outputs)
         state.save(d)

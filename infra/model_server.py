@@ -110,7 +110,12 @@ class ModelHolder:
 
 def _warm_up(model: LoadedModel) -> None:
     """Score one synthetic row, so a model that cannot predict is refused before the swap."""
-    zero: dict[str, Any] = {"int": 0, "float": 0.0, "bool": False}
+    zero: dict[str, Any] = {
+        "int": 0,
+        "float": 0.0,
+        "bool": False,
+        "timestamp": "1970-01-01T00:00:00Z",
+    }
     predict_fn([{f.name: zero.get(f.type, "") for f in model.features}], model)
 
 

@@ -17,7 +17,9 @@ import numpy.typing as npt
 from etl.exceptions import RetrainError
 
 #: Metrics where lower is better; all others are higher-is-better.
-LOWER_IS_BETTER = frozenset({"log_loss"})
+LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
+BINARY = "binary_classification"
+REGRESSION = "regression"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +92,16 @@ def decide_promotion(
 
 
 def score(
-    y_true: npt.ArrayLike, y_score: npt.ArrayLike, *, threshold: float = 0.5
+    y_true: npt.ArrayLike,
+    y_score: npt.ArrayLike,
+    *,
+    threshold: float = 0.5,
+    task: str = BINARY,
 ) -> dict[str, float]:
-    """Binary-classification metrics of scores against labels (NaN where undefined)."""
+    """The task's metrics of scores against labels: ROC AUC and friends for binary
+    classification (NaN where undefined), RMSE, MAE and R² for regression."""
+    if task == REGRESSION:
+        return regression_score(y_true, y_score)
     from sklearn.metrics import (
         accuracy_score,
         average_precision_score,
@@ -113,4 +122,18 @@ def score(
         "log_loss": float(log_loss(y, p, labels=[False, True])),
         "rows": float(len(y)),
         "positives": float(y.sum()),
+    }
+
+
+def regression_score(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[str, float]:
+    """RMSE and MAE (lower is better) and R² of predictions against true values."""
+    y = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_pred, dtype=float)
+    err = p - y
+    var = float(np.var(y)) if len(y) else 0.0
+    return {
+        "rmse": float(np.sqrt(np.mean(err**2))) if len(y) else float("nan"),
+        "mae": float(np.mean(np.abs(err))) if len(y) else float("nan"),
+        "r2": 1.0 - float(np.mean(err**2)) / var if var > 0 else float("nan"),
+        "rows": float(len(y)),
     }

@@ -42,7 +42,7 @@ from botocore.exceptions import ClientError
 from etl import jsonsafe
 from etl.aws import AwsClients
 from etl.contract import Contract, contract_for_settings
-from etl.exceptions import RetrainError
+from etl.exceptions import LabelRequiredError, RetrainError
 from etl.settings import Settings, load_settings
 from retrain import registry
 from retrain.artifacts import fetch_model, split_s3
@@ -89,11 +89,14 @@ from retrain.runs import (
     job_name,
     job_prefix,
     load_state,
+    model_name,
+    promotion_metric,
     run_id_for_job,
     run_prefix,
     save_state,
+    settings_contract,
 )
-from retrain.train import BASELINE_FILE, METRICS_FILE, score_frame
+from retrain.train import BASELINE_FILE, CONTRACT_FILE, METRICS_FILE, labels, score_frame
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +173,7 @@ def idempotency_table(settings: Settings) -> str:
 
 
 def model_group(settings: Settings) -> str:
-    return settings.model_package_group or f"{settings.stack_name}-{settings.model_name}"
+    return settings.model_package_group or f"{settings.stack_name}-{model_name(settings)}"
 
 
 def work_dir(settings: Settings) -> Path:
@@ -178,7 +181,7 @@ def work_dir(settings: Settings) -> Path:
 
 
 def model_cache(settings: Settings) -> Path:
-    return Path(settings.model_cache_dir).resolve() / settings.model_name
+    return Path(settings.model_cache_dir).resolve() / model_name(settings)
 
 
 def pointer_path(settings: Settings) -> Path:
@@ -276,13 +279,32 @@ def _run_id(settings: Settings, event: AlarmEvent | None, now: datetime) -> str:
         digest = hashlib.sha256(event.event_id.encode()).hexdigest()[:8]
     else:
         digest = uuid.uuid4().hex[:8]
-    return f"{settings.model_name}-{stamp}-{digest}"
+    return f"{model_name(settings)}-{stamp}-{digest}"
 
 
 def _holdout_scores(model: LoadedModel, holdout: Any, contract: Contract) -> dict[str, float]:
-    label = contract.label
-    assert label is not None  # time_split checked it
-    return score(holdout[label.name].astype(bool).to_numpy(), score_frame(model, holdout))
+    task = contract.task.value if contract.task else ""
+    return score(labels(holdout, contract), score_frame(model, holdout), task=task)
+
+
+def require_label(contract: Contract) -> None:
+    """Retraining needs a label: say so plainly for a contract without one."""
+    if contract.label is None:
+        raise LabelRequiredError(
+            f"contract {contract.name!r} declares no label, so there is no model to retrain; the"
+            " lake, warehouse and drift monitoring work without one. To retrain, give the target"
+            ' field role = "label" and set task ("binary_classification" or "regression")'
+        )
+
+
+def _contract_channel(s3: Any, contract: Contract, job_dir: Path, prefix: str) -> tuple[Path, str]:
+    """The contract as the training job's own input channel ``contract`` (``contract.json``)."""
+    local = job_dir / "channels" / "contract"
+    local.mkdir(parents=True, exist_ok=True)
+    (local / CONTRACT_FILE).write_text(json.dumps(contract.to_dict(), indent=1, sort_keys=True))
+    bucket, key = split_s3(f"{prefix}/contract/{CONTRACT_FILE}")
+    s3.upload_file(str(local / CONTRACT_FILE), bucket, key)
+    return local, f"{prefix}/contract/"
 
 
 def _put_json(s3: Any, uri: str, doc: Mapping[str, Any]) -> None:
@@ -322,6 +344,7 @@ def start_run(
 
     t0 = time.monotonic()
     contract = contract or contract_for_settings(settings, clients)
+    require_label(contract)
     training = training or make_training(settings, clients)
     s3 = clients.client("s3")
     sm = clients.client("sagemaker")
@@ -361,6 +384,7 @@ def start_run(
         s3_bucket, key = split_s3(uri)
         s3.upload_file(str(local / f"{part_name}.parquet"), s3_bucket, key)
         channels[part_name] = (local, uri.rsplit("/", 1)[0] + "/")
+    channels["contract"] = _contract_channel(s3, contract, job_dir, prefix)
 
     # lineage at the start: the champion and the current baseline
     registry.ensure_group(sm, model_group(settings))
@@ -380,7 +404,7 @@ def start_run(
         holdout_rows=len(split.holdout),
         train_uri=channels["train"][1],
         test_uri=channels["test"][1],
-        output_uri=f"s3://{bucket}/models/{settings.model_name}/{run_id}/",
+        output_uri=f"s3://{bucket}/models/{model_name(settings)}/{run_id}/",
         image_uri=training.image_uri(),
         hyperparameters=hps,
         started_at=time.time(),
@@ -402,6 +426,8 @@ def start_run(
                 hyperparameters=hps,
                 job_name=name,
                 code_uri=f"{prefix}/code",
+                contract_dir=channels["contract"][0],
+                contract_uri=channels["contract"][1],
             )
         )
     except Exception as exc:
@@ -500,7 +526,7 @@ def _finish(
     decision = decide_promotion(
         champion_metrics,
         challenger_metrics,
-        metric=settings.promotion_metric,
+        metric=promotion_metric(settings, contract),
         margin=settings.promotion_margin,
     )
     timings["evaluate_s"] = time.monotonic() - t2
@@ -613,7 +639,7 @@ def fail_run(
         "run_id": state.run_id,
         "event_id": state.event_id,
         "training_job": state.job_name,
-        "metric": settings.promotion_metric,
+        "metric": promotion_metric(settings, settings_contract(settings)),
         "model_version": None,
         "window_start": state.window_start,
         "window_end": state.window_end,
@@ -723,6 +749,9 @@ def handle_event(
         names = (settings.drift_alarm_name,) if settings.drift_alarm_name else ()
         decision = should_retrain(event, alarm_names=names, alarm_prefix=drift_prefix(settings))
         trigger = event
+    contract = run_kwargs.get("contract") or settings_contract(settings)
+    if decision.run and contract.label is None:
+        decision = Decision(False, f"no retrain: contract {contract.name!r} declares no label")
     admitted = _admit(decision, event.event_id, store, settings, clients, clock)
     if isinstance(admitted, HandlerResult):
         return admitted
@@ -731,7 +760,7 @@ def handle_event(
         reason = f"alarm {trigger.alarm_name!r} left ALARM during the cool-down"
         store.finish_event(event.event_id, run_id, COMPLETED, f"ignored: {reason}")
         return HandlerResult("ignored", reason, event.event_id)
-    lock = store.acquire_lock(settings.model_name, run_id, clock(), lock_ttl(settings, wait=wait))
+    lock = store.acquire_lock(model_name(settings), run_id, clock(), lock_ttl(settings, wait=wait))
     if lock.verdict is Verdict.COOLING_DOWN and trigger is not None:
         # CloudWatch sends no new event while the alarm stays in ALARM: keep this one for later
         store.finish_event(event.event_id, run_id, DEFERRED, lock.reason)
@@ -757,7 +786,7 @@ def handle_event(
             )
     except Exception as exc:
         store.finish_event(event.event_id, run_id, FAILED, f"{type(exc).__name__}: {exc}")
-        store.release_lock(settings.model_name, run_id, clock(), 0.0)
+        store.release_lock(model_name(settings), run_id, clock(), 0.0)
         raise
     if not wait:
         # the lock stays held: step 2 (the job's state-change event) releases it
@@ -778,7 +807,7 @@ def handle_event(
         COMPLETED,
         json.dumps({"status": outcome.status, "version": outcome.model_version}),
     )
-    store.release_lock(settings.model_name, run_id, clock(), settings.retrain_cooldown_s)
+    store.release_lock(model_name(settings), run_id, clock(), settings.retrain_cooldown_s)
     return HandlerResult("ran", outcome.reason, event.event_id, outcome)
 
 
@@ -842,7 +871,7 @@ def _end_run(
         except ClientError as exc:  # the event's claim moved on (expired, re-claimed)
             log.warning("alarm event %s not marked failed: %s", state.event_id, exc)
     cooldown = 0.0 if failure is not None else settings.retrain_cooldown_s
-    store.release_lock(settings.model_name, state.holder, clock(), cooldown)
+    store.release_lock(model_name(settings), state.holder, clock(), cooldown)
 
 
 def handle_training_event(

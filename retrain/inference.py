@@ -31,6 +31,9 @@ SCHEMA_FILE = "model.json"
 JSON = "application/json"
 CSV = "text/csv"
 NUMERIC = ("int", "float")
+TIMESTAMP = "timestamp"
+BINARY = "binary_classification"
+REGRESSION = "regression"
 
 
 class InputError(ValueError):
@@ -62,14 +65,19 @@ class LoadedModel:
     features: tuple[FeatureSpec, ...]
     model_id: str
     vocab: Mapping[str, Mapping[str, int]]
-    threshold: float = 0.5
+    #: Scores at or above it are labelled true; ``None`` for a regression (no label).
+    threshold: float | None = 0.5
     meta: Mapping[str, Any] = field(default_factory=dict)
+    #: ``binary_classification`` (scores are probabilities) or ``regression`` (predictions).
+    task: str = BINARY
 
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
     def predict_scores(self, x: np.ndarray[Any, np.dtype[np.float64]]) -> list[float]:
+        if self.task == REGRESSION:
+            return [float(p) for p in self.estimator.predict(x)]
         return [float(p) for p in self.estimator.predict_proba(x)[:, 1]]
 
 
@@ -83,13 +91,15 @@ def model_fn(model_dir: str) -> LoadedModel:
         FeatureSpec(f["name"], f["type"], bool(f.get("nullable", False))) for f in meta["features"]
     )
     estimator = joblib.load(root / MODEL_FILE)
+    threshold = meta.get("threshold", 0.5)
     return LoadedModel(
         estimator=estimator,
         features=features,
         model_id=str(meta.get("model_id", root.name)),
         vocab={k: dict(v) for k, v in (meta.get("vocab") or {}).items()},
-        threshold=float(meta.get("threshold", 0.5)),
+        threshold=None if threshold is None else float(threshold),
         meta=meta,
+        task=str(meta.get("task", BINARY)),
     )
 
 
@@ -162,9 +172,28 @@ def _check_value(spec: FeatureSpec, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise InputError(f"{where}: feature {spec.name!r} must be true/false, got {value!r}")
         return str(value).lower()
+    if spec.type == TIMESTAMP:
+        return _epoch_seconds(spec, value, where)
     if not isinstance(value, str):
         raise InputError(f"{where}: feature {spec.name!r} must be a string, got {value!r}")
     return value
+
+
+def _epoch_seconds(spec: FeatureSpec, value: Any, where: str) -> float:
+    """An ISO-8601 time (``Z`` or an offset; naive means UTC) as seconds since the epoch."""
+    from datetime import UTC, datetime
+
+    if not isinstance(value, str):
+        raise InputError(
+            f"{where}: feature {spec.name!r} must be an ISO-8601 time string, got {value!r}"
+        )
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"{where}: feature {spec.name!r} must be an ISO-8601 time, got {value!r}"
+        ) from None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
 def _from_csv_cell(spec: FeatureSpec, cell: str, where: str) -> Any:
@@ -180,6 +209,8 @@ def _from_csv_cell(spec: FeatureSpec, cell: str, where: str) -> Any:
         return _check_value(spec, number, where)
     if spec.type == "bool":
         return _check_value(spec, cell.strip().lower() in ("true", "1"), where)
+    if spec.type == TIMESTAMP:
+        return _check_value(spec, cell, where)
     return cell
 
 
@@ -192,7 +223,7 @@ def _category_text(value: Any) -> str | None:
 def _code(model: LoadedModel, spec: FeatureSpec, value: Any) -> float:
     if value is None:
         return math.nan
-    if spec.type in NUMERIC:
+    if spec.type in NUMERIC or spec.type == TIMESTAMP:
         return float(value)
     return float(model.vocab[spec.name].get(str(value), math.nan))
 
@@ -235,6 +266,10 @@ def encode_frame(frame: pd.DataFrame, model: LoadedModel) -> np.ndarray[Any, np.
         col = frame[spec.name]
         if spec.type in NUMERIC:
             cols.append(pd.to_numeric(col, errors="coerce").astype("float64").to_numpy())
+        elif spec.type == TIMESTAMP:
+            t = pd.to_datetime(col, utc=True, errors="coerce")
+            secs = (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+            cols.append(secs.astype("float64").to_numpy())
         else:
             text = col.astype(object).where(col.notna(), None).map(_category_text)
             cols.append(text.map(model.vocab[spec.name]).astype("float64").to_numpy())
@@ -242,17 +277,21 @@ def encode_frame(frame: pd.DataFrame, model: LoadedModel) -> np.ndarray[Any, np.
 
 
 def predict_fn(input_data: Sequence[Any], model: LoadedModel) -> list[float]:
-    """Fraud probability of each record."""
+    """Each record's score: the label's probability (binary) or the predicted value."""
     return model.predict_scores(encode_records(input_data, model))
 
 
 def output_fn(
-    prediction: Sequence[float], accept: str, threshold: float = 0.5
+    prediction: Sequence[float], accept: str, threshold: float | None = 0.5
 ) -> tuple[bytes, str]:
-    """Serialise scores as JSON (default) or CSV; returns (body, content type)."""
+    """Serialise scores as JSON (default) or CSV; returns (body, content type). Without a
+    ``threshold`` (a regression) predictions carry no ``label``."""
     kind = _base_type(accept or JSON)
     if kind in (JSON, "*/*"):
-        body = {"predictions": [{"score": p, "label": p >= threshold} for p in prediction]}
+        if threshold is None:
+            body: dict[str, Any] = {"predictions": [{"score": p} for p in prediction]}
+        else:
+            body = {"predictions": [{"score": p, "label": p >= threshold} for p in prediction]}
         return json.dumps(body).encode(), JSON
     if kind == CSV:
         return "".join(f"{p!r}\n" for p in prediction).encode(), CSV

@@ -13,13 +13,16 @@ minus ``<stack>-``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
+from etl.contract import Contract, Task, contract_for_settings, load_contract
 from etl.exceptions import RetrainError
 from etl.settings import Settings
 from retrain.artifacts import split_s3
@@ -78,9 +81,46 @@ class RunState:
 
 
 # -- names -------------------------------------------------------------------------------------
+def model_name_for(contract: Contract) -> str:
+    """The model's default name: the contract's, hyphens for underscores (SageMaker names)."""
+    return contract.name.replace("_", "-")
+
+
+@functools.lru_cache(maxsize=8)
+def _contract_at(path: str | None, mtime_ns: int) -> Contract:
+    return load_contract(path)
+
+
+_S3_CONTRACTS: dict[str, Contract] = {}
+
+
+def settings_contract(settings: Settings) -> Contract:
+    """The contract ``settings.contract_path`` names (the shipped example when unset); a file is
+    read again when it changes, an ``s3://`` one once per process."""
+    path = settings.contract_path
+    if path and path.startswith("s3://"):
+        if path not in _S3_CONTRACTS:
+            _S3_CONTRACTS[path] = contract_for_settings(settings)
+        return _S3_CONTRACTS[path]
+    mtime = Path(path).stat().st_mtime_ns if path and Path(path).is_file() else 0
+    return _contract_at(path, mtime)
+
+
+def model_name(settings: Settings) -> str:
+    """``model_name`` when set, else :func:`model_name_for` of the settings' contract."""
+    return settings.model_name or model_name_for(settings_contract(settings))
+
+
+def promotion_metric(settings: Settings, contract: Contract) -> str:
+    """``promotion_metric`` when set, else the task's: ROC AUC (binary) or RMSE (regression)."""
+    if settings.promotion_metric:
+        return settings.promotion_metric
+    return "rmse" if contract.task is Task.REGRESSION else "roc_auc"
+
+
 def job_prefix(settings: Settings) -> str:
     """The prefix of every training job of this stack and model (the rule's prefix match)."""
-    return f"{settings.stack_name}-{settings.model_name}-"
+    return f"{settings.stack_name}-{model_name(settings)}-"
 
 
 def job_name(settings: Settings, run_id: str) -> str:
@@ -102,7 +142,7 @@ def run_id_for_job(settings: Settings, name: str) -> str | None:
 
 
 def run_prefix(settings: Settings, run_id: str) -> str:
-    return f"s3://{settings.require('lake_bucket')}/retrain/{settings.model_name}/{run_id}"
+    return f"s3://{settings.require('lake_bucket')}/retrain/{model_name(settings)}/{run_id}"
 
 
 def state_uri(settings: Settings, run_id: str) -> str:

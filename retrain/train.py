@@ -5,6 +5,9 @@ the same variables for a subprocess):
 
 * ``SM_CHANNEL_TRAIN`` (required) and ``SM_CHANNEL_TEST`` (optional): folders of Parquet (or CSV)
   files with the contract's features and label;
+* ``SM_CHANNEL_CONTRACT``: the data contract the run trains on (``contract.json``, the contract's
+  canonical form; the retrain handler uploads it next to the data as its own channel). ``--contract
+  PATH`` (a TOML contract) wins over it; without either the shipped example is used;
 * ``SM_MODEL_DIR``: where the model goes (SageMaker tars it into ``model.tar.gz``);
 * ``SM_OUTPUT_DATA_DIR``: extra outputs (metrics, baseline copy);
 * hyperparameters as command-line arguments (``--max-iter 200 --learning-rate 0.1 ...``).
@@ -35,8 +38,8 @@ import numpy as np
 import pandas as pd
 
 from etl import jsonsafe
-from etl.contract import Contract, load_contract
-from etl.exceptions import RetrainError
+from etl.contract import Contract, Field, Task, load_contract, parse_contract
+from etl.exceptions import ContractError, LabelRequiredError, RetrainError
 from retrain.evaluate import score
 from retrain.inference import (
     MODEL_FILE,
@@ -50,6 +53,7 @@ log = logging.getLogger("retrain.train")
 
 METRICS_FILE = "metrics.json"
 BASELINE_FILE = "baseline.json"
+CONTRACT_FILE = "contract.json"
 #: HistGradientBoosting's categorical codes must be < max_bins (255).
 MAX_CATEGORIES = 250
 
@@ -81,7 +85,7 @@ def build_vocab(data: pd.DataFrame, contract: Contract) -> dict[str, dict[str, i
     """Integer codes of each categorical feature's values, most frequent first (at most 250)."""
     vocab: dict[str, dict[str, int]] = {}
     for f in contract.features:
-        if f.is_numeric:
+        if not f.is_categorical:  # numbers and times are encoded as numbers
             continue
         col = data[f.name].dropna()
         text = col.map(lambda v: str(v).lower() if isinstance(v, bool) else str(v))
@@ -91,29 +95,51 @@ def build_vocab(data: pd.DataFrame, contract: Contract) -> dict[str, dict[str, i
     return vocab
 
 
-def labels(data: pd.DataFrame, contract: Contract) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    label = contract.label
-    if label is None:
-        raise RetrainError(f"contract {contract.name!r} has no label field; a model needs one")
-    return np.asarray(data[label.name].astype(bool).to_numpy(), dtype=bool)
+def _label(contract: Contract) -> Field:
+    if contract.label is None:
+        raise LabelRequiredError(
+            f'contract {contract.name!r} declares no label; a model needs one (role = "label")'
+        )
+    return contract.label
+
+
+def labels(data: pd.DataFrame, contract: Contract) -> np.ndarray[Any, np.dtype[Any]]:
+    """The label column: bools for binary classification, floats for regression."""
+    col = data[_label(contract).name]
+    if contract.task is Task.REGRESSION:
+        return np.asarray(pd.to_numeric(col).to_numpy(), dtype=np.float64)
+    return np.asarray(col.astype(bool).to_numpy(), dtype=bool)
 
 
 def labelled(data: pd.DataFrame, contract: Contract) -> pd.DataFrame:
-    label = contract.label
-    if label is None:
-        raise RetrainError(f"contract {contract.name!r} has no label field; a model needs one")
+    missing = [n for n in [f.name for f in contract.features] if n not in data.columns]
+    label = _label(contract)
+    if label.name not in data.columns:
+        missing.append(label.name)
+    if missing:
+        raise RetrainError(
+            f"the training data lacks the contract's columns {missing} (contract"
+            f" {contract.name!r}); train with the contract the data was written under"
+        )
     return data[data[label.name].notna()].reset_index(drop=True)
 
 
 def build_estimator(contract: Contract, hp: Mapping[str, Any]) -> Any:
-    """Gradient-boosted trees on numeric inputs and frequency-ranked category codes.
+    """Gradient-boosted trees (a classifier or a regressor, as the contract's task says) on
+    numeric inputs (ints, floats, times as epoch seconds) and frequency-ranked category codes
+    (strings, bools); a null is NaN, which the trees route down their learned missing branch.
 
     Codes are plain numbers to the trees (not ``categorical_features``): that path wraps every
     predict in a pandas ColumnTransformer, which costs milliseconds per request.
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-    return HistGradientBoostingClassifier(
+    cls = (
+        HistGradientBoostingRegressor
+        if contract.task is Task.REGRESSION
+        else HistGradientBoostingClassifier
+    )
+    return cls(
         max_iter=int(hp["max_iter"]),
         learning_rate=float(hp["learning_rate"]),
         max_leaf_nodes=int(hp["max_leaf_nodes"]),
@@ -132,11 +158,12 @@ def schema_doc(
         "vocab": vocab,
         "contract": {"name": contract.name, "hash": contract.hash},
         "label": contract.label.name if contract.label else None,
+        "task": contract.task.value if contract.task else None,
         "features": [
             {"name": f.name, "type": f.type.value, "nullable": f.nullable or not f.required}
             for f in contract.features
         ],
-        "threshold": 0.5,
+        "threshold": None if contract.task is Task.REGRESSION else 0.5,
         **extra,
     }
 
@@ -168,7 +195,8 @@ def train(
     started = time.monotonic()
     data = labelled(read_channel(train_dir), contract)
     y = labels(data, contract)
-    if len(np.unique(y)) < 2:
+    task = contract.task.value if contract.task else ""
+    if contract.task is Task.BINARY_CLASSIFICATION and len(np.unique(y)) < 2:
         raise RetrainError(
             f"training data ({len(y)} labelled rows) has a single class; widen the window"
         )
@@ -178,13 +206,16 @@ def train(
     estimator = build_estimator(contract, hp)
     estimator.fit(encode_frame(data, encoder), y)
     fit_s = time.monotonic() - started
-    model = LoadedModel(estimator=estimator, features=encoder.features, model_id="", vocab=vocab)
+    model = LoadedModel(
+        estimator=estimator, features=encoder.features, model_id="", vocab=vocab, task=task
+    )
 
     metrics: dict[str, Any] = {"train_rows": len(data), "fit_seconds": round(fit_s, 3)}
-    metrics["train"] = score(y, model.predict_scores(encode_frame(data, model)))
+    metrics["task"] = task
+    metrics["train"] = score(y, model.predict_scores(encode_frame(data, model)), task=task)
     if test_dir is not None and Path(test_dir).exists():
         test = labelled(read_channel(test_dir), contract)
-        metrics["test"] = score(labels(test, contract), score_frame(model, test))
+        metrics["test"] = score(labels(test, contract), score_frame(model, test), task=task)
 
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,6 +242,26 @@ def train(
         (Path(output_dir) / METRICS_FILE).write_text(metrics_text)
     log.info("trained on %d rows in %.2fs; model in %s", len(data), fit_s, out)
     return metrics
+
+
+def job_contract(path: str | None, env: Mapping[str, str]) -> Contract:
+    """``--contract PATH``, else the ``contract`` channel, else the shipped example."""
+    if path:
+        return load_contract(path)
+    channel = env.get("SM_CHANNEL_CONTRACT")
+    if channel:
+        doc_path = Path(channel) / CONTRACT_FILE
+        if not doc_path.is_file():
+            raise ContractError(
+                f"the contract channel {channel!r} holds no {CONTRACT_FILE}; upload the contract"
+                " as the channel 'contract'"
+            )
+        try:
+            doc = json.loads(doc_path.read_text())
+        except ValueError as exc:
+            raise ContractError(f"{doc_path}: not valid JSON: {exc}") from None
+        return parse_contract(doc, str(doc_path))
+    return load_contract()
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -256,9 +307,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             test_dir=env.get("SM_CHANNEL_TEST"),
             output_dir=env.get("SM_OUTPUT_DATA_DIR"),
             hyperparameters=hp,
-            contract=load_contract(args.contract) if args.contract else None,
+            contract=job_contract(args.contract, env),
         )
-    except RetrainError as exc:
+    except (RetrainError, ContractError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -17,6 +17,7 @@ from etl.settings import Settings
 from infra.context import LocalState, add_contract_option, clients_for, resolve_settings
 from retrain import manual, registry
 from retrain.handler import model_group
+from retrain.runs import promotion_metric, settings_contract
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,13 +81,12 @@ def run(args: argparse.Namespace) -> int:
         group = model_group(settings)
         versions = registry.list_versions(clients.client("sagemaker"), group)
         champ = registry.champion(versions)
-        rows = [
-            _row(v, champ.version if champ else None, settings.promotion_metric) for v in versions
-        ]
+        metric = promotion_metric(settings, settings_contract(settings))
+        rows = [_row(v, champ.version if champ else None, metric) for v in versions]
         if args.json:
             print(json.dumps({"group": group, "versions": rows}, default=str))
         else:
-            _print_table(rows, settings.promotion_metric)
+            _print_table(rows, metric)
         return 0
     if args.version is None:
         raise RetrainError(f"`driftline models {args.action}` needs a VERSION")

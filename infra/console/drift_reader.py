@@ -1,9 +1,9 @@
 """The drift page's data: per-feature metric series, the alarm's threshold and transitions, the
 current baseline and the latest window's histogram.
 
-* series: ``cloudwatch:GetMetricData`` of the consumers' per-feature metrics (DriftFeatureScore, PSI, JSDistance,
-  KSStatistic; dimensions Stream, Feature) and the summary DriftScore, statistic ``Maximum``
-  (each shard publishes its own window under the same metric: the worst shard is drawn);
+* series: ``cloudwatch:GetMetricData`` of the consumers' per-feature metrics (DriftFeatureScore,
+  PSI, JSDistance, KSStatistic; dimensions Stream, Feature) and the summary DriftScore, statistic
+  ``Maximum`` (each shard publishes its own window under the same metric: the worst shard is drawn);
 * threshold: ``cloudwatch:DescribeAlarms`` of the drift alarm;
 * transitions: :func:`alarm_history` (``cloudwatch:DescribeAlarmHistory``; on the emulator,
   which keeps none, the local alarm evaluator's record);
@@ -72,8 +72,8 @@ def _query(
 
 
 def metric_series(console: Console, hours: int, features: list[str]) -> tuple[Series, list[Series]]:
-    """DriftScore, then one chart per feature with its calibrated score (1 = the line set at baseline
-    build for the target false-alarm rate), PSI, JS and KS on the same time axis."""
+    """DriftScore, then one chart per feature with its calibrated score (1 = the line set at
+    baseline build for the target false-alarm rate), PSI, JS and KS on the same time axis."""
     s = console.settings
     stream = s.require("stream_name")
     period = period_for(hours, s.drift_window_s)

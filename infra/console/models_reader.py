@@ -14,7 +14,7 @@ from infra.console.context import Console, guard
 from infra.console.lake_reader import list_prefix
 from retrain import registry
 from retrain.handler import model_group
-from retrain.runs import STATE_FILE, RunState
+from retrain.runs import STATE_FILE, RunState, promotion_metric, settings_contract
 
 
 @dataclass
@@ -62,7 +62,7 @@ def models(console: Console) -> ModelsView:
         lambda: registry.list_versions(sm, group),
     )
     champ = registry.champion(versions)
-    metric = s.promotion_metric
+    metric = promotion_metric(s, settings_contract(s))
     rows = []
     for v in versions:
         lin = v.lineage

@@ -37,6 +37,9 @@ class TrainingRequest:
     job_name: str = ""
     #: s3://bucket/prefix where a remote backend stages the training code ("" = its default).
     code_uri: str = ""
+    #: The contract the job trains on, as its own input channel ``contract`` (``contract.json``).
+    contract_dir: Path | None = None
+    contract_uri: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,8 +134,11 @@ class SageMakerTraining:
                 volume_kms_key=self._kms,
                 output_kms_key=self._kms,
             )
+            channels = {"train": request.train_uri, "test": request.test_uri}
+            if request.contract_uri:  # /opt/ml/input/data/contract/contract.json in the job
+                channels["contract"] = request.contract_uri
             estimator.fit(
-                {"train": request.train_uri, "test": request.test_uri},
+                channels,
                 wait=False,
                 job_name=request.job_name,
             )

@@ -81,7 +81,7 @@ def test_n_records_in_exactly_n_rows_out_and_poison_routed(pipeline, tmp_path: P
             fleet,
         )
         ids = lake_ids(settings, clients)
-        assert set(ids) == set(s.good_transaction_ids)
+        assert set(ids) == set(s.good_ids)
         assert max(ids.values()) == 1
         reasons = dead_reasons(settings, clients)
         assert sum(reasons.values()) == poison == 60
@@ -110,7 +110,7 @@ def test_kill_9_one_of_two_workers_survivor_takes_over_exactly_once(
         )
         victim.signal_group(signal.SIGKILL)
         second = produce(settings, clients, records=1500, seed=22, rate=500)
-        expected = set(first.good_transaction_ids) | set(second.good_transaction_ids)
+        expected = set(first.good_ids) | set(second.good_ids)
         # THEN the survivor takes the lease and the lake holds every record exactly once
         assert wait_for(lambda: set(lake_ids(settings, clients)) >= expected, 150)
         ids = lake_ids(settings, clients)
@@ -137,7 +137,7 @@ def test_sigterm_flushes_buffered_records_and_checkpoints(pipeline, tmp_path: Pa
         rc = fleet.members[0].stop(timeout=60)
         # THEN shutdown_requested flushed everything and checkpointed it
         ids = lake_ids(settings, clients)
-        assert set(ids) == set(s.good_transaction_ids) and max(ids.values()) == 1
+        assert set(ids) == set(s.good_ids) and max(ids.values()) == 1
         leases = clients.client("dynamodb").scan(TableName=settings.application_name)["Items"]
         checkpoints = {i["leaseKey"]["S"]: i["checkpoint"]["S"] for i in leases}
         assert all(c.isdigit() for c in checkpoints.values()), checkpoints

@@ -32,10 +32,10 @@ REQUIRED_OUTPUTS = {
     "DriftAlarmName": "driftline-drift-score",
     "DeadLetterAlarmName": "driftline-dead-letter-rate",
     "RetrainRuleName": "driftline-retrain-on-drift",
-    "ModelPackageGroupName": "driftline-fraud",
+    "ModelPackageGroupName": "driftline-card-transactions",
     "TopicArn": "arn:aws:sns:us-east-1:123456789012:driftline-notifications",
     "IdempotencyTableName": "driftline-retrain-idempotency",
-    "EndpointName": "driftline-fraud",
+    "EndpointName": "driftline-card-transactions",
 }
 
 

@@ -148,7 +148,7 @@ def test_produce_puts_good_and_poison_records_that_decode_as_planned(aws: AwsCli
     # THEN the summary counts 50 poison records, 10 of each kind, and 950 good ids
     assert summary.produced == 1000 and summary.good == 950
     assert summary.poison == {kind: 10 for kind in POISON_KINDS}
-    assert len(set(summary.good_transaction_ids)) == 950
+    assert len(set(summary.good_ids)) == 950
     # AND decoding the stream's content gives exactly those good ids, and 50 dead letters
     stored = _read_all(kinesis, "cards")
     assert len(stored) == 1000
@@ -164,7 +164,7 @@ def test_produce_puts_good_and_poison_records_that_decode_as_planned(aws: AwsCli
         )
         ids += batch.table.column("transaction_id").to_pylist()
         reasons.update(d.reason for d in batch.dead_letters)
-    assert sorted(ids) == sorted(summary.good_transaction_ids)
+    assert sorted(ids) == sorted(summary.good_ids)
     assert reasons == {kind: 10 for kind in POISON_KINDS}
 
 

@@ -57,7 +57,7 @@ def test_manual_gate(
     # GIVEN two registered, pending versions with artifacts in the emulator's S3
     s3, sm = aws.client("s3"), aws.client("sagemaker")
     s3.create_bucket(Bucket="lake")
-    registry.ensure_group(sm, "driftline-fraud")
+    registry.ensure_group(sm, "driftline-card-transactions")
     frame = generate_frame(4000, seed=6, scenario=Scenario.DRIFT)
     for i, (name, part) in enumerate((("alpha", frame.iloc[:2000]), ("beta", frame.iloc[2000:]))):
         (tmp_path / name).mkdir()
@@ -70,7 +70,7 @@ def test_manual_gate(
         url = upload_model(s3, tmp_path / f"{name}-model", f"s3://lake/models/fraud/{name}")
         registry.register(
             sm,
-            "driftline-fraud",
+            "driftline-card-transactions",
             registry.Candidate(
                 model_data_url=url,
                 image_uri="local",

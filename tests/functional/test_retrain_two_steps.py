@@ -118,7 +118,7 @@ def lake(aws: AwsClients, emulator: str) -> None:
 
 def _lock(aws: AwsClients) -> dict[str, Any]:
     item = aws.client("dynamodb").get_item(
-        TableName="driftline-retrain-idempotency", Key={"pk": {"S": "lock#fraud"}}
+        TableName="driftline-retrain-idempotency", Key={"pk": {"S": "lock#card-transactions"}}
     )
     return {k: next(iter(v.values())) for k, v in item["Item"].items()}
 
@@ -145,7 +145,7 @@ def test_alarm_starts_the_job_and_its_completed_event_promotes_once(
     # THEN it returns with the job started and the run's state recorded; the lock stays held
     assert started.status == "started" and started.outcome is None
     job = started.training_job
-    assert job is not None and job.startswith("driftline-fraud-20260301T040000Z-")
+    assert job is not None and job.startswith("driftline-card-transactions-20260301T040000Z-")
     assert training.created == [job]
     assert started.reason == f"training job {job} started"
     assert aws.client("sagemaker").describe_training_job(TrainingJobName=job)[
@@ -190,7 +190,7 @@ def test_alarm_starts_the_job_and_its_completed_event_promotes_once(
     outcome = done.outcome
     assert outcome.status == PROMOTED and outcome.reason.startswith("no champion yet; challenger")
     assert outcome.model_data_url == (
-        f"s3://lake/models/fraud/{state.run_id}/{job}/output/model.tar.gz"
+        f"s3://lake/models/card-transactions/{state.run_id}/{job}/output/model.tar.gz"
     )
     versions = registry.list_versions(aws.client("sagemaker"), model_group(settings))
     champion = registry.champion(versions)

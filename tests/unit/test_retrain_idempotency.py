@@ -137,7 +137,7 @@ def test_duplicate_and_overlapping_events_start_exactly_one_run() -> None:
     assert [first.status, dup.status, overlap.status] == ["ran", "duplicate", "deferred"]
     assert dup.reason.startswith("event 'e1' already completed by run 'handler-")
     assert overlap.reason == (
-        "model 'fraud' is cooling down for another 240s after its last run;"
+        "model 'card-transactions' is cooling down for another 240s after its last run;"
         " deferred to the end of the cool-down"
     )
     assert overlap.retry_after_s == 240
@@ -183,3 +183,35 @@ def test_a_failed_run_releases_the_lock_and_the_event_can_be_retried() -> None:
         **kwargs,
     )
     assert again.status == "ran" and calls == ["boom", "e1"]
+
+
+def test_a_contract_without_a_label_is_ignored_with_a_reason_before_any_claim(
+    tmp_path: Any,
+) -> None:
+    # GIVEN settings naming a contract whose only candidate target is an attribute (no label)
+    path = tmp_path / "no_label.toml"
+    path.write_text(
+        'name = "plain_events"\npartition_key = "k"\n'
+        '[[fields]]\nname = "id"\ntype = "string"\nrole = "id"\n'
+        '[[fields]]\nname = "k"\ntype = "string"\n'
+        '[[fields]]\nname = "at"\ntype = "timestamp"\nrole = "event_time"\n'
+        '[[fields]]\nname = "x"\ntype = "float"\nrole = "feature"\n'
+    )
+    settings = load_settings({"contract_path": str(path)}, env={}, config_path=None)
+    store, calls = MemoryStore(), []
+    # WHEN the drift alarm's event arrives
+    result = handle_event(
+        example_event("driftline-drift-score", event_id="e1"),
+        settings,
+        AwsClients(),
+        now=datetime(2026, 3, 1, tzinfo=UTC),
+        store=store,
+        clock=_Clock(),
+        run=_fake_run(calls),
+    )
+    # THEN nothing runs, and the decision says why (no KeyError, no failed run)
+    assert (result.status, result.reason) == (
+        "ignored",
+        "no retrain: contract 'plain_events' declares no label",
+    )
+    assert calls == []

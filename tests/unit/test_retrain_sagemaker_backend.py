@@ -65,6 +65,61 @@ def test_backends_are_chosen_by_settings(name: str) -> None:
     assert (training.name, serving.name) == ("local", "local")
 
 
+def test_the_training_job_gets_the_contract_as_its_own_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sagemaker.sklearn import estimator as sklearn_estimator
+
+    from retrain.backends.base import TrainingRequest
+    from retrain.backends.sagemaker import SageMakerTraining
+
+    # GIVEN the SDK's estimator replaced by a recorder (no AWS call; the channel map is the point)
+    fits: list[tuple[dict[str, str], str]] = []
+
+    class Recorder:
+        def __init__(self, **kwargs: object) -> None:
+            self.kwargs = kwargs
+
+        def fit(self, inputs: dict[str, str], wait: bool, job_name: str) -> None:
+            fits.append((inputs, job_name))
+
+    monkeypatch.setattr(sklearn_estimator, "SKLearn", Recorder)
+    monkeypatch.setattr("sagemaker.session.Session", lambda **_kw: object())
+    backend = SageMakerTraining(
+        None,
+        None,
+        role_arn="arn:aws:iam::123456789012:role/r",
+        region="us-east-1",
+        instance_type="ml.m5.large",
+        framework_version="1.2-1",
+        work_dir=tmp_path,
+    )
+    # WHEN a run with a contract channel starts
+    backend.start(
+        TrainingRequest(
+            run_id="r1",
+            train_dir=tmp_path,
+            test_dir=tmp_path,
+            train_uri="s3://b/retrain/m/r1/train/",
+            test_uri="s3://b/retrain/m/r1/test/",
+            output_uri="s3://b/models/m/r1/",
+            job_name="driftline-m-r1",
+            contract_uri="s3://b/retrain/m/r1/contract/",
+        )
+    )
+    # THEN the job's channels are train, test and contract (/opt/ml/input/data/contract/)
+    assert fits == [
+        (
+            {
+                "train": "s3://b/retrain/m/r1/train/",
+                "test": "s3://b/retrain/m/r1/test/",
+                "contract": "s3://b/retrain/m/r1/contract/",
+            },
+            "driftline-m-r1",
+        )
+    ]
+
+
 def test_the_training_requirements_are_pinned_wheels_checked_by_hash(tmp_path: Path) -> None:
     import re
 

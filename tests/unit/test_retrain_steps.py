@@ -139,11 +139,15 @@ def test_an_event_of_neither_kind_is_malformed_with_the_alarm_parsers_message() 
 
 
 def test_job_names_carry_the_stack_and_model_prefix_and_give_back_the_run_id() -> None:
-    name = job_name(SETTINGS, "fraud-20260301T040000Z-0a1b2c3d")
+    # GIVEN no model_name: the model is named after the contract (hyphens for underscores)
+    assert job_prefix(SETTINGS.replace(model_name=None)) == "driftline-card-transactions-"
+    # WHEN a model name is set THEN job names carry it and give back the run id
+    named = SETTINGS.replace(model_name="fraud")
+    name = job_name(named, "fraud-20260301T040000Z-0a1b2c3d")
     assert name == JOB
-    assert name.startswith(job_prefix(SETTINGS)) and job_prefix(SETTINGS) == "driftline-fraud-"
-    assert run_id_for_job(SETTINGS, name) == "fraud-20260301T040000Z-0a1b2c3d"
-    assert run_id_for_job(SETTINGS, "driftline-other-20260301T040000Z-1") is None
+    assert name.startswith(job_prefix(named)) and job_prefix(named) == "driftline-fraud-"
+    assert run_id_for_job(named, name) == "fraud-20260301T040000Z-0a1b2c3d"
+    assert run_id_for_job(named, "driftline-other-20260301T040000Z-1") is None
     long = SETTINGS.replace(stack_name="s" * 40)
     with pytest.raises(RetrainError, match="is not a valid SageMaker name"):
         job_name(long, "fraud-20260301T040000Z-0a1b2c3d")

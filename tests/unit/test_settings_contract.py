@@ -170,3 +170,61 @@ def test_contract_file_errors_name_the_file(tmp_path: Path) -> None:
         load_contract(bad)
     with pytest.raises(ContractError, match="does not exist"):
         load_contract(tmp_path / "missing.toml")
+
+
+def _task_doc(label_type: str | None, task: str | None = None) -> dict[str, object]:
+    fields: list[dict[str, object]] = [
+        {"name": "id", "type": "string", "role": "id"},
+        {"name": "at", "type": "timestamp", "role": "event_time"},
+        {"name": "x", "type": "float", "role": "feature"},
+    ]
+    if label_type is not None:
+        fields.append({"name": "y", "type": label_type, "role": "label"})
+    doc: dict[str, object] = {"name": "t", "partition_key": "id", "fields": fields}
+    if task is not None:
+        doc["task"] = task
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("label_type", "task", "expected"),
+    [
+        ("bool", None, "binary_classification"),
+        ("float", None, "regression"),
+        ("int", None, "regression"),
+        ("int", "binary_classification", "binary_classification"),
+        ("float", "regression", "regression"),
+        (None, None, None),
+    ],
+)
+def test_the_task_is_declared_or_follows_the_label_type(
+    label_type: str | None, task: str | None, expected: str | None
+) -> None:
+    c = parse_contract(_task_doc(label_type, task))
+    assert (c.task.value if c.task else None) == expected
+    assert c.to_dict().get("task") == expected
+
+
+@pytest.mark.parametrize(
+    ("label_type", "task", "message"),
+    [
+        ("bool", "regression", "task='regression' needs a label of type ['int', 'float']"),
+        ("float", "binary_classification", "needs a label of type ['bool', 'int']"),
+        ("string", None, "label 'y' is a string; a label must be a bool"),
+        (None, "regression", "task='regression' but no field has role 'label'"),
+        ("bool", "ranking", "'task' got 'ranking', expected one of"),
+    ],
+)
+def test_a_task_that_does_not_fit_the_label_fails_naming_the_key(
+    label_type: str | None, task: str | None, message: str
+) -> None:
+    with pytest.raises(ContractError) as err:
+        parse_contract(_task_doc(label_type, task))
+    assert message in str(err.value)
+
+
+def test_two_labels_are_refused() -> None:
+    doc = _task_doc("bool")
+    doc["fields"].append({"name": "z", "type": "bool", "role": "label"})  # type: ignore[attr-defined]
+    with pytest.raises(ContractError, match="at most one field may have role 'label'"):
+        parse_contract(doc)

@@ -12,10 +12,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
 from etl.contract import load_contract
+from etl.generator import plan_for
 from etl.synthetic import (
-    COUNTRIES,
-    DEVICES,
-    MERCHANTS,
     POISON_KINDS,
     Scenario,
     encode_record,
@@ -25,6 +23,7 @@ from etl.synthetic import (
 )
 
 CONTRACT = load_contract()
+PLAN = plan_for(CONTRACT)
 
 
 def test_same_seed_same_records_and_other_seed_differs() -> None:
@@ -115,12 +114,8 @@ def _features(frame: pd.DataFrame) -> pd.DataFrame:
             "distance": frame["distance_from_home_km"],
         }
     )
-    for col, cats in (
-        ("merchant_category", MERCHANTS),
-        ("device", DEVICES),
-        ("country", COUNTRIES),
-    ):
-        for cat in cats:
+    for col in ("merchant_category", "device", "country"):
+        for cat in PLAN.fields[col].values:
             out[f"{col}={cat}"] = (frame[col] == cat).astype(float)
     return out
 

@@ -443,18 +443,19 @@ def _sagemaker_resources(stack: str) -> list[str]:
 def test_stack_driftline_cannot_touch_a_sibling_stacks_sagemaker_resources(sibling: str) -> None:
     import fnmatch
 
-    # GIVEN the SageMaker ARNs the roles of stack `driftline` (model `fraud`) are granted
+    # GIVEN the SageMaker ARNs the roles of stack `driftline` (model `card-transactions`, the
+    # default contract's name) are granted
     granted = _sagemaker_resources("driftline")
     assert len(granted) >= 6
     # AND the names stack `sibling` gives its endpoint, models, configs, jobs and packages
     arn = "arn:aws:sagemaker:us-east-1:1:{}".format
     theirs = [
-        arn(f"endpoint/{sibling}-fraud"),
-        arn(f"endpoint-config/{sibling}-fraud-v3"),
-        arn(f"model/{sibling}-fraud-v3"),
-        arn(f"training-job/{sibling}-fraud-20260101t000000z-0123abcd"),
-        arn(f"model-package-group/{sibling}-fraud"),
-        arn(f"model-package/{sibling}-fraud/3"),
+        arn(f"endpoint/{sibling}-card-transactions"),
+        arn(f"endpoint-config/{sibling}-card-transactions-v3"),
+        arn(f"model/{sibling}-card-transactions-v3"),
+        arn(f"training-job/{sibling}-card-transactions-20260101t000000z-0123abcd"),
+        arn(f"model-package-group/{sibling}-card-transactions"),
+        arn(f"model-package/{sibling}-card-transactions/3"),
     ]
     # THEN none of them matches a granted ARN, while the stack's own names do
     assert [(g, t) for g in granted for t in theirs if fnmatch.fnmatchcase(t, g)] == []

@@ -15,12 +15,17 @@ Bins are half-open on the right: a value equal to an edge falls into the bin abo
 merge exactly (counts add), so the profiles of two halves merge into the profile of the whole:
 
 >>> import numpy as np
->>> from etl.contract import load_contract
->>> c = load_contract()
+>>> from etl.contract import parse_contract
+>>> c = parse_contract({"name": "readings", "partition_key": "site", "fields": [
+...     {"name": "reading_id", "type": "string", "role": "id"},
+...     {"name": "taken_at", "type": "timestamp", "role": "event_time"},
+...     {"name": "site", "type": "string", "role": "attribute"},
+...     {"name": "temperature", "type": "float", "role": "feature"},
+...     {"name": "level", "type": "int", "role": "feature"},
+...     {"name": "mode", "type": "string", "role": "feature"}]})
 >>> rng = np.random.default_rng(0)
->>> data = {"amount": rng.lognormal(3, 1, 1000), "merchant_category": np.array(["grocery"] * 1000),
-...         "hour": rng.integers(0, 24, 1000), "distance_from_home_km": rng.exponential(5, 1000),
-...         "device": np.array(["mobile"] * 1000), "country": np.array(["US"] * 1000)}
+>>> data = {"temperature": rng.lognormal(3, 1, 1000), "level": rng.integers(0, 24, 1000),
+...         "mode": np.array(["auto"] * 1000)}
 >>> whole = build_profile(data, c, created_at="2026-01-01T00:00:00Z")
 >>> half = lambda s: {k: v[s] for k, v in data.items()}
 >>> a = build_profile(half(slice(0, 500)), c, edges_from=whole)

@@ -152,9 +152,11 @@ def _resolve(stack: str | None) -> tuple[Settings, LocalState | None]:
         from infra.model_server import STATE_KEY
 
         fill: dict[str, Any] = {}
-        url = (local.extra.get(STATE_KEY) or {}).get("url")
-        if settings.model_server_url is None and url:
-            fill["model_server_url"] = url
+        server = local.extra.get(STATE_KEY) or {}
+        if settings.model_server_url is None and server.get("url"):
+            fill["model_server_url"] = server["url"]
+            # approving a version reloads the server: that needs its 0600 reload token
+            fill["model_server_token_file"] = server.get("token_file")
         dsn = local.extra.get("warehouse_dsn")
         if settings.warehouse_dsn is None and dsn:
             fill["warehouse_dsn"] = str(dsn)

@@ -64,7 +64,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Seed
 
     d = tmp_path_factory.mktemp("console-browser")
     emu = start_emulator(d)
-    server = start_model_server(d / "server", None)
+    server = start_model_server(d / "server", None, model_root=d / "cache")
     web: Any = None
     thread: threading.Thread | None = None
     try:
@@ -76,7 +76,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Seed
             extra_settings={
                 "model_server_url": server.url,
                 "model_server_token_file": str(server.token_file),
-                "model_cache_dir": str(d / "server" / "models"),
+                "model_cache_dir": str(d / "cache"),
             },
         )
         seed_models(clients, seeded.settings, d / "work")

@@ -33,7 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SeededStac
     server: ServerProcess | None = None
     try:
         clients = AwsClients(region="us-east-1", endpoint_url=emu.endpoint)
-        server = start_model_server(d / "server", None)
+        server = start_model_server(d / "server", None, model_root=d / "cache")
         seeded = seed(
             clients,
             d,
@@ -41,7 +41,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SeededStac
             extra_settings={
                 "model_server_url": server.url,
                 "model_server_token_file": str(server.token_file),
-                "model_cache_dir": str(d / "server" / "models"),
+                "model_cache_dir": str(d / "cache"),
             },
         )
         seed_models(clients, seeded.settings, d / "work")

@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 
 from etl.aws import AwsClients
-from etl.contract import Contract, Field, FieldType, Role
+from etl.contract import Contract, Field, FieldType, Role, Task
 from etl.identifiers import quote_double
 from etl.query import LakeQuery
 from etl.warehouse import LakeSource, Loader
@@ -38,6 +38,7 @@ HOSTILE = Contract(
         Field("user", FieldType.STRING, Role.FEATURE, allowed=("a", "b")),
         Field("group", FieldType.BOOL, Role.LABEL, required=False, nullable=True),
     ),
+    task=Task.BINARY_CLASSIFICATION,
 )
 
 

@@ -154,16 +154,25 @@ def put_drift_metrics(
     for w in range(windows):
         t = end - timedelta(minutes=windows - w)
         drifting = drift_from <= w < drift_to
-        score = 0.0
+        score = max_psi = 0.0
         for j, f in enumerate(contract.features):
             psi = float(rng.gamma(2.0, 0.015)) + (0.25 + 0.05 * j if drifting and j < 2 else 0.0)
-            score = max(score, psi)
+            # the calibrated feature score (1 = the line): ~0.15 when stationary, > 1.25 when drifting
+            feature_score = psi / 0.2
+            score, max_psi = max(score, feature_score), max(max_psi, psi)
             dims = [{"Name": "Stream", "Value": stream}, {"Name": "Feature", "Value": f.name}]
-            values = {"PSI": psi, "JSDistance": min(1.0, psi**0.5 / 2), "KSStatistic": psi / 3}
+            values = {
+                "PSI": psi,
+                "JSDistance": min(1.0, psi**0.5 / 2),
+                "KSStatistic": psi / 3,
+                "DriftFeatureScore": feature_score,
+            }
             for _, metric in FEATURE_METRICS:
                 if metric in values:
                     datums.append(_datum(metric, dims, values[metric], t))
-        datums.append(_datum("DriftScore", [{"Name": "Stream", "Value": stream}], score, t))
+        stream_dim = [{"Name": "Stream", "Value": stream}]
+        datums.append(_datum("DriftScore", stream_dim, score, t))
+        datums.append(_datum("MaxPSI", stream_dim, max_psi, t))
     cw = clients.client("cloudwatch")
     for i in range(0, len(datums), 1000):
         cw.put_metric_data(Namespace=settings.metrics_namespace, MetricData=datums[i : i + 1000])
@@ -193,12 +202,13 @@ def seed_models(
     from retrain.artifacts import upload_model
     from retrain.handler import model_group
     from retrain.manual import decide
-    from retrain.runs import RunState, save_state
+    from retrain.runs import RunState, promotion_metric, save_state, settings_contract
     from retrain.train import train
 
     s3, sm = clients.client("s3"), clients.client("sagemaker")
     bucket = settings.require("lake_bucket")
     group = model_group(settings)
+    metric = promotion_metric(settings, settings_contract(settings))
     registry.ensure_group(sm, group)
     frame = generate_frame(3000, seed=6, scenario=Scenario.DRIFT)
     for i, (name, part) in enumerate((("alpha", frame.iloc[:1500]), ("beta", frame.iloc[1500:]))):
@@ -214,8 +224,8 @@ def seed_models(
             registry.Candidate(
                 model_data_url=url,
                 image_uri="local",
-                metrics={settings.promotion_metric: 0.81 + i / 20, "accuracy": 0.9 + i / 50},
-                champion_metrics={settings.promotion_metric: 0.8 + i / 100} if i else None,
+                metrics={metric: 0.81 + i / 20, "accuracy": 0.9 + i / 50},
+                champion_metrics={metric: 0.8 + i / 100} if i else None,
                 lineage={
                     "run_id": f"run-{name}",
                     "window_start": "2026-11-27T08:00:00+00:00",

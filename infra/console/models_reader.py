@@ -14,7 +14,7 @@ from infra.console.context import Console, guard
 from infra.console.lake_reader import list_prefix
 from retrain import registry
 from retrain.handler import model_group
-from retrain.runs import STATE_FILE, RunState, promotion_metric, settings_contract
+from retrain.runs import STATE_FILE, RunState, model_name, promotion_metric, settings_contract
 
 
 @dataclass
@@ -89,7 +89,7 @@ def models(console: Console) -> ModelsView:
 def runs(console: Console, limit: int = 50) -> list[RunState]:
     """The newest retrain runs' records."""
     s = console.settings
-    prefix = f"retrain/{s.model_name}/"
+    prefix = f"retrain/{model_name(s)}/"
     listed = [o for o in list_prefix(console, prefix) if o.key.endswith(f"/{STATE_FILE}")]
     listed.sort(key=lambda o: o.modified, reverse=True)
     s3 = console.clients.client("s3")

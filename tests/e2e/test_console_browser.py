@@ -28,6 +28,7 @@ from infra.console.server import bind
 from infra.emulator import start_emulator
 from infra.model_server import start_model_server
 from retrain import registry
+from retrain.handler import model_group
 from tests.console_stack import XSS, SeededStack, seed, seed_models
 
 pytestmark = pytest.mark.e2e
@@ -224,7 +225,7 @@ def test_approve_changes_the_status_in_the_registry(
     from selenium.webdriver.common.by import By
 
     sm = seeded.clients.client("sagemaker")
-    assert registry.find(registry.list_versions(sm, "driftline-fraud"), 2).status == (
+    assert registry.find(registry.list_versions(sm, model_group(seeded.settings)), 2).status == (
         registry.PENDING
     )
     # WHEN Approve is clicked on the staged v2, then confirmed
@@ -235,7 +236,7 @@ def test_approve_changes_the_status_in_the_registry(
     browser.find_element(By.ID, "confirm").click()
     _wait(browser, "return document.querySelector('.ok') !== null", timeout=60)
     # THEN the registry has v2 approved and serving, and the page says so
-    versions = registry.list_versions(sm, "driftline-fraud")
+    versions = registry.list_versions(sm, model_group(seeded.settings))
     assert registry.find(versions, 2).status == registry.APPROVED
     champ = registry.champion(versions)
     assert champ is not None and champ.version == 2

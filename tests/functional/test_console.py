@@ -3,6 +3,7 @@ fragment, bad input, a backend that is down, CSRF refusal, the token check, esca
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from infra.emulator import EmulatorProcess, start_emulator
 from infra.model_server import ServerProcess, start_model_server
 from infra.procs import free_port
 from retrain import registry
+from retrain.handler import model_group
 from tests.console_stack import XSS, SeededStack, seed, seed_models
 
 pytestmark = pytest.mark.functional
@@ -90,7 +92,11 @@ def test_every_page_and_fragment_renders_the_seeded_stack(
     drift = client.get("/drift?hours=3")
     assert drift.status_code == 200
     assert drift.text.count('data-chart="feature"') == len(seeded.contract.features)
-    assert '"threshold":0.2' in drift.text  # the alarm's threshold goes to the charts
+    cw = seeded.clients.client("cloudwatch")
+    prefix = f"{seeded.settings.stack_name}-drift-"
+    alarm = cw.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"][0]
+    # the alarm's own threshold goes to the charts
+    assert f'"threshold":{json.dumps(alarm["Threshold"])}' in drift.text
     assert '"state":"ALARM"' in drift.text  # and its transitions
     assert "Current baseline" in drift.text and "latest window" in drift.text
     alarms = client.get("/alarms")
@@ -149,7 +155,7 @@ def test_posts_without_the_csrf_token_are_refused_and_change_nothing(
         resp = client.post("/models/2/approve", data=form, follow_redirects=False)
         assert resp.status_code == 403 and "CSRF token" in resp.text
     # THEN version 2 is still pending; GET on the action route is not allowed at all
-    assert registry.find(registry.list_versions(sm, "driftline-fraud"), 2).status == (
+    assert registry.find(registry.list_versions(sm, model_group(seeded.settings)), 2).status == (
         registry.PENDING
     )
     assert client.get("/models/2/approve").status_code == 405
@@ -187,7 +193,7 @@ def test_approve_from_the_console_runs_the_manual_gate(
                        follow_redirects=False)  # fmt: skip
     assert resp.status_code == 303 and "serving%3A+v2" in resp.headers["location"]
     # THEN the registry has it approved and serving, with the reason
-    versions = registry.list_versions(sm, "driftline-fraud")
+    versions = registry.list_versions(sm, model_group(seeded.settings))
     assert registry.find(versions, 2).status == registry.APPROVED
     champ = registry.champion(versions)
     assert champ is not None and champ.version == 2

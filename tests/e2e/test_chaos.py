@@ -116,7 +116,7 @@ def test_chaos_kills_lose_and_duplicate_nothing(pipeline, warehouse, tmp_path: P
             ),
             300,  # a whole fleet's restart takes 30-60 s here, minutes on a loaded machine
         )
-        assert_exactly_once(settings, clients, set(s.good_transaction_ids))
+        assert_exactly_once(settings, clients, set(s.good_ids))
         assert sum(dead_reasons(settings, clients).values()) == poison == 80
         # AND the injected crash fired once, and a processor replayed its pending range
         assert token.exists()

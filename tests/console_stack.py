@@ -157,7 +157,7 @@ def put_drift_metrics(
         score = max_psi = 0.0
         for j, f in enumerate(contract.features):
             psi = float(rng.gamma(2.0, 0.015)) + (0.25 + 0.05 * j if drifting and j < 2 else 0.0)
-            # the calibrated feature score (1 = the line): ~0.15 when stationary, > 1.25 when drifting
+            # the calibrated feature score (1 = the line): ~0.15 stationary, > 1.25 drifting
             feature_score = psi / 0.2
             score, max_psi = max(score, feature_score), max(max_psi, psi)
             dims = [{"Name": "Stream", "Value": stream}, {"Name": "Feature", "Value": f.name}]

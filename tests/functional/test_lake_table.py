@@ -124,6 +124,7 @@ def test_ensure_table_updates_a_table_of_an_older_contract(
         version=older.version,
         partition_key=older.partition_key,
         fields=tuple(f for f in older.fields if f.name != "hops"),
+        task=older.task,
     )
     GlueCatalog(older, layout, db, aws.session, endpoint_url=aws.endpoint_url).ensure_table()
     # WHEN `local up` / `deploy` ensure the current contract's table

@@ -80,7 +80,7 @@ def test_deploy_local_provides_every_resource_of_the_template(aws: AwsClients) -
     assert (
         alarm["Threshold"], alarm["Period"], alarm["DatapointsToAlarm"],
         alarm["EvaluationPeriods"], alarm["TreatMissingData"], alarm["Dimensions"],
-    ) == (0.2, 60, 2, 3, "notBreaching", stream_dimension)  # fmt: skip
+    ) == (1.0, 60, 2, 3, "notBreaching", stream_dimension)  # fmt: skip
     s3 = aws.client("s3")
     bucket = REQUIRED_OUTPUTS["LakeBucket"]
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"

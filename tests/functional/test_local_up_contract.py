@@ -29,10 +29,12 @@ def test_local_up_creates_the_contracts_table_and_later_commands_use_it(tmp_path
     try:
         clients = AwsClients(endpoint_url=up.state.endpoint)
         db = up.state.outputs["GlueDatabase"]
-        # THEN its Glue database holds the contract's table, and only that one
+        # THEN its Glue database holds the contract's table, and no other contract's
         tables = clients.client("glue").get_tables(DatabaseName=db)["TableList"]
-        assert [t["Name"] for t in tables] == ["parcel_scans"]
-        assert tables[0]["Parameters"]["driftline_contract_hash"] == (
+        # the contract's lake table, next to the stack's shared dead-letter and compaction tables
+        assert sorted(t["Name"] for t in tables) == ["compactions", "dead_letters", "parcel_scans"]
+        [lake_table] = [t for t in tables if t["Name"] == "parcel_scans"]
+        assert lake_table["Parameters"]["driftline_contract_hash"] == (
             load_contract(PARCEL_SCANS).hash
         )
         # AND a command against the stack, given no contract, resolves this one

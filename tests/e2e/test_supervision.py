@@ -74,7 +74,7 @@ def test_a_killed_processor_restarts_in_place_and_its_workers_other_shard_never_
         (summary,) = box
         # THEN every record is in the lake exactly once
         assert wait_for(lambda: len(lake_ids(settings, clients)) >= summary.good, 120)
-        assert_exactly_once(settings, clients, set(summary.good_transaction_ids))
+        assert_exactly_once(settings, clients, set(summary.good_ids))
         # AND a new processor took the victim's shard over after the kill, in the same daemon
         after = live_processors(work)
         assert after[victim_shard] != before[victim_shard]

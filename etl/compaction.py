@@ -50,6 +50,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from etl.contract import PARTITION_DATE, PARTITION_HOUR, SEQUENCE_NUMBER, Contract
 from etl.exceptions import CompactionError
 from etl.lake import LakeObject, encode_parquet
+from etl.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,16 @@ class TableLocation:
     table: str
     lake_prefix: str = "lake"
     manifest_prefix: str = "manifests"
+
+    @classmethod
+    def of(cls, settings: Settings, contract: Contract) -> TableLocation:
+        """Where ``contract``'s table lives in the stack ``settings`` describe."""
+        return cls(
+            settings.require("lake_bucket"),
+            contract.name,
+            settings.lake_prefix,
+            settings.manifest_prefix,
+        )
 
     @property
     def objects_prefix(self) -> str:
@@ -410,16 +421,10 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
     settings = load_settings()
     contract = load_contract(settings.contract_path)
     clients = AwsClients.from_settings(settings)
-    loc = TableLocation(
-        settings.require("lake_bucket"),
-        contract.name,
-        settings.lake_prefix,
-        settings.manifest_prefix,
-    )
     compactor = Compactor(
         clients.client("s3"),
         contract,
-        loc,
+        TableLocation.of(settings, contract),
         target_bytes=request.target_bytes,
         grace=request.grace,
     )

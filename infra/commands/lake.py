@@ -151,18 +151,12 @@ def run_compact(args: argparse.Namespace) -> int:
     if args.target_mb <= 0:
         raise ConfigError("--target-mb", f"got {args.target_mb}; give a size in MB > 0, e.g. 128")
     settings, _ = resolve_settings(args=args)
-    contract = contract_for_settings(settings, clients_for(settings))
     clients = clients_for(settings)
-    loc = TableLocation(
-        settings.require("lake_bucket"),
-        contract.name,
-        settings.lake_prefix,
-        settings.manifest_prefix,
-    )
+    contract = contract_for_settings(settings, clients)
     compactor = Compactor(
         clients.client("s3"),
         contract,
-        loc,
+        TableLocation.of(settings, contract),
         target_bytes=int(args.target_mb * 1024 * 1024),
         grace=args.grace,
     )

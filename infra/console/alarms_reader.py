@@ -118,3 +118,15 @@ _OPS = {
 
 def _op(op: Any) -> str:
     return _OPS.get(str(op), str(op))
+
+
+def describe_drift_alarm(console: Console) -> tuple[str, dict[str, Any]] | None:
+    """The stack's drift alarm (its name and ``DescribeAlarms`` entry), or None when it has none."""
+    name = console.settings.drift_alarm_name or f"{console.settings.stack_name}-drift-score"
+    cw = console.clients.client("cloudwatch")
+    got = guard(
+        "CloudWatch",
+        "cloudwatch:DescribeAlarms",
+        lambda: cw.describe_alarms(AlarmNames=[name]).get("MetricAlarms", []),
+    )
+    return (name, got[0]) if got else None

@@ -23,7 +23,7 @@ from typing import Any
 
 from etl.drift import DriftWindow
 from etl.profile import NumericProfile, Profile, load_baseline, read_pointer
-from infra.console.alarms_reader import Transition, alarm_history
+from infra.console.alarms_reader import Transition, alarm_history, describe_drift_alarm
 from infra.console.context import Console, guard
 from infra.console.lake_reader import list_prefix
 
@@ -177,16 +177,10 @@ class AlarmLine:
 
 
 def drift_alarm_line(console: Console, since: datetime) -> AlarmLine | None:
-    name = console.settings.drift_alarm_name or f"{console.settings.stack_name}-drift-score"
-    cw = console.clients.client("cloudwatch")
-    got = guard(
-        "CloudWatch",
-        "cloudwatch:DescribeAlarms",
-        lambda: cw.describe_alarms(AlarmNames=[name]).get("MetricAlarms", []),
-    )
-    if not got:
+    found = describe_drift_alarm(console)
+    if found is None:
         return None
-    a = got[0]
+    name, a = found
     history = [t for t in alarm_history(console, name, limit=200) if t.time >= since]
     return AlarmLine(
         name, str(a.get("StateValue")), a.get("Threshold"), str(a.get("MetricName")), history

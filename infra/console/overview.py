@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from infra.console.alarms_reader import describe_drift_alarm
 from infra.console.context import BackendError, Console, guard, parallel
 from infra.console.lake_reader import dead_letters, lake_summary
 from retrain import registry
@@ -245,16 +246,10 @@ class AlarmView:
 
 
 def drift_alarm(console: Console) -> AlarmView | None:
-    name = console.settings.drift_alarm_name or f"{console.settings.stack_name}-drift-score"
-    cw = console.clients.client("cloudwatch")
-    got = guard(
-        "CloudWatch",
-        "cloudwatch:DescribeAlarms",
-        lambda: cw.describe_alarms(AlarmNames=[name]).get("MetricAlarms", []),
-    )
-    if not got:
+    found = describe_drift_alarm(console)
+    if found is None:
         return None
-    a = got[0]
+    name, a = found
     return AlarmView(
         name,
         str(a.get("StateValue", "")),

@@ -115,3 +115,10 @@ def wrangler_endpoint(endpoint_url: str | None) -> Iterator[None]:
                 wr.config.glue_endpoint_url,
                 wr.config.athena_endpoint_url,
             ) = saved
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``""`` for any other exception), so a
+    caller tests ``error_code(exc) == "AlreadyExistsException"`` instead of digging in dicts."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))

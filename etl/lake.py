@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from etl import keys
+from etl.aws import error_code
 from etl.contract import PARTITION_DATE, PARTITION_HOUR, SEQUENCE_NUMBER, Contract
 from etl.exceptions import LakeWriteError
 
@@ -402,7 +403,7 @@ class GlueCatalog:
         try:
             self._glue().create_table(DatabaseName=self.database, TableInput=self.table_input())
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "AlreadyExistsException":
+            if error_code(exc) == "AlreadyExistsException":
                 return False
             raise
         log.info(
@@ -419,7 +420,7 @@ class GlueCatalog:
         try:
             table = glue.get_table(DatabaseName=self.database, Name=self.layout.table)["Table"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "EntityNotFoundException":
+            if error_code(exc) != "EntityNotFoundException":
                 raise
             # A missing table is made, never a crash-loop: the contract says what it holds.
             self.create_table_if_missing()

@@ -36,7 +36,7 @@ from etl.analytics import (
     render,
     sql_file,
 )
-from etl.aws import AwsClients
+from etl.aws import AwsClients, error_code
 from etl.contract import (
     ARRIVAL_TIME,
     INGEST_TIME,
@@ -224,7 +224,7 @@ def upsert_dataset(
     try:
         quicksight.create_data_set(**request)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ResourceExistsException":
+        if error_code(exc) != "ResourceExistsException":
             raise
         request.pop("Permissions")
         quicksight.update_data_set(**request)

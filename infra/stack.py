@@ -31,6 +31,8 @@ from etl.aws import AwsClients, error_code, is_not_found, split_s3_uri
 from etl.contract import Contract, load_contract
 from etl.exceptions import StackError
 from infra import local_resources as lr
+from infra.local_handler import LeftBehind
+from infra.local_resolver import Resolver
 
 log = logging.getLogger(__name__)
 
@@ -275,9 +277,7 @@ class _LocalStack:
             "AWS::Partition": partition,
             "AWS::URLSuffix": "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com",
         }
-        self.resolver = lr.Resolver(
-            template, parameters, pseudo, ref=self._ref, get_att=self._get_att
-        )
+        self.resolver = Resolver(template, parameters, pseudo, ref=self._ref, get_att=self._get_att)
         self._props: dict[str, dict[str, Any]] = {}
         self._resolving: set[str] = set()
 
@@ -351,7 +351,7 @@ class _LocalStack:
             elif action == "delete":
                 try:
                     handler.delete(physical, props)
-                except lr.LeftBehind as exc:
+                except LeftBehind as exc:
                     provided = f"left behind: {exc}"
             elif not handler.exists(physical, props):
                 provided = f"missing (expected by API: {rtype})"

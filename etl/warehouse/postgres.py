@@ -29,9 +29,9 @@ from etl.contract import SEQUENCE_NUMBER, SHARD_ID, Contract, FieldType
 from etl.exceptions import WarehouseError
 from etl.redact import redact
 from etl.warehouse import ddl, pgbinary
+from etl.warehouse.base import QueryResult
 from etl.warehouse.ddl import Dialect
 from etl.warehouse.ledger import LedgerEntry, ranges_overlap
-from etl.warehouse.loader import QueryResult
 from etl.warehouse.source import FlushManifest, LakeSource
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from etl.exceptions import StackError
-from infra.local_resources import CloudWatchAlarm, Resolver
+from infra.local_resolver import Resolver
+from infra.local_resources import CloudWatchAlarm
 from infra.stack import TEMPLATE_PATH, load_template
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,7 +29,7 @@ from etl.exceptions import ConfigError, StackError
 from etl.query import LakeQuery
 from etl.settings import Settings
 from etl.warehouse.base import QueryResult
-from infra.commands.warehouse import print_result
+from infra.commands._common import print_result
 from infra.context import add_contract_option, clients_for, resolve_settings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

@@ -177,3 +177,17 @@ print("\\n".join(failed))
 @pytest.mark.parametrize("name", ["etl.warehouse.base", "etl.warehouse"])
 def test_the_warehouse_seam_is_importable_first(name: str) -> None:
     assert importlib.import_module(name).QueryResult.__name__ == "QueryResult"
+
+
+def test_commands_borrow_nothing_from_each_other() -> None:
+    # shared CLI helpers live in infra/commands/_common.py; a command importing another command
+    # would tie two commands' options together
+    graph = import_graph()
+    borrowed = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if module.startswith("infra.commands.")
+        for target in targets
+        if target.startswith("infra.commands.") and not target.startswith("infra.commands._")
+    )
+    assert borrowed == []

@@ -3,8 +3,8 @@ of per-window drift metrics for every feature.
 
     python -m bench.console [--rounds N] [--strict] [--json]
 
-Seeds an emulator with ``tests.console_stack`` (24 h x 60 windows x (3 metrics x features + the
-drift score) through PutMetricData, lake flushes, dead letters, alarm transitions, two registered
+Seeds an emulator with ``tests.console_stack`` (24 h x 60 windows x (4 metrics x features + the
+drift score + MaxPSI) through PutMetricData, lake flushes, dead letters, alarm transitions, two registered
 models), serves the console as its own process (``python -m infra.console``), and asks each page
 and each overview fragment ``--rounds`` times after one warm-up request. Server time is the
 console's ``Server-Timing`` header (request in, response out, including the backend calls).

@@ -310,7 +310,7 @@ def test_quicksight_exists_only_with_a_principal_and_reads_only_the_lake() -> No
     }
 
 
-# -- security review (issue 12) ---------------------------------------------------------------
+# -- security review --------------------------------------------------------------------------
 
 
 def _refs(node: Any) -> set[str]:

@@ -28,7 +28,7 @@ from infra.console.server import bind
 from infra.emulator import start_emulator
 from infra.model_server import start_model_server
 from retrain import registry
-from retrain.handler import model_group
+from retrain.wiring import model_group
 from tests.console_stack import XSS, SeededStack, seed, seed_models
 
 pytestmark = pytest.mark.e2e
@@ -226,7 +226,7 @@ def test_approve_changes_the_status_in_the_registry(
 
     sm = seeded.clients.client("sagemaker")
     assert registry.find(registry.list_versions(sm, model_group(seeded.settings)), 2).status == (
-        registry.PENDING
+        registry.Approval.PENDING
     )
     # WHEN Approve is clicked on the staged v2, then confirmed
     browser.get(url + "/models")
@@ -237,7 +237,7 @@ def test_approve_changes_the_status_in_the_registry(
     _wait(browser, "return document.querySelector('.ok') !== null", timeout=60)
     # THEN the registry has v2 approved and serving, and the page says so
     versions = registry.list_versions(sm, model_group(seeded.settings))
-    assert registry.find(versions, 2).status == registry.APPROVED
+    assert registry.find(versions, 2).status == registry.Approval.APPROVED
     champ = registry.champion(versions)
     assert champ is not None and champ.version == 2
     assert "serving: v2" in browser.find_element(By.CSS_SELECTOR, ".ok").text

@@ -55,7 +55,7 @@ def test_backends_are_chosen_by_settings(name: str) -> None:
     from etl.aws import AwsClients
     from etl.exceptions import ConfigError
     from etl.settings import load_settings
-    from retrain.handler import make_backends
+    from retrain.wiring import make_backends
 
     settings = load_settings({"training_backend": name}, env={}, config_path=None)
     with pytest.raises(ConfigError, match="sagemaker_role_arn: is not set"):

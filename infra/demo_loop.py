@@ -155,7 +155,7 @@ class DispatchThread:
 
     def run(self) -> None:
         from infra.dispatcher import Dispatcher
-        from retrain.handler import handle_event
+        from retrain.gate import handle_event
 
         def handle(*args: Any, **kwargs: Any) -> Any:
             if self.received_s is None:
@@ -197,7 +197,7 @@ def bootstrap_champion(
     progress: Callable[[str], None],
 ) -> Any:
     """Train, register and deploy the first model on the history window; publishes its baseline."""
-    from retrain.handler import run_retrain
+    from retrain.run import run_retrain
 
     progress("training the first champion on the stationary history in the lake")
     outcome = run_retrain(settings, clients, event=None, now=history_end + timedelta(seconds=1))
@@ -289,8 +289,8 @@ def run_loop(
     """Phases 1-3 of the module docstring; returns the loop's figures for the demo summary."""
     from infra.loadgen import load_result, start_load
     from infra.model_server import start_model_server
-    from retrain.handler import pointer_path
     from retrain.runs import promotion_metric
+    from retrain.wiring import pointer_path
 
     n_history = max(history, 5_000)
     lsettings = loop_settings(settings, state)

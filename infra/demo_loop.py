@@ -33,7 +33,7 @@ import numpy as np
 from etl.aws import AwsClients
 from etl.contract import Contract, Task, load_contract
 from etl.exceptions import LabelRequiredError
-from etl.producer import ProduceSummary, produce
+from etl.producer import ProduceRun, ProduceSummary, produce
 from etl.settings import Settings
 
 log = logging.getLogger("driftline.demo")
@@ -117,13 +117,15 @@ class StreamProducer:
                 produce(
                     self.settings,
                     self.clients,
-                    records=CHUNK,
-                    rate=self.rate,
-                    seed=self.seed + 100 + i,
-                    scenario="drift",
-                    drift_at=0.0,
-                    poison_rate=self.poison_rate,
-                    start=datetime.now(UTC),
+                    ProduceRun(
+                        records=CHUNK,
+                        rate=self.rate,
+                        seed=self.seed + 100 + i,
+                        scenario="drift",
+                        drift_at=0.0,
+                        poison_rate=self.poison_rate,
+                        start=datetime.now(UTC),
+                    ),
                 )
             )
             i += 1
@@ -214,11 +216,9 @@ def start_history(
     summary = produce(
         settings,
         clients,
-        records=n,
-        seed=seed,
-        scenario="stationary",
-        poison_rate=poison_rate,
-        start=start,
+        ProduceRun(
+            records=n, seed=seed, scenario="stationary", poison_rate=poison_rate, start=start
+        ),
     )
     end = start + timedelta(seconds=n / 50.0)
     return summary, end

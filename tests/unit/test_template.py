@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from etl.exceptions import StackError
-from infra.local_resources import CloudWatchAlarm, Resolver
+from infra.local_resolver import Resolver
+from infra.local_resources import CloudWatchAlarm
 from infra.stack import TEMPLATE_PATH, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -309,7 +310,7 @@ def test_quicksight_exists_only_with_a_principal_and_reads_only_the_lake() -> No
     }
 
 
-# -- security review (issue 12) ---------------------------------------------------------------
+# -- security review --------------------------------------------------------------------------
 
 
 def _refs(node: Any) -> set[str]:

@@ -23,7 +23,7 @@ from datetime import timedelta
 
 from etl.analytics import Engine, athena_query, render, sql_file
 from etl.aws import AwsClients, wrangler_endpoint
-from etl.compaction import Compactor, TableLocation
+from etl.compaction import CompactionOptions, Compactor, TableLocation
 from etl.contract import contract_for_settings
 from etl.exceptions import ConfigError, StackError
 from etl.query import LakeQuery
@@ -157,8 +157,7 @@ def run_compact(args: argparse.Namespace) -> int:
         clients.client("s3"),
         contract,
         TableLocation.of(settings, contract),
-        target_bytes=int(args.target_mb * 1024 * 1024),
-        grace=args.grace,
+        CompactionOptions(target_bytes=int(args.target_mb * 1024 * 1024), grace=args.grace),
     )
     report = compactor.run(args.older_than)
     if args.json:

@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl.analytics import SHARED_QUERIES
+from etl.analytics import LAKE_QUERIES
 from etl.aws import AwsClients
 from etl.compaction import (
     CompactionOptions,
@@ -134,7 +134,7 @@ def time_queries(aws: AwsClients, contract: Contract, runs: int) -> tuple[float,
     for _ in range(runs):
         t = time.perf_counter()
         q = LakeQuery(BUCKET, clients=aws, contract=contract)
-        for name in SHARED_QUERIES:
+        for name in LAKE_QUERIES:
             rows[name] = len(q.run_file(name).rows)
         q.close()
         best = min(best, time.perf_counter() - t)

@@ -35,14 +35,12 @@ from etl.contract import Contract, Field, FieldType
 from etl.exceptions import WarehouseError
 from etl.export import ExportTable
 
-#: The day-one queries: each runs on both engines for any contract.
-SHARED_QUERIES = (
-    "volume_per_partition",
-    "dead_letter_reasons",
-    "feature_summary_daily",
-    "drift_alarm_history",
-    "model_versions_over_time",
-)
+#: The day-one queries over the lake table and its dead letters.
+LAKE_QUERIES = ("volume_per_partition", "dead_letter_reasons", "feature_summary_daily")
+#: The day-one queries over the monitoring history ``driftline lake export`` writes (etl/export.py).
+HISTORY_QUERIES = ("drift_alarm_history", "model_versions_over_time")
+#: Every shared query: each runs on both engines for any contract.
+SHARED_QUERIES = (*LAKE_QUERIES, *HISTORY_QUERIES)
 #: Athena's price per TB scanned (us-east-1, 10 MB minimum per query).
 PRICE_PER_TB_USD = 5.0
 MIN_BILLED_BYTES = 10 * 1024 * 1024

@@ -39,6 +39,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -265,6 +266,9 @@ class CompactionReport:
         return asdict(self)
 
 
+#: Objects of one hour read at a time while compacting.
+READERS = 8
+
 #: Step names passed to ``on_step`` (tests inject a crash at each).
 STEPS = ("read", "write_object", "commit", "delete")
 
@@ -334,7 +338,8 @@ class Compactor:
         keys = sorted(i.key for i in small)
         gen = generation_of(keys)
         self._on_step("read")
-        tables = [self._read(k) for k in keys]
+        with ThreadPoolExecutor(max_workers=READERS) as pool:  # S3 GETs: latency, not CPU
+            tables = list(pool.map(self._read, keys))
         if any(t is None for t in tables):
             log.warning(
                 "%sT%s: an object vanished while compacting (compacted meanwhile)", day, hour

@@ -289,7 +289,11 @@ class Exporter:
                 },
             )
         )
-        queries = {f"m{i}": m for i, m in enumerate(listed)}
+        unique = {
+            (m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"]))): m
+            for m in listed
+        }  # moto lists a metric once per datapoint
+        queries = {f"m{i}": m for i, m in enumerate(unique.values())}
         rows: list[Row] = []
         ids = sorted(queries)
         for lo in range(0, len(ids), 500):  # GetMetricData takes 500 queries per call
@@ -305,7 +309,9 @@ class Exporter:
                 }
                 for qid in ids[lo : lo + 500]
             ]
-            kwargs = {"MetricDataQueries": batch, "StartTime": start, "EndTime": end}
+            # Through the current minute's period (partial: the next run rewrites the day).
+            until = end + timedelta(seconds=METRIC_PERIOD_S)
+            kwargs = {"MetricDataQueries": batch, "StartTime": start, "EndTime": until}
             for result in _pages(src.cloudwatch.get_metric_data, "MetricDataResults", kwargs):
                 metric = queries[result["Id"]]
                 dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}

@@ -234,7 +234,13 @@ class Exporter:
     ) -> None:
         mark = self._watermark(table)
         start = _start_of(mark, now)
-        rows = read(start, now)
+        try:
+            rows = read(start, now)
+        except (ClientError, BotoCoreError) as exc:
+            raise WarehouseError(
+                f"reading the source of {table} failed ({exc}); nothing was written, the next"
+                " run reads the same range again"
+            ) from None
         by_day: dict[str, list[Row]] = defaultdict(list)
         for row in rows:
             by_day[row[TIME_COLUMN[table]].strftime("%Y-%m-%d")].append(row)

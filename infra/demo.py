@@ -33,7 +33,7 @@ from etl.contract import load_contract
 from etl.producer import ProduceSummary, produce
 from etl.settings import Settings, load_settings
 from infra import local
-from infra.context import normalize_contract_path, resolve_settings, state_dir
+from infra.context import LocalState, normalize_contract_path, resolve_settings, state_dir
 from retrain.runs import model_name
 
 log = logging.getLogger("driftline.demo")
@@ -208,6 +208,11 @@ def run_demo(
                 timeout=max(timeout, 420.0),
                 progress=progress,
             )
+            server = loop.pop("model_server")
+            if keep_up:
+                keep_model_server(server, d)
+            else:
+                server.stop()
             produced, poison, poison_by_kind, good = (
                 loop.pop("produced"),
                 loop.pop("poison"),
@@ -266,6 +271,20 @@ def run_demo(
             fleet.stop()
         if not keep_up:
             local.down()
+
+
+def keep_model_server(server: Any, d: Path) -> None:
+    """Record the demo's model server as a process of the local stack: the console and
+    `driftline predict` find it, `driftline local down` stops it."""
+    from infra.model_server import remember
+
+    state = LocalState.load(d)
+    if state is None:  # the stack went away meanwhile: nothing to keep it with
+        server.stop()
+        return
+    state.pids["model_server"] = server.pid
+    remember(state, server)
+    state.save(d)
 
 
 def _produce_and_wait(

@@ -379,7 +379,6 @@ def run_loop(
         fleet.supervise_once()
     after = score_endpoint(server.url, sample, labels, contract.task)
     load = load_result(load_proc, load_out, timeout=150) if load_proc is not None else {}
-    server.stop()
     promoted = dispatch.promoted
     outcome = promoted[1] if promoted else None
     kinds: dict[str, int] = {}
@@ -415,4 +414,6 @@ def run_loop(
         "alarm_state": monitor.state,
         "requests_during_swap": load.get("ok", 0) + load.get("failed", 0) if load else 0,
         "failed_requests_during_swap": load.get("failed") if load else None,
+        # the caller stops it, or keeps it up with the stack (`driftline demo --keep`)
+        "model_server": server,
     }

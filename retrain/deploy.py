@@ -42,6 +42,9 @@ class EndpointPlan:
     max_execution_timeout_s: int = 3600
     #: KMS key of the endpoint's storage volume (the stack's data key); None: AWS managed.
     kms_key_arn: str | None = None
+    #: Where the endpoint captures every request and response (``s3://bucket/prefix``, encrypted
+    #: with ``kms_key_arn``); None: no capture. The model-quality join reads it (docs/quality.md).
+    capture_s3_uri: str | None = None
 
 
 def plan(
@@ -89,6 +92,23 @@ def deployment_config(p: EndpointPlan) -> dict[str, Any]:
     return cfg
 
 
+def data_capture_config(p: EndpointPlan) -> dict[str, Any]:
+    """SageMaker data capture of every request and response, JSON and CSV kept as text."""
+    cfg: dict[str, Any] = {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 100,
+        "DestinationS3Uri": p.capture_s3_uri,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {
+            "CsvContentTypes": ["text/csv"],
+            "JsonContentTypes": ["application/json"],
+        },
+    }
+    if p.kms_key_arn:
+        cfg["KmsKeyId"] = p.kms_key_arn
+    return cfg
+
+
 def _exists(sagemaker: Any, endpoint_name: str) -> bool:
     try:
         sagemaker.describe_endpoint(EndpointName=endpoint_name)
@@ -129,6 +149,7 @@ def deploy(sagemaker: Any, p: EndpointPlan) -> str:
         _ignore_exists(
             sagemaker.create_endpoint_config,
             **({"KmsKeyId": p.kms_key_arn} if p.kms_key_arn else {}),
+            **({"DataCaptureConfig": data_capture_config(p)} if p.capture_s3_uri else {}),
             EndpointConfigName=p.config_name,
             ProductionVariants=[
                 {

@@ -7,6 +7,7 @@ path). The training job runs ``retrain/train.py`` from a source bundle that carr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -166,8 +167,10 @@ class SageMakerServing:
         alarm_names: Sequence[str] = (),
         wait: bool = True,
         kms_key_arn: str | None = None,
+        capture_s3_uri: str | None = None,
     ) -> None:
         self._sm = sagemaker_client
+        self._capture = capture_s3_uri
         self._endpoint = endpoint_name
         self._role = role_arn
         self._instance = instance_type
@@ -189,6 +192,7 @@ class SageMakerServing:
             alarm_names=self._alarms,
             kms_key_arn=self._kms,
         )
+        p = dataclasses.replace(p, capture_s3_uri=self._capture)
         endpoint.deploy(self._sm, p)
         if self._wait:
             endpoint.wait_in_service(self._sm, self._endpoint)

@@ -298,10 +298,8 @@ def test_approve_changes_the_status_in_the_registry(
     sm = served.clients.client("sagemaker")
     group = model_group(served.settings)
     v = served.staged
-    # GIVEN the staged version awaits a decision, the demo's model serves
-    assert (
-        registry.find(registry.list_versions(sm, group), v).status == "PendingManualApproval"
-    )  # SageMaker's word
+    # GIVEN the staged version awaits a decision (SageMaker's words for the statuses)
+    assert registry.find(registry.list_versions(sm, group), v).status == "PendingManualApproval"
     # WHEN Approve is clicked on it, then confirmed
     browser.get(served.url + "/models")
     browser.find_element(By.CSS_SELECTOR, f"#v{v} a.btn[href$='action=approve']").click()

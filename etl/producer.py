@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import ClientError
 
-from etl.aws import AwsClients
+from etl.aws import AwsClients, error_code, error_message
 from etl.contract import Contract, load_contract
 from etl.exceptions import ProducerError
 from etl.settings import Settings
@@ -172,8 +172,7 @@ class KinesisProducer:
             try:
                 resp = self.client.put_records(StreamName=self.stream_name, Records=request)
             except ClientError as exc:
-                err = exc.response.get("Error", {})
-                last_code, last_message = str(err.get("Code", "")), str(err.get("Message", ""))
+                last_code, last_message = error_code(exc), error_message(exc)
                 if last_code not in RETRYABLE_REQUEST_ERRORS:
                     raise ProducerError(
                         f"PutRecords on stream {self.stream_name!r} failed with {last_code}:"

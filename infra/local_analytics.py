@@ -13,7 +13,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infra.local_resources import _code, _Handler
+from etl.aws import error_code
+from infra.local_resources import _Handler
 
 
 class AthenaWorkGroup(_Handler):
@@ -37,7 +38,7 @@ class AthenaWorkGroup(_Handler):
         try:
             found = self.clients.client("athena").get_work_group(WorkGroup=physical_id)
         except ClientError as exc:
-            if _code(exc) == "InvalidRequestException":
+            if error_code(exc) == "InvalidRequestException":
                 return False
             raise
         return bool(found.get("WorkGroup"))
@@ -59,7 +60,7 @@ class GlueTable(_Handler):
         try:
             glue.create_table(DatabaseName=props["DatabaseName"], TableInput=props["TableInput"])
         except ClientError as exc:
-            if _code(exc) != "AlreadyExistsException":
+            if error_code(exc) != "AlreadyExistsException":
                 raise
             glue.update_table(DatabaseName=props["DatabaseName"], TableInput=props["TableInput"])
 
@@ -69,7 +70,7 @@ class GlueTable(_Handler):
                 DatabaseName=props["DatabaseName"], Name=physical_id
             )
         except ClientError as exc:
-            if _code(exc) == "EntityNotFoundException":
+            if error_code(exc) == "EntityNotFoundException":
                 return False
             raise
         return True
@@ -80,7 +81,7 @@ class GlueTable(_Handler):
                 DatabaseName=props["DatabaseName"], Name=physical_id
             )
         except ClientError as exc:
-            if _code(exc) != "EntityNotFoundException":
+            if error_code(exc) != "EntityNotFoundException":
                 raise
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from etl.aws import AwsClients
+from etl.aws import AwsClients, error_code
 from etl.exceptions import StackError
 
 log = logging.getLogger(__name__)
@@ -201,10 +201,6 @@ class Resolver:
 # -- handlers for the types moto's CloudFormation ignores ----------------------------------------
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 class LeftBehind(Exception):  # noqa: N818 - a signal, not an error
     """The emulator cannot delete this resource; the message says why and when it goes."""
 
@@ -245,7 +241,7 @@ class GlueDatabase(_Handler):
         try:
             glue.create_database(DatabaseInput=db_input)
         except ClientError as exc:
-            if _code(exc) != "AlreadyExistsException":
+            if error_code(exc) != "AlreadyExistsException":
                 raise
             glue.update_database(Name=name, DatabaseInput=db_input)
 
@@ -253,7 +249,7 @@ class GlueDatabase(_Handler):
         try:
             self.clients.client("glue").get_database(Name=physical_id)
         except ClientError as exc:
-            if _code(exc) == "EntityNotFoundException":
+            if error_code(exc) == "EntityNotFoundException":
                 return False
             raise
         return True
@@ -262,7 +258,7 @@ class GlueDatabase(_Handler):
         try:
             self.clients.client("glue").delete_database(Name=physical_id)
         except ClientError as exc:
-            if _code(exc) != "EntityNotFoundException":
+            if error_code(exc) != "EntityNotFoundException":
                 raise
 
 
@@ -282,7 +278,7 @@ class S3BucketPolicy(_Handler):
         try:
             self.clients.client("s3").get_bucket_policy(Bucket=physical_id)
         except ClientError as exc:
-            if _code(exc) in ("NoSuchBucketPolicy", "NoSuchBucket"):
+            if error_code(exc) in ("NoSuchBucketPolicy", "NoSuchBucket"):
                 return False
             raise
         return True
@@ -291,7 +287,7 @@ class S3BucketPolicy(_Handler):
         try:
             self.clients.client("s3").delete_bucket_policy(Bucket=physical_id)
         except ClientError as exc:
-            if _code(exc) not in ("NoSuchBucketPolicy", "NoSuchBucket"):
+            if error_code(exc) not in ("NoSuchBucketPolicy", "NoSuchBucket"):
                 raise
 
 
@@ -402,7 +398,7 @@ class ModelPackageGroup(_Handler):
                 ModelPackageGroupName=str(props["ModelPackageGroupName"])
             )
         except ClientError as exc:
-            if _code(exc) in ("ValidationException", "ResourceNotFound"):
+            if error_code(exc) in ("ValidationException", "ResourceNotFound"):
                 return False
             raise
         return True
@@ -453,7 +449,7 @@ class SqsQueuePolicy(_Handler):
                     QueueUrl=str(url), AttributeNames=["Policy"]
                 )
             except ClientError as exc:
-                if "NonExistentQueue" in _code(exc):
+                if "NonExistentQueue" in error_code(exc):
                     return False
                 raise
             if not attrs.get("Attributes", {}).get("Policy"):
@@ -467,7 +463,7 @@ class SqsQueuePolicy(_Handler):
                     QueueUrl=str(url), Attributes={"Policy": ""}
                 )
             except ClientError as exc:
-                if "NonExistentQueue" not in _code(exc):
+                if "NonExistentQueue" not in error_code(exc):
                     raise
 
 

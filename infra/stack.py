@@ -27,7 +27,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from etl.aws import AwsClients
+from etl.aws import AwsClients, error_code, is_not_found, split_s3_uri
 from etl.contract import Contract, load_contract
 from etl.exceptions import StackError
 from infra import local_resources as lr
@@ -110,16 +110,12 @@ def load_template(path: Path | None = None) -> dict[str, Any]:
 # -- change sets (AWS and emulator alike) ---------------------------------------------------------
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def stack_status(cfn: Any, stack_name: str) -> str | None:
     """The stack's status, or None when it does not exist (or only a review-stage shell exists)."""
     try:
         stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
     except ClientError as exc:
-        if _code(exc) == "ValidationError":
+        if error_code(exc) == "ValidationError":
             return None
         raise
     return str(stacks[0]["StackStatus"]) if stacks else None
@@ -489,7 +485,7 @@ def empty_and_delete_bucket(clients: AwsClients, bucket: str) -> None:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": items[i : i + 1000]})
         s3.delete_bucket(Bucket=bucket)
     except ClientError as exc:
-        if _code(exc) != "NoSuchBucket":
+        if error_code(exc) != "NoSuchBucket":
             raise
 
 
@@ -526,9 +522,9 @@ def ensure_artifacts_bucket(clients: AwsClients) -> str:
         s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
         return bucket
     except ClientError as exc:
-        if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+        if not is_not_found(exc, "NoSuchBucket"):
             raise StackError(
-                f"artifacts bucket {bucket} is not usable ({_code(exc)}); it may belong to "
+                f"artifacts bucket {bucket} is not usable ({error_code(exc)}); it may belong to "
                 "another account"
             ) from None
     kwargs: dict[str, Any] = {"Bucket": bucket}
@@ -573,7 +569,7 @@ def _upload_once(clients: AwsClients, bucket: str, key: str, path: Path) -> None
         s3.head_object(Bucket=bucket, Key=key)
         return  # content-addressed: already there
     except ClientError as exc:
-        if _code(exc) not in ("404", "NoSuchKey", "NotFound"):
+        if not is_not_found(exc):
             raise
     s3.upload_file(str(path), bucket, key)
 
@@ -629,7 +625,7 @@ def contract_text(contract: Contract, clients: AwsClients | None = None) -> str:
     if source.startswith("s3://"):
         if clients is None:
             raise StackError(f"reading {source} needs AWS clients")
-        bucket, _, key = source[5:].partition("/")
+        bucket, key = split_s3_uri(source, StackError)
         body: bytes = clients.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         return body.decode()
     if source.startswith("etl/contracts/"):

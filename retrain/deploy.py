@@ -17,6 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from etl.aws import error_code, error_message
 from etl.exceptions import RetrainError
 
 VARIANT = "AllTraffic"
@@ -93,7 +94,7 @@ def _exists(sagemaker: Any, endpoint_name: str) -> bool:
         sagemaker.describe_endpoint(EndpointName=endpoint_name)
         return True
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ValidationException":
+        if error_code(exc) == "ValidationException":
             return False
         raise
 
@@ -102,7 +103,7 @@ def _ignore_exists(call: Callable[..., Any], **kwargs: Any) -> None:
     try:
         call(**kwargs)
     except ClientError as exc:
-        message = str(exc.response.get("Error", {}).get("Message", ""))
+        message = error_message(exc)
         if "already exist" not in message.lower():
             raise
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from etl.aws import error_code
 from etl.exceptions import RetrainError
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def _event_record(event_id: str, item: dict[str, Any] | None) -> EventRecord | N
 
 
 def _is_condition_failure(exc: ClientError) -> bool:
-    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+    return error_code(exc) == "ConditionalCheckFailedException"
 
 
 class DynamoStore:
@@ -185,7 +186,7 @@ class DynamoStore:
             self._ddb.describe_table(TableName=self._table)
             return
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            if error_code(exc) != "ResourceNotFoundException":
                 raise
         try:
             self._ddb.create_table(
@@ -195,7 +196,7 @@ class DynamoStore:
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
+            if error_code(exc) != "ResourceInUseException":
                 raise
         self._ddb.get_waiter("table_exists").wait(
             TableName=self._table, WaiterConfig={"Delay": 1, "MaxAttempts": 30}

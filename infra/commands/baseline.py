@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 from pyarrow import csv as pacsv
 
 from etl import jsonsafe
-from etl.aws import AwsClients
+from etl.aws import AwsClients, split_s3_uri
 from etl.compaction import TableLocation, resolve_visible
 from etl.contract import PARTITION_DATE, Contract, contract_for_settings
 from etl.exceptions import BaselineError, CompactionError
@@ -34,7 +34,6 @@ from etl.profile import (
     NumericProfile,
     build_profile,
     save_baseline,
-    split_s3_uri,
     write_baseline_file,
 )
 from etl.settings import Settings
@@ -135,7 +134,7 @@ def read_dataset(source: str, settings: Settings, contract: Contract) -> tuple[p
         return table, f"s3://{location}/ event_date {start or '*'}..{end or '*'}"
     if source.startswith("s3://"):
         fs = _s3_fs(clients_for(settings))
-        bucket, key = split_s3_uri(source if "/" in source[5:] else source + "/x")
+        bucket, key = split_s3_uri(source if "/" in source[5:] else source + "/x", BaselineError)
         path = f"{bucket}/{key}".rstrip("/")
         if path.endswith(".csv"):
             return _read_csv(path, fs), source
@@ -181,7 +180,7 @@ def _build(args: argparse.Namespace) -> int:
     current = False
     if out is not None and out.endswith(".json"):
         if out.startswith("s3://"):
-            bucket, key = split_s3_uri(out)
+            bucket, key = split_s3_uri(out, BaselineError)
             clients_for(settings).client("s3").put_object(
                 Bucket=bucket, Key=key, Body=profile.to_json().encode()
             )

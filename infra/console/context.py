@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from etl.aws import AwsClients
+from etl.aws import AwsClients, error_code, error_message
 from etl.contract import Contract, contract_for_settings
 from etl.exceptions import DriftlineError
 from etl.settings import Settings
@@ -69,8 +69,7 @@ def parallel(*fns: Callable[[], Any]) -> list[Any]:
 
 def _short(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip()
+        return f"{error_code(exc) or 'Error'}: {error_message(exc)}".strip()
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 300 else text[:299] + "…"
 

@@ -32,6 +32,7 @@ from etl.profile import (
     DEFAULT_BINS,
     DEFAULT_TOP_K,
     NumericProfile,
+    ProfileOptions,
     build_profile,
     save_baseline,
     split_s3_uri,
@@ -171,11 +172,13 @@ def _build(args: argparse.Namespace) -> int:
     profile = build_profile(
         table,
         contract,
-        bins=args.bins,
-        top_k=args.top_k,
+        options=ProfileOptions(
+            bins=args.bins,
+            top_k=args.top_k,
+            target_rate=args.target_rate or settings.drift_target_rate,
+            window_rows=args.window_rows or settings.drift_min_rows,
+        ),
         source=described,
-        target_rate=args.target_rate or settings.drift_target_rate,
-        window_rows=args.window_rows or settings.drift_min_rows,
     )
     out: str | None = args.out
     current = False

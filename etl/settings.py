@@ -120,6 +120,11 @@ class Settings:
     #: The stack's KMS key (output DataKeyArn): SageMaker training volume/output and endpoint
     #: storage are encrypted with it.
     data_key_arn: str | None = None
+    #: AWS: an alarm deferred by the cool-down is delivered again to this target (the retrain
+    #: function) by a one-time EventBridge Scheduler schedule in this group, assuming this role.
+    redelivery_target_arn: str | None = None
+    redelivery_role_arn: str | None = None
+    redelivery_group: str | None = None
 
     # -- warehouse ---------------------------------------------------------------------------
     #: "postgres" (the embedded local warehouse, or any PostgreSQL >= 15) or "redshift-data".

@@ -157,7 +157,7 @@ class DispatchThread:
 
     def run(self) -> None:
         from infra.dispatcher import Dispatcher
-        from retrain.handler import handle_event
+        from retrain.gate import handle_event
 
         def handle(*args: Any, **kwargs: Any) -> Any:
             if self.received_s is None:
@@ -199,7 +199,7 @@ def bootstrap_champion(
     progress: Callable[[str], None],
 ) -> Any:
     """Train, register and deploy the first model on the history window; publishes its baseline."""
-    from retrain.handler import run_retrain
+    from retrain.run import run_retrain
 
     progress("training the first champion on the stationary history in the lake")
     outcome = run_retrain(settings, clients, event=None, now=history_end + timedelta(seconds=1))
@@ -367,7 +367,7 @@ class _ClosedLoop:
     def serve_champion(self, history_end: datetime) -> tuple[Any, Any]:
         """1. the first champion, trained on the history, served; its profile is the baseline."""
         from infra.model_server import start_model_server
-        from retrain.handler import pointer_path
+        from retrain.wiring import pointer_path
 
         clients = self.rig.clients
         boot = bootstrap_champion(self.lsettings, clients, history_end, self.progress)

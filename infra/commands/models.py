@@ -16,8 +16,8 @@ from etl.exceptions import RetrainError
 from infra.commands._common import serving_settings
 from infra.context import add_contract_option, clients_for, resolve_settings
 from retrain import manual, registry
-from retrain.handler import model_group
 from retrain.runs import promotion_metric, settings_contract
+from retrain.wiring import model_group
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -3,11 +3,11 @@ of per-window drift metrics for every feature.
 
     python -m bench.console [--rounds N] [--strict] [--json]
 
-Seeds an emulator with ``tests.console_stack`` (24 h x 60 windows x (3 metrics x features + the
-drift score) through PutMetricData, lake flushes, dead letters, alarm transitions, two registered
-models), serves the console as its own process (``python -m infra.console``), and asks each page
-and each overview fragment ``--rounds`` times after one warm-up request. Server time is the
-console's ``Server-Timing`` header (request in, response out, including the backend calls).
+Seeds an emulator with ``tests.console_stack`` (24 h x 60 windows x (4 metrics x features + the
+drift score + MaxPSI) through PutMetricData, lake flushes, dead letters, alarm transitions, two
+registered models), serves the console as its own process (``python -m infra.console``), and asks
+each page and each overview fragment ``--rounds`` times after one warm-up request. Server time is
+the console's ``Server-Timing`` header (request in, response out, including the backend calls).
 
 Baseline measured in the same run: ``/healthz`` (no backend call), the floor of a request.
 Targets (``--strict`` exits 1 above them): page p95 <= 300 ms, fragment p95 <= 100 ms, first load

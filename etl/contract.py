@@ -434,9 +434,9 @@ def load_contract(path: str | Path | None = None, *, s3_client: Any = None) -> C
 def _read_s3(uri: str, s3_client: Any) -> str:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket or not key:
-        raise ContractError(f"contract URI {uri!r}: expected s3://bucket/key")
+    from etl.aws import split_s3_uri
+
+    bucket, key = split_s3_uri(uri, ContractError)
     if s3_client is None:
         raise ContractError(f"reading the contract {uri} needs an S3 client; none was given")
     try:

@@ -58,7 +58,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl import jsonsafe
+from etl import aws, jsonsafe
 from etl.binning import data_edges
 from etl.calibration import (
     DEFAULT_DRAWS,
@@ -684,17 +684,11 @@ def pointer_key(prefix: str, table: str) -> str:
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise BaselineError(f"expected an s3://bucket/key URI, got {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket or not key:
-        raise BaselineError(f"expected an s3://bucket/key URI, got {uri!r}")
-    return bucket, key
+    return aws.split_s3_uri(uri, BaselineError)
 
 
 def _is_missing(exc: Exception) -> bool:
-    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
-    return code in ("NoSuchKey", "404", "NotFound")
+    return aws.is_not_found(exc)
 
 
 def save_baseline(

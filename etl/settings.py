@@ -81,7 +81,7 @@ class Settings:
     producer_max_attempts: int = 8
     producer_backoff_base_s: float = 0.05
 
-    # -- retrain (issue 4) -------------------------------------------------------------------
+    # -- retrain -----------------------------------------------------------------------------
     #: Hours of lake data a retrain reads (the most recent part is held out).
     retrain_window_hours: float = 6.0
     retrain_holdout_fraction: float = 0.25
@@ -126,7 +126,7 @@ class Settings:
     redelivery_role_arn: str | None = None
     redelivery_group: str | None = None
 
-    # -- warehouse (issue 5) -----------------------------------------------------------------
+    # -- warehouse ---------------------------------------------------------------------------
     #: "postgres" (the embedded local warehouse, or any PostgreSQL >= 15) or "redshift-data".
     warehouse_backend: str = "postgres"
     #: libpq DSN of the PostgreSQL warehouse; the local stack's state fills it in.

@@ -33,7 +33,7 @@ import numpy as np
 from etl.aws import AwsClients
 from etl.contract import Contract, Task, load_contract
 from etl.exceptions import LabelRequiredError
-from etl.producer import ProduceSummary, produce
+from etl.producer import ProduceRun, ProduceSummary, produce
 from etl.settings import Settings
 
 log = logging.getLogger("driftline.demo")
@@ -117,13 +117,15 @@ class StreamProducer:
                 produce(
                     self.settings,
                     self.clients,
-                    records=CHUNK,
-                    rate=self.rate,
-                    seed=self.seed + 100 + i,
-                    scenario="drift",
-                    drift_at=0.0,
-                    poison_rate=self.poison_rate,
-                    start=datetime.now(UTC),
+                    ProduceRun(
+                        records=CHUNK,
+                        rate=self.rate,
+                        seed=self.seed + 100 + i,
+                        scenario="drift",
+                        drift_at=0.0,
+                        poison_rate=self.poison_rate,
+                        start=datetime.now(UTC),
+                    ),
                 )
             )
             i += 1
@@ -214,11 +216,9 @@ def start_history(
     summary = produce(
         settings,
         clients,
-        records=n,
-        seed=seed,
-        scenario="stationary",
-        poison_rate=poison_rate,
-        start=start,
+        ProduceRun(
+            records=n, seed=seed, scenario="stationary", poison_rate=poison_rate, start=start
+        ),
     )
     end = start + timedelta(seconds=n / 50.0)
     return summary, end
@@ -379,7 +379,6 @@ def run_loop(
         fleet.supervise_once()
     after = score_endpoint(server.url, sample, labels, contract.task)
     load = load_result(load_proc, load_out, timeout=150) if load_proc is not None else {}
-    server.stop()
     promoted = dispatch.promoted
     outcome = promoted[1] if promoted else None
     kinds: dict[str, int] = {}
@@ -415,4 +414,6 @@ def run_loop(
         "alarm_state": monitor.state,
         "requests_during_swap": load.get("ok", 0) + load.get("failed", 0) if load else 0,
         "failed_requests_during_swap": load.get("failed") if load else None,
+        # the caller stops it, or keeps it up with the stack (`driftline demo --keep`)
+        "model_server": server,
     }

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from etl.aws import error_code
+from etl.aws import error_code, error_message
 from etl.exceptions import RetrainError
 
 VARIANT = "AllTraffic"
@@ -122,7 +122,7 @@ def _ignore_exists(call: Callable[..., Any], **kwargs: Any) -> None:
     try:
         call(**kwargs)
     except ClientError as exc:
-        message = str(exc.response.get("Error", {}).get("Message", ""))
+        message = error_message(exc)
         if "already exist" not in message.lower():
             raise
 

@@ -194,7 +194,7 @@ class DynamoStore:
             self._ddb.describe_table(TableName=self._table)
             return
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            if error_code(exc) != "ResourceNotFoundException":
                 raise
         try:
             self._ddb.create_table(
@@ -204,7 +204,7 @@ class DynamoStore:
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
+            if error_code(exc) != "ResourceInUseException":
                 raise
         self._ddb.get_waiter("table_exists").wait(
             TableName=self._table, WaiterConfig={"Delay": 1, "MaxAttempts": 30}

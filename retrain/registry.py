@@ -20,6 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from etl.aws import error_code
 from etl.exceptions import RetrainError
 
 
@@ -122,7 +123,7 @@ def ensure_group(sagemaker: Any, group: str, description: str = "driftline model
         sagemaker.describe_model_package_group(ModelPackageGroupName=group)
         return
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in (
+        if error_code(exc) not in (
             "ValidationException",
             "ResourceNotFound",
         ):

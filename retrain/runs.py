@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from etl.aws import is_not_found
 from etl.contract import Contract, Task, contract_for_settings, load_contract
 from etl.exceptions import RetrainError
 from etl.settings import Settings
@@ -175,8 +176,7 @@ def load_state(s3: Any, settings: Settings, run_id: str) -> RunState | None:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-        if code in ("NoSuchKey", "404", "NotFound"):
+        if is_not_found(exc):
             return None
         raise
     try:

@@ -156,7 +156,7 @@ def test_the_dispatcher_process_polls_and_stops_by_pid(
         os.kill(pid, 0)
 
 
-# -- security review (issue 12) ----------------------------------------------------------------
+# -- security review ---------------------------------------------------------------------------
 
 
 def _drain(dispatcher: Dispatcher, rounds: int = 10) -> list[Any]:

@@ -63,16 +63,22 @@ def py39_problems(source: str, where: str) -> list[str]:
         if isinstance(node, ast.Import | ast.ImportFrom):
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
             found += [f"{line}: import {m} (3.11+)" for m in mods if m in NEWER_MODULES]
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            if (node.value.id, node.attr) in NEWER_NAMES:
-                found.append(f"{line}: {node.value.id}.{node.attr} (3.10+)")
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and (node.value.id, node.attr) in NEWER_NAMES
+        ):
+            found.append(f"{line}: {node.value.id}.{node.attr} (3.10+)")
         if isinstance(node, ast.Call):
             for kw in node.keywords:
                 if kw.arg in NEWER_KEYWORDS.get(_name(node.func), set()):
                     found.append(f"{line}: {_name(node.func)}({kw.arg}=...) (3.10+)")
-            if _name(node.func) in ("isinstance", "issubclass") and len(node.args) == 2:
-                if isinstance(node.args[1], ast.BinOp):
-                    found.append(f"{line}: {_name(node.func)} with a X | Y union (3.10+)")
+            if (
+                _name(node.func) in ("isinstance", "issubclass")
+                and len(node.args) == 2
+                and isinstance(node.args[1], ast.BinOp)
+            ):
+                found.append(f"{line}: {_name(node.func)} with a X | Y union (3.10+)")
     return found
 
 
@@ -105,7 +111,7 @@ def test_the_checker_catches_what_python_3_9_cannot_run() -> None:
         "match ok:\n    case _:\n        pass\n"
     )
     assert len(py39_problems(bad, "x.py")) == 1  # match: a syntax error ends the parse
-    assert len(py39_problems(bad.split("match")[0], "x.py")) == 5
+    assert len(py39_problems(bad.split("match", maxsplit=1)[0], "x.py")) == 5
     assert py39_problems("import datetime\nz = datetime.timezone.utc\n", "y.py") == []
 
 

@@ -167,7 +167,10 @@ def test_create_training_job_asks_for_network_isolation_and_the_stacks_key(
         (req,) = sent
         assert req["EnableNetworkIsolation"] is True
         assert req["ResourceConfig"]["VolumeKmsKeyId"] == key  # type: ignore[index]
-        assert req["OutputDataConfig"] == {"S3OutputPath": "s3://lake-bucket/models/m/r1/", "KmsKeyId": key}
+        assert req["OutputDataConfig"] == {
+            "S3OutputPath": "s3://lake-bucket/models/m/r1/",
+            "KmsKeyId": key,
+        }
         assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
         inputs = {c["ChannelName"]: c for c in req["InputDataConfig"]}  # type: ignore[attr-defined]
         # AND the code travels as an input channel too (an isolated container cannot fetch it)

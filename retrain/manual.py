@@ -62,7 +62,9 @@ def serving_image(settings: Settings) -> str:
         return resolve_image(
             settings.region, settings.sklearn_framework_version, settings.sagemaker_serving_instance
         )
-    return "driftline/local-sklearn:latest"
+    from retrain.backends.local import LOCAL_IMAGE
+
+    return LOCAL_IMAGE
 
 
 def decide(

@@ -56,6 +56,9 @@ class EndpointPlan:
     max_execution_timeout_s: int = 3600
     #: KMS key of the endpoint's storage volume (the stack's data key); None: AWS managed.
     kms_key_arn: str | None = None
+    #: Where the endpoint captures every request and response (``s3://bucket/prefix``, encrypted
+    #: with ``kms_key_arn``); None: no capture. The model-quality join reads it (docs/quality.md).
+    capture_s3_uri: str | None = None
 
 
 #: Models and endpoint configs are ``<endpoint>-v<version, 6 digits>``: a fixed length, so the
@@ -74,6 +77,8 @@ class EndpointSpec:
     alarm_names: tuple[str, ...] = ()
     #: KMS key of the endpoint's storage volume (the stack's data key); None: AWS managed.
     kms_key_arn: str | None = None
+    #: Where the endpoint captures requests and responses; None: no capture (docs/quality.md).
+    capture_s3_uri: str | None = None
 
 
 def version_name(endpoint_name: str, version: int) -> str:
@@ -101,6 +106,7 @@ def plan(spec: EndpointSpec, *, version: int, image_uri: str, model_data_url: st
         instance_type=spec.instance_type,
         alarm_names=spec.alarm_names,
         kms_key_arn=spec.kms_key_arn,
+        capture_s3_uri=spec.capture_s3_uri,
     )
 
 
@@ -119,6 +125,23 @@ def deployment_config(p: EndpointPlan) -> dict[str, Any]:
     }
     if p.alarm_names:
         cfg["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in p.alarm_names]}
+    return cfg
+
+
+def data_capture_config(p: EndpointPlan) -> dict[str, Any]:
+    """SageMaker data capture of every request and response, JSON and CSV kept as text."""
+    cfg: dict[str, Any] = {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 100,
+        "DestinationS3Uri": p.capture_s3_uri,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {
+            "CsvContentTypes": ["text/csv"],
+            "JsonContentTypes": ["application/json"],
+        },
+    }
+    if p.kms_key_arn:
+        cfg["KmsKeyId"] = p.kms_key_arn
     return cfg
 
 
@@ -162,6 +185,7 @@ def deploy(sagemaker: Any, p: EndpointPlan) -> str:
         _ignore_exists(
             sagemaker.create_endpoint_config,
             **({"KmsKeyId": p.kms_key_arn} if p.kms_key_arn else {}),
+            **({"DataCaptureConfig": data_capture_config(p)} if p.capture_s3_uri else {}),
             EndpointConfigName=p.config_name,
             ProductionVariants=[
                 {

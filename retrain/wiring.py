@@ -130,6 +130,10 @@ def make_serving(settings: Settings, clients: AwsClients) -> ServingBackend:
                 f"{settings.stack_name}-endpoint-latency",
             ),
             kms_key_arn=settings.data_key_arn,
+            # data capture next to the lake: the model-quality join reads it (docs/quality.md)
+            capture_s3_uri=(
+                f"s3://{settings.lake_bucket}/capture" if settings.lake_bucket else None
+            ),
         )
         return SageMakerServing(clients.client("sagemaker"), spec)
     from retrain.backends.local import LocalServing

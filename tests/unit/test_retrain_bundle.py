@@ -35,6 +35,9 @@ NEWER_NAMES = {
     ("itertools", "pairwise"),
 }
 NEWER_MODULES = {"tomllib"}
+#: Modules the container's packages may lack at run time (numpy.typing: numpy >= 1.20); allowed
+#: under ``if TYPE_CHECKING:`` only.
+RUNTIME_AVOID = {"numpy.typing"}
 #: Keyword arguments added in 3.10: dataclass(slots=, kw_only=, match_args=), zip(strict=).
 NEWER_KEYWORDS = {"dataclass": {"slots", "kw_only", "match_args"}, "zip": {"strict"}}
 
@@ -54,7 +57,19 @@ def py39_problems(source: str, where: str) -> list[str]:
     except SyntaxError as exc:
         return [f"{where}:{exc.lineno}: not Python 3.9 syntax: {exc.msg}"]
     found: list[str] = []
+    guarded = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and _name(node.test) == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
     for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and id(node) not in guarded:
+            found += [
+                f"{where}:{node.lineno}: import {a.name} outside TYPE_CHECKING"
+                for a in node.names
+                if a.name in RUNTIME_AVOID
+            ]
         line = f"{where}:{getattr(node, 'lineno', '?')}"
         if isinstance(node, ast.ImportFrom):
             for alias in node.names:
@@ -113,6 +128,9 @@ def test_the_checker_catches_what_python_3_9_cannot_run() -> None:
     assert len(py39_problems(bad, "x.py")) == 1  # match: a syntax error ends the parse
     assert len(py39_problems(bad.split("match", maxsplit=1)[0], "x.py")) == 5
     assert py39_problems("import datetime\nz = datetime.timezone.utc\n", "y.py") == []
+    assert len(py39_problems("import numpy.typing as npt\n", "z.py")) == 1
+    guarded = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import numpy.typing\n"
+    assert py39_problems(guarded, "z.py") == []
 
 
 @pytest.mark.parametrize("rel", SHIPPED)

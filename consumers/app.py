@@ -13,12 +13,14 @@ import os
 import sys
 from collections.abc import Callable
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from consumers.flush import FlushPolicy
 from consumers.processor import BatchObserver, KclRecordProcessor, ShardProcessor
 from consumers.warm import RELAY_ENV
-from etl.aws import AwsClients
+from etl.aws import AwsClients, error_code
 from etl.contract import Contract, contract_for_settings
-from etl.lake import GlueCatalog, LakeLayout, LakeWriter
+from etl.lake import GlueCatalog, LakeLayout, LakeWriter, WriterOptions, stream_tag
 from etl.logs import configure_json_logging
 from etl.records import RecordDecoder
 from etl.settings import Settings, load_settings
@@ -47,10 +49,13 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         layout,
         clients.client("s3"),
         catalog=catalog,
-        compression=settings.parquet_compression,
-        max_attempts=settings.s3_max_attempts,
-        backoff_base_s=settings.s3_backoff_base_s,
-        fault=injected_fault(settings),
+        options=WriterOptions(
+            compression=settings.parquet_compression,
+            max_attempts=settings.s3_max_attempts,
+            backoff_base_s=settings.s3_backoff_base_s,
+            stream=stream_incarnation(settings, clients),
+            fault=injected_fault(settings),
+        ),
     )
     policy = FlushPolicy(
         settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_s
@@ -61,6 +66,25 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         policy,
         observer=build_observer(settings, contract, clients),
     )
+
+
+def stream_incarnation(settings: Settings, clients: AwsClients) -> str:
+    """The stream incarnation's tag for the lake's keys (etl.lake.WriterOptions): from its ARN
+    and creation time. "" (untagged keys) without a stream name, or when the stream cannot be
+    described (with a warning)."""
+    stream = settings.stream_name
+    if not stream:
+        return ""
+    try:
+        summary = clients.client("kinesis").describe_stream_summary(StreamName=stream)
+    except (ClientError, BotoCoreError) as exc:
+        log.warning(
+            "stream not described: lake keys untagged by its incarnation",
+            extra={"stream": stream, "error": error_code(exc) or str(exc)},
+        )
+        return ""
+    desc = summary["StreamDescriptionSummary"]
+    return stream_tag(desc["StreamARN"], desc["StreamCreationTimestamp"])
 
 
 def injected_fault(settings: Settings) -> Callable[[str], None] | None:

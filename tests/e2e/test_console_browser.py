@@ -39,7 +39,7 @@ from etl.contract import Contract, load_contract
 from etl.lake import LakeLayout, LakeWriter
 from etl.records import RawRecord, RecordDecoder
 from etl.settings import Settings
-from infra.commands.models import serving_settings
+from infra.commands._common import serving_settings
 from infra.context import LocalState, resolve_settings
 from infra.local import console_url
 from retrain import registry

@@ -12,7 +12,8 @@ nearly all of the writing time, ~17 ms each: one at a time, 1 h took 17 s at loa
 ~7 min; 8 at a time it is ~3x faster). Then, in the same run:
 
 * **before**: the three lake queries of ``etl/sql/`` (``LAKE_QUERIES``) through ``LakeQuery``
-  (DuckDB over pyarrow's S3 filesystem), best of ``--runs`` runs on a fresh connection each (listing + reading + SQL);
+  (DuckDB over pyarrow's S3 filesystem), best of ``--runs`` runs on a fresh connection each
+  (listing + reading + SQL);
 * ``Compactor.run`` (the ``driftline lake compact`` code, grace 0 so the small objects go);
 * **after**: the same queries, same runs.
 

@@ -40,7 +40,7 @@ from etl.contract import PARTITION_DATE, Contract
 from etl.exceptions import DriftlineError, WarehouseError
 from etl.export import ANALYTICS_PREFIX, SCHEMAS, ExportTable
 from etl.settings import Settings
-from etl.warehouse.loader import QueryResult
+from etl.warehouse.base import QueryResult
 
 log = logging.getLogger(__name__)
 

@@ -260,7 +260,7 @@ class EvaluatorHistory:
 def exporter_for(settings: Settings, clients: AwsClients, state_dir: Path) -> Exporter:
     """The exporter of ``settings``' stack: CloudWatch's alarm history on AWS, the evaluator's
     record (in ``state_dir``) on the emulator."""
-    from retrain.handler import model_group
+    from retrain.wiring import model_group
 
     prefix = f"{settings.stack_name}-"
     cloudwatch = clients.client("cloudwatch")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,32 +42,57 @@ class EndpointPlan:
     max_execution_timeout_s: int = 3600
     #: KMS key of the endpoint's storage volume (the stack's data key); None: AWS managed.
     kms_key_arn: str | None = None
+    #: Where the endpoint captures every request and response (``s3://bucket/prefix``, encrypted
+    #: with ``kms_key_arn``); None: no capture. The model-quality join reads it (docs/quality.md).
+    capture_s3_uri: str | None = None
 
 
-def plan(
-    *,
-    endpoint_name: str,
-    version: int,
-    image_uri: str,
-    model_data_url: str,
-    role_arn: str,
-    instance_type: str,
-    alarm_names: Sequence[str] = (),
-    suffix: str = "",
-    kms_key_arn: str | None = None,
-) -> EndpointPlan:
+#: Models and endpoint configs are ``<endpoint>-v<version, 6 digits>``: a fixed length, so the
+#: template grants ``<stack>-<model>-v??????`` and no other stack's names can match it.
+VERSION_DIGITS = 6
+_MAX_NAME = 63
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """The endpoint a stack serves from and how its versions run (from settings)."""
+
+    endpoint_name: str
+    role_arn: str
+    instance_type: str
+    alarm_names: tuple[str, ...] = ()
+    #: KMS key of the endpoint's storage volume (the stack's data key); None: AWS managed.
+    kms_key_arn: str | None = None
+    #: Where the endpoint captures requests and responses; None: no capture (docs/quality.md).
+    capture_s3_uri: str | None = None
+
+
+def version_name(endpoint_name: str, version: int) -> str:
+    """``<endpoint>-v000007``: the model's and the endpoint config's name for a version."""
+    name = f"{endpoint_name}-v{version:0{VERSION_DIGITS}d}"
+    if not 0 < version < 10**VERSION_DIGITS or len(name) > _MAX_NAME:
+        raise RetrainError(
+            f"model name {name!r} for version {version} is not a valid SageMaker name (at most"
+            f" {_MAX_NAME} characters, versions below {10**VERSION_DIGITS}): shorten the stack"
+            " or model name"
+        )
+    return name
+
+
+def plan(spec: EndpointSpec, *, version: int, image_uri: str, model_data_url: str) -> EndpointPlan:
     """Names derived from (endpoint, version): a retry creates the same resources."""
-    base = re.sub(r"[^a-zA-Z0-9-]", "-", f"{endpoint_name}-v{version}{suffix}")[:63]
+    name = version_name(re.sub(r"[^a-zA-Z0-9-]", "-", spec.endpoint_name), version)
     return EndpointPlan(
-        endpoint_name=endpoint_name,
-        model_name=base,
-        config_name=base,
+        endpoint_name=spec.endpoint_name,
+        model_name=name,
+        config_name=name,
         image_uri=image_uri,
         model_data_url=model_data_url,
-        role_arn=role_arn,
-        instance_type=instance_type,
-        alarm_names=tuple(alarm_names),
-        kms_key_arn=kms_key_arn,
+        role_arn=spec.role_arn,
+        instance_type=spec.instance_type,
+        alarm_names=spec.alarm_names,
+        kms_key_arn=spec.kms_key_arn,
+        capture_s3_uri=spec.capture_s3_uri,
     )
 
 
@@ -86,6 +111,23 @@ def deployment_config(p: EndpointPlan) -> dict[str, Any]:
     }
     if p.alarm_names:
         cfg["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in p.alarm_names]}
+    return cfg
+
+
+def data_capture_config(p: EndpointPlan) -> dict[str, Any]:
+    """SageMaker data capture of every request and response, JSON and CSV kept as text."""
+    cfg: dict[str, Any] = {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 100,
+        "DestinationS3Uri": p.capture_s3_uri,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {
+            "CsvContentTypes": ["text/csv"],
+            "JsonContentTypes": ["application/json"],
+        },
+    }
+    if p.kms_key_arn:
+        cfg["KmsKeyId"] = p.kms_key_arn
     return cfg
 
 
@@ -129,6 +171,7 @@ def deploy(sagemaker: Any, p: EndpointPlan) -> str:
         _ignore_exists(
             sagemaker.create_endpoint_config,
             **({"KmsKeyId": p.kms_key_arn} if p.kms_key_arn else {}),
+            **({"DataCaptureConfig": data_capture_config(p)} if p.capture_s3_uri else {}),
             EndpointConfigName=p.config_name,
             ProductionVariants=[
                 {

@@ -162,3 +162,48 @@ def test_waiting_follows_status_with_backoff_and_reports_a_rollback() -> None:
         )
         with pytest.raises(Exception, match="is RollingBack: alarm driftline-fraud-errors"):
             deploy.wait_in_service(sm, "e", sleep=sleeps.append)
+
+
+def test_the_endpoint_config_captures_requests_and_responses_encrypted_with_the_data_key() -> None:
+    # GIVEN a plan with a capture destination next to the lake (issue 16)
+    import dataclasses
+
+    p = dataclasses.replace(_plan(), capture_s3_uri="s3://lake/capture")
+    sm = _client()
+    with Stubber(sm) as stub:  # type: ignore[arg-type]
+        stub.add_response("create_model", {"ModelArn": ARN + "model/driftline-fraud-v000007"})
+        # THEN CreateEndpointConfig carries SageMaker's DataCaptureConfig: all requests, input and
+        # output, JSON and CSV kept as text, encrypted with the stack's key
+        stub.add_response(
+            "create_endpoint_config",
+            {"EndpointConfigArn": ARN + "endpoint-config/driftline-fraud-v000007"},
+            {
+                "EndpointConfigName": "driftline-fraud-v000007",
+                "KmsKeyId": KEY,
+                "ProductionVariants": [
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": "driftline-fraud-v000007",
+                        "InitialInstanceCount": 1,
+                        "InstanceType": "ml.m5.large",
+                        "InitialVariantWeight": 1.0,
+                    }
+                ],
+                "DataCaptureConfig": {
+                    "EnableCapture": True,
+                    "InitialSamplingPercentage": 100,
+                    "DestinationS3Uri": "s3://lake/capture",
+                    "KmsKeyId": KEY,
+                    "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                    "CaptureContentTypeHeader": {
+                        "CsvContentTypes": ["text/csv"],
+                        "JsonContentTypes": ["application/json"],
+                    },
+                },
+            },
+        )
+        stub.add_client_error("describe_endpoint", "ValidationException", "Could not find")
+        stub.add_response("create_endpoint", {"EndpointArn": ARN + "endpoint/driftline-fraud"})
+        # WHEN it is deployed
+        assert deploy.deploy(sm, p) == "driftline-fraud"
+        stub.assert_no_pending_responses()

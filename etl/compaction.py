@@ -361,7 +361,7 @@ class Compactor:
 
     def _read(self, key: str) -> pa.Table | None:
         """The object's rows, or None when it is gone (another compaction's clean-up)."""
-        from etl.warehouse.source import conform
+        from etl.conform import conform
 
         try:
             body = self.s3.get_object(Bucket=self.loc.bucket, Key=key)["Body"].read()

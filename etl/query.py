@@ -39,7 +39,7 @@ from etl.compaction import TableLocation, resolve_visible
 from etl.contract import PARTITION_DATE, PARTITION_HOUR, Contract
 from etl.exceptions import DriftlineError, WarehouseError
 from etl.settings import Settings
-from etl.warehouse.loader import QueryResult
+from etl.warehouse.base import QueryResult
 
 log = logging.getLogger(__name__)
 

@@ -81,7 +81,7 @@ class Settings:
     producer_max_attempts: int = 8
     producer_backoff_base_s: float = 0.05
 
-    # -- retrain (issue 4) -------------------------------------------------------------------
+    # -- retrain -----------------------------------------------------------------------------
     #: Hours of lake data a retrain reads (the most recent part is held out).
     retrain_window_hours: float = 6.0
     retrain_holdout_fraction: float = 0.25
@@ -120,8 +120,13 @@ class Settings:
     #: The stack's KMS key (output DataKeyArn): SageMaker training volume/output and endpoint
     #: storage are encrypted with it.
     data_key_arn: str | None = None
+    #: AWS: an alarm deferred by the cool-down is delivered again to this target (the retrain
+    #: function) by a one-time EventBridge Scheduler schedule in this group, assuming this role.
+    redelivery_target_arn: str | None = None
+    redelivery_role_arn: str | None = None
+    redelivery_group: str | None = None
 
-    # -- warehouse (issue 5) -----------------------------------------------------------------
+    # -- warehouse ---------------------------------------------------------------------------
     #: "postgres" (the embedded local warehouse, or any PostgreSQL >= 15) or "redshift-data".
     warehouse_backend: str = "postgres"
     #: libpq DSN of the PostgreSQL warehouse; the local stack's state fills it in.

@@ -30,7 +30,7 @@ from consumers.daemon import PROCESSOR_LOG
 from consumers.fleet import ConsumerFleet
 from etl.aws import AwsClients, configure_awswrangler
 from etl.contract import load_contract
-from etl.producer import ProduceSummary, produce
+from etl.producer import ProduceRun, ProduceSummary, produce
 from etl.settings import Settings, load_settings
 from infra import local
 from infra.context import LocalState, normalize_contract_path, resolve_settings, state_dir
@@ -310,11 +310,13 @@ def _produce_and_wait(
                 produce(
                     settings,
                     clients,
-                    records=records,
-                    rate=rate,
-                    seed=seed,
-                    poison_rate=poison_rate,
-                    start=datetime.now(UTC),
+                    ProduceRun(
+                        records=records,
+                        rate=rate,
+                        seed=seed,
+                        poison_rate=poison_rate,
+                        start=datetime.now(UTC),
+                    ),
                 )
             )
         except BaseException as exc:  # re-raised below with the producer's own error

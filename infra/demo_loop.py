@@ -33,7 +33,7 @@ import numpy as np
 from etl.aws import AwsClients
 from etl.contract import Contract, Task, load_contract
 from etl.exceptions import LabelRequiredError
-from etl.producer import ProduceSummary, produce
+from etl.producer import ProduceRun, ProduceSummary, produce
 from etl.settings import Settings
 
 log = logging.getLogger("driftline.demo")
@@ -117,13 +117,15 @@ class StreamProducer:
                 produce(
                     self.settings,
                     self.clients,
-                    records=CHUNK,
-                    rate=self.rate,
-                    seed=self.seed + 100 + i,
-                    scenario="drift",
-                    drift_at=0.0,
-                    poison_rate=self.poison_rate,
-                    start=datetime.now(UTC),
+                    ProduceRun(
+                        records=CHUNK,
+                        rate=self.rate,
+                        seed=self.seed + 100 + i,
+                        scenario="drift",
+                        drift_at=0.0,
+                        poison_rate=self.poison_rate,
+                        start=datetime.now(UTC),
+                    ),
                 )
             )
             i += 1
@@ -155,7 +157,7 @@ class DispatchThread:
 
     def run(self) -> None:
         from infra.dispatcher import Dispatcher
-        from retrain.handler import handle_event
+        from retrain.gate import handle_event
 
         def handle(*args: Any, **kwargs: Any) -> Any:
             if self.received_s is None:
@@ -197,7 +199,7 @@ def bootstrap_champion(
     progress: Callable[[str], None],
 ) -> Any:
     """Train, register and deploy the first model on the history window; publishes its baseline."""
-    from retrain.handler import run_retrain
+    from retrain.run import run_retrain
 
     progress("training the first champion on the stationary history in the lake")
     outcome = run_retrain(settings, clients, event=None, now=history_end + timedelta(seconds=1))
@@ -214,11 +216,9 @@ def start_history(
     summary = produce(
         settings,
         clients,
-        records=n,
-        seed=seed,
-        scenario="stationary",
-        poison_rate=poison_rate,
-        start=start,
+        ProduceRun(
+            records=n, seed=seed, scenario="stationary", poison_rate=poison_rate, start=start
+        ),
     )
     end = start + timedelta(seconds=n / 50.0)
     return summary, end
@@ -289,8 +289,8 @@ def run_loop(
     """Phases 1-3 of the module docstring; returns the loop's figures for the demo summary."""
     from infra.loadgen import load_result, start_load
     from infra.model_server import start_model_server
-    from retrain.handler import pointer_path
     from retrain.runs import promotion_metric
+    from retrain.wiring import pointer_path
 
     n_history = max(history, 5_000)
     lsettings = loop_settings(settings, state)

@@ -14,10 +14,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from etl.aws import error_code
-from infra.local_resources import _Handler
+from infra.local_handler import Handler
 
 
-class AthenaWorkGroup(_Handler):
+class AthenaWorkGroup(Handler):
     resource_type = "AWS::Athena::WorkGroup"
 
     def physical_id(self, logical_id: str, props: dict[str, Any], stack_name: str) -> str:
@@ -49,7 +49,7 @@ class AthenaWorkGroup(_Handler):
         )
 
 
-class GlueTable(_Handler):
+class GlueTable(Handler):
     resource_type = "AWS::Glue::Table"
 
     def physical_id(self, logical_id: str, props: dict[str, Any], stack_name: str) -> str:
@@ -85,6 +85,6 @@ class GlueTable(_Handler):
                 raise
 
 
-ANALYTICS_HANDLERS: dict[str, type[_Handler]] = {
+ANALYTICS_HANDLERS: dict[str, type[Handler]] = {
     h.resource_type: h for h in (AthenaWorkGroup, GlueTable)
 }

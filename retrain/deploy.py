@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,30 +47,52 @@ class EndpointPlan:
     capture_s3_uri: str | None = None
 
 
-def plan(
-    *,
-    endpoint_name: str,
-    version: int,
-    image_uri: str,
-    model_data_url: str,
-    role_arn: str,
-    instance_type: str,
-    alarm_names: Sequence[str] = (),
-    suffix: str = "",
-    kms_key_arn: str | None = None,
-) -> EndpointPlan:
+#: Models and endpoint configs are ``<endpoint>-v<version, 6 digits>``: a fixed length, so the
+#: template grants ``<stack>-<model>-v??????`` and no other stack's names can match it.
+VERSION_DIGITS = 6
+_MAX_NAME = 63
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """The endpoint a stack serves from and how its versions run (from settings)."""
+
+    endpoint_name: str
+    role_arn: str
+    instance_type: str
+    alarm_names: tuple[str, ...] = ()
+    #: KMS key of the endpoint's storage volume (the stack's data key); None: AWS managed.
+    kms_key_arn: str | None = None
+    #: Data capture destination (``s3://bucket/prefix``); None: no capture (docs/quality.md).
+    capture_s3_uri: str | None = None
+
+
+def version_name(endpoint_name: str, version: int) -> str:
+    """``<endpoint>-v000007``: the model's and the endpoint config's name for a version."""
+    name = f"{endpoint_name}-v{version:0{VERSION_DIGITS}d}"
+    if not 0 < version < 10**VERSION_DIGITS or len(name) > _MAX_NAME:
+        raise RetrainError(
+            f"model name {name!r} for version {version} is not a valid SageMaker name (at most"
+            f" {_MAX_NAME} characters, versions below {10**VERSION_DIGITS}): shorten the stack"
+            " or model name"
+        )
+    return name
+
+
+def plan(spec: EndpointSpec, *, version: int, image_uri: str, model_data_url: str) -> EndpointPlan:
     """Names derived from (endpoint, version): a retry creates the same resources."""
-    base = re.sub(r"[^a-zA-Z0-9-]", "-", f"{endpoint_name}-v{version}{suffix}")[:63]
+    name = version_name(re.sub(r"[^a-zA-Z0-9-]", "-", spec.endpoint_name), version)
     return EndpointPlan(
-        endpoint_name=endpoint_name,
-        model_name=base,
-        config_name=base,
+        endpoint_name=spec.endpoint_name,
+        model_name=name,
+        config_name=name,
         image_uri=image_uri,
         model_data_url=model_data_url,
-        role_arn=role_arn,
-        instance_type=instance_type,
-        alarm_names=tuple(alarm_names),
-        kms_key_arn=kms_key_arn,
+        role_arn=spec.role_arn,
+        instance_type=spec.instance_type,
+        alarm_names=spec.alarm_names,
+        kms_key_arn=spec.kms_key_arn,
+        capture_s3_uri=spec.capture_s3_uri,
     )
 
 

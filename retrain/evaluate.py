@@ -22,7 +22,7 @@ BINARY = "binary_classification"
 REGRESSION = "regression"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PromotionDecision:
     promote: bool
     reason: str

@@ -20,8 +20,8 @@ from etl.aws import AwsClients
 from etl.exceptions import RetrainError
 from etl.settings import Settings
 from retrain import registry
-from retrain.handler import make_backends, model_group, work_dir
 from retrain.promote import activate
+from retrain.wiring import make_serving, model_group, work_dir
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,15 @@ def decide(
     versions = registry.list_versions(sm, group)
     champ = registry.champion(versions)
     target = registry.find(versions, version)
-    if act is Action.ROLLBACK and target.status != registry.APPROVED:
+    if act is Action.ROLLBACK and target.status != registry.Approval.APPROVED:
         raise RetrainError(
             f"version {target.version} is {target.status}; rollback serves an earlier approved"
             f" version; use `driftline models approve {target.version}` to approve it"
         )
     if act is Action.REJECT:
-        registry.set_status(sm, target, registry.REJECTED, reason=reason or "rejected by hand")
+        registry.set_status(
+            sm, target, registry.Approval.REJECTED, reason=reason or "rejected by hand"
+        )
         if champ is None or champ.version != target.version:
             return Decision(act, target.version, champ.version if champ else None)
         fallback = registry.champion(registry.list_versions(sm, group))
@@ -101,11 +103,10 @@ def decide(
         target, why = fallback, f"restored after v{target.version} was rejected"
     else:
         why = reason or f"{act} by hand"
-    _, serving = make_backends(settings, clients)
+    serving = make_serving(settings, clients)
     done = activate(
         settings,
-        clients.client("s3"),
-        sm,
+        clients,
         serving,
         target,
         image_uri=serving_image(settings),

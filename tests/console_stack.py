@@ -200,10 +200,10 @@ def seed_models(
     """Two trained versions registered (v1 approved and serving, v2 pending) and a run record."""
     from retrain import registry
     from retrain.artifacts import upload_model
-    from retrain.handler import model_group
     from retrain.manual import decide
     from retrain.runs import RunState, promotion_metric, save_state, settings_contract
     from retrain.train import train
+    from retrain.wiring import model_group
 
     s3, sm = clients.client("s3"), clients.client("sagemaker")
     bucket = settings.require("lake_bucket")

@@ -28,8 +28,8 @@ from etl.contract import contract_for_settings
 from etl.exceptions import ConfigError, StackError
 from etl.query import LakeQuery
 from etl.settings import Settings
-from etl.warehouse.loader import QueryResult
-from infra.commands.warehouse import print_result
+from etl.warehouse.base import QueryResult
+from infra.commands._common import print_result
 from infra.context import add_contract_option, clients_for, resolve_settings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

@@ -148,7 +148,7 @@ def _resolve(stack: str | None) -> tuple[Settings, LocalState | None]:
     overrides = {"stack_name": stack} if stack else None
     settings, local = resolve_settings(overrides)
     if local is not None:
-        from infra.commands.models import serving_settings
+        from infra.commands._common import serving_settings
 
         settings = serving_settings(settings, local)  # the model server's URL and token file
         settings = _local_fill(settings, local, state_dir())

@@ -13,8 +13,8 @@ from etl.exceptions import RetrainError
 from infra.console.context import Console, guard
 from infra.console.lake_reader import list_prefix
 from retrain import registry
-from retrain.handler import model_group
 from retrain.runs import STATE_FILE, RunState, model_name, promotion_metric, settings_contract
+from retrain.wiring import model_group
 
 
 @dataclass

@@ -25,7 +25,7 @@ from infra.console.alarms_reader import describe_drift_alarm
 from infra.console.context import BackendError, Console, guard, parallel
 from infra.console.lake_reader import dead_letters, lake_summary
 from retrain import registry
-from retrain.handler import model_group
+from retrain.wiring import model_group
 
 
 def _now() -> datetime:

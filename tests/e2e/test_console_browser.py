@@ -43,8 +43,8 @@ from infra.commands.models import serving_settings
 from infra.context import LocalState, resolve_settings
 from infra.local import console_url
 from retrain import registry
-from retrain.handler import model_group
 from retrain.manual import serving_image
+from retrain.wiring import model_group
 from tests.console_stack import XSS
 
 if TYPE_CHECKING:
@@ -299,9 +299,7 @@ def test_approve_changes_the_status_in_the_registry(
     group = model_group(served.settings)
     v = served.staged
     # GIVEN the staged version awaits a decision, the demo's model serves
-    assert (
-        registry.find(registry.list_versions(sm, group), v).status == "PendingManualApproval"
-    )  # SageMaker's word
+    assert registry.find(registry.list_versions(sm, group), v).status == registry.Approval.PENDING
     # WHEN Approve is clicked on it, then confirmed
     browser.get(served.url + "/models")
     browser.find_element(By.CSS_SELECTOR, f"#v{v} a.btn[href$='action=approve']").click()
@@ -314,7 +312,7 @@ def test_approve_changes_the_status_in_the_registry(
         browser.find_element(By.CSS_SELECTOR, ".err").text
     )
     versions = registry.list_versions(sm, group)
-    assert registry.find(versions, v).status == "Approved"
+    assert registry.find(versions, v).status == registry.Approval.APPROVED
     champ = registry.champion(versions)
     assert champ is not None and champ.version == v
     assert f"serving: v{v}" in browser.find_element(By.CSS_SELECTOR, ".ok").text

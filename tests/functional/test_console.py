@@ -20,7 +20,7 @@ from infra.emulator import EmulatorProcess, start_emulator
 from infra.model_server import ServerProcess, start_model_server
 from infra.procs import free_port
 from retrain import registry
-from retrain.handler import model_group
+from retrain.wiring import model_group
 from tests.console_stack import XSS, SeededStack, seed, seed_models
 
 pytestmark = pytest.mark.functional
@@ -156,7 +156,7 @@ def test_posts_without_the_csrf_token_are_refused_and_change_nothing(
         assert resp.status_code == 403 and "CSRF token" in resp.text
     # THEN version 2 is still pending; GET on the action route is not allowed at all
     assert registry.find(registry.list_versions(sm, model_group(seeded.settings)), 2).status == (
-        registry.PENDING
+        registry.Approval.PENDING
     )
     assert client.get("/models/2/approve").status_code == 405
     assert client.post("/predict", data={"mode": "json", "json": "{}"}).status_code == 403
@@ -194,11 +194,11 @@ def test_approve_from_the_console_runs_the_manual_gate(
     assert resp.status_code == 303 and "serving%3A+v2" in resp.headers["location"]
     # THEN the registry has it approved and serving, with the reason
     versions = registry.list_versions(sm, model_group(seeded.settings))
-    assert registry.find(versions, 2).status == registry.APPROVED
+    assert registry.find(versions, 2).status == registry.Approval.APPROVED
     champ = registry.champion(versions)
     assert champ is not None and champ.version == 2
     # WHEN rollback to a version that is not approved THEN the page says why, nothing changes
-    registry.set_status(sm, registry.find(versions, 1), registry.REJECTED, reason="test")
+    registry.set_status(sm, registry.find(versions, 1), registry.Approval.REJECTED, reason="test")
     back = client.post("/models/1/rollback", data={"csrf": token}, follow_redirects=True)
     assert "version 1 is Rejected; rollback serves an earlier approved" in back.text
 

@@ -69,7 +69,7 @@ def test_the_script_writes_model_metrics_and_baseline(tmp_path: Path) -> None:
     }
     contract = load_contract()
     assert [f["name"] for f in schema["features"]] == [f.name for f in contract.features]
-    # AND the baseline is a drift profile (issue 3's format) of exactly the training rows
+    # AND the baseline is a drift profile (etl.profile's format) of exactly the training rows
     profile = Profile.from_json((model_dir / "baseline.json").read_text())
     assert profile.contract_hash == contract.hash
     assert profile.window.rows == 2400

@@ -96,27 +96,18 @@ def configure_awswrangler(endpoint_url: str | None) -> None:
 
 @contextlib.contextmanager
 def wrangler_endpoint(endpoint_url: str | None) -> Iterator[None]:
-    """Point awswrangler's S3, Glue and Athena clients at ``endpoint_url`` for the block only
+    """:func:`configure_awswrangler` for the block only, then the previous endpoints back
     (awswrangler's endpoints are process-global configuration, hence the lock)."""
     import awswrangler as wr
 
     with _WR_LOCK:
-        saved = (
-            wr.config.s3_endpoint_url,
-            wr.config.glue_endpoint_url,
-            wr.config.athena_endpoint_url,
-        )
-        wr.config.s3_endpoint_url = endpoint_url
-        wr.config.glue_endpoint_url = endpoint_url
-        wr.config.athena_endpoint_url = endpoint_url
+        saved = {s: getattr(wr.config, f"{s}_endpoint_url") for s in _WRANGLER_SERVICES}
+        configure_awswrangler(endpoint_url)
         try:
             yield
         finally:
-            (
-                wr.config.s3_endpoint_url,
-                wr.config.glue_endpoint_url,
-                wr.config.athena_endpoint_url,
-            ) = saved
+            for service, url in saved.items():
+                setattr(wr.config, f"{service}_endpoint_url", url)
 
 
 def _error(exc: BaseException) -> dict[str, Any]:

@@ -63,7 +63,7 @@ class EndpointSpec:
     alarm_names: tuple[str, ...] = ()
     #: KMS key of the endpoint's storage volume (the stack's data key); None: AWS managed.
     kms_key_arn: str | None = None
-    #: Data capture destination (``s3://bucket/prefix``); None: no capture (docs/quality.md).
+    #: Where the endpoint captures requests and responses; None: no capture (docs/quality.md).
     capture_s3_uri: str | None = None
 
 

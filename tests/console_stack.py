@@ -201,7 +201,7 @@ def seed_models(
     from retrain import registry
     from retrain.artifacts import upload_model
     from retrain.manual import decide
-    from retrain.runs import RunState, promotion_metric, save_state, settings_contract
+    from retrain.runs import promotion_metric, settings_contract
     from retrain.train import train
     from retrain.wiring import model_group
 
@@ -237,8 +237,16 @@ def seed_models(
         )
     if approve_first:
         decide(settings, clients, "approve", 1)
+    save_run_record(clients, settings)
+
+
+def save_run_record(clients: AwsClients, settings: Settings) -> None:
+    """The record of the retrain run that registered v2 and kept it for manual approval."""
+    from retrain.runs import RunState, save_state
+
+    bucket = settings.require("lake_bucket")
     save_state(
-        s3,
+        clients.client("s3"),
         settings,
         RunState(
             run_id="run-beta",

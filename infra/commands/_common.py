@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 from pyarrow import csv as pacsv
 
 from etl.aws import AwsClients, split_s3_uri
-from etl.compaction import TableLocation, resolve_visible
+from etl.compaction import TableLocation, lake_dataset
 from etl.contract import PARTITION_DATE, Contract, contract_for_settings
 from etl.exceptions import BaselineError, CompactionError
 from etl.settings import Settings
@@ -54,17 +54,8 @@ def read_dataset(source: str, settings: Settings, contract: Contract) -> tuple[p
         clients = clients_for(settings)
         loc = TableLocation(bucket, contract.name, settings.lake_prefix, settings.manifest_prefix)
         try:
-            # Only the visible objects: a compacted hour is read once (etl/compaction.py).
-            visible = resolve_visible(clients.client("s3"), loc)
-            if not visible:
-                raise FileNotFoundError("no objects")
-            dataset = ds.dataset(
-                [f"{bucket}/{k}" for k in visible],
-                filesystem=_s3_fs(clients),
-                format="parquet",
-                partitioning="hive",
-                partition_base_dir=location,
-            )
+            # The lake reader: only the visible objects (a compacted hour is read once).
+            dataset = lake_dataset(clients.client("s3"), _s3_fs(clients), loc)
         except (FileNotFoundError, OSError, CompactionError) as exc:
             raise BaselineError(
                 f"lake table s3://{location}/ is unreadable or empty ({exc});"

@@ -259,7 +259,7 @@ def test_the_xss_payload_stays_text(served: DemoConsole, browser: Any) -> None:
 
 
 def test_predict_form_returns_a_prediction_from_the_demo_model(
-    served: DemoConsole, browser: Any
+    served: DemoConsole, browser: Any, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -281,6 +281,7 @@ def test_predict_form_returns_a_prediction_from_the_demo_model(
     answered = browser.find_element(By.CSS_SELECTOR, "#answer dd.mono").text
     assert answered == served.trained.lineage["run_id"]
     assert answered == _serving_model_id(served.settings)
+    screenshot(browser, tmp_path, "predict-answer")
 
 
 def _serving_model_id(settings: Settings) -> str:

@@ -208,9 +208,14 @@ def test_a_backend_that_is_down_is_named_and_the_console_stays_up(
 ) -> None:
     # GIVEN the seeded stack's console pointed at an emulator that is not running (a free port)
     # and a model server that is gone
+    # and a warehouse that does not answer
     seeded, d, _ = stack
     dead = f"http://127.0.0.1:{free_port()}"
-    settings = seeded.settings.replace(endpoint_url=dead, model_server_url=dead)
+    settings = seeded.settings.replace(
+        endpoint_url=dead,
+        model_server_url=dead,
+        warehouse_dsn=f"postgresql://driftline_reader:s3cret@127.0.0.1:{free_port()}/postgres",
+    )
     console = Console(settings, ConsoleClients(endpoint_url=dead), seeded.contract, d)
     client = TestClient(build_app(console))
     # WHEN pages and fragments are asked for THEN each answers, naming the failing call
@@ -223,6 +228,14 @@ def test_a_backend_that_is_down_is_named_and_the_console_stays_up(
         resp = client.get(path)
         assert resp.status_code == 200, path
         assert "Traceback" not in resp.text
+    # AND each overview card names its own backend, and no password reaches the page
+    warehouse = client.get("/fragment/warehouse")
+    assert warehouse.status_code == 200 and "PostgreSQL unavailable" in warehouse.text
+    assert "s3cret" not in warehouse.text
+    serving = client.get("/fragment/serving").text
+    assert "SageMaker unavailable" in serving and "sagemaker:ListModelPackages" in serving
+    assert "Kinesis unavailable" in client.get("/fragment/stream").text
+    assert "DynamoDB unavailable" in client.get("/fragment/consumers").text
     # AND the model server being absent is said on the predict page
     answer = client.post(
         "/predict", data={"csrf": _csrf(client), "mode": "json", "json": '{"amount": 1}'}

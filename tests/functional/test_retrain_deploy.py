@@ -171,19 +171,19 @@ def test_the_endpoint_config_captures_requests_and_responses_encrypted_with_the_
     p = dataclasses.replace(_plan(), capture_s3_uri="s3://lake/capture")
     sm = _client()
     with Stubber(sm) as stub:  # type: ignore[arg-type]
-        stub.add_response("create_model", {"ModelArn": ARN + "model/driftline-fraud-v7"})
+        stub.add_response("create_model", {"ModelArn": ARN + "model/driftline-fraud-v000007"})
         # THEN CreateEndpointConfig carries SageMaker's DataCaptureConfig: all requests, input and
         # output, JSON and CSV kept as text, encrypted with the stack's key
         stub.add_response(
             "create_endpoint_config",
-            {"EndpointConfigArn": ARN + "endpoint-config/driftline-fraud-v7"},
+            {"EndpointConfigArn": ARN + "endpoint-config/driftline-fraud-v000007"},
             {
-                "EndpointConfigName": "driftline-fraud-v7",
+                "EndpointConfigName": "driftline-fraud-v000007",
                 "KmsKeyId": KEY,
                 "ProductionVariants": [
                     {
                         "VariantName": "AllTraffic",
-                        "ModelName": "driftline-fraud-v7",
+                        "ModelName": "driftline-fraud-v000007",
                         "InitialInstanceCount": 1,
                         "InstanceType": "ml.m5.large",
                         "InitialVariantWeight": 1.0,

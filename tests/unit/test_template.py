@@ -39,6 +39,8 @@ WILDCARD_ALLOWLIST: dict[tuple[str, str], str] = {
     # PutMetricData has no resource-level permissions; the namespace condition scopes it instead.
     ("SageMakerExecutionRole", "SageMakerMetrics"): "PutMetricData needs '*'; namespace condition",
     ("ConsumerRole", "PutMetricDataOwnNamespaces"): "PutMetricData needs '*'; namespace condition",
+    # ListMetrics and GetMetricData have no resource-level permissions; read-only.
+    ("AnalyticsExportFunctionRole", "ReadMetrics"): "ListMetrics/GetMetricData need '*'; read-only",
     # A Deny on every action for non-TLS requests is the point of the TLS-only bucket policy.
     ("LakeBucketPolicy", "DenyInsecureTransport"): "deny s3:* without TLS",
 }
@@ -260,6 +262,58 @@ def test_lake_side_tables_are_projected() -> None:
         assert "${!table_name}" in params["storage.location.template"]["Fn::Sub"]
 
 
+def test_exported_tables_are_projected_parquet_with_the_exporters_columns() -> None:
+    from etl.export import SCHEMAS, ExportTable, object_key
+
+    glue_types = {"timestamp[us, tz=UTC]": "timestamp", "string": "string",
+                  "double": "double", "int64": "bigint"}  # fmt: skip
+    resources = _template()["Resources"]
+    by_name = {
+        spec["Properties"]["TableInput"]["Name"]: spec["Properties"]["TableInput"]
+        for spec in resources.values()
+        if spec["Type"] == "AWS::Glue::Table"
+    }
+    for table in ExportTable:
+        # GIVEN the Glue table of each exported table
+        tin = by_name[str(table)]
+        # THEN its columns are the exporter's, typed alike, partitioned by the day
+        assert [(c["Name"], c["Type"]) for c in tin["StorageDescriptor"]["Columns"]] == [
+            (f.name, glue_types[str(f.type)]) for f in SCHEMAS[table]
+        ]
+        assert tin["PartitionKeys"] == [{"Name": "event_date", "Type": "string"}]
+        # AND the projection finds the very objects the exporter writes
+        params = tin["Parameters"]
+        assert params["projection.enabled"] == "true"
+        template = params["storage.location.template"]["Fn::Sub"]
+        key = object_key(table, "2026-01-05")
+        assert template.replace("${!event_date}", "2026-01-05") == (
+            "s3://${LakeBucket}/" + key.rsplit("/", 1)[0] + "/"
+        )
+
+
+def test_the_export_function_is_scheduled_and_writes_only_the_analytics_prefix() -> None:
+    resources = _template()["Resources"]
+    rule = resources["AnalyticsExportRule"]["Properties"]
+    assert rule["ScheduleExpression"] == {"Ref": "AnalyticsExportSchedule"}
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["AnalyticsExportFunction", "Arn"]}
+    fn = resources["AnalyticsExportFunction"]["Properties"]
+    assert fn["Handler"] == "etl.export.handler"
+    statements = resources["AnalyticsExportFunctionRole"]["Properties"]["Policies"][0][
+        "PolicyDocument"
+    ]["Statement"]
+    writes = [
+        st
+        for st in statements
+        if any(a.startswith("s3:Put") for a in st["Action"] if isinstance(st["Action"], list))
+    ]
+    assert [w["Resource"] for w in writes] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:s3:::${LakeBucket}/analytics/*"}
+    ]
+    # AND no statement deletes or writes anything else
+    actions = {a for st in statements for a in st["Action"]}
+    assert not {a for a in actions if "Delete" in a or a.startswith(("iam:", "sagemaker:Update"))}
+
+
 def test_quicksight_exists_only_with_a_principal_and_reads_only_the_lake() -> None:
     template = _template()
     # GIVEN the QuickSight resources  THEN each hangs on HasQuickSight (principal ARN not empty)
@@ -395,7 +449,7 @@ def test_logs_key_statement_is_the_documented_one_scoped_to_this_stacks_log_grou
         for spec in _template()["Resources"].values()
         if spec["Type"] == "AWS::Logs::LogGroup"
     ]
-    assert len(groups) == 4
+    assert len(groups) == 5
     arn = "arn:aws:logs:us-east-1:1:log-group:{}".format
     for group in groups:
         assert any(fnmatch.fnmatchcase(arn(group), p) for p in patterns), group
@@ -501,6 +555,9 @@ CHECKOV_SKIPS = {
     ("CompactionFunction", "CKV_AWS_117"): "calls only S3",
     ("CompactionFunction", "CKV_AWS_116"): "the next scheduled run retries it",
     ("CompactionFunction", "CKV_AWS_173"): "resource names only",
+    ("AnalyticsExportFunction", "CKV_AWS_117"): "calls only AWS APIs",
+    ("AnalyticsExportFunction", "CKV_AWS_116"): "the next scheduled run retries it",
+    ("AnalyticsExportFunction", "CKV_AWS_173"): "resource names only",
 }
 
 

@@ -41,6 +41,7 @@ from bench._fleet import (
     kill9,
     live_processors,
     longest_pause,
+    relay_of,
     start_supervisor,
     wait_gone,
 )
@@ -74,11 +75,6 @@ class Producer(threading.Thread):
             )
 
 
-def _ppid(pid: int) -> int:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    return int(raw[raw.rfind(")") + 2 :].split()[1])
-
-
 def victim(kind: str, work: Path, rng: random.Random, supervisor: int) -> tuple[int, set[str]]:
     """The PID to kill and the shards it processes."""
     procs = live_processors(work)
@@ -86,12 +82,14 @@ def victim(kind: str, work: Path, rng: random.Random, supervisor: int) -> tuple[
     if kind == "supervisor":
         return supervisor, set(procs)
     if kind == "daemon":
-        java = rng.choice(sorted(int(g) for g in doc["groups"]))  # type: ignore[union-attr]
+        java = rng.choice(sorted(int(g) for g in doc["daemons"]))  # type: ignore[union-attr]
         below = set(descendants_of(java))
-        return java, {shard for shard, pid in procs.items() if pid in below}
+        return java, {shard for shard, pid in procs.items() if relay_of(work, pid) in below}
     shard = rng.choice(sorted(procs))
     pid = procs[shard]
-    return (_ppid(pid) if kind == "relay" else pid), {shard}
+    relay = relay_of(work, pid)
+    assert relay is not None, f"processor {pid} did not log its relay"
+    return (relay if kind == "relay" else pid), {shard}
 
 
 def steady(work: Path, timeout: float = 300.0) -> None:

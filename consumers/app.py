@@ -2,16 +2,20 @@
 
 The MultiLangDaemon starts it once per leased shard; settings arrive as ``DRIFTLINE_*`` variables
 inherited from ``driftline consume``. stdout is the daemon protocol: nothing else writes there.
+``python -m consumers.app --serve NAME [FOLDER]`` is the fleet's server of warm processors
+(:mod:`consumers.warm`): each processor it forks runs :func:`run`, its imports already done.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 
 from consumers.flush import FlushPolicy
 from consumers.processor import BatchObserver, KclRecordProcessor, ShardProcessor
+from consumers.warm import RELAY_ENV
 from etl.aws import AwsClients
 from etl.contract import Contract, contract_for_settings
 from etl.lake import GlueCatalog, LakeLayout, LakeWriter
@@ -95,6 +99,17 @@ def build_observer(
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--serve"] and len(sys.argv) >= 3:
+        from consumers.warm import serve
+
+        # (argv[3], the fleet's folder, only names the fleet on the command line)
+        serve(sys.argv[2], run)  # warm processors (consumers.warm); runs until killed
+        return
+    run()
+
+
+def run() -> None:
+    """One record processor, on stdin/stdout (the daemon's protocol, through the relay)."""
     configure_json_logging(component="consumer", pid=os.getpid())
     settings = load_settings()
     if settings.processor_log_file:
@@ -105,6 +120,8 @@ def main() -> None:
             log_file=settings.processor_log_file,
             stderr_level=logging.ERROR,
         )
+    relay = os.environ.get(RELAY_ENV) or str(os.getppid())
+    log.info("processor started", extra={"relay": int(relay)})
     clients = AwsClients.from_settings(settings)
     contract = contract_for_settings(settings, clients)
     from amazon_kclpy import kcl

@@ -148,6 +148,7 @@ def load_statements(
     dedup = ddl.ident(f"staging_{contract.name}_dedup", rs)
     col_ddl = ", ".join(f"{ddl.ident(c.name, rs)} {c.sql_type}" for c in lake)
     shard, seq = ddl.ident(SHARD_ID, rs), ddl.ident(SEQUENCE_NUMBER, rs)
+    identity = ddl.idents(list(ddl.IDENTITY), rs)
     keys = ", ".join(literal(e.manifest_key) for e in entries)
     values = ", ".join(
         f"({literal(e.manifest_key)}, {literal(e.etag)}, {int(e.rows)}, GETDATE())" for e in entries
@@ -158,11 +159,10 @@ def load_statements(
         f"COPY {staging} FROM {literal(copy_manifest_url)} {iam_role_clause(iam_role)}"
         " FORMAT AS PARQUET MANIFEST",
         f"CREATE TEMP TABLE {dedup} DISTKEY ({seq}) AS SELECT {col_list} FROM"
-        f" (SELECT {col_list}, ROW_NUMBER() OVER (PARTITION BY {shard}, {seq}"
+        f" (SELECT {col_list}, ROW_NUMBER() OVER (PARTITION BY {identity}"
         f" ORDER BY {ddl.ident(names[-1], rs)} DESC) AS rn FROM {staging}) WHERE rn = 1",
         f"MERGE INTO {target} USING {dedup} AS s"
-        f" ON {target}.{shard} = s.{shard}"
-        f" AND {target}.{seq} = s.{seq}"
+        f" ON {ddl.identity_match(target, 's', rs)}"
         f" WHEN MATCHED THEN UPDATE SET {shard} = s.{shard}"
         f" WHEN NOT MATCHED THEN INSERT ({col_list}, {ddl.ident(ddl.LOADED_AT, rs)})"
         f" VALUES ({ddl.idents(names, rs, 's.')}, GETDATE())",
@@ -301,6 +301,11 @@ class RedshiftDataWarehouse:
         alters = ddl.plan_evolution(
             self.contract, self.target.schema, self.existing_columns(), Dialect.REDSHIFT
         )
+        old_keys = self.query(ddl.primary_key_sql(self.contract, self.target.schema)).rows
+        for (old_key,) in old_keys:  # keyed on (shard, sequence) only: see etl.warehouse.ddl
+            alters += ddl.identity_migration_sql(
+                self.contract, self.target.schema, Dialect.REDSHIFT, str(old_key)
+            )
         if alters:
             # Redshift runs ALTER TABLE ADD COLUMN outside multi-statement transactions: one each.
             for stmt in alters:

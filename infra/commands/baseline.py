@@ -24,6 +24,7 @@ from etl.profile import (
     DEFAULT_TOP_K,
     NumericProfile,
     Profile,
+    ProfileOptions,
     build_profile,
     save_baseline,
     write_baseline_file,
@@ -85,11 +86,13 @@ def _build(args: argparse.Namespace) -> int:
     profile = build_profile(
         table,
         contract,
-        bins=args.bins,
-        top_k=args.top_k,
+        options=ProfileOptions(
+            bins=args.bins,
+            top_k=args.top_k,
+            target_rate=args.target_rate or settings.drift_target_rate,
+            window_rows=args.window_rows or settings.drift_min_rows,
+        ),
         source=described,
-        target_rate=args.target_rate or settings.drift_target_rate,
-        window_rows=args.window_rows or settings.drift_min_rows,
     )
     uri, current = _store(profile, args.out, not args.no_current, settings)
     print(jsonsafe.dumps(_summary(profile, uri, current), indent=1))

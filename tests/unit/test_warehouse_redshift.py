@@ -104,11 +104,16 @@ def test_load_statements_have_the_documented_shape(contract: Contract) -> None:
         " IAM_ROLE 'arn:aws:iam::123456789012:role/driftline-copy' FORMAT AS PARQUET MANIFEST",
         'CREATE TEMP TABLE "staging_card_transactions_dedup" DISTKEY ("sequence_number") AS'
         f" SELECT {LAKE_COLS} FROM (SELECT {LAKE_COLS}, ROW_NUMBER() OVER (PARTITION BY"
-        ' "shard_id", "sequence_number" ORDER BY "ingest_time" DESC) AS rn'
+        ' "shard_id", "sequence_number", "approximate_arrival_time"'
+        ' ORDER BY "ingest_time" DESC) AS rn'
         ' FROM "staging_card_transactions") WHERE rn = 1',
         'MERGE INTO "driftline"."card_transactions" USING "staging_card_transactions_dedup" AS s'
         ' ON "driftline"."card_transactions"."shard_id" = s."shard_id"'
         ' AND "driftline"."card_transactions"."sequence_number" = s."sequence_number"'
+        ' AND ("driftline"."card_transactions"."approximate_arrival_time"'
+        ' = s."approximate_arrival_time"'
+        ' OR ("driftline"."card_transactions"."approximate_arrival_time" IS NULL'
+        ' AND s."approximate_arrival_time" IS NULL))'
         ' WHEN MATCHED THEN UPDATE SET "shard_id" = s."shard_id"'
         f' WHEN NOT MATCHED THEN INSERT ({LAKE_COLS}, "loaded_at")'
         f" VALUES ({', '.join('s.' + n for n in names)}, GETDATE())",
@@ -292,15 +297,33 @@ def test_ensure_tables_adds_new_columns_and_ledger_reads_pages(
         },
         {"Id": "q-1"},
     )
+    # ... and was created keyed on (shard_id, sequence_number) only
+    rs_stub.add_response("execute_statement", {"Id": "k-1"}, {"Sql": ANY, **CALL})
     rs_stub.add_response(
-        "execute_statement",
-        {"Id": "a-1"},
-        {
-            "Sql": 'ALTER TABLE "driftline"."card_transactions" ADD COLUMN "is_fraud" BOOLEAN',
-            **CALL,
-        },
+        "describe_statement",
+        {"Id": "k-1", "Status": "FINISHED", "HasResultSet": True},
+        {"Id": "k-1"},
     )
-    rs_stub.add_response("describe_statement", {"Id": "a-1", "Status": "FINISHED"}, {"Id": "a-1"})
+    rs_stub.add_response(
+        "get_statement_result",
+        {
+            "Records": [[{"stringValue": "card_transactions_pkey"}]],
+            "ColumnMetadata": [{"name": "constraint_name"}],
+        },
+        {"Id": "k-1"},
+    )
+    expected = [
+        'ALTER TABLE "driftline"."card_transactions" ADD COLUMN "is_fraud" BOOLEAN',
+        'ALTER TABLE "driftline"."card_transactions" DROP CONSTRAINT "card_transactions_pkey"',
+        'ALTER TABLE "driftline"."card_transactions" ADD CONSTRAINT'
+        ' "card_transactions_identity" UNIQUE'
+        ' ("shard_id", "sequence_number", "approximate_arrival_time")',
+    ]
+    for i, sql in enumerate(expected):
+        rs_stub.add_response("execute_statement", {"Id": f"a-{i}"}, {"Sql": sql, **CALL})
+        rs_stub.add_response(
+            "describe_statement", {"Id": f"a-{i}", "Status": "FINISHED"}, {"Id": f"a-{i}"}
+        )
     # the ledger comes back in two pages
     rs_stub.add_response(
         "execute_statement",
@@ -331,6 +354,6 @@ def test_ensure_tables_adds_new_columns_and_ledger_reads_pages(
     alters = wh.ensure_tables()
     loaded = wh.loaded()
 
-    # THEN the missing column was added and both ledger pages were read
-    assert alters == ['ALTER TABLE "driftline"."card_transactions" ADD COLUMN "is_fraud" BOOLEAN']
+    # THEN the missing column was added, the identity migrated and both ledger pages were read
+    assert alters == expected
     assert loaded == {"m/a.json": "e1", "m/b.json": "e2"}

@@ -1,9 +1,14 @@
-"""``driftline quality [--hours H] [--json]``: the stream's latest model-quality figures.
+"""``driftline quality [--hours H] [--json]``: the stream's latest model-quality figures;
+``driftline quality --arm [--margin M]``: set the quality alarm's threshold.
 
 Each figure (``etl.quality.QualityMetric``: AUC, precision, recall, log loss, ECE, MAE, RMSE,
 label coverage, label delay percentiles, labels joined) is the latest datapoint the consumers
 published under the stream in the last ``--hours``, read back with GetMetricData; the quality
 alarm's state (``<stack>-quality-auc``) comes with them. Figures never published are ``null``.
+
+``--arm`` sets that alarm's threshold to the champion's holdout ROC AUC (the model registry's
+``roc_auc`` of the serving version) minus ``--margin`` (default 0.05); the template creates it at
+0, i.e. not armed. The alarm's other settings (M of N, period, actions) stay as deployed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from etl.exceptions import ConfigError
 from etl.quality import QualityMetric
 from etl.settings import Settings
 from infra.argtypes import at_least
@@ -26,6 +32,8 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("quality", help="latest model-quality figures")
     p.add_argument("--hours", type=at_least(1), default=3, help="look back (default 3 h)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--arm", action="store_true", help="threshold = champion holdout AUC - margin")
+    p.add_argument("--margin", type=float, default=0.05, help="below the champion (default 0.05)")
     p.set_defaults(func=_quality)
 
 
@@ -79,8 +87,58 @@ def quality_alarm(cw: Any, settings: Settings) -> dict[str, Any] | None:
     }
 
 
+_KEEP = (
+    "AlarmName", "AlarmDescription", "ActionsEnabled", "OKActions", "AlarmActions",
+    "InsufficientDataActions", "MetricName", "Namespace", "Statistic", "Dimensions", "Period",
+    "EvaluationPeriods", "DatapointsToAlarm", "ComparisonOperator", "TreatMissingData", "Unit",
+)  # fmt: skip
+
+
+def set_threshold(cw: Any, alarm_name: str, threshold: float) -> dict[str, Any]:
+    """PutMetricAlarm with the alarm's own definition and a new threshold; the request."""
+    found = cw.describe_alarms(AlarmNames=[alarm_name]).get("MetricAlarms", [])
+    if not found:
+        raise ConfigError(
+            "quality_alarm",
+            f"no alarm named {alarm_name!r}; deploy the stack's template (it has QualityAlarm)",
+        )
+    request = {k: found[0][k] for k in _KEEP if found[0].get(k) not in (None, "")}
+    request["Threshold"] = threshold
+    cw.put_metric_alarm(**request)
+    return request
+
+
+def champion_auc(sagemaker: Any, settings: Settings) -> tuple[int, float]:
+    """The serving champion's version and holdout ROC AUC from the model registry."""
+    from retrain import registry
+    from retrain.wiring import model_group
+
+    champ = registry.champion(registry.list_versions(sagemaker, model_group(settings)))
+    if champ is None or "roc_auc" not in champ.metrics:
+        raise ConfigError(
+            "champion",
+            "no champion with a holdout roc_auc in the model registry; train and promote one"
+            " first (`driftline retrain`)",
+        )
+    return champ.version, float(champ.metrics["roc_auc"])
+
+
+def _arm(settings: Settings, margin: float, as_json: bool) -> int:
+    clients = clients_for(settings)
+    version, auc = champion_auc(clients.client("sagemaker"), settings)
+    name = f"{settings.stack_name}{QUALITY_ALARM_SUFFIX}"
+    threshold = round(auc - margin, 6)
+    set_threshold(clients.client("cloudwatch"), name, threshold)
+    doc = {"alarm": name, "champion_version": version, "holdout_auc": auc, "threshold": threshold}
+    print(json.dumps(doc, indent=1) if as_json else f"{name}: threshold {threshold} (v{version}"
+          f" holdout AUC {auc:.4f} - {margin})")  # fmt: skip
+    return 0
+
+
 def _quality(args: argparse.Namespace) -> int:
     settings, _ = resolve_settings()
+    if args.arm:
+        return _arm(settings, args.margin, args.json)
     stream = settings.require("stream_name")
     cw = clients_for(settings).client("cloudwatch")
     figures = latest_figures(cw, settings.metrics_namespace, stream, args.hours)

@@ -199,7 +199,14 @@ def kolmogorov_z1(lam: float) -> float:
         return -Z_MAX
     if lam < 0.3:
         return upper_z1(1.0)
-    p = 2.0 * sum((-1.0) ** (k - 1) * math.exp(-2.0 * k * k * lam * lam) for k in range(1, 6))
+    t = -2.0 * lam * lam
+    p = 2.0 * (
+        math.exp(t)
+        - math.exp(4.0 * t)
+        + math.exp(9.0 * t)
+        - math.exp(16.0 * t)
+        + math.exp(25.0 * t)
+    )
     return upper_z1(p)
 
 

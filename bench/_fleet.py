@@ -80,6 +80,15 @@ def live_processors(work_dir: Path) -> dict[str, int]:
     return out
 
 
+def relay_of(work_dir: Path, processor: int) -> int | None:
+    """The relay in front of a record processor (its parent, unless the fleet's warm server
+    forked it: the processor logs its relay when it starts)."""
+    for e in events(work_dir, "processor started"):
+        if e.pid == processor:
+            return int(str(e.doc["relay"]))
+    return None
+
+
 def fleet_processes(work_dir: Path) -> list[int]:
     """Every live process of the fleet ``fleet.json`` records: supervisor, daemons, children."""
     doc = read_fleet_state(work_dir)

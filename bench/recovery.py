@@ -41,13 +41,14 @@ from bench._fleet import (
     kill9,
     live_processors,
     longest_pause,
+    relay_of,
     start_supervisor,
     wait_gone,
 )
 from bench._kcl import Stack, java_available, load_average
 from consumers.fleet import read_fleet_state
 from consumers.proctree import cmdline, descendants_of
-from etl.producer import produce
+from etl.producer import ProduceRun, produce
 from etl.settings import Settings
 
 TARGETS = {"processor": 10.0, "daemon": 15.0, "supervisor": 15.0}
@@ -67,12 +68,11 @@ class Producer(threading.Thread):
         seed = 0
         while not self.stop.is_set():
             seed += 1
-            produce(self.settings, self.stack.clients, records=self.rate, rate=self.rate, seed=seed)
-
-
-def _ppid(pid: int) -> int:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    return int(raw[raw.rfind(")") + 2 :].split()[1])
+            produce(
+                self.settings,
+                self.stack.clients,
+                ProduceRun(records=self.rate, rate=self.rate, seed=seed),
+            )
 
 
 def victim(kind: str, work: Path, rng: random.Random, supervisor: int) -> tuple[int, set[str]]:
@@ -82,12 +82,14 @@ def victim(kind: str, work: Path, rng: random.Random, supervisor: int) -> tuple[
     if kind == "supervisor":
         return supervisor, set(procs)
     if kind == "daemon":
-        java = rng.choice(sorted(int(g) for g in doc["groups"]))  # type: ignore[union-attr]
+        java = rng.choice(sorted(int(g) for g in doc["daemons"]))  # type: ignore[union-attr]
         below = set(descendants_of(java))
-        return java, {shard for shard, pid in procs.items() if pid in below}
+        return java, {shard for shard, pid in procs.items() if relay_of(work, pid) in below}
     shard = rng.choice(sorted(procs))
     pid = procs[shard]
-    return (_ppid(pid) if kind == "relay" else pid), {shard}
+    relay = relay_of(work, pid)
+    assert relay is not None, f"processor {pid} did not log its relay"
+    return (relay if kind == "relay" else pid), {shard}
 
 
 def steady(work: Path, timeout: float = 300.0) -> None:

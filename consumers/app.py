@@ -2,19 +2,26 @@
 
 The MultiLangDaemon starts it once per leased shard; settings arrive as ``DRIFTLINE_*`` variables
 inherited from ``driftline consume``. stdout is the daemon protocol: nothing else writes there.
+``python -m consumers.app --serve NAME [FOLDER]`` is the fleet's server of warm processors
+(:mod:`consumers.warm`): each processor it forks runs :func:`run`, its imports already done.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from consumers.flush import FlushPolicy
 from consumers.processor import BatchObserver, KclRecordProcessor, ShardProcessor
-from etl.aws import AwsClients
+from consumers.warm import RELAY_ENV
+from etl.aws import AwsClients, error_code
 from etl.contract import Contract, contract_for_settings
-from etl.lake import GlueCatalog, LakeLayout, LakeWriter
+from etl.lake import GlueCatalog, LakeLayout, LakeWriter, WriterOptions, stream_tag
 from etl.logs import configure_json_logging
 from etl.records import RecordDecoder
 from etl.settings import Settings, load_settings
@@ -43,10 +50,13 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         layout,
         clients.client("s3"),
         catalog=catalog,
-        compression=settings.parquet_compression,
-        max_attempts=settings.s3_max_attempts,
-        backoff_base_s=settings.s3_backoff_base_s,
-        fault=injected_fault(settings),
+        options=WriterOptions(
+            compression=settings.parquet_compression,
+            max_attempts=settings.s3_max_attempts,
+            backoff_base_s=settings.s3_backoff_base_s,
+            stream=stream_incarnation(settings, clients),
+            fault=injected_fault(settings),
+        ),
     )
     policy = FlushPolicy(
         settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_s
@@ -57,6 +67,25 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         policy,
         observer=build_observer(settings, contract, clients),
     )
+
+
+def stream_incarnation(settings: Settings, clients: AwsClients) -> str:
+    """The stream incarnation's tag for the lake's keys (etl.lake.WriterOptions): from its ARN
+    and creation time. "" (untagged keys) without a stream name, or when the stream cannot be
+    described (with a warning)."""
+    stream = settings.stream_name
+    if not stream:
+        return ""
+    try:
+        summary = clients.client("kinesis").describe_stream_summary(StreamName=stream)
+    except (ClientError, BotoCoreError) as exc:
+        log.warning(
+            "stream not described: lake keys untagged by its incarnation",
+            extra={"stream": stream, "error": error_code(exc) or str(exc)},
+        )
+        return ""
+    desc = summary["StreamDescriptionSummary"]
+    return stream_tag(desc["StreamARN"], desc["StreamCreationTimestamp"])
 
 
 def injected_fault(settings: Settings) -> Callable[[str], None] | None:
@@ -86,15 +115,36 @@ def injected_fault(settings: Settings) -> Callable[[str], None] | None:
 def build_observer(
     settings: Settings, contract: Contract, clients: AwsClients
 ) -> BatchObserver | None:
-    """The on-stream drift window, when the drift package is available and configured."""
+    """The on-stream drift window, when the drift package is available and configured, and the
+    quality window when ``quality_scoring`` is on (docs/quality.md)."""
     try:
         from consumers.drift_observer import make_drift_observer
     except ImportError:
         return None
-    return make_drift_observer(settings, contract, clients)
+    drift = make_drift_observer(settings, contract, clients)
+    if not settings.quality_scoring:
+        return drift
+    from consumers.quality_observer import Observers, make_quality_observer
+
+    # the local serving backend's pointer (retrain.wiring.pointer_path: cache / model / CURRENT)
+    model = settings.model_name or contract.name.replace("_", "-")
+    pointer = Path(settings.model_cache_dir).resolve() / model / "CURRENT"
+    quality = make_quality_observer(settings, contract, clients, pointer)
+    return Observers(drift, quality) if quality is not None else drift
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--serve"] and len(sys.argv) >= 3:
+        from consumers.warm import serve
+
+        # (argv[3], the fleet's folder, only names the fleet on the command line)
+        serve(sys.argv[2], run)  # warm processors (consumers.warm); runs until killed
+        return
+    run()
+
+
+def run() -> None:
+    """One record processor, on stdin/stdout (the daemon's protocol, through the relay)."""
     configure_json_logging(component="consumer", pid=os.getpid())
     settings = load_settings()
     if settings.processor_log_file:
@@ -105,6 +155,8 @@ def main() -> None:
             log_file=settings.processor_log_file,
             stderr_level=logging.ERROR,
         )
+    relay = os.environ.get(RELAY_ENV) or str(os.getppid())
+    log.info("processor started", extra={"relay": int(relay)})
     clients = AwsClients.from_settings(settings)
     contract = contract_for_settings(settings, clients)
     from amazon_kclpy import kcl

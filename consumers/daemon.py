@@ -14,7 +14,7 @@ import shlex
 import shutil
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -197,9 +197,18 @@ def write_daemon_files(
     return DaemonFiles(properties=props, launcher=launcher, logback=logback)
 
 
-def java_command(java: str, jar_dir: Path, files: DaemonFiles, *, heap_mb: int = 512) -> list[str]:
+def java_command(
+    java: str,
+    jar_dir: Path,
+    files: DaemonFiles,
+    *,
+    heap_mb: int = 512,
+    jvm_options: Sequence[str] = (),
+) -> list[str]:
+    """The daemon's command; ``jvm_options`` e.g. the class archive's (consumers.classdata)."""
     return [
         java,
+        *jvm_options,
         f"-Xmx{heap_mb}m",
         "-Daws.cborEnabled=false",
         "-cp",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -26,12 +27,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from consumers import classdata
 from consumers.daemon import (
+    DaemonFiles,
     daemon_env,
     find_java,
     java_command,
@@ -39,6 +44,7 @@ from consumers.daemon import (
     write_daemon_files,
 )
 from consumers.proctree import cmdline, die_with_parent, group_members, kill_group
+from consumers.warm import SERVER_ENV, SERVER_PID_ENV
 from etl.exceptions import KclSetupError
 from etl.settings import Settings, to_env
 
@@ -75,6 +81,8 @@ class Worker:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
+    #: Builds ``command`` afresh at each start (a daemon's JVM options may change meanwhile).
+    command_for: Callable[[], list[str]] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -86,6 +94,8 @@ class Worker:
         return self.log_path.parent.name
 
     def start(self) -> None:
+        if self.command_for is not None:
+            self.command = self.command_for()
         rotate_log(self.log_path)
         with self.log_path.open("ab") as logf:
             self.process = subprocess.Popen(
@@ -125,6 +135,11 @@ class Worker:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
         return self.process.returncode
+
+
+def _daemon_command(java: str, jar_dir: Path, files: DaemonFiles) -> list[str]:
+    """The daemon's java command, with the KCL class archive once it exists."""
+    return java_command(java, jar_dir, files, jvm_options=classdata.jvm_options(java, jar_dir))
 
 
 def read_fleet_state(work_dir: Path) -> dict[str, object]:
@@ -204,7 +219,10 @@ class ConsumerFleet:
     #: ``maxLeasesForWorker`` (0: no cap). Capping at ceil(shards / workers) spreads the leases at
     #: start instead of one worker taking all and the KCL rebalancing (a lease handover) later.
     max_leases: int = 0
+    #: Run a server of warm record processors (:mod:`consumers.warm`) for the daemons' relays.
+    warm: bool = True
     members: list[Worker] = field(default_factory=list)
+    server: Worker | None = None
     _lock: IO[str] | None = None
 
     def start(self) -> list[Worker]:
@@ -214,6 +232,10 @@ class ConsumerFleet:
         self.work_dir = self.work_dir.resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
+        classdata.ensure_in_background(java, jar_dir)  # for the next start of a daemon
+        if self.warm and self.module == "consumers.app":
+            self.server = self._start_server(env)
+            env = {**env, SERVER_ENV: self.server_name, SERVER_PID_ENV: str(self.server.pid)}
         for i in range(self.workers):
             worker_id = self.worker_id(i)
             files = write_daemon_files(
@@ -224,17 +246,32 @@ class ConsumerFleet:
                 module=self.module,
                 max_leases=self.max_leases,
             )
-            w = Worker(
-                worker_id,
-                java_command(java, jar_dir, files),
-                env,
-                self.work_dir / f"worker-{i}" / "daemon.log",
-            )
+            w = Worker(worker_id, [], env, self.work_dir / f"worker-{i}" / "daemon.log")
+            w.command_for = functools.partial(_daemon_command, java, jar_dir, files)
             w.start()
             log.info("worker started", extra={"worker": worker_id, "pid": w.pid})
             self.members.append(w)
         self._record()
         return self.members
+
+    @property
+    def server_name(self) -> str:
+        """The warm processors' socket: one per folder and supervisor."""
+        folder = hashlib.sha256(str(self.work_dir).encode()).hexdigest()[:12]
+        return f"driftline-warm-{folder}-{os.getpid()}"
+
+    def _start_server(self, env: dict[str, str]) -> Worker:
+        """The warm processors' server, started before the daemons: its imports overlap the
+        JVM's start. Its command names the folder (see :func:`_names`)."""
+        command = [
+            *(sys.executable, "-u", "-m", self.module),
+            *("--serve", self.server_name, str(self.work_dir)),
+        ]
+        server = Worker("warm-processors", command, env, self.work_dir / "warm" / "server.log")
+        server.log_path.parent.mkdir(parents=True, exist_ok=True)
+        server.start()
+        log.info("warm processor server started", extra={"pid": server.pid})
+        return server
 
     def worker_id(self, i: int) -> str:
         """Stable across restarts of the supervisor (one per host, folder and index; the lock
@@ -263,7 +300,12 @@ class ConsumerFleet:
             log.warning("stopped a previous fleet's leftovers", extra={"stopped": left})
 
     def _record(self) -> None:
-        doc = {"supervisor": os.getpid(), "groups": self.pids, "work_dir": str(self.work_dir)}
+        doc = {
+            "supervisor": os.getpid(),
+            "groups": self.groups,
+            "daemons": self.pids,
+            "work_dir": str(self.work_dir),
+        }
         tmp = self.work_dir / f"{STATE_FILE}.tmp"
         tmp.write_text(json.dumps(doc))
         tmp.replace(self.work_dir / STATE_FILE)
@@ -284,6 +326,15 @@ class ConsumerFleet:
                 w.restarts += 1
                 w.start()
                 restarted.append(w)
+        if self.server is not None and not self.server.alive():
+            # Not its group: the processors it forked run there until their relays end.
+            log.warning(
+                f"warm processor server (pid {self.server.pid}) exited with code"
+                f" {self.server.process.returncode if self.server.process else None}; restarting"
+            )
+            self.server.restarts += 1
+            self.server.start()
+            restarted.append(self.server)
         if restarted:
             self._record()
         return restarted
@@ -295,6 +346,8 @@ class ConsumerFleet:
                     w.process.send_signal(signal.SIGTERM)
         for w in self.members:
             w.stop(timeout)
+        if self.server is not None:
+            self.server.stop(5.0)
         (self.work_dir / STATE_FILE).unlink(missing_ok=True)
         if self._lock is not None:
             self._lock.close()
@@ -302,4 +355,11 @@ class ConsumerFleet:
 
     @property
     def pids(self) -> list[int]:
+        """The daemons' PIDs (each its own process group)."""
         return [w.pid for w in self.members if w.pid is not None]
+
+    @property
+    def groups(self) -> list[int]:
+        """Every process group of the fleet: the daemons', then the warm server's."""
+        server = [self.server.pid] if self.server is not None and self.server.pid else []
+        return [*self.pids, *server]

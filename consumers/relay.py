@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import queue
 import re
 import subprocess
@@ -39,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from consumers.proctree import die_with_parent
+from consumers.warm import SERVER_ENV, SERVER_PID_ENV, WarmChild
+from consumers.warm import request as warm_request
 
 _ACTION = re.compile(rb'"action"\s*:\s*"(\w+)"')
 _SEQ_KEY = b'"sequenceNumber"'
@@ -99,14 +102,20 @@ class Relay:
     waiting_acks: bool = False
     crashes: deque[float] = field(default_factory=deque)
     restarts: int = 0
-    child: subprocess.Popen[bytes] | None = None
+    child: subprocess.Popen[bytes] | WarmChild | None = None
     generation: int = 0
+    #: The warm processors' server (:mod:`consumers.warm`); None: start processors here.
+    server: str | None = None
+    server_pid: int | None = None
     _preexec: Callable[[], None] = field(default_factory=die_with_parent)
 
     # -- processes -------------------------------------------------------------------------
     def start_child(self) -> None:
         self.generation += 1
-        self.child = subprocess.Popen(
+        warm = None
+        if self.server:
+            warm = warm_request(self.server, os.environ, server_pid=self.server_pid)
+        self.child = warm or subprocess.Popen(
             self.command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -116,7 +125,7 @@ class Relay:
             target=self._read_child, args=(self.child, self.generation), daemon=True
         ).start()
 
-    def _read_child(self, child: subprocess.Popen[bytes], gen: int) -> None:
+    def _read_child(self, child: subprocess.Popen[bytes] | WarmChild, gen: int) -> None:
         assert child.stdout is not None
         for line in child.stdout:
             if line.strip():
@@ -326,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     relay = Relay(command, args.max_buffer_bytes, args.max_crashes)
+    relay.server = os.environ.get(SERVER_ENV) or None
+    relay.server_pid = int(os.environ.get(SERVER_PID_ENV) or 0) or None
     threading.Thread(target=relay.read_daemon, args=(sys.stdin.buffer,), daemon=True).start()
     sys.exit(relay.run())
 

@@ -45,7 +45,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -108,7 +108,6 @@ __all__ = [
     "js_distance",
     "ks_statistic",
     "psi",
-    "result_rows",
     "shares",
 ]
 
@@ -423,8 +422,3 @@ def check(
     else:
         window.update(data)
     return window.result(min_rows)
-
-
-def result_rows(result: DriftResult) -> list[Mapping[str, Any]]:
-    """One flat mapping per feature, for tables and JSON."""
-    return [f.to_dict() for f in result.features]

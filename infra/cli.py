@@ -23,9 +23,23 @@ from etl.redact import RedactingFilter, redact
 from infra import commands
 
 DEBUG_ENV = "DRIFTLINE_DEBUG"
+#: Commands whose module alone is imported when the command line names them: a restarted
+#: `driftline consume` (systemd, a killed supervisor) should not import every other command first.
+ALONE = frozenset({"consume"})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names when it is one of :data:`ALONE` (None: build the full parser)."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--stack":
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg if arg in ALONE else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftline",
         description="Streaming ML-data pipeline: Kinesis -> KCL -> Parquet lake + warehouse, "
@@ -41,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):  # shared helpers (_common), not a command
+            continue
+        if only is not None and info.name != only:
+            continue
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(sub)
     return parser
@@ -75,7 +93,7 @@ def _logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_named_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     _logging(args.verbose)
     try:

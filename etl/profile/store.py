@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from etl.aws import error_code
+from etl import aws
 from etl.contract import Contract
 from etl.exceptions import BaselineError
 from etl.profile.model import POINTER_NAME, Profile, check_contract
@@ -36,16 +36,11 @@ def pointer_key(prefix: str, table: str) -> str:
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise BaselineError(f"expected an s3://bucket/key URI, got {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket or not key:
-        raise BaselineError(f"expected an s3://bucket/key URI, got {uri!r}")
-    return bucket, key
+    return aws.split_s3_uri(uri, BaselineError)
 
 
 def _is_missing(exc: Exception) -> bool:
-    return error_code(exc) in ("NoSuchKey", "404", "NotFound")
+    return aws.is_not_found(exc)
 
 
 def save_baseline(

@@ -4,14 +4,22 @@ The warehouse table holds a lake row (the contract's fields, then ``shard_id``, 
 ``approximate_arrival_time``, ``ingest_time``) plus ``loaded_at``, the time the loader merged it
 (lake → warehouse lag is ``loaded_at - ingest_time``). Partition columns stay in the lake's paths.
 
-Only the record's identity (``shard_id``, ``sequence_number``) and the contract's id and event time
-are ``NOT NULL``: every other column is nullable in the warehouse so that adding a field to the
-contract is always an ``ALTER TABLE ... ADD COLUMN`` (rows loaded before it read ``NULL``).
+A row's identity is (``shard_id``, ``sequence_number``, ``approximate_arrival_time``): sequence
+numbers are unique within one stream's shard, but a deleted and re-created stream (same name, same
+shard ids) starts them again, and its records arrive after the old stream was deleted, so the
+arrival time (Kinesis' own, identical on every replay of a record) tells the two incarnations
+apart. The loader merges on that identity (:func:`identity_match`); rows of two incarnations
+never swallow each other. Tables created before keyed on (shard, sequence) only: their primary key
+is replaced by the identity constraint when the loader starts (:func:`identity_migration_sql`).
+
+Only ``shard_id``, ``sequence_number`` and the contract's id and event time are ``NOT NULL``:
+every other column is nullable in the warehouse so that adding a field to the contract is always
+an ``ALTER TABLE ... ADD COLUMN`` (rows loaded before it read ``NULL``).
 
 Redshift physical design (see docs/warehouse.md):
 
 * ``DISTKEY(sequence_number)``: high cardinality, so rows spread evenly over slices, and the
-  loader's staging table uses the same key, so the MERGE join on (shard_id, sequence_number) is
+  loader's staging table uses the same key, so the MERGE join on the row identity is
   collocated. ``shard_id`` has only as many values as the stream has shards and would skew.
 * ``SORTKEY(<event time>)``: analytics filter on time ranges (days, hours, drift windows); rows
   arrive roughly in event-time order, so the unsorted region stays small.
@@ -44,6 +52,8 @@ from etl.identifiers import quote_double
 
 LOADED_AT = WAREHOUSE_LOADED_AT
 LEDGER_TABLE = "load_ledger"
+#: A warehouse row's identity (see the module docstring).
+IDENTITY = (SHARD_ID, SEQUENCE_NUMBER, ARRIVAL_TIME)
 
 #: Redshift VARCHAR lengths are bytes. Contract strings have no declared length.
 REDSHIFT_STRING_BYTES = 1024
@@ -142,16 +152,60 @@ def create_schema_sql(schema: str, dialect: Dialect) -> str:
     return f"CREATE SCHEMA IF NOT EXISTS {ident(schema, dialect)}"
 
 
+def identity_constraint(contract: Contract, dialect: Dialect) -> str:
+    """The table constraint on the row identity (PostgreSQL enforces it, Redshift informs)."""
+    key = idents(list(IDENTITY), dialect)
+    name = ident(f"{contract.name}_identity", dialect)
+    if dialect is Dialect.POSTGRES:
+        return f"CONSTRAINT {name} UNIQUE NULLS NOT DISTINCT ({key})"
+    return f"CONSTRAINT {name} UNIQUE ({key})"
+
+
+def identity_match(target: str, source: str, dialect: Dialect) -> str:
+    """The MERGE condition: same identity (a missing arrival time matches a missing one)."""
+    shard, seq, arrival = (ident(c, dialect) for c in IDENTITY)
+    t, s = f"{target}.", f"{source}."
+    return (
+        f"{t}{shard} = {s}{shard} AND {t}{seq} = {s}{seq}"
+        f" AND ({t}{arrival} = {s}{arrival} OR ({t}{arrival} IS NULL AND {s}{arrival} IS NULL))"
+    )
+
+
+def identity_migration_sql(
+    contract: Contract, schema: str, dialect: Dialect, primary_key: str
+) -> list[str]:
+    """A table created keyed on (shard, sequence) only: drop that primary key
+    (``primary_key``, its name), add the identity constraint."""
+    target = qualified(schema, contract.name, dialect)
+    return [
+        f"ALTER TABLE {target} DROP CONSTRAINT {ident(primary_key, dialect)}",
+        f"ALTER TABLE {target} ADD {identity_constraint(contract, dialect)}",
+    ]
+
+
+def primary_key_sql(contract: Contract, schema: str) -> str:
+    """The name of the table's primary key, if it has one (the identity before incarnations)."""
+
+    def literal(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    return (
+        "SELECT constraint_name FROM information_schema.table_constraints"
+        f" WHERE table_schema = {literal(schema)} AND table_name = {literal(contract.name)}"
+        " AND constraint_type = 'PRIMARY KEY'"
+    )
+
+
 def create_table_sql(contract: Contract, schema: str, dialect: Dialect) -> str:
     cols = table_columns(contract, dialect)
     body = ",\n".join(f"    {c.ddl(dialect)}" for c in cols)
     target = qualified(schema, contract.name, dialect)
-    key = idents([SHARD_ID, SEQUENCE_NUMBER], dialect)
+    constraint = identity_constraint(contract, dialect)
     if dialect is Dialect.POSTGRES:
-        return f"CREATE TABLE IF NOT EXISTS {target} (\n{body},\n    PRIMARY KEY ({key})\n)"
+        return f"CREATE TABLE IF NOT EXISTS {target} (\n{body},\n    {constraint}\n)"
     return (
         f"CREATE TABLE IF NOT EXISTS {target} (\n{body},\n"
-        f"    PRIMARY KEY ({key})\n)\n"
+        f"    {constraint}\n)\n"
         f"DISTSTYLE KEY DISTKEY ({ident(SEQUENCE_NUMBER, dialect)})\n"
         f"COMPOUND SORTKEY ({ident(contract.event_time_field.name, dialect)})"
     )
@@ -218,10 +272,11 @@ def stats_sql(contract: Contract, schema: str, dialect: Dialect) -> str:
         lag = f"EXTRACT(EPOCH FROM ({loaded} - {ingest}))"
     else:
         lag = f"DATEDIFF(millisecond, {ingest}, {loaded}) / 1000.0"
-    shard, seq = ident(SHARD_ID, dialect), ident(SEQUENCE_NUMBER, dialect)
+    shard, seq, arrival = (ident(c, dialect) for c in IDENTITY)
+    identity = f"{shard} || '/' || {seq} || '/' || COALESCE(CAST({arrival} AS VARCHAR), '-')"
     return (
         f"SELECT count(*) AS warehouse_rows,"
-        f" count(*) - count(DISTINCT {shard} || '/' || {seq})"
+        f" count(*) - count(DISTINCT {identity})"
         f" AS warehouse_duplicates,"
         f" percentile_cont(0.5) WITHIN GROUP (ORDER BY {lag}) AS warehouse_lag_p50_s,"
         f" percentile_cont(0.95) WITHIN GROUP (ORDER BY {lag}) AS warehouse_lag_p95_s"

@@ -6,7 +6,7 @@ One batch is one transaction::
     CREATE TEMP TABLE staging (lake columns) ON COMMIT DROP
     COPY staging (...) FROM STDIN (FORMAT BINARY)    -- all rows, encoded by etl.warehouse.pgbinary
     MERGE INTO target USING staging (one row per identity if ranges overlap)
-        ON (shard_id, sequence_number)
+        ON (shard_id, sequence_number, approximate_arrival_time)   -- see etl.warehouse.ddl
         WHEN NOT MATCHED THEN INSERT ...
     INSERT INTO load_ledger ... ON CONFLICT (manifest_key) DO UPDATE   -- new ETag on a replay
     COMMIT
@@ -25,34 +25,19 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 
-from etl.contract import SEQUENCE_NUMBER, SHARD_ID, Contract, FieldType
+from etl.contract import Contract
 from etl.exceptions import WarehouseError
 from etl.redact import redact
 from etl.warehouse import ddl, pgbinary
+from etl.warehouse.base import QueryResult
 from etl.warehouse.ddl import Dialect
 from etl.warehouse.ledger import LedgerEntry, ranges_overlap
-from etl.warehouse.loader import QueryResult
 from etl.warehouse.source import FlushManifest, LakeSource
 
 log = logging.getLogger(__name__)
 
-#: PostgreSQL type names for binary COPY, per contract type.
-_COPY_TYPES: dict[FieldType, str] = {
-    FieldType.STRING: "text",
-    FieldType.INT: "int8",
-    FieldType.FLOAT: "float8",
-    FieldType.BOOL: "bool",
-    FieldType.TIMESTAMP: "timestamptz",
-}
-_META_COPY_TYPES = ["text", "text", "timestamptz", "timestamptz"]
-
-
 #: Rows encoded per COPY chunk (bounds the encoder's temporary memory).
 COPY_CHUNK_ROWS = 65_536
-
-
-def copy_types(contract: Contract) -> list[str]:
-    return [_COPY_TYPES[f.type] for f in contract.fields] + _META_COPY_TYPES
 
 
 def arrow_rows(table: pa.Table) -> Iterable[tuple[Any, ...]]:
@@ -66,12 +51,12 @@ def merge_sql(contract: Contract, schema: str, staging: str, *, dedup: bool = Tr
     cols = [c.name for c in ddl.lake_columns(contract, pg)]
     target = ddl.qualified(schema, contract.name, pg)
     staged = ddl.ident(staging, pg)
-    shard, seq = ddl.ident(SHARD_ID, pg), ddl.ident(SEQUENCE_NUMBER, pg)
-    source = f"(SELECT DISTINCT ON ({shard}, {seq}) * FROM {staged})" if dedup else staged
+    identity = ddl.idents(list(ddl.IDENTITY), pg)
+    source = f"(SELECT DISTINCT ON ({identity}) * FROM {staged})" if dedup else staged
     return (
         f"MERGE INTO {target} AS t\n"
         f"USING {source} AS s\n"
-        f"ON t.{shard} = s.{shard} AND t.{seq} = s.{seq}\n"
+        f"ON {ddl.identity_match('t', 's', pg)}\n"
         f"WHEN NOT MATCHED THEN INSERT ({ddl.idents([*cols, ddl.LOADED_AT], pg)})\n"
         f"VALUES ({ddl.idents(cols, pg, 's.')}, clock_timestamp())"
     )
@@ -149,6 +134,11 @@ class PostgresWarehouse:
             alters = ddl.plan_evolution(
                 self.contract, self.schema, self.existing_columns(), Dialect.POSTGRES
             )
+            cur.execute(ddl.primary_key_sql(self.contract, self.schema))
+            for (old_key,) in cur.fetchall():
+                alters += ddl.identity_migration_sql(
+                    self.contract, self.schema, Dialect.POSTGRES, str(old_key)
+                )
             for stmt in alters:
                 log.info("schema evolution: %s", stmt)
                 cur.execute(stmt)
@@ -186,7 +176,7 @@ class PostgresWarehouse:
         """COPY ``tables`` (lake rows) into staging, MERGE, record ``entries``: one transaction.
 
         ``dedup=False`` skips sorting staging by identity (the batch's ranges are disjoint); a
-        duplicate then fails the PRIMARY KEY and the whole transaction, never the data.
+        duplicate then fails the identity constraint and the whole transaction, never the data.
         """
         staging = f"_staging_{self.contract.name}"
         staged = ddl.ident(staging, Dialect.POSTGRES)

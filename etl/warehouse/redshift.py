@@ -42,9 +42,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from etl.contract import SEQUENCE_NUMBER, SHARD_ID, Contract
 from etl.exceptions import WarehouseError
 from etl.warehouse import ddl
+from etl.warehouse.base import QueryResult
 from etl.warehouse.ddl import Dialect
 from etl.warehouse.ledger import LedgerEntry
-from etl.warehouse.loader import QueryResult
 from etl.warehouse.source import FlushManifest
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def load_statements(
     dedup = ddl.ident(f"staging_{contract.name}_dedup", rs)
     col_ddl = ", ".join(f"{ddl.ident(c.name, rs)} {c.sql_type}" for c in lake)
     shard, seq = ddl.ident(SHARD_ID, rs), ddl.ident(SEQUENCE_NUMBER, rs)
+    identity = ddl.idents(list(ddl.IDENTITY), rs)
     keys = ", ".join(literal(e.manifest_key) for e in entries)
     values = ", ".join(
         f"({literal(e.manifest_key)}, {literal(e.etag)}, {int(e.rows)}, GETDATE())" for e in entries
@@ -158,11 +159,10 @@ def load_statements(
         f"COPY {staging} FROM {literal(copy_manifest_url)} {iam_role_clause(iam_role)}"
         " FORMAT AS PARQUET MANIFEST",
         f"CREATE TEMP TABLE {dedup} DISTKEY ({seq}) AS SELECT {col_list} FROM"
-        f" (SELECT {col_list}, ROW_NUMBER() OVER (PARTITION BY {shard}, {seq}"
+        f" (SELECT {col_list}, ROW_NUMBER() OVER (PARTITION BY {identity}"
         f" ORDER BY {ddl.ident(names[-1], rs)} DESC) AS rn FROM {staging}) WHERE rn = 1",
         f"MERGE INTO {target} USING {dedup} AS s"
-        f" ON {target}.{shard} = s.{shard}"
-        f" AND {target}.{seq} = s.{seq}"
+        f" ON {ddl.identity_match(target, 's', rs)}"
         f" WHEN MATCHED THEN UPDATE SET {shard} = s.{shard}"
         f" WHEN NOT MATCHED THEN INSERT ({col_list}, {ddl.ident(ddl.LOADED_AT, rs)})"
         f" VALUES ({ddl.idents(names, rs, 's.')}, GETDATE())",
@@ -186,6 +186,17 @@ def _field_value(cell: dict[str, Any]) -> Any:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Polling:
+    """How a statement is waited for: ``DescribeStatement`` every ``first_s``, doubling up to
+    ``max_s``, for at most ``timeout_s``."""
+
+    first_s: float = 0.25
+    max_s: float = 5.0
+    timeout_s: float = 900.0
+    sleep: Callable[[float], None] = time.sleep
+
+
 class RedshiftDataWarehouse:
     """Loads flush manifests into Redshift via the Data API; clients are injected."""
 
@@ -197,20 +208,18 @@ class RedshiftDataWarehouse:
         target: RedshiftTarget,
         *,
         bucket: str,
-        poll_first_s: float = 0.25,
-        poll_max_s: float = 5.0,
-        timeout_s: float = 900.0,
-        sleep: Callable[[float], None] = time.sleep,
+        polling: Polling | None = None,
     ) -> None:
         self.client = client
         self.s3 = s3
         self.contract = contract
         self.target = target
         self.bucket = bucket
-        self.poll_first_s = poll_first_s
-        self.poll_max_s = poll_max_s
-        self.timeout_s = timeout_s
-        self.sleep = sleep
+        polling = polling or Polling()
+        self.poll_first_s = polling.first_s
+        self.poll_max_s = polling.max_s
+        self.timeout_s = polling.timeout_s
+        self.sleep = polling.sleep
 
     @property
     def table(self) -> str:
@@ -301,6 +310,11 @@ class RedshiftDataWarehouse:
         alters = ddl.plan_evolution(
             self.contract, self.target.schema, self.existing_columns(), Dialect.REDSHIFT
         )
+        old_keys = self.query(ddl.primary_key_sql(self.contract, self.target.schema)).rows
+        for (old_key,) in old_keys:  # keyed on (shard, sequence) only: see etl.warehouse.ddl
+            alters += ddl.identity_migration_sql(
+                self.contract, self.target.schema, Dialect.REDSHIFT, str(old_key)
+            )
         if alters:
             # Redshift runs ALTER TABLE ADD COLUMN outside multi-statement transactions: one each.
             for stmt in alters:

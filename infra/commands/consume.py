@@ -12,6 +12,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from consumers.fleet import ConsumerFleet
+from etl.aws import error_code
 from etl.exceptions import ConfigError
 from etl.settings import Settings
 from infra.argtypes import at_least
@@ -48,7 +49,7 @@ def _lease_cap(settings: Settings, workers: int) -> int:
     except ClientError as exc:
         raise ConfigError(
             "stream_name",
-            f"cannot describe stream {stream!r} ({exc.response['Error']['Code']}); check the name"
+            f"cannot describe stream {stream!r} ({error_code(exc)}); check the name"
             " (DRIFTLINE_STREAM_NAME) and that the stack is up (`driftline local up`/`deploy`)",
         ) from None
     shards = int(summary["StreamDescriptionSummary"]["OpenShardCount"])

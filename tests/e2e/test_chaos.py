@@ -20,6 +20,7 @@ from bench._fleet import (
     fleet_processes,
     kill9,
     live_processors,
+    relay_of,
     start_supervisor,
     wait_gone,
 )
@@ -49,23 +50,18 @@ def warehouse() -> Iterator[PgProcess]:
         shutil.rmtree(state, ignore_errors=True)
 
 
-def _ppid(pid: int) -> int:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    return int(raw[raw.rfind(")") + 2 :].split()[1])
-
-
 def pick_victim(kind: str, work: Path, rng: random.Random, supervisor: int) -> int | None:
     if kind == "supervisor":
         return supervisor
     if kind == "daemon":
-        groups = read_fleet_state(work).get("groups", [])
+        groups = read_fleet_state(work).get("daemons", [])
         java = [g for g in groups if isinstance(g, int) and cmdline(g)]  # type: ignore[union-attr]
         return rng.choice(sorted(java)) if java else None
     procs = sorted(live_processors(work).values())
     if not procs:
         return None
     pid = rng.choice(procs)
-    return _ppid(pid) if kind == "relay" else pid
+    return relay_of(work, pid) if kind == "relay" else pid
 
 
 @pytest.mark.parametrize(

@@ -30,8 +30,12 @@ def make_rows(
     seed: int = 7,
     start: datetime = BASE_TIME,
     ingest_time: datetime | None = None,
+    arrival_time: datetime | None = None,
 ) -> pa.Table:
     """``count`` seeded lake rows of ``shard_id`` with sequence numbers ``first..first+count-1``.
+
+    ``arrival_time`` is Kinesis' (the same on every replay of a record; another stream
+    incarnation's records arrive later); ``ingest_time`` the consumer's (new on a replay).
 
     Event times step 61 s per sequence number, so ranges cross hour partitions.
     """
@@ -56,7 +60,8 @@ def make_rows(
     ingest = ingest_time or datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
     cols["shard_id"] = [shard_id] * count
     cols["sequence_number"] = [str(s) for s in seqs]
-    cols["approximate_arrival_time"] = [ingest - timedelta(seconds=1)] * count
+    arrival = arrival_time or datetime(2026, 1, 5, 11, 59, 59, tzinfo=UTC)
+    cols["approximate_arrival_time"] = [arrival] * count
     cols["ingest_time"] = [ingest] * count
     return pa.Table.from_pydict(cols, schema=contract.arrow_schema(with_metadata=True))
 

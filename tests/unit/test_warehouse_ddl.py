@@ -12,7 +12,10 @@ from etl.warehouse.ddl import (
     Dialect,
     create_ledger_sql,
     create_table_sql,
+    identity_match,
+    identity_migration_sql,
     plan_evolution,
+    stats_sql,
     table_columns,
 )
 from etl.warehouse.ledger import batches, to_load, to_read
@@ -46,7 +49,8 @@ def test_postgres_table_ddl(contract: Contract) -> None:
         '    "approximate_arrival_time" TIMESTAMPTZ,\n'
         '    "ingest_time" TIMESTAMPTZ,\n'
         '    "loaded_at" TIMESTAMPTZ,\n'
-        '    PRIMARY KEY ("shard_id", "sequence_number")\n'
+        '    CONSTRAINT "card_transactions_identity" UNIQUE NULLS NOT DISTINCT'
+        ' ("shard_id", "sequence_number", "approximate_arrival_time")\n'
         ")"
     )
 
@@ -61,7 +65,8 @@ def test_redshift_table_ddl_sizes_strings_and_chooses_dist_and_sort_keys(
         in sql
     )
     assert sql.endswith(
-        '    PRIMARY KEY ("shard_id", "sequence_number")\n)\n'
+        '    CONSTRAINT "card_transactions_identity" UNIQUE'
+        ' ("shard_id", "sequence_number", "approximate_arrival_time")\n)\n'
         'DISTSTYLE KEY DISTKEY ("sequence_number")\n'
         'COMPOUND SORTKEY ("event_time")'
     )
@@ -182,3 +187,31 @@ def test_parse_manifest_reads_the_lake_writers_format() -> None:
 def test_a_malformed_manifest_is_an_error_naming_its_key() -> None:
     with pytest.raises(WarehouseError, match=r"manifest 'm/x.json' is malformed \(KeyError"):
         parse_manifest("m/x.json", "e", '{"state": "committed"}')
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_the_row_identity_includes_the_arrival_time(contract: Contract, dialect: Dialect) -> None:
+    # GIVEN either warehouse WHEN the MERGE condition and the duplicate count are built
+    match = identity_match("t", "s", dialect)
+    # THEN a re-created stream's row (same shard and sequence, later arrival) is another row
+    assert match == (
+        't."shard_id" = s."shard_id" AND t."sequence_number" = s."sequence_number"'
+        ' AND (t."approximate_arrival_time" = s."approximate_arrival_time"'
+        ' OR (t."approximate_arrival_time" IS NULL AND s."approximate_arrival_time" IS NULL))'
+    )
+    assert '"approximate_arrival_time"' in stats_sql(contract, "driftline", dialect)
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_a_table_keyed_on_shard_and_sequence_only_is_migrated(
+    contract: Contract, dialect: Dialect
+) -> None:
+    # GIVEN a table created with PRIMARY KEY (shard_id, sequence_number) named t_pkey
+    # WHEN its migration is planned
+    stmts = identity_migration_sql(contract, "driftline", dialect, "card_transactions_pkey")
+    # THEN the old key goes and the identity constraint comes
+    assert stmts[0] == (
+        'ALTER TABLE "driftline"."card_transactions" DROP CONSTRAINT "card_transactions_pkey"'
+    )
+    assert stmts[1].startswith('ALTER TABLE "driftline"."card_transactions" ADD CONSTRAINT')
+    assert '("shard_id", "sequence_number", "approximate_arrival_time")' in stmts[1]

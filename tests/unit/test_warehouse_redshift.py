@@ -15,6 +15,7 @@ from etl.exceptions import WarehouseError
 from etl.warehouse.ledger import LedgerEntry
 from etl.warehouse.redshift import (
     MERGE_INDEX,
+    Polling,
     RedshiftDataWarehouse,
     RedshiftTarget,
     batch_id,
@@ -104,11 +105,16 @@ def test_load_statements_have_the_documented_shape(contract: Contract) -> None:
         " IAM_ROLE 'arn:aws:iam::123456789012:role/driftline-copy' FORMAT AS PARQUET MANIFEST",
         'CREATE TEMP TABLE "staging_card_transactions_dedup" DISTKEY ("sequence_number") AS'
         f" SELECT {LAKE_COLS} FROM (SELECT {LAKE_COLS}, ROW_NUMBER() OVER (PARTITION BY"
-        ' "shard_id", "sequence_number" ORDER BY "ingest_time" DESC) AS rn'
+        ' "shard_id", "sequence_number", "approximate_arrival_time"'
+        ' ORDER BY "ingest_time" DESC) AS rn'
         ' FROM "staging_card_transactions") WHERE rn = 1',
         'MERGE INTO "driftline"."card_transactions" USING "staging_card_transactions_dedup" AS s'
         ' ON "driftline"."card_transactions"."shard_id" = s."shard_id"'
         ' AND "driftline"."card_transactions"."sequence_number" = s."sequence_number"'
+        ' AND ("driftline"."card_transactions"."approximate_arrival_time"'
+        ' = s."approximate_arrival_time"'
+        ' OR ("driftline"."card_transactions"."approximate_arrival_time" IS NULL'
+        ' AND s."approximate_arrival_time" IS NULL))'
         ' WHEN MATCHED THEN UPDATE SET "shard_id" = s."shard_id"'
         f' WHEN NOT MATCHED THEN INSERT ({LAKE_COLS}, "loaded_at")'
         f" VALUES ({', '.join('s.' + n for n in names)}, GETDATE())",
@@ -170,7 +176,9 @@ def test_load_is_one_batch_statement_polled_with_backoff(
     # GIVEN a warehouse on stubbed clients and a batch of two manifests
     rs, rs_stub, s3, s3_stub = clients
     sleeps: list[float] = []
-    wh = RedshiftDataWarehouse(rs, s3, contract, TARGET, bucket="lake", sleep=sleeps.append)
+    wh = RedshiftDataWarehouse(
+        rs, s3, contract, TARGET, bucket="lake", polling=Polling(sleep=sleeps.append)
+    )
     key = f"warehouse/copy-manifests/card_transactions/{batch_id(BATCH)}.json"
     s3_stub.add_response(
         "put_object",
@@ -217,7 +225,9 @@ def test_a_failed_statement_surfaces_its_error(
 ) -> None:
     # GIVEN a batch whose COPY fails on Redshift
     rs, rs_stub, s3, s3_stub = clients
-    wh = RedshiftDataWarehouse(rs, s3, contract, TARGET, bucket="lake", sleep=lambda _: None)
+    wh = RedshiftDataWarehouse(
+        rs, s3, contract, TARGET, bucket="lake", polling=Polling(sleep=lambda _: None)
+    )
     s3_stub.add_response(
         "put_object",
         {},
@@ -259,7 +269,9 @@ def test_ensure_tables_adds_new_columns_and_ledger_reads_pages(
 ) -> None:
     # GIVEN a table that lacks the contract's 'is_fraud' column
     rs, rs_stub, s3, _ = clients
-    wh = RedshiftDataWarehouse(rs, s3, contract, TARGET, bucket="lake", sleep=lambda _: None)
+    wh = RedshiftDataWarehouse(
+        rs, s3, contract, TARGET, bucket="lake", polling=Polling(sleep=lambda _: None)
+    )
     rs_stub.add_response("batch_execute_statement", {"Id": "s-1"}, {"Sqls": ANY, **CALL})
     rs_stub.add_response("describe_statement", {"Id": "s-1", "Status": "FINISHED"}, {"Id": "s-1"})
     rs_stub.add_response("execute_statement", {"Id": "q-1"}, {"Sql": ANY, **CALL})
@@ -292,15 +304,33 @@ def test_ensure_tables_adds_new_columns_and_ledger_reads_pages(
         },
         {"Id": "q-1"},
     )
+    # ... and was created keyed on (shard_id, sequence_number) only
+    rs_stub.add_response("execute_statement", {"Id": "k-1"}, {"Sql": ANY, **CALL})
     rs_stub.add_response(
-        "execute_statement",
-        {"Id": "a-1"},
-        {
-            "Sql": 'ALTER TABLE "driftline"."card_transactions" ADD COLUMN "is_fraud" BOOLEAN',
-            **CALL,
-        },
+        "describe_statement",
+        {"Id": "k-1", "Status": "FINISHED", "HasResultSet": True},
+        {"Id": "k-1"},
     )
-    rs_stub.add_response("describe_statement", {"Id": "a-1", "Status": "FINISHED"}, {"Id": "a-1"})
+    rs_stub.add_response(
+        "get_statement_result",
+        {
+            "Records": [[{"stringValue": "card_transactions_pkey"}]],
+            "ColumnMetadata": [{"name": "constraint_name"}],
+        },
+        {"Id": "k-1"},
+    )
+    expected = [
+        'ALTER TABLE "driftline"."card_transactions" ADD COLUMN "is_fraud" BOOLEAN',
+        'ALTER TABLE "driftline"."card_transactions" DROP CONSTRAINT "card_transactions_pkey"',
+        'ALTER TABLE "driftline"."card_transactions" ADD CONSTRAINT'
+        ' "card_transactions_identity" UNIQUE'
+        ' ("shard_id", "sequence_number", "approximate_arrival_time")',
+    ]
+    for i, sql in enumerate(expected):
+        rs_stub.add_response("execute_statement", {"Id": f"a-{i}"}, {"Sql": sql, **CALL})
+        rs_stub.add_response(
+            "describe_statement", {"Id": f"a-{i}", "Status": "FINISHED"}, {"Id": f"a-{i}"}
+        )
     # the ledger comes back in two pages
     rs_stub.add_response(
         "execute_statement",
@@ -331,6 +361,6 @@ def test_ensure_tables_adds_new_columns_and_ledger_reads_pages(
     alters = wh.ensure_tables()
     loaded = wh.loaded()
 
-    # THEN the missing column was added and both ledger pages were read
-    assert alters == ['ALTER TABLE "driftline"."card_transactions" ADD COLUMN "is_fraud" BOOLEAN']
+    # THEN the missing column was added, the identity migrated and both ledger pages were read
+    assert alters == expected
     assert loaded == {"m/a.json": "e1", "m/b.json": "e2"}

@@ -51,7 +51,7 @@ from scipy import stats
 
 from etl.contract import Contract, parse_contract
 from etl.drift import DriftWindow
-from etl.profile import Profile, build_profile
+from etl.profile import Profile, ProfileOptions, build_profile
 
 WINDOW_ROWS = 500
 BASELINE_ROWS = 20_000
@@ -194,8 +194,9 @@ def make_pool(layout: str, seed: int) -> Pool:
                 base,
                 c,
                 created_at="2026-01-01T00:00:00Z",
-                target_rate=WINDOW_RATE / len(FEATURES),
-                window_rows=WINDOW_ROWS,
+                options=ProfileOptions(
+                    target_rate=WINDOW_RATE / len(FEATURES), window_rows=WINDOW_ROWS
+                ),
             )
         )
     return Pool(layout, data, profiles)

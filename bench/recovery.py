@@ -48,7 +48,7 @@ from bench._fleet import (
 from bench._kcl import Stack, java_available, load_average
 from consumers.fleet import read_fleet_state
 from consumers.proctree import cmdline, descendants_of
-from etl.producer import produce
+from etl.producer import ProduceRun, produce
 from etl.settings import Settings
 
 TARGETS = {"processor": 10.0, "daemon": 15.0, "supervisor": 15.0}
@@ -68,7 +68,11 @@ class Producer(threading.Thread):
         seed = 0
         while not self.stop.is_set():
             seed += 1
-            produce(self.settings, self.stack.clients, records=self.rate, rate=self.rate, seed=seed)
+            produce(
+                self.settings,
+                self.stack.clients,
+                ProduceRun(records=self.rate, rate=self.rate, seed=seed),
+            )
 
 
 def victim(kind: str, work: Path, rng: random.Random, supervisor: int) -> tuple[int, set[str]]:

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -114,12 +115,22 @@ def injected_fault(settings: Settings) -> Callable[[str], None] | None:
 def build_observer(
     settings: Settings, contract: Contract, clients: AwsClients
 ) -> BatchObserver | None:
-    """The on-stream drift window, when the drift package is available and configured."""
+    """The on-stream drift window, when the drift package is available and configured, and the
+    quality window when ``quality_scoring`` is on (docs/quality.md)."""
     try:
         from consumers.drift_observer import make_drift_observer
     except ImportError:
         return None
-    return make_drift_observer(settings, contract, clients)
+    drift = make_drift_observer(settings, contract, clients)
+    if not settings.quality_scoring:
+        return drift
+    from consumers.quality_observer import Observers, make_quality_observer
+
+    # the local serving backend's pointer (retrain.wiring.pointer_path: cache / model / CURRENT)
+    model = settings.model_name or contract.name.replace("_", "-")
+    pointer = Path(settings.model_cache_dir).resolve() / model / "CURRENT"
+    quality = make_quality_observer(settings, contract, clients, pointer)
+    return Observers(drift, quality) if quality is not None else drift
 
 
 def main() -> None:

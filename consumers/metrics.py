@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from etl.aws import error_code
 from etl.drift import DriftResult
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def batches(
 def _is_retryable(exc: Exception) -> bool:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code", "")
+        code = error_code(exc)
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
         return code in _RETRYABLE_CODES or int(status) >= 500
     # botocore's connection/timeout errors (no response): transient

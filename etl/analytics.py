@@ -10,6 +10,9 @@ placeholder              DuckDB (``driftline lake query``)        Athena
 ``{dead_letters}``       ``<table>_dead_letters``                 the same (a view, at deploy)
 ``{event_time_column}``  the contract's event-time column         the same
 ``{feature_summary}``    aggregates generated from the contract   the same
+``{drift_metrics}``,     the exported tables (:mod:`etl.export`)  the same (Glue tables)
+``{alarm_transitions}``,
+``{model_versions}``
 ======================== ======================================== ==============================
 
 No query names a contract's column: they use the lake's own columns (``shard_id``,
@@ -30,9 +33,14 @@ from typing import Any
 
 from etl.contract import Contract, Field, FieldType
 from etl.exceptions import WarehouseError
+from etl.export import ExportTable
 
-#: The day-one queries: each runs on both engines for any contract.
-SHARED_QUERIES = ("volume_per_partition", "dead_letter_reasons", "feature_summary_daily")
+#: The day-one queries over the lake table and its dead letters.
+LAKE_QUERIES = ("volume_per_partition", "dead_letter_reasons", "feature_summary_daily")
+#: The day-one queries over the monitoring history ``driftline lake export`` writes (etl/export.py).
+HISTORY_QUERIES = ("drift_alarm_history", "model_versions_over_time")
+#: Every shared query: each runs on both engines for any contract.
+SHARED_QUERIES = (*LAKE_QUERIES, *HISTORY_QUERIES)
 #: Athena's price per TB scanned (us-east-1, 10 MB minimum per query).
 PRICE_PER_TB_USD = 5.0
 MIN_BILLED_BYTES = 10 * 1024 * 1024
@@ -106,6 +114,7 @@ def render(sql: str, contract: Contract, engine: Engine = Engine.DUCKDB) -> str:
         "{table}": quote(current_view(table) if engine is Engine.ATHENA else table),
         "{dead_letters}": quote(dead_letter_table(table)),
         "{event_time_column}": quote(contract.event_time_field.name),
+        **{f"{{{t}}}": quote(str(t)) for t in ExportTable},
     }
     if "{feature_summary}" in sql:
         values["{feature_summary}"] = feature_summary(contract)

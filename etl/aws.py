@@ -16,6 +16,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from etl.exceptions import DriftlineError
+
 _WR_LOCK = threading.Lock()
 _LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -94,31 +96,61 @@ def configure_awswrangler(endpoint_url: str | None) -> None:
 
 @contextlib.contextmanager
 def wrangler_endpoint(endpoint_url: str | None) -> Iterator[None]:
-    """Point awswrangler's S3, Glue and Athena clients at ``endpoint_url`` for the block only
+    """:func:`configure_awswrangler` for the block only, then the previous endpoints back
     (awswrangler's endpoints are process-global configuration, hence the lock)."""
     import awswrangler as wr
 
     with _WR_LOCK:
-        saved = (
-            wr.config.s3_endpoint_url,
-            wr.config.glue_endpoint_url,
-            wr.config.athena_endpoint_url,
-        )
-        wr.config.s3_endpoint_url = endpoint_url
-        wr.config.glue_endpoint_url = endpoint_url
-        wr.config.athena_endpoint_url = endpoint_url
+        saved = {s: getattr(wr.config, f"{s}_endpoint_url") for s in _WRANGLER_SERVICES}
+        configure_awswrangler(endpoint_url)
         try:
             yield
         finally:
-            (
-                wr.config.s3_endpoint_url,
-                wr.config.glue_endpoint_url,
-                wr.config.athena_endpoint_url,
-            ) = saved
+            for service, url in saved.items():
+                setattr(wr.config, f"{service}_endpoint_url", url)
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    response = getattr(exc, "response", None)
+    error = response.get("Error") if isinstance(response, dict) else None
+    return error if isinstance(error, dict) else {}
 
 
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a botocore ``ClientError`` (``""`` for any other exception), so a
     caller tests ``error_code(exc) == "AlreadyExistsException"`` instead of digging in dicts."""
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
+    return str(_error(exc).get("Code", ""))
+
+
+def error_message(exc: BaseException) -> str:
+    """The AWS error message of a botocore ``ClientError`` (``""`` for any other exception)."""
+    return str(_error(exc).get("Message", ""))
+
+
+# What S3 answers for an object that is not there: HEAD says "404" (or "NotFound"), GET "NoSuchKey".
+_S3_MISSING = frozenset({"404", "NotFound", "NoSuchKey"})
+
+
+def is_not_found(exc: BaseException, *also: str) -> bool:
+    """True when ``exc`` is S3's "no such object" (any of its spellings) or one of the codes in
+    ``also`` (e.g. ``"NoSuchBucket"``); False for any other error, including non-AWS ones.
+
+    >>> from botocore.exceptions import ClientError
+    >>> is_not_found(ClientError({"Error": {"Code": "404"}}, "HeadObject"))
+    True
+    """
+    code = error_code(exc)
+    return bool(code) and (code in _S3_MISSING or code in also)
+
+
+def split_s3_uri(uri: str, error: type[DriftlineError] = DriftlineError) -> tuple[str, str]:
+    """``("bucket", "key/of/object")`` from ``"s3://bucket/key/of/object"``; anything else raises
+    ``error`` (the caller's own kind, e.g. ``BaselineError``) naming the value.
+
+    >>> split_s3_uri("s3://lake/baselines/cards/CURRENT.json")
+    ('lake', 'baselines/cards/CURRENT.json')
+    """
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not bucket or not key:
+        raise error(f"expected an s3://bucket/key URI, got {uri!r}")
+    return bucket, key

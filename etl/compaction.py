@@ -39,11 +39,14 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -209,6 +212,40 @@ def resolve_visible(
     return [k for k in keys if hour_of(k) in hours]
 
 
+#: The lake's partition columns as the readers type them (strings, as in Glue).
+HOUR_PARTITIONS = pa.schema([(PARTITION_DATE, pa.string()), (PARTITION_HOUR, pa.string())])
+
+
+def lake_dataset(
+    s3: Any,
+    filesystem: pafs.FileSystem,
+    loc: TableLocation,
+    *,
+    hours: set[tuple[str, str]] | None = None,
+    schema: pa.Schema | None = None,
+) -> ds.Dataset:
+    """**The** lake reader: the table's visible objects (optionally only ``hours``) as a lazy
+    pyarrow dataset with ``event_date``/``event_hour`` string columns from the key. DuckDB
+    (``etl.query``), the retrain window and ``baseline build --from lake`` all read through it.
+
+    ``schema`` (the contract's, with partitions) types the columns and makes an empty table
+    readable; without it an empty table raises ``FileNotFoundError``.
+    """
+    keys = resolve_visible(s3, loc, hours)
+    if not keys:
+        if schema is None:
+            raise FileNotFoundError(f"s3://{loc.bucket}/{loc.objects_prefix} has no objects")
+        return ds.dataset(schema.empty_table())
+    return ds.dataset(
+        [f"{loc.bucket}/{k}" for k in keys],
+        filesystem=filesystem,
+        format="parquet",
+        partitioning=ds.partitioning(HOUR_PARTITIONS, flavor="hive"),
+        partition_base_dir=f"{loc.bucket}/{loc.objects_prefix}".rstrip("/"),
+        schema=schema,
+    )
+
+
 def generation_of(superseded: Iterable[str]) -> str:
     """Deterministic: the same small set always compacts to the same keys."""
     digest = hashlib.sha256("\n".join(sorted(superseded)).encode()).hexdigest()
@@ -229,8 +266,26 @@ class CompactionReport:
         return asdict(self)
 
 
+#: Objects of one hour read at a time while compacting.
+READERS = 8
+
 #: Step names passed to ``on_step`` (tests inject a crash at each).
 STEPS = ("read", "write_object", "commit", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionOptions:
+    """How a :class:`Compactor` compacts: object size, smallest hour worth it, delete delay."""
+
+    target_bytes: int = 128 * 1024 * 1024
+    #: An hour with fewer visible small objects than this is left alone.
+    min_objects: int = 2
+    #: Superseded objects are deleted this long after their compaction committed.
+    grace: timedelta = timedelta(minutes=15)
+
+    def __post_init__(self) -> None:
+        if self.target_bytes <= 0:
+            raise CompactionError(f"target size {self.target_bytes} B must be > 0; e.g. 128 MB")
 
 
 class Compactor:
@@ -241,21 +296,15 @@ class Compactor:
         s3: Any,
         contract: Contract,
         loc: TableLocation,
+        options: CompactionOptions = CompactionOptions(),
         *,
-        target_bytes: int = 128 * 1024 * 1024,
-        min_objects: int = 2,
-        grace: timedelta = timedelta(minutes=15),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_step: Callable[[str], None] = lambda step: None,
     ) -> None:
-        if target_bytes <= 0:
-            raise CompactionError(f"target size {target_bytes} B must be > 0; e.g. 128 MB")
         self.s3 = s3
         self.contract = contract
         self.loc = loc
-        self.target_bytes = target_bytes
-        self.min_objects = min_objects
-        self.grace = grace
+        self.options = options
         self._clock = clock
         self._on_step = on_step
         self._schema = contract.arrow_schema(with_metadata=True)
@@ -274,7 +323,7 @@ class Compactor:
                 by_hour[where].append(item)
         for (day, hh), small in sorted(by_hour.items()):
             closes = datetime.fromisoformat(f"{day}T{hh}:00:00+00:00") + timedelta(hours=1)
-            if closes + older_than > now or len(small) < self.min_objects:
+            if closes + older_than > now or len(small) < self.options.min_objects:
                 continue
             done = self.compact_hour(day, hh, small, report)
             if done is not None:
@@ -289,7 +338,8 @@ class Compactor:
         keys = sorted(i.key for i in small)
         gen = generation_of(keys)
         self._on_step("read")
-        tables = [self._read(k) for k in keys]
+        with ThreadPoolExecutor(max_workers=READERS) as pool:  # S3 GETs: latency, not CPU
+            tables = list(pool.map(self._read, keys))
         if any(t is None for t in tables):
             log.warning(
                 "%sT%s: an object vanished while compacting (compacted meanwhile)", day, hour
@@ -299,7 +349,7 @@ class Compactor:
             [(self.contract.event_time_field.name, "ascending"), (SEQUENCE_NUMBER, "ascending")]
         )
         in_bytes = sum(i.size for i in small)
-        parts = max(1, math.ceil(in_bytes / self.target_bytes))
+        parts = max(1, math.ceil(in_bytes / self.options.target_bytes))
         per_part = math.ceil(rows.num_rows / parts) if rows.num_rows else 0
         manifest = CompactionManifest(
             self.loc.table, day, hour, gen, supersedes=keys, rows=rows.num_rows
@@ -342,13 +392,17 @@ class Compactor:
         named = {o.key for m in compactions for o in m.objects}
         ripe: set[str] = set()
         for m in compactions:
-            if m.written_at and datetime.fromisoformat(m.written_at) + self.grace <= now:
+            if m.written_at and datetime.fromisoformat(m.written_at) + self.options.grace <= now:
                 ripe.update(m.supersedes)
         doomed = [
             i.key
             for i in listed
             if (i.key in ripe and not is_compacted(i.key))
-            or (is_compacted(i.key) and i.key not in named and i.modified + self.grace <= now)
+            or (
+                is_compacted(i.key)
+                and i.key not in named
+                and i.modified + self.options.grace <= now
+            )
         ]
         for start in range(0, len(doomed), 1000):
             self._on_step("delete")
@@ -361,7 +415,7 @@ class Compactor:
 
     def _read(self, key: str) -> pa.Table | None:
         """The object's rows, or None when it is gone (another compaction's clean-up)."""
-        from etl.warehouse.source import conform
+        from etl.conform import conform
 
         try:
             body = self.s3.get_object(Bucket=self.loc.bucket, Key=key)["Body"].read()
@@ -389,6 +443,10 @@ class CompactionRequest:
     older_than: timedelta = timedelta(hours=2)
     target_bytes: int = 128 * 1024 * 1024
     grace: timedelta = timedelta(minutes=15)
+
+    @property
+    def options(self) -> CompactionOptions:
+        return CompactionOptions(target_bytes=self.target_bytes, grace=self.grace)
 
     @classmethod
     def from_event(cls, event: Any) -> CompactionRequest:
@@ -425,8 +483,7 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
         clients.client("s3"),
         contract,
         TableLocation.of(settings, contract),
-        target_bytes=request.target_bytes,
-        grace=request.grace,
+        request.options,
     )
     report = compactor.run(request.older_than)
     log.info("compaction report %s", json.dumps(report.to_dict(), sort_keys=True))

@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from etl.contract_labels import LabelSpec, check_labels, parse_labels
 from etl.exceptions import ContractError
 from etl.identifiers import check_identifier
 
@@ -140,6 +141,8 @@ class Contract:
     source: str = field(default="", compare=False)
     #: The ``[generator]`` table (synthetic-data parameters), validated by ``etl.synthetic``.
     generator: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: How the label arrives (``[labels]``, ``etl/contract_labels.py``): inline unless declared.
+    labels: LabelSpec = field(default_factory=LabelSpec)
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
@@ -177,6 +180,7 @@ class Contract:
                 f" choose one of {names}"
             )
         self._check_label()
+        check_labels(self.labels, self)
         if self.max_record_bytes <= 0 or self.max_record_bytes > 1024 * 1024:
             raise ContractError(
                 f"contract {self.name!r}: max_record_bytes={self.max_record_bytes} must be in"
@@ -273,6 +277,7 @@ class Contract:
             "partition_key": self.partition_key,
             "max_record_bytes": self.max_record_bytes,
             **({"task": self.task.value} if self.task is not None else {}),
+            **({"labels": self.labels.to_dict()} if self.labels.late else {}),
             "fields": [
                 {
                     k: v
@@ -382,6 +387,7 @@ def parse_contract(doc: Mapping[str, Any], source: str = "<dict>") -> Contract:
         task=_parse_task(doc, fields, source),
         source=source,
         generator=dict(generator),
+        labels=parse_labels(doc.get("labels"), source),
     )
 
 
@@ -434,9 +440,9 @@ def load_contract(path: str | Path | None = None, *, s3_client: Any = None) -> C
 def _read_s3(uri: str, s3_client: Any) -> str:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket or not key:
-        raise ContractError(f"contract URI {uri!r}: expected s3://bucket/key")
+    from etl.aws import split_s3_uri
+
+    bucket, key = split_s3_uri(uri, ContractError)
     if s3_client is None:
         raise ContractError(f"reading the contract {uri} needs an S3 client; none was given")
     try:

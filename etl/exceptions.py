@@ -65,3 +65,7 @@ class CompactionError(DriftlineError):
 
 class LabelRequiredError(RetrainError):
     """Retraining was asked of a contract that declares no label (nothing to learn)."""
+
+
+class QualityError(DriftlineError):
+    """Predictions or labels handed to a quality window do not fit it (kept, never dropped)."""

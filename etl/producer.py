@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import ClientError
 
-from etl.aws import AwsClients
+from etl.aws import AwsClients, error_code, error_message
 from etl.contract import Contract, load_contract
 from etl.exceptions import ProducerError
 from etl.settings import Settings
@@ -172,8 +172,7 @@ class KinesisProducer:
             try:
                 resp = self.client.put_records(StreamName=self.stream_name, Records=request)
             except ClientError as exc:
-                err = exc.response.get("Error", {})
-                last_code, last_message = str(err.get("Code", "")), str(err.get("Message", ""))
+                last_code, last_message = error_code(exc), error_message(exc)
                 if last_code not in RETRYABLE_REQUEST_ERRORS:
                     raise ProducerError(
                         f"PutRecords on stream {self.stream_name!r} failed with {last_code}:"
@@ -287,54 +286,101 @@ def build_payloads(
     return out
 
 
-def produce(
-    settings: Settings,
-    clients: AwsClients,
-    *,
-    records: int,
-    rate: float | None = None,
-    seed: int = 0,
-    scenario: Scenario | str = Scenario.STATIONARY,
-    poison_rate: float = 0.0,
-    drift_at: float = 0.5,
-    start: datetime | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    contract: Contract | None = None,
-) -> ProduceSummary:
-    """Generate ``records`` synthetic records of the contract (``settings.contract_path`` unless
-    given) and put them on ``settings.stream_name``.
+@dataclass(frozen=True)
+class ProduceRun:
+    """What to produce: how many records, how fast, from which seed and scenario.
 
     With ``rate`` (records/s) the puts are paced and event times advance at that rate; ``start``
     is the first event time (``None``: the generator's fixed default, so runs are reproducible).
     """
-    if records < 0:
-        raise ValueError(f"records must be >= 0, got {records}")
-    if rate is not None and rate <= 0:
-        raise ValueError(f"rate must be > 0 records/s, got {rate}")
+
+    records: int
+    rate: float | None = None
+    seed: int = 0
+    scenario: Scenario | str = Scenario.STATIONARY
+    poison_rate: float = 0.0
+    drift_at: float = 0.5
+    start: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.records < 0:
+            raise ValueError(f"records must be >= 0, got {self.records}")
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError(f"rate must be > 0 records/s, got {self.rate}")
+
+
+def produce(
+    settings: Settings,
+    clients: AwsClients,
+    run: ProduceRun,
+    *,
+    contract: Contract | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> ProduceSummary:
+    """Generate ``run.records`` synthetic records of the contract (``settings.contract_path``
+    unless given) and put them on ``settings.stream_name``.
+
+    >>> # doctest: +SKIP
+    >>> produce(settings, clients, ProduceRun(records=1000, poison_rate=0.01)).good
+    990
+    """
     stream = settings.require("stream_name")
     contract = contract or load_contract(settings.contract_path)
-    scenario = Scenario(scenario)
+    scenario = Scenario(run.scenario)
     rows = generate_records(
-        records,
-        seed=seed,
+        run.records,
+        seed=run.seed,
         scenario=scenario,
-        drift_at=drift_at,
-        start=start,
-        events_per_second=rate or 50.0,
+        drift_at=run.drift_at,
+        start=run.start,
+        events_per_second=run.rate or 50.0,
         contract=contract,
     )
-    plan = poison_plan(records, poison_rate, seed)
-    payloads = build_payloads(rows, plan, seed=seed, contract=contract)
+    plan = poison_plan(run.records, run.poison_rate, run.seed)
+    payloads = build_payloads(rows, plan, seed=run.seed, contract=contract)
     producer = KinesisProducer(
         clients.client("kinesis"),
         stream,
         max_attempts=settings.producer_max_attempts,
         backoff_base_s=settings.producer_backoff_base_s,
-        rng=random.Random(seed),
+        rng=random.Random(run.seed),
         sleep=sleep,
     )
+    paced = _put_paced(producer, payloads, run.rate, sleep, clock)
+    id_field, et_field = contract.id_field.name, contract.event_time_field.name
+    return ProduceSummary(
+        stream_name=stream,
+        produced=len(payloads),
+        good=len(payloads) - len(plan),
+        poison={kind: sum(1 for k in plan.values() if k == kind) for kind in POISON_KINDS},
+        good_ids=[str(r[id_field]) for i, r in enumerate(rows) if i not in plan],
+        seconds=paced.seconds,
+        retried=paced.retried,
+        attempts=paced.attempts,
+        scenario=scenario.value,
+        seed=run.seed,
+        first_event_time=rows[0][et_field] if rows else None,
+        last_event_time=rows[-1][et_field] if rows else None,
+    )
 
+
+@dataclass(frozen=True)
+class _Paced:
+    seconds: float
+    retried: int
+    attempts: int
+
+
+def _put_paced(
+    producer: KinesisProducer,
+    payloads: Sequence[tuple[bytes, str]],
+    rate: float | None,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> _Paced:
+    """Put ``payloads`` in chunks (a tenth of a second's worth when paced at ``rate``),
+    sleeping whenever ahead of the rate; logs progress every 5 s."""
     chunk = (
         MAX_RECORDS_PER_REQUEST
         if rate is None
@@ -351,38 +397,20 @@ def produce(
         sent += len(part)
         now = clock()
         if now >= next_log:
-            log.info("produced %d/%d records to %s", sent, len(payloads), stream)
+            log.info("produced %d/%d records to %s", sent, len(payloads), producer.stream_name)
             next_log = now + 5.0
         if rate is not None:
             ahead = t0 + sent / rate - now
             if ahead > 0:
                 sleep(ahead)
-    seconds = clock() - t0
-
-    poison_counts = {kind: 0 for kind in POISON_KINDS}
-    for kind in plan.values():
-        poison_counts[kind] += 1
-    id_field, et_field = contract.id_field.name, contract.event_time_field.name
-    return ProduceSummary(
-        stream_name=stream,
-        produced=len(payloads),
-        good=len(payloads) - len(plan),
-        poison=poison_counts,
-        good_ids=[str(r[id_field]) for i, r in enumerate(rows) if i not in plan],
-        seconds=seconds,
-        retried=retried,
-        attempts=attempts,
-        scenario=scenario.value,
-        seed=seed,
-        first_event_time=rows[0][et_field] if rows else None,
-        last_event_time=rows[-1][et_field] if rows else None,
-    )
+    return _Paced(clock() - t0, retried, attempts)
 
 
 __all__ = [
     "MAX_BYTES_PER_REQUEST",
     "MAX_RECORDS_PER_REQUEST",
     "KinesisProducer",
+    "ProduceRun",
     "ProduceSummary",
     "PutResult",
     "build_payloads",

@@ -35,11 +35,12 @@ import pyarrow.json as pajson
 
 from etl.analytics import current_view, render, sql_file
 from etl.aws import AwsClients
-from etl.compaction import TableLocation, resolve_visible
-from etl.contract import PARTITION_DATE, PARTITION_HOUR, Contract
+from etl.compaction import TableLocation, lake_dataset, list_objects, resolve_visible
+from etl.contract import PARTITION_DATE, Contract
 from etl.exceptions import DriftlineError, WarehouseError
+from etl.export import ANALYTICS_PREFIX, SCHEMAS, ExportTable
 from etl.settings import Settings
-from etl.warehouse.loader import QueryResult
+from etl.warehouse.base import QueryResult
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,6 @@ DEAD_LETTER_SCHEMA = pa.schema(
         ("dead_at", pa.string()),
     ]
 )
-_HOUR_PARTITIONS = pa.schema([(PARTITION_DATE, pa.string()), (PARTITION_HOUR, pa.string())])
 _DAY_PARTITIONS = pa.schema([(PARTITION_DATE, pa.string())])
 #: The largest dead-letter line the reader takes: a 1 MiB record is ~1.4 MiB in base64, and a text
 #: payload's JSON escaping can double it (the default 1 MiB block fails "straddling object").
@@ -151,17 +151,26 @@ class LakeQuery:
         schema = None
         if self.contract is not None and table == self.contract.name:
             schema = self.contract.arrow_schema(with_metadata=True, with_partitions=True)
-        keys = self.visible_keys(table)
+        loc = TableLocation(self.bucket, table, self.lake_prefix, self.manifest_prefix)
+        return lake_dataset(self.s3, self.fs, loc, schema=schema)
+
+    def _exported_dataset(self, table: ExportTable) -> ds.Dataset:
+        """An exported table (``etl.export``): every day's object; empty until an export ran."""
+        schema = pa.schema([*SCHEMAS[table], (PARTITION_DATE, pa.string())])
+        prefix = f"{ANALYTICS_PREFIX}/{table}/"
+        try:
+            keys = [k.key for k in list_objects(self.s3, self.bucket, prefix)]
+        except DriftlineError as exc:
+            raise WarehouseError(f"reading exported table {table!r} failed: {exc}") from None
+        keys = [k for k in keys if k.endswith(".parquet")]
         if not keys:
-            if schema is None:
-                raise FileNotFoundError(f"s3://{self.bucket}/{self.lake_prefix}/{table}/ is empty")
             return self._empty(schema)
         return ds.dataset(
             [f"{self.bucket}/{k}" for k in keys],
             filesystem=self.fs,
             format="parquet",
-            partitioning=ds.partitioning(_HOUR_PARTITIONS, flavor="hive"),
-            partition_base_dir=f"{self.bucket}/{self.lake_prefix}/{table}",
+            partitioning=ds.partitioning(_DAY_PARTITIONS, flavor="hive"),
+            partition_base_dir=f"{self.bucket}/{prefix}".rstrip("/"),
             schema=schema,
         )
 
@@ -206,6 +215,9 @@ class LakeQuery:
                 con.register(table, rows)
                 con.register(current_view(table), rows)
                 con.register(f"{table}_dead_letters", dead)
+            for exported in ExportTable:
+                self.datasets[exported] = self._exported_dataset(exported)
+                con.register(str(exported), self.datasets[exported])
             self._con = lock_down(con)
         return self._con
 

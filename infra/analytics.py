@@ -13,6 +13,10 @@ publishes, for the stack's contract:
 3. one Athena named query per shared query, in the workgroup (idempotent by name);
 4. with a QuickSight data source (``QuickSightDataSourceArn`` output), a direct-query dataset over
    ``<table>_current`` whose columns come from the contract (AWS only).
+
+And :func:`exporter_for`: the monitoring-history exporter (``etl.export``) wired for a stack, the
+local one reading alarm transitions from the local alarm evaluator's record (moto has no
+DescribeAlarmHistory).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -48,7 +54,9 @@ from etl.contract import (
     FieldType,
 )
 from etl.exceptions import StackError
+from etl.export import CloudWatchHistory, Exporter, ExportSources, Transition
 from etl.query import DEAD_LETTER_SCHEMA
+from etl.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -229,3 +237,45 @@ def upsert_dataset(
         request.pop("Permissions")
         quicksight.update_data_set(**request)
     return str(request["DataSetId"])
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluatorHistory:
+    """The local alarm evaluator's transitions (``<state dir>/alarm-history.jsonl``)."""
+
+    state_dir: Path
+    prefix: str
+
+    def transitions(self, start: datetime, end: datetime) -> list[Transition]:
+        from infra.alarm_evaluator import read_history
+
+        out = []
+        for t in read_history(self.state_dir):
+            at = datetime.fromisoformat(t.time)
+            if t.alarm_name.startswith(self.prefix) and start <= at <= end:
+                out.append(Transition(at, t.alarm_name, t.previous_state, t.state, t.reason))
+        return out
+
+
+def exporter_for(settings: Settings, clients: AwsClients, state_dir: Path) -> Exporter:
+    """The exporter of ``settings``' stack: CloudWatch's alarm history on AWS, the evaluator's
+    record (in ``state_dir``) on the emulator."""
+    from retrain.wiring import model_group
+
+    prefix = f"{settings.stack_name}-"
+    cloudwatch = clients.client("cloudwatch")
+    history: Any = (
+        EvaluatorHistory(state_dir, prefix)
+        if settings.endpoint_url
+        else CloudWatchHistory(cloudwatch, prefix)
+    )
+    sources = ExportSources(
+        cloudwatch=cloudwatch,
+        sagemaker=clients.client("sagemaker"),
+        namespace=settings.metrics_namespace,
+        stream=settings.require("stream_name"),
+        alarm_prefix=prefix,
+        history=history,
+        model_group=model_group(settings),
+    )
+    return Exporter(clients.client("s3"), settings.require("lake_bucket"), sources)

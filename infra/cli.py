@@ -55,6 +55,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):  # shared helpers (_common), not a command
+            continue
         if only is not None and info.name != only:
             continue
         module = importlib.import_module(f"{commands.__name__}.{info.name}")

@@ -1,7 +1,7 @@
 """Local stand-in for "EventBridge rule → Lambda": poll the rule's SQS target, call the handler.
 
 moto cannot invoke a Lambda target, so locally the retrain rule targets an SQS queue and this
-dispatcher calls :func:`retrain.handler.handle_event` in-process for each message, the same code
+dispatcher calls :func:`retrain.gate.handle_event` in-process for each message, the same code
 the Lambda runs. A message is deleted only after the handler returned (a crash mid-run leaves it on
 the queue, and its visibility timeout brings it back; the handler's idempotency makes that safe).
 A malformed message is not retried forever and not lost: it goes to the dead-letter prefix of the
@@ -33,7 +33,9 @@ from etl.redact import RedactingFilter, redact
 from etl.settings import Settings
 from infra.procs import spawn_module
 from retrain.events import MalformedEventError
-from retrain.handler import HandlerResult, handle_event
+from retrain.gate import GateDeps, handle_event
+from retrain.results import GateStatus, HandlerResult
+from retrain.wiring import RunDeps
 
 log = logging.getLogger("infra.dispatcher")
 
@@ -60,13 +62,15 @@ class Dispatcher:
         clients: AwsClients,
         *,
         handle: Callable[..., HandlerResult] = handle_event,
-        **handle_kwargs: Any,
+        deps: RunDeps | None = None,
+        gate: GateDeps | None = None,
     ) -> None:
         self._settings = settings
         self._clients = clients
         self._queue = settings.require("retrain_queue_url")
         self._handle = handle
-        self._kwargs = handle_kwargs
+        self._deps = deps or RunDeps()
+        self._gate = gate or GateDeps()
         self._sqs = clients.client("sqs")
 
     def _dead_letter(self, message: dict[str, Any], reason: str) -> str:
@@ -105,7 +109,11 @@ class Dispatcher:
             message_id = message["MessageId"]
             try:
                 result = self._handle(
-                    message.get("Body", ""), self._settings, self._clients, **self._kwargs
+                    message.get("Body", ""),
+                    self._settings,
+                    self._clients,
+                    deps=self._deps,
+                    gate=self._gate,
                 )
             except MalformedEventError as exc:
                 uri = self._dead_letter(message, str(exc))
@@ -119,7 +127,7 @@ class Dispatcher:
             else:
                 report.results.append(result)
                 log.info("message %s: %s (%s)", message_id, result.status, result.reason)
-                if result.status == "deferred":
+                if result.status is GateStatus.DEFERRED:
                     self._defer(message, result.retry_after_s or 0.0)
                     report.deferred.append(message_id)
                     continue

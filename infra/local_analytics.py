@@ -13,10 +13,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infra.local_resources import _code, _Handler
+from etl.aws import error_code
+from infra.local_handler import Handler
 
 
-class AthenaWorkGroup(_Handler):
+class AthenaWorkGroup(Handler):
     resource_type = "AWS::Athena::WorkGroup"
 
     def physical_id(self, logical_id: str, props: dict[str, Any], stack_name: str) -> str:
@@ -37,7 +38,7 @@ class AthenaWorkGroup(_Handler):
         try:
             found = self.clients.client("athena").get_work_group(WorkGroup=physical_id)
         except ClientError as exc:
-            if _code(exc) == "InvalidRequestException":
+            if error_code(exc) == "InvalidRequestException":
                 return False
             raise
         return bool(found.get("WorkGroup"))
@@ -48,7 +49,7 @@ class AthenaWorkGroup(_Handler):
         )
 
 
-class GlueTable(_Handler):
+class GlueTable(Handler):
     resource_type = "AWS::Glue::Table"
 
     def physical_id(self, logical_id: str, props: dict[str, Any], stack_name: str) -> str:
@@ -59,7 +60,7 @@ class GlueTable(_Handler):
         try:
             glue.create_table(DatabaseName=props["DatabaseName"], TableInput=props["TableInput"])
         except ClientError as exc:
-            if _code(exc) != "AlreadyExistsException":
+            if error_code(exc) != "AlreadyExistsException":
                 raise
             glue.update_table(DatabaseName=props["DatabaseName"], TableInput=props["TableInput"])
 
@@ -69,7 +70,7 @@ class GlueTable(_Handler):
                 DatabaseName=props["DatabaseName"], Name=physical_id
             )
         except ClientError as exc:
-            if _code(exc) == "EntityNotFoundException":
+            if error_code(exc) == "EntityNotFoundException":
                 return False
             raise
         return True
@@ -80,10 +81,10 @@ class GlueTable(_Handler):
                 DatabaseName=props["DatabaseName"], Name=physical_id
             )
         except ClientError as exc:
-            if _code(exc) != "EntityNotFoundException":
+            if error_code(exc) != "EntityNotFoundException":
                 raise
 
 
-ANALYTICS_HANDLERS: dict[str, type[_Handler]] = {
+ANALYTICS_HANDLERS: dict[str, type[Handler]] = {
     h.resource_type: h for h in (AthenaWorkGroup, GlueTable)
 }

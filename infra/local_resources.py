@@ -4,8 +4,9 @@ moto's CloudFormation creates many resource types but skips others without an er
 "No Moto CloudFormation support for ..."): CloudWatch alarms, the Glue database, the model package
 group, bucket and queue policies (the Athena workgroup and Glue tables: infra/local_analytics.py).
 The local stack must still hold every resource of the template,
-with the template's own names and settings, so this module resolves those resources' properties (a
-small resolver for exactly the intrinsics the template uses) and makes the matching API calls.
+with the template's own names and settings, so this module makes the matching API calls from those
+resources' properties (resolved by :class:`infra.local_resolver.Resolver`; each type's handler is an
+:class:`infra.local_handler.Handler`).
 
 Resources whose condition is false in LocalMode (the EC2 fleet, the Lambda, Redshift Serverless) are
 reported with the local stand-in named in their ``Metadata: {Driftline: {LocalStandIn: ...}}``.
@@ -15,20 +16,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from etl.aws import AwsClients
+from etl.aws import AwsClients, error_code
 from etl.exceptions import StackError
+from infra.local_analytics import ANALYTICS_HANDLERS
+from infra.local_handler import Handler, LeftBehind
 
 log = logging.getLogger(__name__)
-
-#: The value ``{"Ref": "AWS::NoValue"}`` resolves to; dropped from dicts and lists.
-NO_VALUE: Any = object()
 
 #: provided_by labels
 BY_CLOUDFORMATION = "emulator-cloudformation"
@@ -38,201 +37,10 @@ def by_api(resource_type: str) -> str:
     return f"emulator-api (moto ignores {resource_type} in CloudFormation)"
 
 
-class Resolver:
-    """Resolve CloudFormation intrinsics against one stack's parameters and resources.
-
-    Only what driftline's template uses: ``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::If``,
-    ``Fn::Join``, ``Fn::Split``, ``Fn::Select``, ``Fn::ToJsonString`` and the condition
-    functions (``Fn::Equals``, ``Fn::Not``, ``Fn::And``, ``Fn::Or``, ``Condition``). Anything else
-    fails with a :class:`StackError` naming it, rather than producing a wrong value.
-
-    >>> r = Resolver({"Parameters": {"P": {"Type": "String", "Default": "x"}}}, {},
-    ...              {"AWS::StackName": "s"}, ref=lambda _: "", get_att=lambda _a, _b: "")
-    >>> r.resolve({"Fn::Sub": "${AWS::StackName}-${P}"})
-    's-x'
-    """
-
-    def __init__(
-        self,
-        template: Mapping[str, Any],
-        parameters: Mapping[str, str],
-        pseudo: Mapping[str, str],
-        *,
-        ref: Callable[[str], str],
-        get_att: Callable[[str, str], str],
-    ) -> None:
-        self.template = template
-        self.pseudo = dict(pseudo)
-        self._ref = ref
-        self._get_att = get_att
-        declared = template.get("Parameters", {})
-        unknown = sorted(set(parameters) - set(declared))
-        if unknown:
-            raise StackError(
-                f"parameter {unknown[0]!r} is not declared by the template; "
-                f"declared: {sorted(declared)}"
-            )
-        self.parameters: dict[str, str] = {}
-        for name, spec in declared.items():
-            if name in parameters:
-                self.parameters[name] = str(parameters[name])
-            elif "Default" in spec:
-                default = spec["Default"]
-                self.parameters[name] = (
-                    ",".join(map(str, default)) if isinstance(default, list) else str(default)
-                )
-            else:
-                raise StackError(f"parameter {name!r} has no default; pass it (--param {name}=...)")
-        self._conditions: dict[str, bool] = {}
-
-    # -- conditions -------------------------------------------------------------------------
-    def condition(self, name: str) -> bool:
-        if name not in self._conditions:
-            spec = self.template.get("Conditions", {}).get(name)
-            if spec is None:
-                raise StackError(f"condition {name!r} is not defined in the template's Conditions")
-            self._conditions[name] = self._condition_value(spec)
-        return self._conditions[name]
-
-    def _condition_value(self, spec: Any) -> bool:
-        if isinstance(spec, dict) and len(spec) == 1:
-            ((fn, arg),) = spec.items()
-            if fn == "Condition":
-                return self.condition(arg)
-            if fn == "Fn::Equals":
-                left, right = (self.resolve(a) for a in arg)
-                return bool(str(left) == str(right))
-            if fn == "Fn::Not":
-                return not self._condition_value(arg[0])
-            if fn == "Fn::And":
-                return all(self._condition_value(a) for a in arg)
-            if fn == "Fn::Or":
-                return any(self._condition_value(a) for a in arg)
-        raise StackError(f"unsupported condition expression {spec!r}")
-
-    def resource_enabled(self, logical_id: str) -> bool:
-        cond = self.template["Resources"][logical_id].get("Condition")
-        return True if cond is None else self.condition(cond)
-
-    # -- values -----------------------------------------------------------------------------
-    def ref(self, name: str) -> Any:
-        if name == "AWS::NoValue":
-            return NO_VALUE
-        if name in self.pseudo:
-            return self.pseudo[name]
-        if name in self.parameters:
-            spec = self.template["Parameters"][name]
-            if spec.get("Type", "String") in ("CommaDelimitedList", "List<String>") or str(
-                spec.get("Type", "")
-            ).startswith("List<"):
-                return [v for v in self.parameters[name].split(",") if v]
-            return self.parameters[name]
-        if name in self.template.get("Resources", {}):
-            return self._ref(name)
-        raise StackError(f"Ref to {name!r}, which is no parameter, pseudo parameter or resource")
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return [v for v in (self.resolve(x) for x in value) if v is not NO_VALUE]
-        if not isinstance(value, dict):
-            return value
-        if len(value) == 1:
-            ((key, arg),) = value.items()
-            if key == "Ref":
-                return self.ref(arg)
-            if key.startswith("Fn::") or key == "Condition":
-                return self._function(key, arg)
-        out = {}
-        for k, v in value.items():
-            resolved = self.resolve(v)
-            if resolved is not NO_VALUE:
-                out[k] = resolved
-        return out
-
-    def _function(self, fn: str, arg: Any) -> Any:
-        if fn == "Fn::Sub":
-            return self._sub(arg)
-        if fn == "Fn::GetAtt":
-            logical, _, attr = arg.partition(".") if isinstance(arg, str) else (arg[0], ".", arg[1])
-            return self._get_att(logical, attr)
-        if fn == "Fn::If":
-            cond, when_true, when_false = arg
-            return self.resolve(when_true if self.condition(cond) else when_false)
-        if fn == "Fn::Join":
-            sep, items = arg
-            return str(sep).join(str(x) for x in self.resolve(items))
-        if fn == "Fn::Split":
-            sep, text = arg
-            return str(self.resolve(text)).split(sep)
-        if fn == "Fn::Select":
-            index, items = arg
-            return self.resolve(items)[int(self.resolve(index))]
-        if fn == "Fn::ToJsonString":
-            return json.dumps(self.resolve(arg), separators=(",", ":"))
-        raise StackError(
-            f"the local resolver does not support {fn}; use Ref, Fn::Sub, Fn::GetAtt, Fn::If, "
-            "Fn::Join, Fn::Split, Fn::Select or Fn::ToJsonString in properties that are created "
-            "locally (infra/local_resources.py)"
-        )
-
-    _SUB_VAR = re.compile(r"\$\{([^}!][^}]*)\}")
-
-    def _sub(self, arg: Any) -> str:
-        if isinstance(arg, list):
-            text, variables = arg[0], {k: self.resolve(v) for k, v in arg[1].items()}
-        else:
-            text, variables = arg, {}
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1).strip()
-            if name in variables:
-                return str(variables[name])
-            if "." in name and not name.startswith("AWS::"):
-                logical, _, attr = name.partition(".")
-                return str(self._get_att(logical, attr))
-            value = self.ref(name)
-            if value is NO_VALUE:
-                raise StackError(f"Fn::Sub cannot substitute AWS::NoValue in {text!r}")
-            return ",".join(value) if isinstance(value, list) else str(value)
-
-        return self._SUB_VAR.sub(replace, str(text)).replace("${!", "${")
-
-
 # -- handlers for the types moto's CloudFormation ignores ----------------------------------------
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-class LeftBehind(Exception):  # noqa: N818 - a signal, not an error
-    """The emulator cannot delete this resource; the message says why and when it goes."""
-
-
-class _Handler:
-    resource_type = ""
-
-    def __init__(self, clients: AwsClients) -> None:
-        self.clients = clients
-
-    def physical_id(self, logical_id: str, props: dict[str, Any], stack_name: str) -> str:
-        """The id CloudFormation's Ref would return, derived from the resolved properties."""
-        raise NotImplementedError
-
-    def attribute(self, physical_id: str, props: dict[str, Any], name: str) -> str:
-        raise StackError(f"Fn::GetAtt {self.resource_type}.{name} is not supported locally")
-
-    def create(self, logical_id: str, props: dict[str, Any], stack_name: str) -> None:
-        raise NotImplementedError
-
-    def exists(self, physical_id: str, props: dict[str, Any]) -> bool:
-        raise NotImplementedError
-
-    def delete(self, physical_id: str, props: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-
-class GlueDatabase(_Handler):
+class GlueDatabase(Handler):
     resource_type = "AWS::Glue::Database"
 
     def physical_id(self, logical_id: str, props: dict[str, Any], stack_name: str) -> str:
@@ -245,7 +53,7 @@ class GlueDatabase(_Handler):
         try:
             glue.create_database(DatabaseInput=db_input)
         except ClientError as exc:
-            if _code(exc) != "AlreadyExistsException":
+            if error_code(exc) != "AlreadyExistsException":
                 raise
             glue.update_database(Name=name, DatabaseInput=db_input)
 
@@ -253,7 +61,7 @@ class GlueDatabase(_Handler):
         try:
             self.clients.client("glue").get_database(Name=physical_id)
         except ClientError as exc:
-            if _code(exc) == "EntityNotFoundException":
+            if error_code(exc) == "EntityNotFoundException":
                 return False
             raise
         return True
@@ -262,11 +70,11 @@ class GlueDatabase(_Handler):
         try:
             self.clients.client("glue").delete_database(Name=physical_id)
         except ClientError as exc:
-            if _code(exc) != "EntityNotFoundException":
+            if error_code(exc) != "EntityNotFoundException":
                 raise
 
 
-class S3BucketPolicy(_Handler):
+class S3BucketPolicy(Handler):
     resource_type = "AWS::S3::BucketPolicy"
 
     def physical_id(self, logical_id: str, props: dict[str, Any], stack_name: str) -> str:
@@ -282,7 +90,7 @@ class S3BucketPolicy(_Handler):
         try:
             self.clients.client("s3").get_bucket_policy(Bucket=physical_id)
         except ClientError as exc:
-            if _code(exc) in ("NoSuchBucketPolicy", "NoSuchBucket"):
+            if error_code(exc) in ("NoSuchBucketPolicy", "NoSuchBucket"):
                 return False
             raise
         return True
@@ -291,11 +99,11 @@ class S3BucketPolicy(_Handler):
         try:
             self.clients.client("s3").delete_bucket_policy(Bucket=physical_id)
         except ClientError as exc:
-            if _code(exc) not in ("NoSuchBucketPolicy", "NoSuchBucket"):
+            if error_code(exc) not in ("NoSuchBucketPolicy", "NoSuchBucket"):
                 raise
 
 
-class CloudWatchAlarm(_Handler):
+class CloudWatchAlarm(Handler):
     """PutMetricAlarm with the template's own threshold, period, M of N and missing-data mode."""
 
     resource_type = "AWS::CloudWatch::Alarm"
@@ -367,7 +175,7 @@ class CloudWatchAlarm(_Handler):
         self.clients.client("cloudwatch").delete_alarms(AlarmNames=[physical_id])
 
 
-class ModelPackageGroup(_Handler):
+class ModelPackageGroup(Handler):
     resource_type = "AWS::SageMaker::ModelPackageGroup"
 
     def physical_id(self, logical_id: str, props: dict[str, Any], stack_name: str) -> str:
@@ -402,7 +210,7 @@ class ModelPackageGroup(_Handler):
                 ModelPackageGroupName=str(props["ModelPackageGroupName"])
             )
         except ClientError as exc:
-            if _code(exc) in ("ValidationException", "ResourceNotFound"):
+            if error_code(exc) in ("ValidationException", "ResourceNotFound"):
                 return False
             raise
         return True
@@ -433,7 +241,7 @@ class ModelPackageGroup(_Handler):
             raise
 
 
-class SqsQueuePolicy(_Handler):
+class SqsQueuePolicy(Handler):
     resource_type = "AWS::SQS::QueuePolicy"
 
     def physical_id(self, logical_id: str, props: dict[str, Any], stack_name: str) -> str:
@@ -453,7 +261,7 @@ class SqsQueuePolicy(_Handler):
                     QueueUrl=str(url), AttributeNames=["Policy"]
                 )
             except ClientError as exc:
-                if "NonExistentQueue" in _code(exc):
+                if "NonExistentQueue" in error_code(exc):
                     return False
                 raise
             if not attrs.get("Attributes", {}).get("Policy"):
@@ -467,19 +275,17 @@ class SqsQueuePolicy(_Handler):
                     QueueUrl=str(url), Attributes={"Policy": ""}
                 )
             except ClientError as exc:
-                if "NonExistentQueue" not in _code(exc):
+                if "NonExistentQueue" not in error_code(exc):
                     raise
 
 
-HANDLERS: dict[str, type[_Handler]] = {
+HANDLERS: dict[str, type[Handler]] = {
     h.resource_type: h
     for h in (GlueDatabase, S3BucketPolicy, CloudWatchAlarm, ModelPackageGroup, SqsQueuePolicy)
 }
 
 
-def handler_for(resource_type: str, clients: AwsClients) -> _Handler:
-    from infra.local_analytics import ANALYTICS_HANDLERS
-
+def handler_for(resource_type: str, clients: AwsClients) -> Handler:
     cls = HANDLERS.get(resource_type) or ANALYTICS_HANDLERS.get(resource_type)
     if cls is None:
         raise StackError(

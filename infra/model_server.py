@@ -18,7 +18,12 @@ web page cannot post one without a CORS preflight), and a directory under the mo
 connections time out (``SOCKET_TIMEOUT_S``), at most ``MAX_WORKERS`` connections are served at
 once (more get 503), and draining a refused body stops after ``DRAIN_SECONDS``.
 
-Run as a process (binds 127.0.0.1 only)::
+With ``--capture-s3 s3://bucket/prefix`` every answered prediction is captured in SageMaker's
+data-capture format (``etl/capture.py``, ``infra/capture_sink.py``): the request thread only
+offers a line to a bounded buffer (full: dropped and counted), a writer thread puts it to S3.
+``GET /model`` reports the capture counts.
+
+Run as a process (binds 127.0.0.1 only; ``infra/model_server_proc.py`` starts and stops it)::
 
     python -m infra.model_server --model-dir DIR [--pointer FILE] --port 0 --ready-file F
 """
@@ -34,35 +39,44 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from etl.exceptions import EmulatorError
-from infra.procs import free_port, read_ready_file, spawn, stop_child, wait_until
+from infra.capture_sink import CaptureSink
+from infra.model_server_proc import (
+    DEFAULT_MAX_BYTES,
+    DRAIN_LIMIT,
+    DRAIN_SECONDS,
+    MAX_WORKERS,
+    SOCKET_TIMEOUT_S,
+    STATE_KEY,
+    CaptureOptions,
+    Limits,
+    ServerProcess,
+    remember,
+    start_model_server,
+)
+from infra.procs import free_port
 from retrain.backends.reload_auth import TOKEN_FILE, ReloadRefusedError, within, write_token
 from retrain.inference import InputError, LoadedModel, input_fn, model_fn, output_fn, predict_fn
 
 log = logging.getLogger("infra.model_server")
 
-DEFAULT_MAX_BYTES = 1024 * 1024
-#: Key of ``LocalState.extra`` where the running server's pid and URL are recorded.
-STATE_KEY = "model_server"
-#: Oversized bodies up to this size are read and dropped before the 413; larger ones close.
-DRAIN_LIMIT = 16 * 1024 * 1024
-#: ... and for at most this long (a slow sender is cut off instead of holding a thread).
-DRAIN_SECONDS = 5.0
-#: A connection that sends nothing for this long is closed (idle keep-alive included).
-SOCKET_TIMEOUT_S = 30.0
-#: Connections served at once (a thread each); the next one gets a 503 instead of a thread.
-MAX_WORKERS = 32
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "STATE_KEY",
+    "CaptureOptions",
+    "Limits",
+    "ServerProcess",
+    "remember",
+    "start_model_server",
+]
+
 _DIGITS = re.compile(r"^[0-9]{1,12}$")
 #: Client input that the parser may reject with these instead of InputError: still a 400.
 _CLIENT_ERRORS = (ValueError, OverflowError, RecursionError, csv.Error, UnicodeError)
@@ -119,22 +133,6 @@ def _warm_up(model: LoadedModel) -> None:
     predict_fn([{f.name: zero.get(f.type, "") for f in model.features}], model)
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one slow or hostile client may cost the server."""
-
-    socket_timeout_s: float = SOCKET_TIMEOUT_S
-    max_workers: int = MAX_WORKERS
-    drain_s: float = DRAIN_SECONDS
-
-    def args(self) -> list[str]:
-        return [
-            "--socket-timeout", str(self.socket_timeout_s),
-            "--max-workers", str(self.max_workers),
-            "--drain-seconds", str(self.drain_s),
-        ]  # fmt: skip
-
-
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -156,6 +154,7 @@ class _Server(ThreadingHTTPServer):
         self.token = token
         self.model_root = model_root
         self.limits = limits
+        self.capture: CaptureSink | None = None
         self._slots = threading.BoundedSemaphore(limits.max_workers)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -259,7 +258,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, b"{}")
         elif self.path == "/model":
-            self._send(200, json.dumps(holder.describe()).encode())
+            capture = self.server.capture
+            doc = {**holder.describe(), "capture": capture.stats() if capture else None}
+            self._send(200, json.dumps(doc).encode())
         else:
             self._error(404, f"no route GET {self.path}; use /ping, /model or POST /invocations")
 
@@ -297,6 +298,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(500, "prediction failed; the server log has the details")
             return
         self._send(200, out, content_type, {"X-Model-Id": model.model_id})
+        if self.server.capture is not None:  # after the answer: capture never delays it
+            self.server.capture.capture(
+                body,
+                self.headers.get("Content-Type", "application/json"),
+                out,
+                content_type,
+                model.model_id,
+            )
 
     def _authorized(self) -> bool:
         given = self.headers.get("Authorization", "")
@@ -374,18 +383,30 @@ def _watch_pointer(
             log.exception("pointer %s names %s, which failed to load", pointer, target)
 
 
+@dataclass(frozen=True, slots=True)
+class ServePaths:
+    """The files a server uses: the model cache (reloads stay under it), the reload token it
+    writes, the pointer it may watch and the ready file it writes its URL to."""
+
+    model_root: Path
+    token_file: Path
+    pointer: Path | None = None
+    ready_file: Path | None = None
+
+
 def serve(
     model_dir: str | None,
     port: int,
+    paths: ServePaths,
     *,
-    model_root: Path,
-    token_file: Path,
-    pointer: Path | None = None,
-    ready_file: Path | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
+    capture: CaptureSink | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT; a fresh reload token goes to ``token_file`` (mode 0600)."""
+    """Serve until SIGTERM/SIGINT; a fresh reload token goes to ``paths.token_file`` (mode
+    0600). With ``capture``, answered predictions are captured (its writer stops with us)."""
+    model_root, pointer, ready_file = paths.model_root, paths.pointer, paths.ready_file
+    limits = limits or Limits()
     holder = ModelHolder()
     initial = model_dir
     if initial is None and pointer is not None and pointer.exists():
@@ -393,8 +414,9 @@ def serve(
         initial = str(within(model_root, target)) if target else None
     if initial is not None:
         holder.load(initial)
-    token = write_token(token_file)
+    token = write_token(paths.token_file)
     server = _Server(port, holder, max_bytes, token=token, model_root=model_root, limits=limits)
+    server.capture = capture.start() if capture is not None else None
     stop = threading.Event()
 
     def _stop(signum: int, frame: Any) -> None:
@@ -417,112 +439,8 @@ def serve(
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
-
-
-# -- process management ----------------------------------------------------------------------
-@dataclass
-class ServerProcess:
-    pid: int
-    url: str
-    process: subprocess.Popen[bytes] | None = None
-    #: The reload token's file (mode 0600); reload_server(url, dir, token_file=...) reads it.
-    token_file: Path | None = None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        stop_child(self.pid, self.process, timeout)
-
-
-def start_model_server(
-    state_dir: Path,
-    model_uri_or_dir: str | Path | None,
-    *,
-    pointer: Path | None = None,
-    port: int | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    s3_client: Any = None,
-    timeout: float = 60.0,
-    model_root: Path | None = None,
-    limits: Limits = Limits(),
-) -> ServerProcess:
-    """Start the server as a process on 127.0.0.1 and wait until it answers ``/ping``.
-
-    ``model_uri_or_dir`` is a model directory or an ``s3://.../model.tar.gz`` (then ``s3_client``
-    is needed; the archive is extracted under ``state_dir/models``), or None to serve whatever
-    ``pointer`` names. Reloads (request or pointer) may only name directories under
-    ``model_root``: by default the pointer's folder (the model cache), else ``state_dir/models``.
-    The reload token is written to ``state_dir/model_server.token`` (mode 0600).
-    """
-    if model_root is None:
-        model_root = pointer.parent if pointer is not None else state_dir / "models"
-    state_dir.mkdir(parents=True, exist_ok=True)
-    model_dir: str | None = None
-    if model_uri_or_dir is not None:
-        text = str(model_uri_or_dir)
-        if text.startswith("s3://"):
-            if s3_client is None:
-                raise EmulatorError(f"{text}: pass s3_client to fetch an s3:// model")
-            from retrain.artifacts import fetch_model
-
-            name = text.rstrip("/").rsplit("/", 2)[-2]
-            model_dir = str(fetch_model(s3_client, text, state_dir / "models" / name))
-        else:
-            model_dir = str(Path(text).resolve())
-    ready = state_dir / "model_server.endpoint"
-    ready.unlink(missing_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "infra.model_server",
-        "--port",
-        str(port or free_port()),
-        "--ready-file",
-        str(ready),
-        "--max-bytes",
-        str(max_bytes),
-        "--model-root",
-        str(model_root.resolve()),
-        "--token-file",
-        str(state_dir / TOKEN_FILE),
-        *limits.args(),
-    ]
-    if model_dir is not None:
-        cmd += ["--model-dir", model_dir]
-    if pointer is not None:
-        cmd += ["--pointer", str(pointer)]
-    log_path = state_dir / "model_server.log"
-    proc = spawn(cmd, log_path, env={"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"})
-    need_model = model_dir is not None
-    url = wait_until(
-        proc,
-        lambda: read_ready_file(ready, lambda u: _answers(u, need_model=need_model)),
-        timeout=timeout,
-        what="the model server",
-        log_path=log_path,
-    )
-    return ServerProcess(pid=proc.pid, url=url, process=proc, token_file=state_dir / TOKEN_FILE)
-
-
-def _answers(url: str, *, need_model: bool) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:  # loopback only
-            return bool(resp.status == 200)
-    except urllib.error.HTTPError as exc:
-        return exc.code == 503 and not need_model
-    except OSError:
-        return False
-
-
-def stop_model_server(server: ServerProcess, timeout: float = 10.0) -> None:
-    server.stop(timeout)
-
-
-def remember(state: Any, server: ServerProcess) -> None:
-    """Record the server in ``LocalState.extra`` (``driftline predict`` / ``models`` find it)."""
-    state.extra[STATE_KEY] = {
-        "pid": server.pid,
-        "url": server.url,
-        "token_file": str(server.token_file) if server.token_file else None,
-    }
+        if capture is not None:
+            capture.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -537,6 +455,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drain-seconds", type=float, default=DRAIN_SECONDS)
     parser.add_argument("--model-root", type=Path, required=True, help="the model cache")
     parser.add_argument("--token-file", type=Path, required=True, help="written, mode 0600")
+    parser.add_argument("--capture-s3", default=None, help="s3://bucket/prefix: capture on")
+    parser.add_argument("--capture-endpoint-name", default="driftline-local")
+    parser.add_argument("--capture-variant", default="AllTraffic")
+    parser.add_argument("--capture-endpoint-url", default=None, help="S3 endpoint (emulator)")
+    parser.add_argument("--capture-max-lines", type=int, default=10_000)
+    parser.add_argument("--capture-interval", type=float, default=1.0)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -546,12 +470,28 @@ def main(argv: list[str] | None = None) -> None:
     serve(
         args.model_dir,
         args.port or free_port(),
-        pointer=args.pointer,
-        ready_file=args.ready_file,
+        ServePaths(args.model_root, args.token_file, args.pointer, args.ready_file),
         max_bytes=args.max_bytes,
         limits=Limits(args.socket_timeout, args.max_workers, args.drain_seconds),
-        model_root=args.model_root,
-        token_file=args.token_file,
+        capture=_capture_sink(args),
+    )
+
+
+def _capture_sink(args: argparse.Namespace) -> CaptureSink | None:
+    if not args.capture_s3:
+        return None
+    from etl.aws import AwsClients
+    from etl.capture import CaptureBuffer
+
+    region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    s3 = AwsClients(region=region, endpoint_url=args.capture_endpoint_url).client("s3")
+    return CaptureSink(
+        s3,
+        args.capture_s3,
+        args.capture_endpoint_name,
+        variant=args.capture_variant,
+        buffer=CaptureBuffer(args.capture_max_lines),
+        interval_s=args.capture_interval,
     )
 
 

@@ -4,7 +4,8 @@ One template (``infra/templates/driftline.yaml``) is the single source of truth 
 settings. Both targets go through a change set (CREATE or UPDATE; "no changes" is success). Locally
 the stack is deployed with ``LocalMode=true`` and then :mod:`infra.local_resources` creates by API
 what the emulator's CloudFormation ignores; :class:`StackResult` lists every resource of the
-template with how it is provided.
+template with how it is provided. What only AWS needs (the artifacts bucket, uploads, deploy and
+destroy) is in :mod:`infra.stack_aws`.
 
 >>> # doctest: +SKIP
 >>> result = deploy_local(AwsClients(endpoint_url="http://127.0.0.1:5000"))
@@ -14,7 +15,6 @@ template with how it is provided.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -27,10 +27,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from etl.aws import AwsClients
-from etl.contract import Contract, load_contract
+from etl.aws import AwsClients, error_code
 from etl.exceptions import StackError
 from infra import local_resources as lr
+from infra.local_handler import LeftBehind
+from infra.local_resolver import Resolver
 
 log = logging.getLogger(__name__)
 
@@ -110,22 +111,18 @@ def load_template(path: Path | None = None) -> dict[str, Any]:
 # -- change sets (AWS and emulator alike) ---------------------------------------------------------
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def stack_status(cfn: Any, stack_name: str) -> str | None:
     """The stack's status, or None when it does not exist (or only a review-stage shell exists)."""
     try:
         stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
     except ClientError as exc:
-        if _code(exc) == "ValidationError":
+        if error_code(exc) == "ValidationError":
             return None
         raise
     return str(stacks[0]["StackStatus"]) if stacks else None
 
 
-def _wait(
+def wait_until(
     probe: Callable[[], tuple[bool, str | None]], what: str, timeout: float, poll: float
 ) -> None:
     deadline = time.monotonic() + timeout
@@ -151,18 +148,7 @@ def apply_change_set(
     poll: float = 5.0,
 ) -> str:
     """Create (or update) ``stack_name`` through a change set; returns CREATE, UPDATE or NONE."""
-    status = stack_status(cfn, stack_name)
-    if status == "REVIEW_IN_PROGRESS":
-        cfn.delete_stack(StackName=stack_name)  # an earlier CREATE change set never executed
-        status = None
-    if status == "ROLLBACK_COMPLETE":
-        raise StackError(
-            f"stack {stack_name} is in ROLLBACK_COMPLETE (its creation failed); "
-            f"delete it (`driftline destroy --stack {stack_name}`) and deploy again"
-        )
-    if status is not None and status.endswith("_IN_PROGRESS"):
-        raise StackError(f"stack {stack_name} is busy ({status}); wait for it and retry")
-    kind = "CREATE" if status is None else "UPDATE"
+    kind = "CREATE" if _changeable_status(cfn, stack_name) is None else "UPDATE"
     name = f"driftline-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
     source: dict[str, str] = (
         {"TemplateURL": template_url} if template_url else {"TemplateBody": template_body or ""}
@@ -175,6 +161,43 @@ def apply_change_set(
         Capabilities=CAPABILITIES,
         **source,
     )
+    if not _wait_change_set(cfn, stack_name, name, timeout, poll):
+        cfn.delete_change_set(StackName=stack_name, ChangeSetName=name)
+        log.info("stack %s: no changes", stack_name)
+        return "NONE"
+    cfn.execute_change_set(StackName=stack_name, ChangeSetName=name)
+
+    def executed() -> tuple[bool, str | None]:
+        now = stack_status(cfn, stack_name) or "MISSING"
+        if now in (f"{kind}_COMPLETE",):
+            return True, None
+        if "ROLLBACK" in now or now.endswith("_FAILED"):
+            return False, f"{now}; {first_failure(cfn, stack_name)}"
+        return False, None
+
+    wait_until(executed, f"{kind} of stack {stack_name}", timeout, poll)
+    log.info("stack %s: %s complete", stack_name, kind)
+    return kind
+
+
+def _changeable_status(cfn: Any, stack_name: str) -> str | None:
+    """The stack's status when a change set may be made (None: create it), else a StackError."""
+    status = stack_status(cfn, stack_name)
+    if status == "REVIEW_IN_PROGRESS":
+        cfn.delete_stack(StackName=stack_name)  # an earlier CREATE change set never executed
+        return None
+    if status == "ROLLBACK_COMPLETE":
+        raise StackError(
+            f"stack {stack_name} is in ROLLBACK_COMPLETE (its creation failed); "
+            f"delete it (`driftline destroy --stack {stack_name}`) and deploy again"
+        )
+    if status is not None and status.endswith("_IN_PROGRESS"):
+        raise StackError(f"stack {stack_name} is busy ({status}); wait for it and retry")
+    return status
+
+
+def _wait_change_set(cfn: Any, stack_name: str, name: str, timeout: float, poll: float) -> bool:
+    """Wait until the change set is created; False when it holds no changes (nothing to do)."""
     no_changes = False
 
     def created() -> tuple[bool, str | None]:
@@ -188,27 +211,11 @@ def apply_change_set(
             return False, reason
         return cs["Status"] == "CREATE_COMPLETE", None
 
-    _wait(created, f"change set {name} of {stack_name}", timeout, poll)
-    if no_changes:
-        cfn.delete_change_set(StackName=stack_name, ChangeSetName=name)
-        log.info("stack %s: no changes", stack_name)
-        return "NONE"
-    cfn.execute_change_set(StackName=stack_name, ChangeSetName=name)
-
-    def executed() -> tuple[bool, str | None]:
-        now = stack_status(cfn, stack_name) or "MISSING"
-        if now in (f"{kind}_COMPLETE",):
-            return True, None
-        if "ROLLBACK" in now or now.endswith("_FAILED"):
-            return False, f"{now}; {_first_failure(cfn, stack_name)}"
-        return False, None
-
-    _wait(executed, f"{kind} of stack {stack_name}", timeout, poll)
-    log.info("stack %s: %s complete", stack_name, kind)
-    return kind
+    wait_until(created, f"change set {name} of {stack_name}", timeout, poll)
+    return not no_changes
 
 
-def _first_failure(cfn: Any, stack_name: str) -> str:
+def first_failure(cfn: Any, stack_name: str) -> str:
     try:
         events = cfn.describe_stack_events(StackName=stack_name)["StackEvents"]
     except ClientError:
@@ -235,7 +242,7 @@ def stack_parameters(cfn: Any, stack_name: str) -> dict[str, str]:
 # -- the local stack ----------------------------------------------------------------------------
 
 
-def _cfn_resources(cfn: Any, stack_name: str) -> dict[str, tuple[str, str]]:
+def cfn_resources(cfn: Any, stack_name: str) -> dict[str, tuple[str, str]]:
     """logical id -> (type, physical id) for what the emulator's CloudFormation created."""
     out: dict[str, tuple[str, str]] = {}
     token: str | None = None
@@ -267,7 +274,7 @@ class _LocalStack:
         self.stack_name = stack_name
         self.template = template
         self.cfn = clients.client("cloudformation")
-        self.cfn_made = _cfn_resources(self.cfn, stack_name)
+        self.cfn_made = cfn_resources(self.cfn, stack_name)
         account = str(clients.client("sts").get_caller_identity()["Account"])
         stack_id = str(self.cfn.describe_stacks(StackName=stack_name)["Stacks"][0]["StackId"])
         partition = "aws-cn" if clients.region.startswith("cn-") else "aws"
@@ -279,9 +286,7 @@ class _LocalStack:
             "AWS::Partition": partition,
             "AWS::URLSuffix": "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com",
         }
-        self.resolver = lr.Resolver(
-            template, parameters, pseudo, ref=self._ref, get_att=self._get_att
-        )
+        self.resolver = Resolver(template, parameters, pseudo, ref=self._ref, get_att=self._get_att)
         self._props: dict[str, dict[str, Any]] = {}
         self._resolving: set[str] = set()
 
@@ -355,7 +360,7 @@ class _LocalStack:
             elif action == "delete":
                 try:
                     handler.delete(physical, props)
-                except lr.LeftBehind as exc:
+                except LeftBehind as exc:
                     provided = f"left behind: {exc}"
             elif not handler.exists(physical, props):
                 provided = f"missing (expected by API: {rtype})"
@@ -420,7 +425,7 @@ def describe_local(
     cfn = clients.client("cloudformation")
     if stack_status(cfn, stack_name) is None:
         raise StackError(f"no local stack {stack_name}; run `driftline local up`")
-    template = _deployed_template(cfn, stack_name, template_path)
+    template = deployed_template(cfn, stack_name, template_path)
     stack = _LocalStack(clients, stack_name, template, stack_parameters(cfn, stack_name))
     return StackResult(outputs=stack.outputs(), resources=stack.statuses("check"))
 
@@ -437,7 +442,7 @@ def teardown_local(
     cfn = clients.client("cloudformation")
     if stack_status(cfn, stack_name) is None:
         return []
-    template = _deployed_template(cfn, stack_name, template_path)
+    template = deployed_template(cfn, stack_name, template_path)
     stack = _LocalStack(clients, stack_name, template, stack_parameters(cfn, stack_name))
     removed = stack.statuses("delete")
     retained = [
@@ -450,10 +455,10 @@ def teardown_local(
     def gone() -> tuple[bool, str | None]:
         now = stack_status(cfn, stack_name)
         if now == "DELETE_FAILED":
-            return False, _first_failure(cfn, stack_name)
+            return False, first_failure(cfn, stack_name)
         return now in (None, "DELETE_COMPLETE"), None
 
-    _wait(gone, f"deletion of local stack {stack_name}", timeout, 0.1)
+    wait_until(gone, f"deletion of local stack {stack_name}", timeout, 0.1)
     if purge_retained:
         for _lid, (rtype, physical) in retained:
             if rtype == "AWS::S3::Bucket":
@@ -461,7 +466,7 @@ def teardown_local(
     return removed
 
 
-def _deployed_template(cfn: Any, stack_name: str, template_path: Path | None) -> dict[str, Any]:
+def deployed_template(cfn: Any, stack_name: str, template_path: Path | None) -> dict[str, Any]:
     if template_path is not None:
         return load_template(template_path)
     body = cfn.get_template(StackName=stack_name)["TemplateBody"]
@@ -489,7 +494,7 @@ def empty_and_delete_bucket(clients: AwsClients, bucket: str) -> None:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": items[i : i + 1000]})
         s3.delete_bucket(Bucket=bucket)
     except ClientError as exc:
-        if _code(exc) != "NoSuchBucket":
+        if error_code(exc) != "NoSuchBucket":
             raise
 
 
@@ -507,200 +512,3 @@ def result_table(result: StackResult) -> str:
 
 def dumps(result: StackResult) -> str:
     return json.dumps(result.to_json(), indent=2, sort_keys=True)
-
-
-# -- AWS ----------------------------------------------------------------------------------------
-
-
-def artifacts_bucket_name(account: str, region: str) -> str:
-    """One artifacts bucket per account and region, shared by every driftline stack there."""
-    return f"driftline-artifacts-{account}-{region}"
-
-
-def ensure_artifacts_bucket(clients: AwsClients) -> str:
-    """Create the artifacts bucket if absent: private, encrypted, versioned, TLS only."""
-    account = str(clients.client("sts").get_caller_identity()["Account"])
-    bucket = artifacts_bucket_name(account, clients.region)
-    s3 = clients.client("s3")
-    try:
-        s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
-        return bucket
-    except ClientError as exc:
-        if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
-            raise StackError(
-                f"artifacts bucket {bucket} is not usable ({_code(exc)}); it may belong to "
-                "another account"
-            ) from None
-    kwargs: dict[str, Any] = {"Bucket": bucket}
-    if clients.region != "us-east-1":
-        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": clients.region}
-    s3.create_bucket(**kwargs)
-    s3.put_public_access_block(
-        Bucket=bucket,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True,
-            "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True,
-        },
-    )
-    s3.put_bucket_encryption(
-        Bucket=bucket,
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-        },
-    )
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    if clients.endpoint_url is None:  # the emulator is plain HTTP and enforces bucket policies
-        deny = {
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }
-        s3.put_bucket_policy(
-            Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]})
-        )
-    log.info("created artifacts bucket %s", bucket)
-    return bucket
-
-
-def _upload_once(clients: AwsClients, bucket: str, key: str, path: Path) -> None:
-    s3 = clients.client("s3")
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return  # content-addressed: already there
-    except ClientError as exc:
-        if _code(exc) not in ("404", "NoSuchKey", "NotFound"):
-            raise
-    s3.upload_file(str(path), bucket, key)
-
-
-@dataclass(frozen=True)
-class Artifacts:
-    bucket: str
-    app_key: str
-    lambda_key: str
-    template_url: str
-
-
-def upload_artifacts(
-    clients: AwsClients, stack_name: str, *, template_path: Path | None = None,
-    root: Path | None = None, work_dir: Path | None = None,
-) -> Artifacts:  # fmt: skip
-    """Build the app bundle and the Lambda zip, upload them and the template; return their keys."""
-    from infra.lambda_pkg import ROOT, build_app_bundle, build_lambda_zip
-
-    src = root or ROOT
-    bucket = ensure_artifacts_bucket(clients)
-    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        app = build_app_bundle(src, Path(tmp))
-        fn = build_lambda_zip(src, Path(tmp))
-        app_key, fn_key = f"{stack_name}/app/{app.name}", f"{stack_name}/lambda/{fn.name}"
-        _upload_once(clients, bucket, app_key, app.path)
-        _upload_once(clients, bucket, fn_key, fn.path)
-    body = (template_path or TEMPLATE_PATH).read_bytes()
-    tkey = f"{stack_name}/templates/driftline-{hashlib.sha256(body).hexdigest()[:12]}.yaml"
-    clients.client("s3").put_object(Bucket=bucket, Key=tkey, Body=body)
-    # moto reads the template from its own S3 by parsing this same URL (no network involved)
-    url = f"https://{bucket}.s3.{clients.region}.amazonaws.com/{tkey}"
-    return Artifacts(bucket, app_key, fn_key, url)
-
-
-def upload_contract(clients: AwsClients, bucket: str, stack_name: str, contract: Contract) -> str:
-    """Put the contract (its source text) in the artifacts bucket; returns its key.
-
-    Content-addressed (``<stack>/contracts/<name>-<sha12>.toml``): a changed contract is a new
-    ``ContractKey``, so the consumers' launch template changes and the fleet rolls onto it."""
-    text = contract_text(contract, clients)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    key = f"{stack_name}/contracts/{contract.name}-{digest}.toml"
-    clients.client("s3").put_object(
-        Bucket=bucket, Key=key, Body=text.encode(), ContentType="application/toml"
-    )
-    return key
-
-
-def contract_text(contract: Contract, clients: AwsClients | None = None) -> str:
-    """The TOML a contract was loaded from (a file, an ``s3://`` object or the shipped example)."""
-    source = contract.source
-    if source.startswith("s3://"):
-        if clients is None:
-            raise StackError(f"reading {source} needs AWS clients")
-        bucket, _, key = source[5:].partition("/")
-        body: bytes = clients.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-        return body.decode()
-    if source.startswith("etl/contracts/"):
-        from importlib import resources
-
-        return resources.files("etl.contracts").joinpath(source.rsplit("/", 1)[1]).read_text()
-    return Path(source).read_text()
-
-
-def deploy_aws(
-    clients: AwsClients,
-    *,
-    stack_name: str = "driftline",
-    parameters: Mapping[str, str] | None = None,
-    contract: Contract | None = None,
-    template_path: Path | None = None,
-    root: Path | None = None,
-    timeout: float = 3600.0,
-    poll: float = 10.0,
-) -> StackResult:
-    """Package, upload, create or update the stack through a change set, wait; return outputs.
-
-    The contract (default: the shipped example) travels as the ``ContractKey`` parameter."""
-    art = upload_artifacts(clients, stack_name, template_path=template_path, root=root)
-    contract_key = upload_contract(clients, art.bucket, stack_name, contract or load_contract())
-    params = {
-        "LocalMode": "false",
-        "ArtifactsBucket": art.bucket,
-        "AppArtifactKey": art.app_key,
-        "LambdaCodeKey": art.lambda_key,
-        "ContractKey": contract_key,
-        **{k: str(v) for k, v in (parameters or {}).items()},
-    }
-    cfn = clients.client("cloudformation")
-    apply_change_set(
-        cfn, stack_name, params, template_url=art.template_url, timeout=timeout, poll=poll
-    )
-    return describe_aws(clients, stack_name)
-
-
-def describe_aws(clients: AwsClients, stack_name: str = "driftline") -> StackResult:
-    cfn = clients.client("cloudformation")
-    resources = [
-        ResourceStatus(lid, rtype, physical, "aws-cloudformation")
-        for lid, (rtype, physical) in _cfn_resources(cfn, stack_name).items()
-    ]
-    return StackResult(outputs=stack_outputs(cfn, stack_name), resources=resources)
-
-
-def destroy_aws(
-    clients: AwsClients, stack_name: str = "driftline", *, timeout: float = 3600.0,
-    poll: float = 10.0,
-) -> list[str]:  # fmt: skip
-    """Delete the stack and wait. Returns the physical ids of resources kept by DeletionPolicy."""
-    cfn = clients.client("cloudformation")
-    if stack_status(cfn, stack_name) is None:
-        return []
-    template = _deployed_template(cfn, stack_name, None)
-    made = _cfn_resources(cfn, stack_name)
-    kept = [
-        made[lid][1]
-        for lid, spec in template["Resources"].items()
-        if spec.get("DeletionPolicy") == "Retain" and lid in made
-    ]
-    cfn.delete_stack(StackName=stack_name)
-
-    def gone() -> tuple[bool, str | None]:
-        now = stack_status(cfn, stack_name)
-        if now == "DELETE_FAILED":
-            return False, _first_failure(cfn, stack_name)
-        return now in (None, "DELETE_COMPLETE"), None
-
-    _wait(gone, f"deletion of stack {stack_name}", timeout, poll)
-    return kept

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from etl.aws import split_s3_uri
 from etl.exceptions import RetrainError
 
 ARCHIVE = "model.tar.gz"
@@ -20,12 +21,7 @@ INFERENCE_SOURCE = Path(__file__).with_name("inference.py")
 
 
 def split_s3(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise RetrainError(f"expected an s3://bucket/key URI, got {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket or not key:
-        raise RetrainError(f"expected an s3://bucket/key URI, got {uri!r}")
-    return bucket, key
+    return split_s3_uri(uri, RetrainError)
 
 
 def pack(model_dir: Path, dest: Path) -> Path:

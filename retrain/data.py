@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs as pafs
 
-from etl.aws import wrangler_endpoint
-from etl.compaction import TableLocation, resolve_visible
+from etl.aws import AwsClients
+from etl.compaction import TableLocation, lake_dataset
 from etl.contract import Contract
 from etl.exceptions import RetrainError
 
@@ -69,23 +70,24 @@ def read_window(
     manifest_prefix: str = "manifests",
 ) -> pd.DataFrame:
     """The table's rows with ``window.start <= event_time < window.end``, time-ordered."""
-    import awswrangler as wr
-
     path = table_path(bucket, lake_prefix, contract.name)
     columns = [f.name for f in contract.fields]
-    # The objects the compaction visibility rule shows (never a compacted hour twice).
-    s3 = session.client("s3", endpoint_url=endpoint_url)
+    # The lake reader: the objects the compaction visibility rule shows, of the window's hours.
+    clients = AwsClients(session.region_name or "us-east-1", endpoint_url, _session=session)
     loc = TableLocation(bucket, contract.name, lake_prefix, manifest_prefix)
-    keys = resolve_visible(s3, loc, window.hours())
-    if not keys:
+    try:
+        dataset = lake_dataset(
+            clients.client("s3"),
+            pafs.S3FileSystem(**clients.s3_filesystem_kwargs()),
+            loc,
+            hours=window.hours(),
+        )
+    except FileNotFoundError:
         raise RetrainError(
             f"no lake data under {path} for {window.start:%Y-%m-%dT%H:%M}Z..{window.end:%H:%M}Z;"
             " widen retrain_window_hours or check the consumers are writing"
-        )
-    with wrangler_endpoint(endpoint_url):
-        frame = wr.s3.read_parquet(
-            [f"s3://{bucket}/{k}" for k in keys], columns=columns, boto3_session=session
-        )
+        ) from None
+    frame: pd.DataFrame = dataset.to_table(columns=columns).to_pandas()
     et = contract.event_time_field.name
     times = pd.to_datetime(frame[et], utc=True)
     mask = (times >= pd.Timestamp(window.start)) & (times < pd.Timestamp(window.end))

@@ -11,17 +11,32 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from etl.aws import error_code, error_message
 from etl.exceptions import RetrainError
 
 VARIANT = "AllTraffic"
 INFERENCE_PROGRAM = "inference.py"
 CODE_DIR = "/opt/ml/model/code"
+
+
+class EndpointStatus(StrEnum):
+    """The endpoint's ``EndpointStatus`` (SageMaker's words) that a deployment waits on."""
+
+    IN_SERVICE = "InService"
+    FAILED = "Failed"
+    ROLLING_BACK = "RollingBack"
+    OUT_OF_SERVICE = "OutOfService"
+
+
+#: A deployment that reaches one of these did not take (the blue fleet serves, or nothing does).
+_BROKEN = (EndpointStatus.FAILED, EndpointStatus.ROLLING_BACK, EndpointStatus.OUT_OF_SERVICE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,32 +56,57 @@ class EndpointPlan:
     max_execution_timeout_s: int = 3600
     #: KMS key of the endpoint's storage volume (the stack's data key); None: AWS managed.
     kms_key_arn: str | None = None
+    #: Where the endpoint captures every request and response (``s3://bucket/prefix``, encrypted
+    #: with ``kms_key_arn``); None: no capture. The model-quality join reads it (docs/quality.md).
+    capture_s3_uri: str | None = None
 
 
-def plan(
-    *,
-    endpoint_name: str,
-    version: int,
-    image_uri: str,
-    model_data_url: str,
-    role_arn: str,
-    instance_type: str,
-    alarm_names: Sequence[str] = (),
-    suffix: str = "",
-    kms_key_arn: str | None = None,
-) -> EndpointPlan:
+#: Models and endpoint configs are ``<endpoint>-v<version, 6 digits>``: a fixed length, so the
+#: template grants ``<stack>-<model>-v??????`` and no other stack's names can match it.
+VERSION_DIGITS = 6
+_MAX_NAME = 63
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """The endpoint a stack serves from and how its versions run (from settings)."""
+
+    endpoint_name: str
+    role_arn: str
+    instance_type: str
+    alarm_names: tuple[str, ...] = ()
+    #: KMS key of the endpoint's storage volume (the stack's data key); None: AWS managed.
+    kms_key_arn: str | None = None
+    #: Where the endpoint captures requests and responses; None: no capture (docs/quality.md).
+    capture_s3_uri: str | None = None
+
+
+def version_name(endpoint_name: str, version: int) -> str:
+    """``<endpoint>-v000007``: the model's and the endpoint config's name for a version."""
+    name = f"{endpoint_name}-v{version:0{VERSION_DIGITS}d}"
+    if not 0 < version < 10**VERSION_DIGITS or len(name) > _MAX_NAME:
+        raise RetrainError(
+            f"model name {name!r} for version {version} is not a valid SageMaker name (at most"
+            f" {_MAX_NAME} characters, versions below {10**VERSION_DIGITS}): shorten the stack"
+            " or model name"
+        )
+    return name
+
+
+def plan(spec: EndpointSpec, *, version: int, image_uri: str, model_data_url: str) -> EndpointPlan:
     """Names derived from (endpoint, version): a retry creates the same resources."""
-    base = re.sub(r"[^a-zA-Z0-9-]", "-", f"{endpoint_name}-v{version}{suffix}")[:63]
+    name = version_name(re.sub(r"[^a-zA-Z0-9-]", "-", spec.endpoint_name), version)
     return EndpointPlan(
-        endpoint_name=endpoint_name,
-        model_name=base,
-        config_name=base,
+        endpoint_name=spec.endpoint_name,
+        model_name=name,
+        config_name=name,
         image_uri=image_uri,
         model_data_url=model_data_url,
-        role_arn=role_arn,
-        instance_type=instance_type,
-        alarm_names=tuple(alarm_names),
-        kms_key_arn=kms_key_arn,
+        role_arn=spec.role_arn,
+        instance_type=spec.instance_type,
+        alarm_names=spec.alarm_names,
+        kms_key_arn=spec.kms_key_arn,
+        capture_s3_uri=spec.capture_s3_uri,
     )
 
 
@@ -88,12 +128,29 @@ def deployment_config(p: EndpointPlan) -> dict[str, Any]:
     return cfg
 
 
+def data_capture_config(p: EndpointPlan) -> dict[str, Any]:
+    """SageMaker data capture of every request and response, JSON and CSV kept as text."""
+    cfg: dict[str, Any] = {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 100,
+        "DestinationS3Uri": p.capture_s3_uri,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {
+            "CsvContentTypes": ["text/csv"],
+            "JsonContentTypes": ["application/json"],
+        },
+    }
+    if p.kms_key_arn:
+        cfg["KmsKeyId"] = p.kms_key_arn
+    return cfg
+
+
 def _exists(sagemaker: Any, endpoint_name: str) -> bool:
     try:
         sagemaker.describe_endpoint(EndpointName=endpoint_name)
         return True
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ValidationException":
+        if error_code(exc) == "ValidationException":
             return False
         raise
 
@@ -102,7 +159,7 @@ def _ignore_exists(call: Callable[..., Any], **kwargs: Any) -> None:
     try:
         call(**kwargs)
     except ClientError as exc:
-        message = str(exc.response.get("Error", {}).get("Message", ""))
+        message = error_message(exc)
         if "already exist" not in message.lower():
             raise
 
@@ -128,6 +185,7 @@ def deploy(sagemaker: Any, p: EndpointPlan) -> str:
         _ignore_exists(
             sagemaker.create_endpoint_config,
             **({"KmsKeyId": p.kms_key_arn} if p.kms_key_arn else {}),
+            **({"DataCaptureConfig": data_capture_config(p)} if p.capture_s3_uri else {}),
             EndpointConfigName=p.config_name,
             ProductionVariants=[
                 {
@@ -169,9 +227,9 @@ def wait_in_service(
     while True:
         desc = sagemaker.describe_endpoint(EndpointName=endpoint_name)
         status = str(desc.get("EndpointStatus"))
-        if status == "InService":
+        if status == EndpointStatus.IN_SERVICE:
             return status
-        if status in ("Failed", "RollingBack", "OutOfService"):
+        if status in _BROKEN:
             raise RetrainError(
                 f"endpoint {endpoint_name!r} is {status}: {desc.get('FailureReason', '')}"
             )

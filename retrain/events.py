@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from etl.exceptions import EventError
+from retrain.backends.base import JobStatus
 
 DETAIL_TYPE = "CloudWatch Alarm State Change"
 SOURCE = "aws.cloudwatch"
@@ -33,9 +34,7 @@ STATES = ("OK", "ALARM", "INSUFFICIENT_DATA")
 
 TRAINING_DETAIL_TYPE = "SageMaker Training Job State Change"
 TRAINING_SOURCE = "aws.sagemaker"
-TRAINING_STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
-#: The statuses that end a training job (the rule forwards only these).
-TRAINING_TERMINAL = ("Completed", "Failed", "Stopped")
+TRAINING_STATUSES = tuple(str(s) for s in JobStatus)
 #: Longest accepted event id (EventBridge ids are 36-character UUIDs) and alarm name (CloudWatch
 #: allows 255); anything longer is malformed, not something to store and build names from.
 MAX_ID_CHARS = 128
@@ -217,7 +216,7 @@ class TrainingJobEvent:
     event_id: str
     job_name: str
     job_arn: str
-    status: str
+    status: JobStatus
     failure_reason: str
     #: ``detail.ModelArtifacts.S3ModelArtifacts`` when the event carries it.
     model_data_url: str
@@ -259,7 +258,7 @@ def parse_training_event(raw: Any) -> TrainingJobEvent:
         event_id=event_id,
         job_name=job_name,
         job_arn=str(detail.get("TrainingJobArn", "")),
-        status=status,
+        status=JobStatus(status),
         failure_reason=str(detail.get("FailureReason", "")),
         model_data_url=str(url),
         timestamp=_parse_time(time_text, "time", raw, what),
@@ -319,14 +318,14 @@ def should_finish(event: TrainingJobEvent, *, job_prefix: str) -> Decision:
         return Decision(
             False, f"training job {event.job_name!r} does not start with {job_prefix!r}"
         )
-    if event.status not in TRAINING_TERMINAL:
+    if not event.status.terminal:
         return Decision(False, f"training job {event.job_name!r} is {event.status}, not ended")
     return Decision(True, f"training job {event.job_name!r} ended {event.status}")
 
 
 def example_training_event(
     job_name: str,
-    status: str = "Completed",
+    status: str = JobStatus.COMPLETED,
     *,
     event_id: str = "11111111-1111-1111-1111-111111111111",
     model_data_url: str = "",

@@ -25,15 +25,20 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from etl.aws import error_code
 from etl.exceptions import RetrainError
 
 log = logging.getLogger(__name__)
 
-IN_PROGRESS = "IN_PROGRESS"
-COMPLETED = "COMPLETED"
-FAILED = "FAILED"
-#: An ALARM that arrived during the cool-down: claimable again when it is delivered again.
-DEFERRED = "DEFERRED"
+
+class EventStatus(StrEnum):
+    """An event's claim record (stored in the idempotency table as these words)."""
+
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    #: An ALARM that arrived during the cool-down: claimable again when it is delivered again.
+    DEFERRED = "DEFERRED"
 
 
 class Verdict(StrEnum):
@@ -48,7 +53,7 @@ class Verdict(StrEnum):
 @dataclass(frozen=True, slots=True)
 class EventRecord:
     event_id: str
-    status: str
+    status: EventStatus
     expires_at: float
     run_id: str = ""
 
@@ -77,13 +82,13 @@ def decide_event_claim(existing: EventRecord | None, now: float) -> ClaimDecisio
     """May a handler claim this event id? Only if unseen, or a crashed claim has expired."""
     if existing is None:
         return ClaimDecision(Verdict.GO, "first delivery of this event")
-    if existing.status == IN_PROGRESS and existing.expires_at <= now:
+    if existing.status == EventStatus.IN_PROGRESS and existing.expires_at <= now:
         return ClaimDecision(
             Verdict.GO, f"previous claim by run {existing.run_id!r} expired unfinished"
         )
-    if existing.status == FAILED:
+    if existing.status == EventStatus.FAILED:
         return ClaimDecision(Verdict.GO, f"previous run {existing.run_id!r} failed; retrying")
-    if existing.status == DEFERRED:
+    if existing.status == EventStatus.DEFERRED:
         return ClaimDecision(Verdict.RESUMED, "deferred during a cool-down; delivered again")
     return ClaimDecision(
         Verdict.DUPLICATE,
@@ -117,7 +122,9 @@ class IdempotencyStore(Protocol):
     def claim_event(
         self, event_id: str, run_id: str, now: float, ttl_s: float
     ) -> ClaimDecision: ...
-    def finish_event(self, event_id: str, run_id: str, status: str, result: str) -> None: ...
+    def finish_event(
+        self, event_id: str, run_id: str, status: EventStatus, result: str
+    ) -> None: ...
     def acquire_lock(self, model: str, run_id: str, now: float, ttl_s: float) -> ClaimDecision: ...
     def release_lock(self, model: str, run_id: str, now: float, cooldown_s: float) -> None: ...
 
@@ -134,10 +141,12 @@ class MemoryStore:
         with self._mutex:
             decision = decide_event_claim(self._events.get(event_id), now)
             if decision.go:
-                self._events[event_id] = EventRecord(event_id, IN_PROGRESS, now + ttl_s, run_id)
+                self._events[event_id] = EventRecord(
+                    event_id, EventStatus.IN_PROGRESS, now + ttl_s, run_id
+                )
             return decision
 
-    def finish_event(self, event_id: str, run_id: str, status: str, result: str) -> None:
+    def finish_event(self, event_id: str, run_id: str, status: EventStatus, result: str) -> None:
         with self._mutex:
             self._events[event_id] = EventRecord(event_id, status, float("inf"), run_id)
 
@@ -162,14 +171,14 @@ def _event_record(event_id: str, item: dict[str, Any] | None) -> EventRecord | N
         return None
     return EventRecord(
         event_id,
-        item["status"]["S"],
+        EventStatus(item["status"]["S"]),
         float(item["expires_at"]["N"]),
         item.get("run_id", {}).get("S", ""),
     )
 
 
 def _is_condition_failure(exc: ClientError) -> bool:
-    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+    return error_code(exc) == "ConditionalCheckFailedException"
 
 
 class DynamoStore:
@@ -185,7 +194,7 @@ class DynamoStore:
             self._ddb.describe_table(TableName=self._table)
             return
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            if error_code(exc) != "ResourceNotFoundException":
                 raise
         try:
             self._ddb.create_table(
@@ -195,7 +204,7 @@ class DynamoStore:
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
+            if error_code(exc) != "ResourceInUseException":
                 raise
         self._ddb.get_waiter("table_exists").wait(
             TableName=self._table, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
@@ -213,7 +222,7 @@ class DynamoStore:
                 ReturnValues="ALL_OLD",
                 Item={
                     "pk": {"S": f"event#{event_id}"},
-                    "status": {"S": IN_PROGRESS},
+                    "status": {"S": EventStatus.IN_PROGRESS},
                     "expires_at": {"N": repr(now + ttl_s)},
                     "run_id": {"S": run_id},
                 },
@@ -224,9 +233,9 @@ class DynamoStore:
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":now": {"N": repr(now)},
-                    ":failed": {"S": FAILED},
-                    ":deferred": {"S": DEFERRED},
-                    ":progress": {"S": IN_PROGRESS},
+                    ":failed": {"S": EventStatus.FAILED},
+                    ":deferred": {"S": EventStatus.DEFERRED},
+                    ":progress": {"S": EventStatus.IN_PROGRESS},
                 },
             )
         except ClientError as exc:
@@ -242,7 +251,7 @@ class DynamoStore:
             return decision
         return decide_event_claim(_event_record(event_id, resp.get("Attributes")), now)
 
-    def finish_event(self, event_id: str, run_id: str, status: str, result: str) -> None:
+    def finish_event(self, event_id: str, run_id: str, status: EventStatus, result: str) -> None:
         self._ddb.update_item(
             TableName=self._table,
             Key={"pk": {"S": f"event#{event_id}"}},

@@ -44,7 +44,7 @@ class InputError(ValueError):
         super().__init__(message)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class FeatureSpec:
     name: str
     type: str
@@ -157,7 +157,7 @@ def _check_value(spec: FeatureSpec, value: Any, where: str) -> Any:
             raise InputError(f"{where}: feature {spec.name!r} is required and may not be null")
         return None
     if spec.type in NUMERIC:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(
                 f"{where}: feature {spec.name!r} must be a number ({spec.type}), got {value!r}"
             )
@@ -181,7 +181,7 @@ def _check_value(spec: FeatureSpec, value: Any, where: str) -> Any:
 
 def _epoch_seconds(spec: FeatureSpec, value: Any, where: str) -> float:
     """An ISO-8601 time (``Z`` or an offset; naive means UTC) as seconds since the epoch."""
-    from datetime import UTC, datetime
+    from datetime import datetime, timezone
 
     if not isinstance(value, str):
         raise InputError(
@@ -193,7 +193,7 @@ def _epoch_seconds(spec: FeatureSpec, value: Any, where: str) -> float:
         raise InputError(
             f"{where}: feature {spec.name!r} must be an ISO-8601 time, got {value!r}"
         ) from None
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _from_csv_cell(spec: FeatureSpec, cell: str, where: str) -> Any:
@@ -249,13 +249,10 @@ def encode_records(
                     f"{where}: expected {len(names)} CSV columns in the order {names}, got"
                     f" {len(rec)}"
                 )
-            values = [
-                _from_csv_cell(spec, cell, where)
-                for spec, cell in zip(model.features, rec, strict=True)
-            ]
+            values = [_from_csv_cell(spec, cell, where) for spec, cell in zip(model.features, rec)]
         else:
             raise InputError(f"{where}: expected an object or a CSV row, got {rec!r}")
-        out[i] = [_code(model, spec, v) for spec, v in zip(model.features, values, strict=True)]
+        out[i] = [_code(model, spec, v) for spec, v in zip(model.features, values)]
     return out
 
 

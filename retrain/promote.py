@@ -7,14 +7,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from etl.aws import AwsClients
 from etl.profile import Profile, save_baseline
 from etl.settings import Settings
 from retrain import registry
 from retrain.artifacts import fetch_model
 from retrain.backends.base import Deployment, ServingBackend
-from retrain.train import BASELINE_FILE
+from retrain.fit import BASELINE_FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +26,7 @@ class Activation:
 
 def activate(
     settings: Settings,
-    s3: Any,
-    sagemaker: Any,
+    clients: AwsClients,
     serving: ServingBackend,
     version: registry.ModelVersion,
     *,
@@ -38,6 +37,7 @@ def activate(
 ) -> Activation:
     """Deploy ``version`` (a failed deployment leaves the registry untouched), then approve it
     and publish its baseline as current."""
+    s3 = clients.client("s3")
     if model_dir is None:
         model_dir = fetch_model(s3, version.model_data_url, staging_dir / f"v{version.version}")
     deployment = serving.deploy(
@@ -47,9 +47,9 @@ def activate(
         model_dir=model_dir,
     )
     approved = registry.set_status(
-        sagemaker,
+        clients.client("sagemaker"),
         version,
-        registry.APPROVED,
+        registry.Approval.APPROVED,
         reason=reason,
         properties={"promoted_at": f"{time.time():.6f}"},
     )

@@ -15,16 +15,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from etl.aws import error_code
 from etl.exceptions import RetrainError
 
-APPROVED = "Approved"
-REJECTED = "Rejected"
-PENDING = "PendingManualApproval"
-STATUSES = (APPROVED, REJECTED, PENDING)
+
+class Approval(StrEnum):
+    """A version's ``ModelApprovalStatus`` (SageMaker's words)."""
+
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+    PENDING = "PendingManualApproval"
+
+
 _MAX_VALUE = 256
 
 
@@ -45,7 +52,7 @@ class Candidate:
 class ModelVersion:
     version: int
     arn: str
-    status: str
+    status: Approval
     model_data_url: str
     metrics: Mapping[str, float] = field(default_factory=dict)
     champion_metrics: Mapping[str, float] = field(default_factory=dict)
@@ -100,7 +107,7 @@ def _version_from(desc: Mapping[str, Any]) -> ModelVersion:
     return ModelVersion(
         version=int(desc.get("ModelPackageVersion", 0)),
         arn=str(desc["ModelPackageArn"]),
-        status=str(desc.get("ModelApprovalStatus", PENDING)),
+        status=Approval(desc.get("ModelApprovalStatus", Approval.PENDING)),
         model_data_url=str(containers[0].get("ModelDataUrl", "")),
         metrics=metrics,
         champion_metrics=champion,
@@ -116,7 +123,7 @@ def ensure_group(sagemaker: Any, group: str, description: str = "driftline model
         sagemaker.describe_model_package_group(ModelPackageGroupName=group)
         return
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in (
+        if error_code(exc) not in (
             "ValidationException",
             "ResourceNotFound",
         ):
@@ -127,11 +134,10 @@ def ensure_group(sagemaker: Any, group: str, description: str = "driftline model
 
 
 def register(
-    sagemaker: Any, group: str, candidate: Candidate, *, status: str = PENDING
+    sagemaker: Any, group: str, candidate: Candidate, *, status: Approval = Approval.PENDING
 ) -> ModelVersion:
     """Register ``candidate`` as the group's next version; returns it as described."""
-    if status not in STATUSES:
-        raise RetrainError(f"model approval status {status!r} is not one of {STATUSES}")
+    status = _approval(status)
     request: dict[str, Any] = {
         "ModelPackageGroupName": group,
         "ModelPackageDescription": _clip(candidate.description or "driftline candidate"),
@@ -203,23 +209,31 @@ def find(versions: Sequence[ModelVersion], version: int) -> ModelVersion:
 
 def champion(versions: Sequence[ModelVersion]) -> ModelVersion | None:
     """The Approved version promoted last (ties: the higher version)."""
-    approved = [v for v in versions if v.status == APPROVED]
+    approved = [v for v in versions if v.status == Approval.APPROVED]
     if not approved:
         return None
     return max(approved, key=lambda v: (v.promoted_at, v.version))
 
 
+def _approval(status: str) -> Approval:
+    try:
+        return Approval(status)
+    except ValueError:
+        raise RetrainError(
+            f"model approval status {status!r} is not one of {[str(a) for a in Approval]}"
+        ) from None
+
+
 def set_status(
     sagemaker: Any,
     version: ModelVersion,
-    status: str,
+    status: Approval,
     *,
     reason: str,
     properties: Mapping[str, str] | None = None,
 ) -> ModelVersion:
     """Approve or reject ``version``, keeping its metadata and adding ``properties``."""
-    if status not in STATUSES:
-        raise RetrainError(f"model approval status {status!r} is not one of {STATUSES}")
+    status = _approval(status)
     merged = {
         **version.properties,
         **{k: _clip(v) for k, v in (properties or {}).items()},

@@ -22,18 +22,24 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from etl.aws import is_not_found
 from etl.contract import Contract, Task, contract_for_settings, load_contract
 from etl.exceptions import RetrainError
 from etl.settings import Settings
 from retrain.artifacts import split_s3
+from retrain.backends.base import JobStatus
 from retrain.events import TrainingJobEvent
 
 STATE_FILE = "run.json"
 
-#: RunState.status values
-TRAINING = "training"
-FINISHED = "finished"
-FAILED = "failed"
+
+class RunStatus(StrEnum):
+    """A run's durable state (``run.json``)."""
+
+    TRAINING = "training"
+    FINISHED = "finished"
+    FAILED = "failed"
+
 
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
@@ -44,7 +50,7 @@ class RunState:
 
     run_id: str
     job_name: str
-    status: str
+    status: RunStatus
     #: The alarm event that started the run (None for a manual run).
     event_id: str | None
     #: The single-flight lock's holder (the gate's claim id); None when the run is ungated.
@@ -77,7 +83,9 @@ class RunState:
         missing = [k for k in ("run_id", "job_name", "status") if k not in doc]
         if missing:
             raise RetrainError(f"run state lacks {missing}: {dict(doc)!r:.300}")
-        return cls(**{k: v for k, v in doc.items() if k in known})
+        fields = {k: v for k, v in doc.items() if k in known}
+        fields["status"] = RunStatus(fields["status"])
+        return cls(**fields)
 
 
 # -- names -------------------------------------------------------------------------------------
@@ -168,8 +176,7 @@ def load_state(s3: Any, settings: Settings, run_id: str) -> RunState | None:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-        if code in ("NoSuchKey", "404", "NotFound"):
+        if is_not_found(exc):
             return None
         raise
     try:
@@ -205,13 +212,13 @@ def decide_step(event: TrainingJobEvent, state: RunState | None) -> StepDecision
             Step.IGNORE,
             f"run {state.run_id!r} trains {state.job_name!r}, not {event.job_name!r}",
         )
-    if state.status != TRAINING:
+    if state.status is not RunStatus.TRAINING:
         return StepDecision(
             Step.IGNORE, f"run {state.run_id!r} is already {state.status}; nothing to do"
         )
-    if event.status == "Completed":
+    if event.status is JobStatus.COMPLETED:
         return StepDecision(Step.FINISH, f"training job {event.job_name!r} completed")
-    if event.status in ("Failed", "Stopped"):
+    if event.status in (JobStatus.FAILED, JobStatus.STOPPED):
         why = f": {event.failure_reason}" if event.failure_reason else ""
         return StepDecision(
             Step.FAIL, f"training job {event.job_name!r} {event.status.lower()}{why}"

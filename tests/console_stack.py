@@ -200,10 +200,10 @@ def seed_models(
     """Two trained versions registered (v1 approved and serving, v2 pending) and a run record."""
     from retrain import registry
     from retrain.artifacts import upload_model
-    from retrain.handler import model_group
     from retrain.manual import decide
-    from retrain.runs import RunState, promotion_metric, save_state, settings_contract
+    from retrain.runs import promotion_metric, settings_contract
     from retrain.train import train
+    from retrain.wiring import model_group
 
     s3, sm = clients.client("s3"), clients.client("sagemaker")
     bucket = settings.require("lake_bucket")
@@ -237,13 +237,21 @@ def seed_models(
         )
     if approve_first:
         decide(settings, clients, "approve", 1)
+    save_run_record(clients, settings)
+
+
+def save_run_record(clients: AwsClients, settings: Settings) -> None:
+    """The record of the retrain run that registered v2 and kept it for manual approval."""
+    from retrain.runs import RunState, RunStatus, save_state
+
+    bucket = settings.require("lake_bucket")
     save_state(
-        s3,
+        clients.client("s3"),
         settings,
         RunState(
             run_id="run-beta",
             job_name="driftline-run-beta",
-            status="finished",
+            status=RunStatus.FINISHED,
             event_id="evt-1",
             holder=None,
             window_start="2026-11-27T08:00:00+00:00",

@@ -14,43 +14,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from etl.contract import Contract
 from etl.exceptions import ConfigError
 from etl.settings import Settings
 from etl.warehouse import ledger
-from etl.warehouse.source import FlushManifest, LakeSource
+from etl.warehouse.base import Warehouse
+from etl.warehouse.source import LakeSource
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class QueryResult:
-    columns: list[str]
-    rows: list[tuple[Any, ...]]
-
-
-class Warehouse(Protocol):
-    """What the loader needs from a warehouse backend."""
-
-    def ensure_tables(self) -> list[str]:
-        """Create schema, table and ledger if missing; evolve the table; return the ALTERs run."""
-        ...
-
-    def loaded(self) -> dict[str, str]:
-        """The ledger: manifest key → ETag of the version loaded."""
-        ...
-
-    def load(self, manifests: Sequence[FlushManifest]) -> int:
-        """Load a batch in one transaction; return the rows newly inserted by the MERGE."""
-        ...
-
-    def query(self, sql: str) -> QueryResult: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass

@@ -25,34 +25,19 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 
-from etl.contract import Contract, FieldType
+from etl.contract import Contract
 from etl.exceptions import WarehouseError
 from etl.redact import redact
 from etl.warehouse import ddl, pgbinary
+from etl.warehouse.base import QueryResult
 from etl.warehouse.ddl import Dialect
 from etl.warehouse.ledger import LedgerEntry, ranges_overlap
-from etl.warehouse.loader import QueryResult
 from etl.warehouse.source import FlushManifest, LakeSource
 
 log = logging.getLogger(__name__)
 
-#: PostgreSQL type names for binary COPY, per contract type.
-_COPY_TYPES: dict[FieldType, str] = {
-    FieldType.STRING: "text",
-    FieldType.INT: "int8",
-    FieldType.FLOAT: "float8",
-    FieldType.BOOL: "bool",
-    FieldType.TIMESTAMP: "timestamptz",
-}
-_META_COPY_TYPES = ["text", "text", "timestamptz", "timestamptz"]
-
-
 #: Rows encoded per COPY chunk (bounds the encoder's temporary memory).
 COPY_CHUNK_ROWS = 65_536
-
-
-def copy_types(contract: Contract) -> list[str]:
-    return [_COPY_TYPES[f.type] for f in contract.fields] + _META_COPY_TYPES
 
 
 def arrow_rows(table: pa.Table) -> Iterable[tuple[Any, ...]]:

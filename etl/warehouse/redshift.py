@@ -42,9 +42,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from etl.contract import SEQUENCE_NUMBER, SHARD_ID, Contract
 from etl.exceptions import WarehouseError
 from etl.warehouse import ddl
+from etl.warehouse.base import QueryResult
 from etl.warehouse.ddl import Dialect
 from etl.warehouse.ledger import LedgerEntry
-from etl.warehouse.loader import QueryResult
 from etl.warehouse.source import FlushManifest
 
 log = logging.getLogger(__name__)

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from etl.compaction import TableLocation, read_compactions
+from etl.conform import conform
 from etl.contract import Contract
 from etl.exceptions import CompactionError, WarehouseError
 
@@ -191,28 +192,3 @@ class LakeSource:
         with ThreadPoolExecutor(self.threads) as pool:
             for key, table in zip(keys, pool.map(self.read_object, keys), strict=True):
                 yield conform(table, schema, key)
-
-
-def conform(table: pa.Table, schema: pa.Schema, where: str = "<table>") -> pa.Table:
-    """``table`` with exactly ``schema``'s columns: missing nullable ones are nulls, types cast."""
-    arrays: list[pa.ChunkedArray | pa.Array] = []
-    for field in schema:
-        if field.name in table.column_names:
-            col = table.column(field.name)
-            if col.type != field.type:
-                try:
-                    col = col.cast(field.type)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                    raise WarehouseError(
-                        f"{where}: column {field.name!r} has type {col.type}, which does not cast"
-                        f" to the contract's {field.type} ({exc}); fix the contract or the object"
-                    ) from None
-            arrays.append(col)
-        elif field.nullable:
-            arrays.append(pa.nulls(table.num_rows, field.type))
-        else:
-            raise WarehouseError(
-                f"{where}: required column {field.name!r} is missing; the object was written"
-                " under another contract — make the field nullable or reload from a fixed lake"
-            )
-    return pa.Table.from_arrays(arrays, schema=schema)

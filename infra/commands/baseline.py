@@ -14,30 +14,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
-from pyarrow import csv as pacsv
-
 from etl import jsonsafe
-from etl.aws import AwsClients
-from etl.compaction import TableLocation, resolve_visible
-from etl.contract import PARTITION_DATE, Contract, contract_for_settings
-from etl.exceptions import BaselineError, CompactionError
+from etl.aws import split_s3_uri
+from etl.exceptions import BaselineError
 from etl.profile import (
     DEFAULT_BINS,
     DEFAULT_TOP_K,
     NumericProfile,
+    Profile,
+    ProfileOptions,
     build_profile,
     save_baseline,
-    split_s3_uri,
     write_baseline_file,
 )
 from etl.settings import Settings
+from infra.commands._common import contract_for, read_dataset, remote
 from infra.context import add_contract_option, clients_for, resolve_settings
 
 
@@ -83,84 +76,6 @@ def register(sub: Any) -> None:
     b.set_defaults(func=_build)
 
 
-def contract_for(settings: Settings) -> Contract:
-    return contract_for_settings(settings, clients_for(settings))
-
-
-def _s3_fs(clients: AwsClients) -> pafs.S3FileSystem:
-    return pafs.S3FileSystem(**clients.s3_filesystem_kwargs())
-
-
-def _read_csv(path: str, filesystem: pafs.FileSystem | None) -> pa.Table:
-    if filesystem is None:
-        return pacsv.read_csv(path)
-    with filesystem.open_input_stream(path) as fh:
-        return pacsv.read_csv(fh)
-
-
-def read_dataset(source: str, settings: Settings, contract: Contract) -> tuple[pa.Table, str]:
-    """(rows, description) of a dataset named on the command line."""
-    if source == "lake" or source.startswith("lake:"):
-        bucket = settings.require("lake_bucket")
-        parts = source.split(":")[1:]
-        start = parts[0] if parts and parts[0] else None
-        end = parts[1] if len(parts) > 1 and parts[1] else None
-        location = f"{bucket}/{settings.lake_prefix}/{contract.name}"
-        clients = clients_for(settings)
-        loc = TableLocation(bucket, contract.name, settings.lake_prefix, settings.manifest_prefix)
-        try:
-            # Only the visible objects: a compacted hour is read once (etl/compaction.py).
-            visible = resolve_visible(clients.client("s3"), loc)
-            if not visible:
-                raise FileNotFoundError("no objects")
-            dataset = ds.dataset(
-                [f"{bucket}/{k}" for k in visible],
-                filesystem=_s3_fs(clients),
-                format="parquet",
-                partitioning="hive",
-                partition_base_dir=location,
-            )
-        except (FileNotFoundError, OSError, CompactionError) as exc:
-            raise BaselineError(
-                f"lake table s3://{location}/ is unreadable or empty ({exc});"
-                " produce and consume some records first"
-            ) from None
-        flt = None
-        if start is not None:
-            flt = pc.field(PARTITION_DATE) >= start
-        if end is not None:
-            upper = pc.field(PARTITION_DATE) <= end
-            flt = upper if flt is None else flt & upper
-        table = dataset.to_table(filter=flt)
-        return table, f"s3://{location}/ event_date {start or '*'}..{end or '*'}"
-    if source.startswith("s3://"):
-        fs = _s3_fs(clients_for(settings))
-        bucket, key = split_s3_uri(source if "/" in source[5:] else source + "/x")
-        path = f"{bucket}/{key}".rstrip("/")
-        if path.endswith(".csv"):
-            return _read_csv(path, fs), source
-        try:
-            return ds.dataset(
-                path, filesystem=fs, format="parquet", partitioning="hive"
-            ).to_table(), source
-        except (FileNotFoundError, OSError) as exc:
-            raise BaselineError(f"{source}: cannot read Parquet ({exc})") from None
-    local = Path(source)
-    if not local.exists():
-        raise BaselineError(
-            f"{source!r} does not exist; pass a Parquet/CSV path, an s3:// URI"
-            " or lake[:START[:END]]"
-        )
-    if local.is_file() and local.suffix.lower() == ".csv":
-        return _read_csv(str(local), None), str(local)
-    return ds.dataset(str(local), format="parquet", partitioning="hive").to_table(), str(local)
-
-
-def remote(ref: str | None) -> bool:
-    """Whether a --from/--out/--baseline reference needs AWS (the lake, S3, the current one)."""
-    return ref is None or ref.startswith("s3://") or ref.split(":", 1)[0] in ("lake", "current")
-
-
 def _build(args: argparse.Namespace) -> int:
     out_needs_aws = args.out is None or not args.out.endswith(".json") or remote(args.out)
     settings, _ = resolve_settings(args=args, needs_aws=remote(args.source) or out_needs_aws)
@@ -171,38 +86,49 @@ def _build(args: argparse.Namespace) -> int:
     profile = build_profile(
         table,
         contract,
-        bins=args.bins,
-        top_k=args.top_k,
+        options=ProfileOptions(
+            bins=args.bins,
+            top_k=args.top_k,
+            target_rate=args.target_rate or settings.drift_target_rate,
+            window_rows=args.window_rows or settings.drift_min_rows,
+        ),
         source=described,
-        target_rate=args.target_rate or settings.drift_target_rate,
-        window_rows=args.window_rows or settings.drift_min_rows,
     )
-    out: str | None = args.out
-    current = False
+    uri, current = _store(profile, args.out, not args.no_current, settings)
+    print(jsonsafe.dumps(_summary(profile, uri, current), indent=1))
+    print(f"baseline {profile.version} ({table.num_rows} rows) -> {uri}", file=sys.stderr)
+    return 0
+
+
+def _store(
+    profile: Profile, out: str | None, make_current: bool, settings: Settings
+) -> tuple[str, bool]:
+    """Write the baseline where ``--out`` says; (its URI, whether it became the current one).
+
+    A ``*.json`` out is that one file (local or S3), never current; otherwise a versioned baseline
+    under the lake bucket's (or the given ``s3://bucket/prefix``) baseline prefix."""
     if out is not None and out.endswith(".json"):
-        if out.startswith("s3://"):
-            bucket, key = split_s3_uri(out)
-            clients_for(settings).client("s3").put_object(
-                Bucket=bucket, Key=key, Body=profile.to_json().encode()
-            )
-            uri = out
-        else:
-            uri = str(write_baseline_file(out, profile))
-    else:
-        if out is None:
-            bucket, prefix = settings.require("lake_bucket"), settings.baseline_prefix
-        else:
-            if not out.startswith("s3://"):
-                raise BaselineError(
-                    f"--out {out!r}: expected a *.json file or s3://bucket[/prefix]"
-                )
-            bucket, _, prefix = out[5:].partition("/")
-            prefix = prefix.strip("/") or settings.baseline_prefix
-        current = not args.no_current
-        uri = save_baseline(
-            clients_for(settings).client("s3"), bucket, prefix, profile, make_current=current
+        if not out.startswith("s3://"):
+            return str(write_baseline_file(out, profile)), False
+        bucket, key = split_s3_uri(out, BaselineError)
+        clients_for(settings).client("s3").put_object(
+            Bucket=bucket, Key=key, Body=profile.to_json().encode()
         )
-    summary = {
+        return out, False
+    if out is None:
+        bucket, prefix = settings.require("lake_bucket"), settings.baseline_prefix
+    else:
+        if not out.startswith("s3://"):
+            raise BaselineError(f"--out {out!r}: expected a *.json file or s3://bucket[/prefix]")
+        bucket, _, prefix = out[5:].partition("/")
+        prefix = prefix.strip("/") or settings.baseline_prefix
+    s3 = clients_for(settings).client("s3")
+    return save_baseline(s3, bucket, prefix, profile, make_current=make_current), make_current
+
+
+def _summary(profile: Profile, uri: str, current: bool) -> dict[str, Any]:
+    calibration = profile.calibration
+    return {
         "uri": uri,
         "version": profile.version,
         "current": current,
@@ -216,10 +142,7 @@ def _build(args: argparse.Namespace) -> int:
             if isinstance(f, NumericProfile) and f.nonfinite
         },
         "calibration": {
-            "target_rate": profile.calibration.target_rate if profile.calibration else None,
-            "window_rows": profile.calibration.window_rows if profile.calibration else None,
+            "target_rate": calibration.target_rate if calibration else None,
+            "window_rows": calibration.window_rows if calibration else None,
         },
     }
-    print(jsonsafe.dumps(summary, indent=1))
-    print(f"baseline {profile.version} ({table.num_rows} rows) -> {uri}", file=sys.stderr)
-    return 0

@@ -26,14 +26,8 @@ from infra.context import (
     state_dir,
 )
 from infra.lake_table import ensure_lake_table
-from infra.stack import (
-    StackResult,
-    deploy_aws,
-    deploy_local,
-    destroy_aws,
-    result_table,
-    teardown_local,
-)
+from infra.stack import StackResult, deploy_local, result_table, teardown_local
+from infra.stack_aws import deploy_aws, destroy_aws
 
 
 def register(subparsers: Any) -> None:

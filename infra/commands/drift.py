@@ -20,7 +20,7 @@ from etl.drift import DriftResult, check
 from etl.exceptions import BaselineError
 from etl.profile import Profile, check_contract, load_baseline, load_current_baseline
 from etl.settings import Settings
-from infra.commands.baseline import contract_for, read_dataset, remote
+from infra.commands._common import contract_for, read_dataset, remote
 from infra.context import add_contract_option, clients_for, resolve_settings
 
 

@@ -6,6 +6,11 @@ against AWS) runs it in the stack's Athena workgroup through awswrangler and pri
 scanned and what they cost. ``--file NAME`` runs a shared query of ``etl/sql/`` (e.g.
 ``volume_per_partition``), rendered for the contract and the engine: the same file on both.
 
+``export``: copies the monitoring history (CloudWatch's drift metrics and alarm transitions, the
+model registry's versions) into the lake as the tables ``drift_metrics``, ``alarm_transitions``
+and ``model_versions`` (etl/export.py), which the shared queries ``drift_alarm_history`` and
+``model_versions_over_time`` read.
+
 ``compact``: rewrites the small objects of every lake hour that closed more than ``--older-than``
 ago into objects of about ``--target-mb``, and deletes the superseded ones ``--grace`` after the
 compaction committed (etl/compaction.py says why that is safe while consumers write and readers
@@ -23,14 +28,14 @@ from datetime import timedelta
 
 from etl.analytics import Engine, athena_query, render, sql_file
 from etl.aws import AwsClients, wrangler_endpoint
-from etl.compaction import Compactor, TableLocation
+from etl.compaction import CompactionOptions, Compactor, TableLocation
 from etl.contract import contract_for_settings
 from etl.exceptions import ConfigError, StackError
 from etl.query import LakeQuery
 from etl.settings import Settings
-from etl.warehouse.loader import QueryResult
-from infra.commands.warehouse import print_result
-from infra.context import add_contract_option, clients_for, resolve_settings
+from etl.warehouse.base import QueryResult
+from infra.commands._common import print_result
+from infra.context import add_contract_option, clients_for, resolve_settings, state_dir
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -80,6 +85,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     compact.add_argument("--json", action="store_true", help="print the report as JSON")
     add_contract_option(compact)
     compact.set_defaults(func=run_compact)
+
+    export = sub.add_parser(
+        "export",
+        help="copy drift metrics, alarm transitions and model versions into the lake",
+        description="Incremental and idempotent: a watermark per table, days overwritten whole"
+        " and only when changed (etl/export.py).",
+    )
+    export.add_argument("--json", action="store_true", help="print the report as JSON")
+    export.set_defaults(func=run_export)
 
 
 def _engine(args: argparse.Namespace, settings: Settings) -> Engine:
@@ -157,8 +171,7 @@ def run_compact(args: argparse.Namespace) -> int:
         clients.client("s3"),
         contract,
         TableLocation.of(settings, contract),
-        target_bytes=int(args.target_mb * 1024 * 1024),
-        grace=args.grace,
+        CompactionOptions(target_bytes=int(args.target_mb * 1024 * 1024), grace=args.grace),
     )
     report = compactor.run(args.older_than)
     if args.json:
@@ -168,5 +181,21 @@ def run_compact(args: argparse.Namespace) -> int:
             f"compacted {len(report.hours)} hour(s): {report.objects_in} objects"
             f" ({report.bytes_in:,} B) -> {report.objects_out} ({report.bytes_out:,} B),"
             f" {report.rows} rows; deleted {report.deleted} superseded object(s)"
+        )
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from infra.analytics import exporter_for
+
+    settings, _ = resolve_settings(args=args)
+    report = exporter_for(settings, clients_for(settings), state_dir()).run()
+    if args.json:
+        print(json.dumps(report.to_dict(), sort_keys=True))
+        return 0
+    for table, days in report.written.items():
+        print(
+            f"{table}: {report.rows[table]} row(s) in {len(days)} day(s) written"
+            + (f" ({', '.join(days)})" if days else " (nothing new)")
         )
     return 0

@@ -13,11 +13,11 @@ import json
 from typing import Any
 
 from etl.exceptions import RetrainError
-from etl.settings import Settings
-from infra.context import LocalState, add_contract_option, clients_for, resolve_settings
+from infra.commands._common import serving_settings
+from infra.context import add_contract_option, clients_for, resolve_settings
 from retrain import manual, registry
-from retrain.handler import model_group
 from retrain.runs import promotion_metric, settings_contract
+from retrain.wiring import model_group
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,19 +35,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--json", action="store_true", help="print JSON")
     add_contract_option(p)
     p.set_defaults(func=run)
-
-
-def serving_settings(settings: Settings, local: LocalState | None) -> Settings:
-    """Fill the local model server's URL from the local stack's state when not set."""
-    if settings.model_server_url is None and local is not None:
-        from infra.model_server import STATE_KEY
-
-        found = local.extra.get(STATE_KEY) or {}
-        if found.get("url"):
-            return settings.replace(
-                model_server_url=found["url"], model_server_token_file=found.get("token_file")
-            )
-    return settings
 
 
 def _row(v: registry.ModelVersion, champion: int | None, metric: str) -> dict[str, Any]:

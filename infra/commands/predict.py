@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 
 from etl.exceptions import RetrainError
-from infra.commands.models import serving_settings
+from infra.commands._common import serving_settings
 from infra.context import add_contract_option, clients_for, resolve_settings
 
 

@@ -8,7 +8,7 @@ import logging
 from datetime import UTC, datetime
 
 from etl.exceptions import ConfigError
-from etl.producer import produce
+from etl.producer import ProduceRun, produce
 from etl.synthetic import Scenario
 from infra.context import add_contract_option, clients_for, resolve_settings
 
@@ -70,13 +70,15 @@ def run(args: argparse.Namespace) -> int:
     summary = produce(
         settings,
         clients_for(settings),
-        records=args.records,
-        rate=args.rate,
-        seed=args.seed,
-        scenario=Scenario(args.scenario),
-        poison_rate=args.poison_rate,
-        drift_at=args.drift_at,
-        start=datetime.now(UTC),
+        ProduceRun(
+            records=args.records,
+            rate=args.rate,
+            seed=args.seed,
+            scenario=Scenario(args.scenario),
+            poison_rate=args.poison_rate,
+            drift_at=args.drift_at,
+            start=datetime.now(UTC),
+        ),
     )
     doc = summary.to_dict()
     if args.json:

@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 
 from etl.exceptions import ConfigError
 from infra.argtypes import readable_file
-from infra.commands.models import serving_settings
+from infra.commands._common import serving_settings
 from infra.context import add_contract_option, clients_for, resolve_settings
-from retrain.handler import handle_event, run_retrain
+from retrain.gate import handle_event
+from retrain.run import run_retrain
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

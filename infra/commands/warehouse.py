@@ -8,18 +8,17 @@ API (``DRIFTLINE_WAREHOUSE_BACKEND=redshift-data`` plus workgroup, database and 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import signal
 import sys
 import threading
-from decimal import Decimal
 from typing import Any
 
 from etl.contract import contract_for_settings
 from etl.settings import Settings
-from etl.warehouse import LoadSummary, QueryResult, build_loader, build_warehouse
+from etl.warehouse import LoadSummary, build_loader, build_warehouse
 from infra.argtypes import at_least, positive
+from infra.commands._common import print_result
 from infra.context import add_contract_option, clients_for, resolve_settings
 
 
@@ -101,35 +100,6 @@ def run_load(args: argparse.Namespace) -> int:
         loader.warehouse.close()
     print(json.dumps(summary.to_dict(), sort_keys=True))
     return 0
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    return value
-
-
-def print_result(result: QueryResult, as_json: bool) -> None:
-    """Rows as JSON lines, or as an aligned text table with a row count."""
-    if as_json:
-        for row in result.rows:
-            doc = {c: _jsonable(v) for c, v in zip(result.columns, row, strict=True)}
-            print(json.dumps(doc, sort_keys=False, default=str))
-        return
-    if not result.columns:
-        print("(no result set)")
-        return
-    cells = [["" if v is None else str(_jsonable(v)) for v in row] for row in result.rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(result.columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(result.columns, widths, strict=True)).rstrip())
-    print("  ".join("-" * w for w in widths))
-    for line in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
-    print(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
 
 
 def run_query(args: argparse.Namespace) -> int:

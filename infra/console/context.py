@@ -14,13 +14,13 @@ import threading
 import urllib.error
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from etl.aws import AwsClients
+from etl.aws import AwsClients, error_code, error_message
 from etl.contract import Contract, contract_for_settings
 from etl.exceptions import DriftlineError
 from etl.settings import Settings
@@ -69,8 +69,7 @@ def parallel(*fns: Callable[[], Any]) -> list[Any]:
 
 def _short(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip()
+        return f"{error_code(exc) or 'Error'}: {error_message(exc)}".strip()
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 300 else text[:299] + "…"
 
@@ -149,13 +148,26 @@ def _resolve(stack: str | None) -> tuple[Settings, LocalState | None]:
     overrides = {"stack_name": stack} if stack else None
     settings, local = resolve_settings(overrides)
     if local is not None:
-        from infra.commands.models import serving_settings
+        from infra.commands._common import serving_settings
 
         settings = serving_settings(settings, local)  # the model server's URL and token file
-        fill: dict[str, Any] = {}
-        dsn = local.extra.get("warehouse_dsn")
-        if settings.warehouse_dsn is None and dsn:
-            fill["warehouse_dsn"] = str(dsn)
-        if fill:
-            settings = settings.replace(**fill)
+        settings = _local_fill(settings, local, state_dir())
+    if settings.warehouse_query_dsn:  # the warehouse card only reads: the read-only role
+        settings = settings.replace(warehouse_dsn=settings.warehouse_query_dsn)
     return settings, local
+
+
+_DEFAULT_CACHE = next(f.default for f in fields(Settings) if f.name == "model_cache_dir")
+
+
+def _local_fill(settings: Settings, local: LocalState, d: Path) -> Settings:
+    """What the local stack's state provides and the settings leave open: the warehouse's read
+    DSN, and the model cache (``<state>/models``, where the stack's model server may load from:
+    the manual gate's approve extracts the model there)."""
+    fill: dict[str, Any] = {}
+    reader = local.extra.get("warehouse_reader_dsn") or local.extra.get("warehouse_dsn")
+    if settings.warehouse_query_dsn is None and settings.warehouse_dsn is None and reader:
+        fill["warehouse_query_dsn"] = str(reader)
+    if settings.model_cache_dir == _DEFAULT_CACHE:
+        fill["model_cache_dir"] = str(d / "models")
+    return settings.replace(**fill) if fill else settings

@@ -10,15 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-COMPLETED = "Completed"
-FAILED = "Failed"
-STOPPED = "Stopped"
-IN_PROGRESS = "InProgress"
-#: The statuses a training job ends in (SageMaker's TrainingJobStatus values).
-TERMINAL = (COMPLETED, FAILED, STOPPED)
+
+class JobStatus(StrEnum):
+    """A training job's status in SageMaker's words (``TrainingJobStatus``, and the
+    state-change event's ``TrainingJobStatus``); the local backend uses the same."""
+
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +49,9 @@ class TrainingRequest:
     #: The contract the job trains on, as its own input channel ``contract`` (``contract.json``).
     contract_dir: Path | None = None
     contract_uri: str = ""
+    #: The drift baseline of the training rows, as the channel ``baseline`` (``baseline.json``).
+    baseline_dir: Path | None = None
+    baseline_uri: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +59,14 @@ class TrainingJob:
     """A training job's state as the backend reports it."""
 
     name: str
-    status: str
+    status: JobStatus
     #: s3://…/model.tar.gz once ``Completed``.
     model_data_url: str = ""
     failure_reason: str = ""
 
     @property
     def done(self) -> bool:
-        return self.status in TERMINAL
+        return self.status.terminal
 
 
 @dataclass(frozen=True, slots=True)

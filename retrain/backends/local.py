@@ -1,7 +1,8 @@
 """Local backends: the training script in a subprocess; the local model server for serving.
 
-Training runs ``python -m retrain.train`` (to its end, inside ``start``; ``describe`` then
-reports the job) with exactly the environment a SageMaker training container gets
+Training runs the training job's own entry, ``python -m retrain.fit`` (``python -m
+retrain.train`` for a request without a ``baseline`` channel), to its end inside ``start``
+(``describe`` then reports the job), with the environment a SageMaker training container gets
 (``SM_MODEL_DIR``, ``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_TEST``, ``SM_OUTPUT_DATA_DIR``, ``SM_HPS``)
 and the hyperparameters as arguments, then uploads ``model.tar.gz`` to S3 (the
 emulator's) as a training job would.
@@ -28,14 +29,7 @@ from typing import Any
 
 from etl.exceptions import RetrainError
 from retrain.artifacts import fetch_model, upload_model
-from retrain.backends.base import (
-    COMPLETED,
-    FAILED,
-    IN_PROGRESS,
-    Deployment,
-    TrainingJob,
-    TrainingRequest,
-)
+from retrain.backends.base import Deployment, JobStatus, TrainingJob, TrainingRequest
 from retrain.backends.reload_auth import read_token
 
 log = logging.getLogger(__name__)
@@ -52,12 +46,15 @@ def sm_env(
     output_dir: Path,
     hyperparameters: dict[str, str],
     contract_dir: Path | None = None,
+    baseline_dir: Path | None = None,
 ) -> dict[str, str]:
     """The variables of the SageMaker training contract for one job (a channel ``NAME`` is
-    ``SM_CHANNEL_NAME``; the contract travels as the channel ``contract``)."""
+    ``SM_CHANNEL_NAME``; the contract and the baseline travel as channels of their own)."""
     channels = {"train": train_dir, "test": test_dir}
     if contract_dir is not None:
         channels["contract"] = contract_dir
+    if baseline_dir is not None:
+        channels["baseline"] = baseline_dir
     return {
         "SM_MODEL_DIR": str(model_dir),
         **{f"SM_CHANNEL_{name.upper()}": str(path) for name, path in channels.items()},
@@ -113,12 +110,14 @@ class LocalTraining:
                 output_dir,
                 hps,
                 request.contract_dir,
+                request.baseline_dir,
             ),
             "PYTHONUNBUFFERED": "1",
         }
-        cmd = [sys.executable, "-m", "retrain.train", *hyperparameter_args(hps)]
+        entry = "retrain.fit" if request.baseline_dir is not None else "retrain.train"
+        cmd = [sys.executable, "-m", entry, *hyperparameter_args(hps)]
         log.info("training job %s: %s", job_name, " ".join(cmd))
-        self._record(job, TrainingJob(job_name, IN_PROGRESS))
+        self._record(job, TrainingJob(job_name, JobStatus.IN_PROGRESS))
         try:
             proc = subprocess.run(
                 cmd, env=env, capture_output=True, text=True, timeout=self._timeout, check=False
@@ -128,7 +127,7 @@ class LocalTraining:
                 job,
                 TrainingJob(
                     job_name,
-                    FAILED,
+                    JobStatus.FAILED,
                     failure_reason=f"local training job {job_name} exceeded {self._timeout:.0f}s",
                 ),
             )
@@ -140,10 +139,10 @@ class LocalTraining:
                 f"local training job {job_name} failed with exit code {proc.returncode}:"
                 f" {tail} (full log: {job / 'train.log'})"
             )
-            self._record(job, TrainingJob(job_name, FAILED, failure_reason=reason))
+            self._record(job, TrainingJob(job_name, JobStatus.FAILED, failure_reason=reason))
             return job_name
         url = upload_model(self._s3, model_dir, request.output_uri)
-        self._record(job, TrainingJob(job_name, COMPLETED, model_data_url=url))
+        self._record(job, TrainingJob(job_name, JobStatus.COMPLETED, model_data_url=url))
         return job_name
 
     def describe(self, job_name: str) -> TrainingJob:
@@ -153,7 +152,7 @@ class LocalTraining:
         for path in self._work.glob(f"*/{JOB_FILE}"):
             doc = json.loads(path.read_text())
             if doc.get("name") == job_name:
-                return TrainingJob(**doc)
+                return TrainingJob(**{**doc, "status": JobStatus(doc["status"])})
         raise RetrainError(f"local training job {job_name!r} is unknown under {self._work}")
 
     def _record(self, job_dir: Path, job: TrainingJob) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +69,62 @@ def pipeline(
         endpoint_url=clients.endpoint_url,
     ).ensure_table()
     return settings, clients
+
+
+# -- one drift demo for the tests that look at it -------------------------------------------------
+@dataclass(frozen=True)
+class DriftDemo:
+    """A drift demo (card contract) that ran and was left up (``keep_up``): its stack, console
+    and model server still serve; the KCL fleet is stopped (as after ``driftline demo --keep``).
+
+    ``history`` is the alarm evaluator's record read right after the demo (the evaluator keeps
+    running while later tests look at the stack)."""
+
+    state: Path
+    result: dict[str, Any]
+    history: list[Any]
+
+
+_DEMOS_UP: list[Path] = []
+
+
+@pytest.fixture(scope="session")
+def drift_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriftDemo]:
+    """The drift demo, run once per session for every test that asks (``test_demo``'s loop
+    assertions, the console's browser test) instead of once each; stopped after the last of
+    them (see :func:`pytest_runtest_teardown`) or at the end of the session."""
+    from infra.alarm_evaluator import read_history
+    from infra.demo import DemoOptions, run_demo
+
+    state = tmp_path_factory.mktemp("drift-demo") / "state"
+    _DEMOS_UP.append(state)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DRIFTLINE_STATE_DIR", str(state))
+            result = run_demo(
+                DemoOptions(records=5_000, workers=2, scenario="drift", rate=500.0, keep_up=True)
+            )
+        yield DriftDemo(state, result, read_history(state))
+    finally:
+        _stop_demo(state)
+
+
+def _stop_demo(state: Path) -> None:
+    from infra import local
+
+    if state in _DEMOS_UP:
+        _DEMOS_UP.remove(state)
+        local.down(directory=state)
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the shared drift demo's stack after the last test that uses it, not at the end of
+    the session: the stack (emulator, PostgreSQL, model server, console) is not idle weight for
+    the tests after it."""
+    if not _DEMOS_UP or "drift_demo" not in getattr(item, "fixturenames", ()):
+        return
+    items = item.session.items
+    later = items[items.index(item) + 1 :] if item in items else []
+    if not any("drift_demo" in getattr(i, "fixturenames", ()) for i in later):
+        for state in list(_DEMOS_UP):
+            _stop_demo(state)

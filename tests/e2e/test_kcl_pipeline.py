@@ -14,7 +14,7 @@ import pytest
 
 from consumers.fleet import ConsumerFleet
 from etl.aws import AwsClients
-from etl.producer import produce
+from etl.producer import ProduceRun, produce
 from etl.settings import Settings
 from infra.demo import initialized_shards, wait_until_consuming
 
@@ -69,7 +69,7 @@ def test_n_records_in_exactly_n_rows_out_and_poison_routed(pipeline, tmp_path: P
         fleet.start()
         wait_until_consuming(fleet, 2, 180)
         # WHEN 3,000 records with 2 % poison (every kind) are produced
-        s = produce(settings, clients, records=3000, seed=11, poison_rate=0.02)
+        s = produce(settings, clients, ProduceRun(records=3000, seed=11, poison_rate=0.02))
         poison = sum(s.poison.values())
         # THEN every good record is in the lake exactly once, every poison one a dead letter
         assert wait_for(
@@ -99,7 +99,7 @@ def test_kill_9_one_of_two_workers_survivor_takes_over_exactly_once(
         fleet.start()
         wait_until_consuming(fleet, 2, 180)
         # WHEN records flow and one worker is killed with SIGKILL (its whole process group)
-        first = produce(settings, clients, records=1500, seed=21, rate=500)
+        first = produce(settings, clients, ProduceRun(records=1500, seed=21, rate=500))
         victim = next(
             w
             for w in fleet.members
@@ -109,7 +109,7 @@ def test_kill_9_one_of_two_workers_survivor_takes_over_exactly_once(
             )
         )
         victim.signal_group(signal.SIGKILL)
-        second = produce(settings, clients, records=1500, seed=22, rate=500)
+        second = produce(settings, clients, ProduceRun(records=1500, seed=22, rate=500))
         expected = set(first.good_ids) | set(second.good_ids)
         # THEN the survivor takes the lease and the lake holds every record exactly once
         assert wait_for(lambda: set(lake_ids(settings, clients)) >= expected, 150)
@@ -130,7 +130,7 @@ def test_sigterm_flushes_buffered_records_and_checkpoints(pipeline, tmp_path: Pa
     try:
         fleet.start()
         wait_until_consuming(fleet, 2, 180)
-        s = produce(settings, clients, records=800, seed=31)
+        s = produce(settings, clients, ProduceRun(records=800, seed=31))
         time.sleep(8)  # delivered to the processors, but far below any flush limit
         assert lake_ids(settings, clients) == Counter()
         # WHEN the daemon gets SIGTERM

@@ -21,7 +21,7 @@ from bench._fleet import (
     wait_gone,
 )
 from consumers.fleet import ConsumerFleet
-from etl.producer import ProduceSummary, produce
+from etl.producer import ProduceRun, ProduceSummary, produce
 from infra import local
 from infra.demo import wait_until_consuming
 from tests.e2e.test_kcl_pipeline import TABLE, lake_ids, wait_for
@@ -46,7 +46,9 @@ def assert_exactly_once(settings, clients, expected: set[str]) -> None:  # type:
 
 def produce_in_background(settings, clients, **kwargs) -> tuple[threading.Thread, list]:  # type: ignore[no-untyped-def]
     box: list[ProduceSummary] = []
-    t = threading.Thread(target=lambda: box.append(produce(settings, clients, **kwargs)))
+    t = threading.Thread(
+        target=lambda: box.append(produce(settings, clients, ProduceRun(**kwargs)))
+    )
     t.start()
     return t, box
 

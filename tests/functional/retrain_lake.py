@@ -7,8 +7,9 @@ from typing import Any
 
 import pandas as pd
 
+from etl.aws import wrangler_endpoint
 from etl.contract import PARTITION_DATE, PARTITION_HOUR, Contract
-from retrain.data import table_path, wrangler_endpoint
+from retrain.data import table_path
 
 T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
 

@@ -20,7 +20,7 @@ from infra.emulator import EmulatorProcess, start_emulator
 from infra.model_server import ServerProcess, start_model_server
 from infra.procs import free_port
 from retrain import registry
-from retrain.handler import model_group
+from retrain.wiring import model_group
 from tests.console_stack import XSS, SeededStack, seed, seed_models
 
 pytestmark = pytest.mark.functional
@@ -156,7 +156,7 @@ def test_posts_without_the_csrf_token_are_refused_and_change_nothing(
         assert resp.status_code == 403 and "CSRF token" in resp.text
     # THEN version 2 is still pending; GET on the action route is not allowed at all
     assert registry.find(registry.list_versions(sm, model_group(seeded.settings)), 2).status == (
-        registry.PENDING
+        registry.Approval.PENDING
     )
     assert client.get("/models/2/approve").status_code == 405
     assert client.post("/predict", data={"mode": "json", "json": "{}"}).status_code == 403
@@ -194,11 +194,11 @@ def test_approve_from_the_console_runs_the_manual_gate(
     assert resp.status_code == 303 and "serving%3A+v2" in resp.headers["location"]
     # THEN the registry has it approved and serving, with the reason
     versions = registry.list_versions(sm, model_group(seeded.settings))
-    assert registry.find(versions, 2).status == registry.APPROVED
+    assert registry.find(versions, 2).status == registry.Approval.APPROVED
     champ = registry.champion(versions)
     assert champ is not None and champ.version == 2
     # WHEN rollback to a version that is not approved THEN the page says why, nothing changes
-    registry.set_status(sm, registry.find(versions, 1), registry.REJECTED, reason="test")
+    registry.set_status(sm, registry.find(versions, 1), registry.Approval.REJECTED, reason="test")
     back = client.post("/models/1/rollback", data={"csrf": token}, follow_redirects=True)
     assert "version 1 is Rejected; rollback serves an earlier approved" in back.text
 
@@ -208,9 +208,14 @@ def test_a_backend_that_is_down_is_named_and_the_console_stays_up(
 ) -> None:
     # GIVEN the seeded stack's console pointed at an emulator that is not running (a free port)
     # and a model server that is gone
+    # and a warehouse that does not answer
     seeded, d, _ = stack
     dead = f"http://127.0.0.1:{free_port()}"
-    settings = seeded.settings.replace(endpoint_url=dead, model_server_url=dead)
+    settings = seeded.settings.replace(
+        endpoint_url=dead,
+        model_server_url=dead,
+        warehouse_dsn=f"postgresql://driftline_reader:s3cret@127.0.0.1:{free_port()}/postgres",
+    )
     console = Console(settings, ConsoleClients(endpoint_url=dead), seeded.contract, d)
     client = TestClient(build_app(console))
     # WHEN pages and fragments are asked for THEN each answers, naming the failing call
@@ -223,6 +228,14 @@ def test_a_backend_that_is_down_is_named_and_the_console_stays_up(
         resp = client.get(path)
         assert resp.status_code == 200, path
         assert "Traceback" not in resp.text
+    # AND each overview card names its own backend, and no password reaches the page
+    warehouse = client.get("/fragment/warehouse")
+    assert warehouse.status_code == 200 and "PostgreSQL unavailable" in warehouse.text
+    assert "s3cret" not in warehouse.text
+    serving = client.get("/fragment/serving").text
+    assert "SageMaker unavailable" in serving and "sagemaker:ListModelPackages" in serving
+    assert "Kinesis unavailable" in client.get("/fragment/stream").text
+    assert "DynamoDB unavailable" in client.get("/fragment/consumers").text
     # AND the model server being absent is said on the predict page
     answer = client.post(
         "/predict", data={"csrf": _csrf(client), "mode": "json", "json": '{"amount": 1}'}

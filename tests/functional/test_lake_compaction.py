@@ -12,7 +12,14 @@ import psycopg
 import pytest
 
 from etl.aws import AwsClients
-from etl.compaction import STEPS, Compactor, TableLocation, is_compacted, list_objects
+from etl.compaction import (
+    STEPS,
+    CompactionOptions,
+    Compactor,
+    TableLocation,
+    is_compacted,
+    list_objects,
+)
 from etl.contract import Contract, load_contract
 from etl.query import LakeQuery
 from etl.warehouse import LakeSource, Loader
@@ -58,8 +65,9 @@ def loc(contract: Contract) -> TableLocation:
 
 def compactor(s3: Any, contract: Contract, **kwargs: Any) -> Compactor:
     """The real clock (the lake's hours are long closed): object ages are S3's LastModified."""
-    kwargs.setdefault("grace", timedelta(0))
-    return Compactor(s3, contract, loc(contract), **kwargs)
+    options = {k: kwargs.pop(k) for k in ("target_bytes", "grace") if k in kwargs}
+    options.setdefault("grace", timedelta(0))
+    return Compactor(s3, contract, loc(contract), CompactionOptions(**options), **kwargs)
 
 
 def seen(aws: AwsClients, contract: Contract) -> tuple[int, int]:

@@ -11,14 +11,13 @@ from etl.aws import AwsClients
 from etl.contract import load_contract
 from infra.stack import (
     TEMPLATE_PATH,
-    deploy_aws,
     deploy_local,
     describe_local,
-    destroy_aws,
     load_template,
     stack_status,
     teardown_local,
 )
+from infra.stack_aws import deploy_aws, destroy_aws
 from tests.contracts import PARCEL_SCANS
 
 pytestmark = pytest.mark.functional

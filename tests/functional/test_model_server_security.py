@@ -1,4 +1,4 @@
-"""Hostile and careless clients against a running model server (security review, issue 12).
+"""Hostile and careless clients against a running model server (security review).
 
 Each test speaks raw HTTP over a socket where urllib would refuse to send the request (a negative
 Content-Length, a stalled body), and checks both the answer and that the server keeps serving.

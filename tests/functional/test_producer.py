@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from etl.aws import AwsClients
 from etl.contract import load_contract
 from etl.keys import sequence_key
-from etl.producer import KinesisProducer, produce
+from etl.producer import KinesisProducer, ProduceRun, produce
 from etl.records import RawRecord, RecordDecoder
 from etl.settings import load_settings
 from etl.synthetic import POISON_KINDS, Scenario
@@ -143,7 +143,7 @@ def test_produce_puts_good_and_poison_records_that_decode_as_planned(aws: AwsCli
     )
     # WHEN 1,000 drifting records with 5% poison are produced
     summary = produce(
-        settings, aws, records=1000, seed=4, scenario=Scenario.DRIFT, poison_rate=0.05
+        settings, aws, ProduceRun(records=1000, seed=4, scenario=Scenario.DRIFT, poison_rate=0.05)
     )
     # THEN the summary counts 50 poison records, 10 of each kind, and 950 good ids
     assert summary.produced == 1000 and summary.good == 950

@@ -16,7 +16,8 @@ from etl.settings import Settings, load_settings
 from infra.dispatcher import Dispatcher, start_dispatcher
 from infra.procs import stop_pid
 from retrain.events import example_event
-from retrain.handler import RetrainOutcome
+from retrain.gate import GateDeps
+from retrain.results import RetrainOutcome
 
 pytestmark = pytest.mark.functional
 ALARM = "driftline-drift-score"
@@ -78,7 +79,7 @@ def test_events_are_dispatched_once_and_malformed_ones_are_kept(
         return _outcome(event.event_id)
 
     # WHEN the dispatcher polls until the queue is empty (idempotency in the emulator's DynamoDB)
-    dispatcher = Dispatcher(_settings(emulator, queue), aws, run=run)
+    dispatcher = Dispatcher(_settings(emulator, queue), aws, gate=GateDeps(run=run))
     statuses: list[str] = []
     dead: list[str] = []
     for _ in range(10):
@@ -155,7 +156,7 @@ def test_the_dispatcher_process_polls_and_stops_by_pid(
         os.kill(pid, 0)
 
 
-# -- security review (issue 12) ----------------------------------------------------------------
+# -- security review ---------------------------------------------------------------------------
 
 
 def _drain(dispatcher: Dispatcher, rounds: int = 10) -> list[Any]:
@@ -187,7 +188,7 @@ def test_deeply_nested_and_over_long_events_are_kept_as_malformed(
         return _outcome(event.event_id)
 
     # WHEN the dispatcher polls
-    reports = _drain(Dispatcher(_settings(emulator, queue), aws, run=run))
+    reports = _drain(Dispatcher(_settings(emulator, queue), aws, gate=GateDeps(run=run)))
     # THEN nothing ran, nothing failed, and all three are kept with a malformed-event reason
     assert runs == [] and [f for r in reports for f in r.failed] == []
     dead = [u for r in reports for u in r.dead_lettered]
@@ -255,7 +256,9 @@ def test_without_a_drift_alarm_name_only_drift_alarms_retrain(
         return _outcome(event.event_id)
 
     # WHEN dispatched
-    results = [x for r in _drain(Dispatcher(settings, aws, run=run)) for x in r.results]
+    results = [
+        x for r in _drain(Dispatcher(settings, aws, gate=GateDeps(run=run))) for x in r.results
+    ]
     # THEN only the drift alarm ran; the others were ignored, naming the drift prefix
     assert runs == ["driftline-drift-score"]
     ignored = sorted(r.reason for r in results if r.status == "ignored")
@@ -284,7 +287,7 @@ def test_an_alarm_during_the_cool_down_runs_when_it_ends_if_still_in_alarm(
         runs.append(event.event_id)
         return _outcome(event.event_id)
 
-    dispatcher = Dispatcher(settings, aws, run=run)
+    dispatcher = Dispatcher(settings, aws, gate=GateDeps(run=run))
     sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(example_event(ALARM, event_id="a1")))
     _drain(dispatcher)
     assert runs == ["a1"]

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from etl.aws import AwsClients
-from retrain.idempotency import COMPLETED, DynamoStore, Verdict
+from retrain.idempotency import DynamoStore, EventStatus, Verdict
 
 pytestmark = pytest.mark.functional
 
@@ -76,7 +76,7 @@ def test_a_completed_event_stays_a_duplicate(aws: AwsClients) -> None:
     store = DynamoStore(aws.client("dynamodb"), "idem")
     store.ensure_table()
     assert store.claim_event("ev-2", "run-a", 1000.0, 60.0).go
-    store.finish_event("ev-2", "run-a", COMPLETED, '{"status": "promoted"}')
+    store.finish_event("ev-2", "run-a", EventStatus.COMPLETED, '{"status": "promoted"}')
     later = store.claim_event("ev-2", "run-b", 99_999.0, 60.0)
     assert (later.verdict, later.reason) == (
         Verdict.DUPLICATE,
@@ -92,7 +92,7 @@ def test_two_deliveries_racing_through_the_gate_start_one_run(
 
     from etl.settings import load_settings
     from retrain.events import example_event
-    from retrain.handler import handle_event
+    from retrain.gate import GateDeps, handle_event
 
     settings = load_settings(
         {"endpoint_url": emulator, "drift_alarm_name": "driftline-drift"}, env={}, config_path=None
@@ -111,7 +111,7 @@ def test_two_deliveries_racing_through_the_gate_start_one_run(
                 settings,
                 AwsClients(endpoint_url=emulator),
                 now=datetime(2026, 3, 1, tzinfo=UTC),
-                run=slow_run,
+                gate=GateDeps(run=slow_run),
             )
         except RuntimeError:
             return "ran"

@@ -19,7 +19,9 @@ from etl.settings import Settings, load_settings
 from etl.synthetic import Scenario, generate_frame
 from infra.model_server import ServerProcess, start_model_server
 from retrain import registry
-from retrain.handler import PROMOTED, REJECTED, model_group, run_retrain
+from retrain.results import OutcomeStatus
+from retrain.run import run_retrain
+from retrain.wiring import RunDeps, model_group
 from tests.functional.retrain_lake import T0, write_lake
 
 pytestmark = pytest.mark.functional
@@ -88,7 +90,7 @@ def test_drift_retrain_promotes_then_a_worse_challenger_is_rejected(
         first = run_retrain(settings, aws, event=None, now=T0 + timedelta(hours=4))
 
         # THEN it is promoted, served, and its profile is the current baseline
-        assert first.status == PROMOTED and first.model_version == 1
+        assert first.status == OutcomeStatus.PROMOTED and first.model_version == 1
         assert first.metrics_champion is None and first.champion_version is None
         record = frame.iloc[-1][[f.name for f in contract.features]].to_dict()
         record = {
@@ -101,7 +103,7 @@ def test_drift_retrain_promotes_then_a_worse_challenger_is_rejected(
         second = run_retrain(settings, aws, event=None, now=T0 + timedelta(hours=8))
 
         # THEN the challenger wins on the same holdout by far more than the margin
-        assert second.status == PROMOTED, second.reason
+        assert second.status == OutcomeStatus.PROMOTED, second.reason
         assert second.champion_version == 1 and second.model_version == 2
         assert second.metrics_champion is not None
         assert second.metrics_champion["roc_auc"] < 0.7
@@ -120,11 +122,11 @@ def test_drift_retrain_promotes_then_a_worse_challenger_is_rejected(
             aws,
             event=None,
             now=T0 + timedelta(hours=8),
-            hyperparameters={"max-iter": "1", "max-leaf-nodes": "2"},
+            deps=RunDeps(hyperparameters={"max-iter": "1", "max-leaf-nodes": "2"}),
         )
 
         # THEN it is rejected with the reason recorded, and the champion keeps serving
-        assert third.status == REJECTED
+        assert third.status == OutcomeStatus.REJECTED
         assert "below the margin" in third.reason
         assert _post(server.url, record)[1] == second.run_id
         versions = registry.list_versions(aws.client("sagemaker"), model_group(settings))
@@ -148,9 +150,9 @@ def test_drift_retrain_promotes_then_a_worse_challenger_is_rejected(
             (json.loads(m["Body"]) for m in got["Messages"]), key=lambda d: d["model_version"]
         )
         assert [(b["model_version"], b["status"]) for b in bodies] == [
-            (1, PROMOTED),
-            (2, PROMOTED),
-            (3, REJECTED),
+            (1, OutcomeStatus.PROMOTED),
+            (2, OutcomeStatus.PROMOTED),
+            (3, OutcomeStatus.REJECTED),
         ]
         assert bodies[1]["metrics_champion"]["roc_auc"] == pytest.approx(
             second.metrics_champion["roc_auc"]

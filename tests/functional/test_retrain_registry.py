@@ -40,7 +40,7 @@ def test_register_approve_reject_list_and_champion(aws: AwsClients) -> None:
     v3 = registry.register(sm, GROUP, _candidate(0.70, "r3"))
     # THEN they are versions 1..3, pending, with metrics and lineage read back
     assert [v.version for v in (v1, v2, v3)] == [1, 2, 3]
-    assert v2.status == registry.PENDING
+    assert v2.status == registry.Approval.PENDING
     assert v2.metrics == {"roc_auc": 0.92, "rows": 1125.0}
     assert v2.champion_metrics == {"roc_auc": 0.6}
     assert v2.lineage == {
@@ -57,12 +57,12 @@ def test_register_approve_reject_list_and_champion(aws: AwsClients) -> None:
 
     # WHEN 1 and 2 are approved (in that order) and 3 rejected with a reason
     registry.set_status(
-        sm, v1, registry.APPROVED, reason="first", properties={"promoted_at": "100"}
+        sm, v1, registry.Approval.APPROVED, reason="first", properties={"promoted_at": "100"}
     )
     registry.set_status(
-        sm, v2, registry.APPROVED, reason="better", properties={"promoted_at": "200"}
+        sm, v2, registry.Approval.APPROVED, reason="better", properties={"promoted_at": "200"}
     )
-    registry.set_status(sm, v3, registry.REJECTED, reason="below the margin")
+    registry.set_status(sm, v3, registry.Approval.REJECTED, reason="below the margin")
     versions = registry.list_versions(sm, GROUP)
     # THEN the list shows each status, metadata survives the update, and 2 is the champion
     assert [(v.version, v.status) for v in versions] == [
@@ -76,7 +76,11 @@ def test_register_approve_reject_list_and_champion(aws: AwsClients) -> None:
     assert champ is not None and champ.version == 2
     # AND a rollback (re-promoting 1) makes 1 the champion
     registry.set_status(
-        sm, versions[0], registry.APPROVED, reason="rollback", properties={"promoted_at": "300"}
+        sm,
+        versions[0],
+        registry.Approval.APPROVED,
+        reason="rollback",
+        properties={"promoted_at": "300"},
     )
     champ = registry.champion(registry.list_versions(sm, GROUP))
     assert champ is not None and champ.version == 1 and champ.reason == "rollback"

@@ -25,10 +25,12 @@ from etl.synthetic import Scenario, generate_frame
 from retrain import registry
 from retrain.backends.base import TrainingRequest
 from retrain.backends.local import LocalServing, LocalTraining
-from retrain.backends.sagemaker import SageMakerTraining
+from retrain.backends.sagemaker import JobConfig, SageMakerTraining
 from retrain.events import example_event, example_training_event
-from retrain.handler import PROMOTED, handle_event, model_cache, model_group
-from retrain.runs import FAILED, FINISHED, TRAINING, load_state
+from retrain.gate import handle_event
+from retrain.results import OutcomeStatus
+from retrain.runs import RunStatus, load_state
+from retrain.wiring import RunDeps, model_cache, model_group
 from tests.functional.retrain_lake import T0, write_lake
 
 pytestmark = pytest.mark.functional
@@ -41,16 +43,13 @@ class EmulatedSageMakerTraining(SageMakerTraining):
     """The real backend (``start``, ``describe``) with the job submitted to the emulator."""
 
     def __init__(self, aws: AwsClients, work: Path) -> None:
-        super().__init__(
-            aws.session,
-            aws.client("s3"),
+        config = JobConfig(
             role_arn=ROLE,
             region="us-east-1",
             instance_type="ml.m5.large",
             framework_version="1.2-1",
-            work_dir=work,
-            sagemaker_client=aws.client("sagemaker"),
         )
+        super().__init__(aws.session, config, sagemaker_client=aws.client("sagemaker"))
         self._script = LocalTraining(aws.client("s3"), work)
         self.created: list[str] = []
 
@@ -82,7 +81,7 @@ class EmulatedSageMakerTraining(SageMakerTraining):
                 "InstanceCount": 1,
                 "VolumeSizeInGB": 10,
             },
-            StoppingCondition={"MaxRuntimeInSeconds": int(self.max_runtime_s)},
+            StoppingCondition={"MaxRuntimeInSeconds": int(self.config.max_runtime_s)},
         )
         self.created.append(request.job_name)
         url = self.describe(request.job_name).model_data_url
@@ -139,8 +138,7 @@ def test_alarm_starts_the_job_and_its_completed_event_promotes_once(
         aws,
         now=now,
         wait=False,
-        training=training,
-        serving=serving,
+        deps=RunDeps(training=training, serving=serving),
     )
     # THEN it returns with the job started and the run's state recorded; the lock stays held
     assert started.status == "started" and started.outcome is None
@@ -154,7 +152,7 @@ def test_alarm_starts_the_job_and_its_completed_event_promotes_once(
     state = load_state(aws.client("s3"), settings, job.removeprefix("driftline-"))
     assert state is not None
     assert (state.status, state.job_name, state.event_id, state.run_id) == (
-        TRAINING,
+        RunStatus.TRAINING,
         job,
         "alarm-1",
         started.run_id,
@@ -176,44 +174,52 @@ def test_alarm_starts_the_job_and_its_completed_event_promotes_once(
         aws,
         now=now,
         wait=False,
-        training=training,
+        deps=RunDeps(training=training),
     )
     assert busy.status == "busy" and training.created == [job]
     assert registry.list_versions(aws.client("sagemaker"), model_group(settings)) == []
 
     # WHEN the job's Completed event arrives (step 2)
     completed = example_training_event(job, "Completed", event_id="sm-1")
-    done = handle_event(completed, settings, aws, wait=False, training=training, serving=serving)
+    done = handle_event(
+        completed, settings, aws, wait=False, deps=RunDeps(training=training, serving=serving)
+    )
     # THEN the run is finished: the challenger is registered, approved and deployed
     assert done.status == "ran" and done.outcome is not None
     assert (done.run_id, done.training_job) == (state.run_id, job)
     outcome = done.outcome
-    assert outcome.status == PROMOTED and outcome.reason.startswith("no champion yet; challenger")
+    assert outcome.status == OutcomeStatus.PROMOTED and outcome.reason.startswith(
+        "no champion yet; challenger"
+    )
     assert outcome.model_data_url == (
         f"s3://lake/models/card-transactions/{state.run_id}/{job}/output/model.tar.gz"
     )
     versions = registry.list_versions(aws.client("sagemaker"), model_group(settings))
     champion = registry.champion(versions)
     assert [v.version for v in versions] == [1] and champion is not None
-    assert (champion.version, champion.status) == (1, registry.APPROVED)
+    assert (champion.version, champion.status) == (1, registry.Approval.APPROVED)
     assert champion.lineage["training_job"] == job
     assert champion.lineage["event_id"] == "alarm-1"
     assert (model_cache(settings) / "CURRENT").read_text().endswith("/v1")
     finished = load_state(aws.client("s3"), settings, state.run_id)
-    assert finished is not None and (finished.status, finished.model_version) == (FINISHED, 1)
+    assert finished is not None and (finished.status, finished.model_version) == (
+        RunStatus.FINISHED,
+        1,
+    )
     # AND the lock is released into the cool-down
     lock = _lock(aws)
     assert "holder" not in lock and float(lock["cooldown_until"]) > state.started_at
 
     # WHEN the same event is delivered again, or another event of the same job arrives
-    dup = handle_event(completed, settings, aws, wait=False, training=training, serving=serving)
+    dup = handle_event(
+        completed, settings, aws, wait=False, deps=RunDeps(training=training, serving=serving)
+    )
     other = handle_event(
         example_training_event(job, "Completed", event_id="sm-2"),
         settings,
         aws,
         wait=False,
-        training=training,
-        serving=serving,
+        deps=RunDeps(training=training, serving=serving),
     )
     # THEN nothing more happens
     assert dup.status == "duplicate" and dup.reason.startswith("event 'sm-1' already completed")
@@ -252,7 +258,7 @@ def test_a_failed_job_records_the_failure_releases_the_lock_and_notifies(
         aws,
         now=now,
         wait=False,
-        training=training,
+        deps=RunDeps(training=training),
     )
     assert started.status == "started" and started.training_job is not None
     job = started.training_job
@@ -265,13 +271,13 @@ def test_a_failed_job_records_the_failure_releases_the_lock_and_notifies(
         settings,
         aws,
         wait=False,
-        training=training,
+        deps=RunDeps(training=training),
     )
     # THEN the run is recorded as failed, nothing is registered, people are told
     reason = f"training job {job!r} failed: AlgorithmError: out of memory"
     assert (failed.status, failed.reason) == ("failed", reason)
     state = load_state(aws.client("s3"), settings, job.removeprefix("driftline-"))
-    assert state is not None and (state.status, state.reason) == (FAILED, reason)
+    assert state is not None and (state.status, state.reason) == (RunStatus.FAILED, reason)
     assert registry.list_versions(aws.client("sagemaker"), model_group(settings)) == []
     msgs = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
     docs = [json.loads(m["Body"]) for m in msgs.get("Messages", [])]
@@ -285,7 +291,7 @@ def test_a_failed_job_records_the_failure_releases_the_lock_and_notifies(
         aws,
         now=now,
         wait=False,
-        training=training,
+        deps=RunDeps(training=training),
     )
     assert again.status == "started" and again.training_job not in (None, job)
     assert training.created == [job, again.training_job]

@@ -1,4 +1,4 @@
-"""The embedded PostgreSQL's roles and `warehouse query`, against the real server (issue 12).
+"""The embedded PostgreSQL's roles and `warehouse query`, against the real server.
 
 What the review did with a trust-auth superuser (any local user could connect; `warehouse query`
 committed ``DROP TABLE``, ran ``COPY ... TO PROGRAM`` and read files with ``pg_read_file``) is

@@ -1,4 +1,4 @@
-"""The CLI's failure modes (issue 12): flags checked before anything starts, one-line errors with
+"""The CLI's failure modes: flags checked before anything starts, one-line errors with
 no traceback, no silent fallback to real AWS, and no credential in any message or log line."""
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def mix(values: dict[float, float], n: int, seed: int) -> np.ndarray:
     return keys[rng.choice(keys.size, size=n, p=np.array(list(values.values())))]
 
 
-# -- the blind spots of issue 11, each now seen --------------------------------------------------
+# -- blind spots of the first drift statistic, each now seen -------------------------------------
 @pytest.mark.parametrize(
     ("before", "after"),
     [

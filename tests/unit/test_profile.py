@@ -16,6 +16,7 @@ from etl.profile import (
     CategoricalProfile,
     NumericProfile,
     Profile,
+    ProfileOptions,
     build_profile,
     load_baseline,
     merge,
@@ -69,7 +70,7 @@ def test_low_cardinality_numeric_feature_gets_one_bin_per_value() -> None:
     # GIVEN an integer feature with 24 distinct values
     data = sample(5_000, seed=2)
     # WHEN profiled (even with many quantile bins asked for)
-    p = build_profile(data, CONTRACT, bins=50)
+    p = build_profile(data, CONTRACT, options=ProfileOptions(bins=50))
     hour = p.features["hour"]
     # THEN it is discrete: each value v has the bin [v, nextafter(v)), gaps and tails are empty
     assert isinstance(hour, NumericProfile) and hour.discrete
@@ -83,7 +84,7 @@ def test_categorical_feature_keeps_top_k_and_other() -> None:
     # GIVEN 30 merchant categories with a geometric popularity
     data = sample(20_000, seed=3)
     # WHEN profiled with top_k=5
-    p = build_profile(data, CONTRACT, top_k=5)
+    p = build_profile(data, CONTRACT, options=ProfileOptions(top_k=5))
     mcc = p.features["merchant_category"]
     # THEN the five most frequent are kept in order and the rest sum into "other"
     assert isinstance(mcc, CategoricalProfile)

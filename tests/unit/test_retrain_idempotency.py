@@ -10,18 +10,17 @@ import pytest
 from etl.aws import AwsClients
 from etl.settings import load_settings
 from retrain.events import example_event
-from retrain.handler import HandlerResult, RetrainOutcome, handle_event
+from retrain.gate import GateDeps, handle_event
 from retrain.idempotency import (
-    COMPLETED,
-    FAILED,
-    IN_PROGRESS,
     EventRecord,
+    EventStatus,
     LockRecord,
     MemoryStore,
     Verdict,
     decide_event_claim,
     decide_lock,
 )
+from retrain.results import HandlerResult, RetrainOutcome
 
 
 @pytest.mark.parametrize(
@@ -29,21 +28,25 @@ from retrain.idempotency import (
     [
         (None, Verdict.GO, "first delivery of this event"),
         (
-            EventRecord("e", IN_PROGRESS, 150.0, "r1"),
+            EventRecord("e", EventStatus.IN_PROGRESS, 150.0, "r1"),
             Verdict.DUPLICATE,
             "event 'e' already in_progress by run 'r1'",
         ),
         (
-            EventRecord("e", IN_PROGRESS, 100.0, "r1"),
+            EventRecord("e", EventStatus.IN_PROGRESS, 100.0, "r1"),
             Verdict.GO,
             "previous claim by run 'r1' expired unfinished",
         ),
         (
-            EventRecord("e", COMPLETED, 1e30, "r1"),
+            EventRecord("e", EventStatus.COMPLETED, 1e30, "r1"),
             Verdict.DUPLICATE,
             "event 'e' already completed by run 'r1'",
         ),
-        (EventRecord("e", FAILED, 1e30, "r1"), Verdict.GO, "previous run 'r1' failed; retrying"),
+        (
+            EventRecord("e", EventStatus.FAILED, 1e30, "r1"),
+            Verdict.GO,
+            "previous run 'r1' failed; retrying",
+        ),
     ],
 )
 def test_event_claim(existing: EventRecord | None, verdict: Verdict, reason: str) -> None:
@@ -123,9 +126,7 @@ def test_duplicate_and_overlapping_events_start_exactly_one_run() -> None:
             settings,
             clients,
             now=datetime(2026, 3, 1, tzinfo=UTC),
-            store=store,
-            clock=clock,
-            run=_fake_run(calls),
+            gate=GateDeps(store=store, clock=clock, run=_fake_run(calls)),
         )
 
     # WHEN the same event arrives twice, then a second alarm within the cool-down
@@ -160,27 +161,23 @@ def test_a_failed_run_releases_the_lock_and_the_event_can_be_retried() -> None:
         calls.append("boom")
         raise RuntimeError("training crashed")
 
-    kwargs: dict[str, Any] = {
-        "now": datetime(2026, 3, 1, tzinfo=UTC),
-        "store": store,
-        "clock": clock,
-    }
+    now = datetime(2026, 3, 1, tzinfo=UTC)
     # WHEN the run fails THEN the error propagates (the message stays on the queue)
     with pytest.raises(RuntimeError, match="training crashed"):
         handle_event(
             example_event("driftline-drift-score", event_id="e1"),
             settings,
             AwsClients(),
-            run=boom,
-            **kwargs,
+            now=now,
+            gate=GateDeps(store=store, clock=clock, run=boom),
         )
     # AND the redelivery runs (no cool-down after a failure)
     again = handle_event(
         example_event("driftline-drift-score", event_id="e1"),
         settings,
         AwsClients(),
-        run=_fake_run(calls),
-        **kwargs,
+        now=now,
+        gate=GateDeps(store=store, clock=clock, run=_fake_run(calls)),
     )
     assert again.status == "ran" and calls == ["boom", "e1"]
 
@@ -205,9 +202,7 @@ def test_a_contract_without_a_label_is_ignored_with_a_reason_before_any_claim(
         settings,
         AwsClients(),
         now=datetime(2026, 3, 1, tzinfo=UTC),
-        store=store,
-        clock=_Clock(),
-        run=_fake_run(calls),
+        gate=GateDeps(store=store, clock=_Clock(), run=_fake_run(calls)),
     )
     # THEN nothing runs, and the decision says why (no KeyError, no failed run)
     assert (result.status, result.reason) == (

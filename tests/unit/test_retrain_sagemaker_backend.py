@@ -20,19 +20,18 @@ def test_the_sdk_resolves_the_scikit_learn_framework_image() -> None:
     )
 
 
-def test_the_source_bundle_runs_the_training_entry_point(tmp_path: Path) -> None:
+def test_the_source_bundle_is_the_training_entry_and_the_modules_it_imports(
+    tmp_path: Path,
+) -> None:
     from retrain.backends.sagemaker import source_bundle
+    from retrain.fit import SHIPPED
 
     # GIVEN the bundle the SKLearn estimator uploads as source_dir
     bundle = source_bundle(tmp_path / "src")
-    assert sorted(p.name for p in bundle.iterdir()) == [
-        "etl",
-        "requirements.txt",
-        "retrain",
-        "train.py",
-    ]
-    assert (bundle / "etl" / "contracts" / "card_transactions.toml").is_file()
-    assert not list(bundle.rglob("__pycache__"))
+    files = sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
+    # THEN it is train.py and exactly the shipped modules: no requirements file (nothing is
+    # installed at job start, so the job runs with network isolation), no contract TOML
+    assert files == sorted([*SHIPPED, "train.py"])
     # WHEN its train.py runs from the bundle alone (as in the container), without SM_* variables
     env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
     env["PYTHONPATH"] = str(bundle)
@@ -55,7 +54,7 @@ def test_backends_are_chosen_by_settings(name: str) -> None:
     from etl.aws import AwsClients
     from etl.exceptions import ConfigError
     from etl.settings import load_settings
-    from retrain.handler import make_backends
+    from retrain.wiring import make_backends
 
     settings = load_settings({"training_backend": name}, env={}, config_path=None)
     with pytest.raises(ConfigError, match="sagemaker_role_arn: is not set"):
@@ -71,7 +70,7 @@ def test_the_training_job_gets_the_contract_as_its_own_channel(
     from sagemaker.sklearn import estimator as sklearn_estimator
 
     from retrain.backends.base import TrainingRequest
-    from retrain.backends.sagemaker import SageMakerTraining
+    from retrain.backends.sagemaker import JobConfig, SageMakerTraining
 
     # GIVEN the SDK's estimator replaced by a recorder (no AWS call; the channel map is the point)
     fits: list[tuple[dict[str, str], str]] = []
@@ -85,53 +84,100 @@ def test_the_training_job_gets_the_contract_as_its_own_channel(
 
     monkeypatch.setattr(sklearn_estimator, "SKLearn", Recorder)
     monkeypatch.setattr("sagemaker.session.Session", lambda **_kw: object())
-    backend = SageMakerTraining(
-        None,
-        None,
+    config = JobConfig(
         role_arn="arn:aws:iam::123456789012:role/r",
         region="us-east-1",
         instance_type="ml.m5.large",
         framework_version="1.2-1",
-        work_dir=tmp_path,
     )
+    backend = SageMakerTraining(None, config)
     # WHEN a run with a contract channel starts
     backend.start(
         TrainingRequest(
             run_id="r1",
             train_dir=tmp_path,
             test_dir=tmp_path,
-            train_uri="s3://b/retrain/m/r1/train/",
-            test_uri="s3://b/retrain/m/r1/test/",
-            output_uri="s3://b/models/m/r1/",
+            train_uri="s3://lake-bucket/retrain/m/r1/train/",
+            test_uri="s3://lake-bucket/retrain/m/r1/test/",
+            output_uri="s3://lake-bucket/models/m/r1/",
             job_name="driftline-m-r1",
-            contract_uri="s3://b/retrain/m/r1/contract/",
+            contract_uri="s3://lake-bucket/retrain/m/r1/contract/",
+            baseline_uri="s3://lake-bucket/retrain/m/r1/baseline/",
         )
     )
-    # THEN the job's channels are train, test and contract (/opt/ml/input/data/contract/)
+    # THEN the job's channels are train, test, contract and baseline (/opt/ml/input/data/…)
     assert fits == [
         (
             {
-                "train": "s3://b/retrain/m/r1/train/",
-                "test": "s3://b/retrain/m/r1/test/",
-                "contract": "s3://b/retrain/m/r1/contract/",
+                "train": "s3://lake-bucket/retrain/m/r1/train/",
+                "test": "s3://lake-bucket/retrain/m/r1/test/",
+                "contract": "s3://lake-bucket/retrain/m/r1/contract/",
+                "baseline": "s3://lake-bucket/retrain/m/r1/baseline/",
             },
             "driftline-m-r1",
         )
     ]
 
 
-def test_the_training_requirements_are_pinned_wheels_checked_by_hash(tmp_path: Path) -> None:
-    import re
+def test_create_training_job_asks_for_network_isolation_and_the_stacks_key(
+    tmp_path: Path,
+) -> None:
+    import boto3
+    from moto import mock_aws
 
-    from retrain.backends.sagemaker import source_bundle
+    from retrain.backends.base import JobStatus, TrainingRequest
+    from retrain.backends.sagemaker import JobConfig, SageMakerTraining
 
-    # GIVEN the source bundle the training container pip-installs at job start
-    lines = (source_bundle(tmp_path / "src") / "requirements.txt").read_text().splitlines()
-    options = [ln for ln in lines if ln.startswith("--")]
-    reqs = [ln for ln in lines if ln and not ln.startswith("--")]
-    # THEN wheels only, and every requirement is pinned exactly with at least one sha256
-    assert options == ["--only-binary=:all:"]
-    assert reqs
-    for req in reqs:
-        assert re.match(r"^[A-Za-z0-9_.-]+==[0-9][^ ]* ", req), req
-        assert re.findall(r"--hash=sha256:[0-9a-f]{64}", req), req
+    key = "arn:aws:kms:us-east-1:123456789012:key/0000-data"
+    with mock_aws():
+        # GIVEN the real SDK estimator against moto, the CreateTrainingJob request recorded
+        session = boto3.Session(region_name="us-east-1")
+        session.client("s3").create_bucket(Bucket="lake-bucket")
+        sm = session.client("sagemaker")
+        sent: list[dict[str, object]] = []
+        sm.meta.events.register(
+            "provide-client-params.sagemaker.CreateTrainingJob",
+            lambda params, **_kw: sent.append(params),
+        )
+        config = JobConfig(
+            role_arn="arn:aws:iam::123456789012:role/driftline-sagemaker",
+            region="us-east-1",
+            instance_type="ml.m5.large",
+            framework_version="1.2-1",
+            max_runtime_s=3600,
+            kms_key_arn=key,
+        )
+        backend = SageMakerTraining(session, config, sagemaker_client=sm)
+        # WHEN a run starts its job
+        backend.start(
+            TrainingRequest(
+                run_id="r1",
+                train_dir=tmp_path,
+                test_dir=tmp_path,
+                train_uri="s3://lake-bucket/retrain/m/r1/train/",
+                test_uri="s3://lake-bucket/retrain/m/r1/test/",
+                output_uri="s3://lake-bucket/models/m/r1/",
+                job_name="driftline-m-20260301T000000Z-0a1b2c3d",
+                code_uri="s3://lake-bucket/retrain/m/r1/code",
+                contract_uri="s3://lake-bucket/retrain/m/r1/contract/",
+                baseline_uri="s3://lake-bucket/retrain/m/r1/baseline/",
+            )
+        )
+        # THEN the request isolates the container and encrypts volume and output with our key
+        (req,) = sent
+        assert req["EnableNetworkIsolation"] is True
+        assert req["ResourceConfig"]["VolumeKmsKeyId"] == key  # type: ignore[index]
+        assert req["OutputDataConfig"] == {
+            "S3OutputPath": "s3://lake-bucket/models/m/r1/",
+            "KmsKeyId": key,
+        }
+        assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+        inputs = {c["ChannelName"]: c for c in req["InputDataConfig"]}  # type: ignore[attr-defined]
+        # AND the code travels as an input channel too (an isolated container cannot fetch it)
+        assert set(inputs) == {"train", "test", "contract", "baseline", "code"}
+        code_uri = inputs["code"]["DataSource"]["S3DataSource"]["S3Uri"]
+        assert code_uri.startswith("s3://lake-bucket/retrain/m/r1/code")
+        hps = req["HyperParameters"]
+        assert hps["sagemaker_program"] == '"train.py"'  # type: ignore[index]
+        # AND the job exists under its name
+        assert backend.describe("driftline-m-20260301T000000Z-0a1b2c3d").status in set(JobStatus)

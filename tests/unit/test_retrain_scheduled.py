@@ -10,8 +10,9 @@ import pytest
 from etl.aws import AwsClients
 from etl.settings import load_settings
 from retrain.events import MalformedEventError, ScheduledEvent, parse_event
-from retrain.handler import RetrainOutcome, handle_event
+from retrain.gate import GateDeps, handle_event
 from retrain.idempotency import MemoryStore
+from retrain.results import RetrainOutcome
 
 
 def scheduled(event_id: str = "s-1", time: str = "2026-03-01T00:00:00Z") -> dict[str, Any]:
@@ -75,9 +76,7 @@ def test_scheduled_event_runs_once_without_an_alarm_and_respects_the_cool_down()
             scheduled(event_id),
             settings,
             AwsClients(),
-            store=store,
-            clock=lambda: now[0],
-            run=run,
+            gate=GateDeps(store=store, clock=lambda: now[0], run=run),
             now=datetime(2026, 3, 1, tzinfo=UTC),
         ).status
 

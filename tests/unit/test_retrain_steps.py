@@ -22,18 +22,16 @@ from retrain.events import (
     parse_training_event,
     should_finish,
 )
-from retrain.handler import lock_ttl
 from retrain.runs import (
-    FAILED,
-    FINISHED,
-    TRAINING,
     RunState,
+    RunStatus,
     Step,
     decide_step,
     job_name,
     job_prefix,
     run_id_for_job,
 )
+from retrain.wiring import lock_ttl
 
 JOB = "driftline-fraud-20260301T040000Z-0a1b2c3d"
 SETTINGS = load_settings(env={}, config_path=None)
@@ -43,7 +41,7 @@ def _state(**changes: Any) -> RunState:
     state = RunState(
         run_id="fraud-20260301T040000Z-0a1b2c3d",
         job_name=JOB,
-        status=TRAINING,
+        status=RunStatus.TRAINING,
         event_id="ev-1",
         holder="handler-abc",
         window_start="2026-03-01T00:00:00+00:00",
@@ -175,14 +173,14 @@ def test_job_names_carry_the_stack_and_model_prefix_and_give_back_the_run_id() -
         (
             "Completed",
             "",
-            _state(status=FINISHED),
+            _state(status=RunStatus.FINISHED),
             Step.IGNORE,
             "run 'fraud-20260301T040000Z-0a1b2c3d' is already finished; nothing to do",
         ),
         (
             "Failed",
             "",
-            _state(status=FAILED),
+            _state(status=RunStatus.FAILED),
             Step.IGNORE,
             "run 'fraud-20260301T040000Z-0a1b2c3d' is already failed; nothing to do",
         ),

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from etl.exceptions import StackError
-from infra.local_resources import CloudWatchAlarm, Resolver
+from infra.local_resolver import Resolver
+from infra.local_resources import CloudWatchAlarm
 from infra.stack import TEMPLATE_PATH, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,8 @@ WILDCARD_ALLOWLIST: dict[tuple[str, str], str] = {
     # PutMetricData has no resource-level permissions; the namespace condition scopes it instead.
     ("SageMakerExecutionRole", "SageMakerMetrics"): "PutMetricData needs '*'; namespace condition",
     ("ConsumerRole", "PutMetricDataOwnNamespaces"): "PutMetricData needs '*'; namespace condition",
+    # ListMetrics and GetMetricData have no resource-level permissions; read-only.
+    ("AnalyticsExportFunctionRole", "ReadMetrics"): "ListMetrics/GetMetricData need '*'; read-only",
     # A Deny on every action for non-TLS requests is the point of the TLS-only bucket policy.
     ("LakeBucketPolicy", "DenyInsecureTransport"): "deny s3:* without TLS",
 }
@@ -259,6 +262,58 @@ def test_lake_side_tables_are_projected() -> None:
         assert "${!table_name}" in params["storage.location.template"]["Fn::Sub"]
 
 
+def test_exported_tables_are_projected_parquet_with_the_exporters_columns() -> None:
+    from etl.export import SCHEMAS, ExportTable, object_key
+
+    glue_types = {"timestamp[us, tz=UTC]": "timestamp", "string": "string",
+                  "double": "double", "int64": "bigint"}  # fmt: skip
+    resources = _template()["Resources"]
+    by_name = {
+        spec["Properties"]["TableInput"]["Name"]: spec["Properties"]["TableInput"]
+        for spec in resources.values()
+        if spec["Type"] == "AWS::Glue::Table"
+    }
+    for table in ExportTable:
+        # GIVEN the Glue table of each exported table
+        tin = by_name[str(table)]
+        # THEN its columns are the exporter's, typed alike, partitioned by the day
+        assert [(c["Name"], c["Type"]) for c in tin["StorageDescriptor"]["Columns"]] == [
+            (f.name, glue_types[str(f.type)]) for f in SCHEMAS[table]
+        ]
+        assert tin["PartitionKeys"] == [{"Name": "event_date", "Type": "string"}]
+        # AND the projection finds the very objects the exporter writes
+        params = tin["Parameters"]
+        assert params["projection.enabled"] == "true"
+        template = params["storage.location.template"]["Fn::Sub"]
+        key = object_key(table, "2026-01-05")
+        assert template.replace("${!event_date}", "2026-01-05") == (
+            "s3://${LakeBucket}/" + key.rsplit("/", 1)[0] + "/"
+        )
+
+
+def test_the_export_function_is_scheduled_and_writes_only_the_analytics_prefix() -> None:
+    resources = _template()["Resources"]
+    rule = resources["AnalyticsExportRule"]["Properties"]
+    assert rule["ScheduleExpression"] == {"Ref": "AnalyticsExportSchedule"}
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["AnalyticsExportFunction", "Arn"]}
+    fn = resources["AnalyticsExportFunction"]["Properties"]
+    assert fn["Handler"] == "etl.export.handler"
+    statements = resources["AnalyticsExportFunctionRole"]["Properties"]["Policies"][0][
+        "PolicyDocument"
+    ]["Statement"]
+    writes = [
+        st
+        for st in statements
+        if any(a.startswith("s3:Put") for a in st["Action"] if isinstance(st["Action"], list))
+    ]
+    assert [w["Resource"] for w in writes] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:s3:::${LakeBucket}/analytics/*"}
+    ]
+    # AND no statement deletes or writes anything else
+    actions = {a for st in statements for a in st["Action"]}
+    assert not {a for a in actions if "Delete" in a or a.startswith(("iam:", "sagemaker:Update"))}
+
+
 def test_quicksight_exists_only_with_a_principal_and_reads_only_the_lake() -> None:
     template = _template()
     # GIVEN the QuickSight resources  THEN each hangs on HasQuickSight (principal ARN not empty)
@@ -309,7 +364,7 @@ def test_quicksight_exists_only_with_a_principal_and_reads_only_the_lake() -> No
     }
 
 
-# -- security review (issue 12) ---------------------------------------------------------------
+# -- security review --------------------------------------------------------------------------
 
 
 def _refs(node: Any) -> set[str]:
@@ -394,7 +449,7 @@ def test_logs_key_statement_is_the_documented_one_scoped_to_this_stacks_log_grou
         for spec in _template()["Resources"].values()
         if spec["Type"] == "AWS::Logs::LogGroup"
     ]
-    assert len(groups) == 4
+    assert len(groups) == 5
     arn = "arn:aws:logs:us-east-1:1:log-group:{}".format
     for group in groups:
         assert any(fnmatch.fnmatchcase(arn(group), p) for p in patterns), group
@@ -439,7 +494,10 @@ def _sagemaker_resources(stack: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("sibling", ["driftline-dev", "driftline-fraud", "driftline-x-fraud"])
+@pytest.mark.parametrize(
+    "sibling",
+    ["driftline-dev", "driftline-fraud", "driftline-x-fraud", "driftline-card-transactions-v1"],
+)
 def test_stack_driftline_cannot_touch_a_sibling_stacks_sagemaker_resources(sibling: str) -> None:
     import fnmatch
 
@@ -451,8 +509,8 @@ def test_stack_driftline_cannot_touch_a_sibling_stacks_sagemaker_resources(sibli
     arn = "arn:aws:sagemaker:us-east-1:1:{}".format
     theirs = [
         arn(f"endpoint/{sibling}-card-transactions"),
-        arn(f"endpoint-config/{sibling}-card-transactions-v3"),
-        arn(f"model/{sibling}-card-transactions-v3"),
+        arn(f"endpoint-config/{sibling}-card-transactions-v000003"),
+        arn(f"model/{sibling}-card-transactions-v000003"),
         arn(f"training-job/{sibling}-card-transactions-20260101t000000z-0123abcd"),
         arn(f"model-package-group/{sibling}-card-transactions"),
         arn(f"model-package/{sibling}-card-transactions/3"),
@@ -497,6 +555,9 @@ CHECKOV_SKIPS = {
     ("CompactionFunction", "CKV_AWS_117"): "calls only S3",
     ("CompactionFunction", "CKV_AWS_116"): "the next scheduled run retries it",
     ("CompactionFunction", "CKV_AWS_173"): "resource names only",
+    ("AnalyticsExportFunction", "CKV_AWS_117"): "calls only AWS APIs",
+    ("AnalyticsExportFunction", "CKV_AWS_116"): "the next scheduled run retries it",
+    ("AnalyticsExportFunction", "CKV_AWS_173"): "resource names only",
 }
 
 
@@ -551,3 +612,86 @@ def test_the_contract_travels_to_the_fleet_the_lambda_and_their_roles() -> None:
     ]["Fn::Base64"]["Fn::Sub"]
     assert "DRIFTLINE_CONTRACT_PATH=s3://${ArtifactsBucket}/${ContractKey}\n" in user_data
     assert contract_arn in sids[("ConsumerRole", "AppArtifactRead")]["Resource"]
+
+
+def test_models_and_configs_are_granted_by_their_fixed_length_names() -> None:
+    import fnmatch
+
+    from retrain.deploy import version_name
+
+    # GIVEN the names retrain/deploy.py gives stack `driftline`'s versions
+    granted = _sagemaker_resources("driftline")
+    arn = "arn:aws:sagemaker:us-east-1:1:{}".format
+    # THEN each version's model and config is granted, whatever the version's digits
+    for v in (1, 42, 999_999):
+        name = version_name("driftline-card-transactions", v)
+        for kind in ("model", "endpoint-config"):
+            assert any(fnmatch.fnmatchcase(arn(f"{kind}/{name}"), g) for g in granted), name
+    # AND a stack named like one of its versions cannot reach them, nor they its
+    other = version_name("driftline-card-transactions-v1-card-transactions", 3)
+    assert not any(fnmatch.fnmatchcase(arn(f"model/{other}"), g) for g in granted)
+
+
+def _retrain_statements() -> dict[str, dict[str, Any]]:
+    role = _template()["Resources"]["RetrainFunctionRole"]["Properties"]
+    return {st["Sid"]: st for p in role["Policies"] for st in p["PolicyDocument"]["Statement"]}
+
+
+def test_training_jobs_and_models_are_granted_only_isolated_and_under_the_stacks_key() -> None:
+    # GIVEN the retrain function's statements
+    sts = _retrain_statements()
+    # THEN CreateTrainingJob is allowed only with network isolation and the stack's key on the
+    # volume and the output, CreateModel only with network isolation, and nowhere else
+    train = sts["SageMakerIsolatedTraining"]
+    assert train["Action"] == "sagemaker:CreateTrainingJob"
+    assert train["Condition"] == {
+        "Bool": {"sagemaker:NetworkIsolation": "true"},
+        "StringEquals": {
+            "sagemaker:VolumeKmsKey": {"Fn::GetAtt": ["DataKey", "Arn"]},
+            "sagemaker:OutputKmsKey": {"Fn::GetAtt": ["DataKey", "Arn"]},
+        },
+    }
+    model = sts["SageMakerIsolatedModels"]
+    assert model["Action"] == "sagemaker:CreateModel"
+    assert model["Condition"] == {"Bool": {"sagemaker:NetworkIsolation": "true"}}
+    creating = [
+        sid
+        for sid, st in sts.items()
+        for a in _as_list(st["Action"])
+        if a in ("sagemaker:CreateTrainingJob", "sagemaker:CreateModel", "sagemaker:*")
+    ]
+    assert sorted(creating) == ["SageMakerIsolatedModels", "SageMakerIsolatedTraining"]
+
+
+def test_a_deferred_alarm_is_delivered_again_by_a_schedule_of_the_stacks_own_group() -> None:
+    resources = _template()["Resources"]
+    env = resources["RetrainFunction"]["Properties"]["Environment"]["Variables"]
+    sts = _retrain_statements()
+    # GIVEN the function's redelivery settings  THEN they name the group, the role and itself
+    assert env["DRIFTLINE_REDELIVERY_GROUP"] == {"Ref": "RetrainRedeliveryGroup"}
+    assert env["DRIFTLINE_REDELIVERY_ROLE_ARN"] == {"Fn::GetAtt": ["RetrainRedeliveryRole", "Arn"]}
+    assert env["DRIFTLINE_REDELIVERY_TARGET_ARN"]["Fn::Sub"].endswith(
+        ":function:${AWS::StackName}-retrain"
+    )
+    group = resources["RetrainRedeliveryGroup"]["Properties"]["Name"]
+    assert group == {"Fn::Sub": "${AWS::StackName}-retrain"}
+    # AND the function may create schedules in that group only, and pass that role to the
+    # scheduler only
+    create = sts["RedeliverDeferredAlarms"]
+    assert create["Action"] == "scheduler:CreateSchedule"
+    assert create["Resource"]["Fn::Sub"].endswith(":schedule/${RetrainRedeliveryGroup}/*")
+    passing = sts["PassRedeliveryRole"]
+    assert passing["Resource"] == {"Fn::GetAtt": ["RetrainRedeliveryRole", "Arn"]}
+    assert passing["Condition"] == {
+        "StringEquals": {"iam:PassedToService": {"Fn::Sub": "scheduler.${AWS::URLSuffix}"}}
+    }
+    # AND the scheduler's role may invoke the retrain function and nothing else, assumed only
+    # by this account's schedules of this stack's group
+    role = resources["RetrainRedeliveryRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": {"Fn::Sub": "scheduler.${AWS::URLSuffix}"}}
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    (policy,) = role["Policies"]
+    (invoke,) = policy["PolicyDocument"]["Statement"]
+    assert invoke["Action"] == "lambda:InvokeFunction"
+    assert invoke["Resource"]["Fn::Sub"].endswith(":function:${AWS::StackName}-retrain")

@@ -31,6 +31,31 @@
     };
   }
 
+  /* A time chart starts where its data (or an alarm transition) starts, not at the start of the
+     range read: a stack that is minutes old fills the chart instead of its last pixels. */
+  function xFit(spec, names) {
+    var first = null;
+    for (var i = 0; i < spec.x.length && first === null; i++) {
+      for (var k = 0; k < names.length; k++) {
+        if (spec.series[names[k]][i] !== null) { first = spec.x[Math.max(i - 1, 0)]; break; }
+      }
+    }
+    if (first === null) { return undefined; }
+    (spec.marks || []).forEach(function (m) { if (m.t >= spec.x[0]) { first = Math.min(first, m.t); } });
+    var last = spec.x[spec.x.length - 1];
+    if (first <= spec.x[0]) { return undefined; }
+    return function (u, lo, hi) {  // the whole range: fitted; a drag-zoom inside it: as asked
+      return lo <= spec.x[0] && hi >= last ? [first, last] : [lo, hi];
+    };
+  }
+
+  function xScale(spec, names, opts) {
+    var scale = { time: opts.time };
+    var fit = opts.time ? xFit(spec, names) : undefined;
+    if (fit) { scale.range = fit; }
+    return scale;
+  }
+
   function draw(el, spec, opts) {
     var names = Object.keys(spec.series);
     var rows = [spec.x].concat(names.map(function (n) { return spec.series[n]; }));
@@ -41,7 +66,7 @@
     }));
     var cfg = {
       title: spec.title, width: width, height: opts.height, series: series,
-      scales: { x: { time: opts.time } , y: { range: function (u, lo, hi) {
+      scales: { x: xScale(spec, names, opts), y: { range: function (u, lo, hi) {
         var top = Math.max(hi || 0, spec.threshold || 0) * 1.1;
         return [0, top > 0 ? top : 1];
       } } },

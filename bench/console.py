@@ -5,9 +5,11 @@ of per-window drift metrics for every feature.
 
 Seeds an emulator with ``tests.console_stack`` (24 h x 60 windows x (4 metrics x features + the
 drift score + MaxPSI) through PutMetricData, lake flushes, dead letters, alarm transitions, two
-registered models), serves the console as its own process (``python -m infra.console``), and asks
-each page and each overview fragment ``--rounds`` times after one warm-up request. Server time is
-the console's ``Server-Timing`` header (request in, response out, including the backend calls).
+registered models) and an embedded PostgreSQL warehouse loaded from that lake by the real loader
+(the warehouse card queries it as the read-only role), serves the console as its own process
+(``python -m infra.console``), and asks each page and each overview fragment ``--rounds`` times
+after one warm-up request. Server time is the console's ``Server-Timing`` header (request in,
+response out, including the backend calls).
 
 Baseline measured in the same run: ``/healthz`` (no backend call), the floor of a request.
 Targets (``--strict`` exits 1 above them): page p95 <= 300 ms, fragment p95 <= 100 ms, first load
@@ -33,6 +35,7 @@ import httpx
 from etl.aws import AwsClients
 from infra.emulator import start_emulator
 from infra.model_server import start_model_server
+from infra.pg import start_postgres, stop_postgres
 from infra.procs import read_ready_file, spawn_module, stop_pid, wait_until
 from tests.console_stack import seed, seed_models
 
@@ -72,6 +75,8 @@ def _env(settings: Any, state: Path) -> dict[str, str]:
         "drift_alarm_name",
         "model_server_url",
         "model_cache_dir",
+        "warehouse_dsn",
+        "warehouse_query_dsn",
     ):
         value = getattr(settings, key)
         if value is not None:
@@ -108,19 +113,33 @@ def measure(url: str, rounds: int) -> dict[str, Any]:
     return out
 
 
+def load_warehouse(seeded: Any) -> int:
+    """The seeded lake loaded into the warehouse by the real loader; returns the rows."""
+    from etl.warehouse.loader import build_loader
+
+    loader = build_loader(seeded.settings, seeded.contract, seeded.clients)
+    try:
+        return int(loader.run_once().rows)
+    finally:
+        loader.warehouse.close()
+
+
 def run(rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="driftline-bench-console-") as tmp:
         d = Path(tmp)
         emu = start_emulator(d)
         server = start_model_server(d / "server", None)
+        pg = start_postgres(d / "pg")
         console_pid = None
         try:
             clients = AwsClients(endpoint_url=emu.endpoint)
             t0 = time.perf_counter()
             seeded = seed(clients, d, hours=24, extra_settings={
                 "model_server_url": server.url, "model_server_token_file": str(server.token_file),
-                "model_cache_dir": str(d / "server" / "models")})  # fmt: skip
+                "model_cache_dir": str(d / "server" / "models"),
+                "warehouse_dsn": pg.dsn, "warehouse_query_dsn": pg.reader_dsn})  # fmt: skip
             seed_models(clients, seeded.settings, d / "work")
+            warehouse_rows = load_warehouse(seeded)
             seed_s = time.perf_counter() - t0
             ready = d / "console.endpoint"
             proc = spawn_module(
@@ -133,12 +152,13 @@ def run(rounds: int) -> dict[str, Any]:
             url = wait_until(proc, lambda: read_ready_file(ready, lambda _u: True), timeout=60,
                              what="the console", log_path=d / "console.log")  # fmt: skip
             result = measure(url, rounds)
-            result.update(seed_s=round(seed_s, 1), rounds=rounds)
+            result.update(seed_s=round(seed_s, 1), rounds=rounds, warehouse_rows=warehouse_rows)
             return result
         finally:
             if console_pid is not None:
                 stop_pid(console_pid)
             server.stop()
+            stop_postgres(pg)
             emu.stop()
 
 
@@ -152,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(r, indent=1))
     else:
-        print(f"seeded in {r['seed_s']} s; /healthz p95 {r['healthz_p95_ms']} ms (baseline)")
+        print(
+            f"seeded in {r['seed_s']} s (warehouse: {r['warehouse_rows']} rows loaded);"
+            f" /healthz p95 {r['healthz_p95_ms']} ms (baseline)"
+        )
         for kind, budget in (("pages", PAGE_P95_MS), ("fragments", FRAGMENT_P95_MS)):
             for path, m in r[kind].items():
                 share = m["p95_ms"] / budget

@@ -76,6 +76,11 @@ class Settings:
     drift_target_rate: float = 1e-4
     metrics_namespace: str = "Driftline"
     metrics_high_resolution: bool = False
+    #: Score each decoded batch with the served model and publish model-quality windows of the
+    #: inline labels (consumers/quality_observer.py, docs/quality.md); off by default.
+    quality_scoring: bool = False
+    #: A quality window closes after ``drift_window_s`` and at least this many labels.
+    quality_min_labels: int = 200
 
     # -- producer --------------------------------------------------------------------------
     producer_max_attempts: int = 8
@@ -264,6 +269,7 @@ def _check_positive(s: Settings) -> None:
         "s3_max_attempts",
         "kcl_max_records",
         "drift_min_rows",
+        "quality_min_labels",
         "producer_max_attempts",
         "warehouse_batch_manifests",
     )

@@ -103,6 +103,7 @@ class LakeWatcher:
 
 
 def _percentile(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile, ``q`` in 0–100 (``numpy.percentile``; as ``infra.loadgen``)."""
     return round(float(np.percentile(values, q)), 3) if values else None
 
 

@@ -39,10 +39,14 @@ def contract_record(path: str | None = None, seed: int = 0) -> dict[str, Any]:
 
 
 def _percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile, ``q`` in 0–100 as ``numpy.percentile`` and ``infra.demo`` take it
+    (nearest rank; NaN when there are no values)."""
     if not values:
         return float("nan")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile q={q} must be in 0-100")
     ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    idx = min(len(ordered) - 1, max(0, round(q / 100.0 * (len(ordered) - 1))))
     return ordered[idx]
 
 
@@ -147,8 +151,8 @@ class _Load:
             "errors": self.errors,
             "seconds": round(seconds, 3),
             "requests_per_second": round((ok + failed) / seconds, 1) if seconds > 0 else 0.0,
-            "latency_p50_ms": round(_percentile(self.latencies, 0.50) * 1000, 3),
-            "latency_p99_ms": round(_percentile(self.latencies, 0.99) * 1000, 3),
+            "latency_p50_ms": round(_percentile(self.latencies, 50) * 1000, 3),
+            "latency_p99_ms": round(_percentile(self.latencies, 99) * 1000, 3),
             "models": dict(self.models),
         }
 

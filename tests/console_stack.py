@@ -242,7 +242,7 @@ def seed_models(
 
 def save_run_record(clients: AwsClients, settings: Settings) -> None:
     """The record of the retrain run that registered v2 and kept it for manual approval."""
-    from retrain.runs import RunState, save_state
+    from retrain.runs import RunState, RunStatus, save_state
 
     bucket = settings.require("lake_bucket")
     save_state(
@@ -251,7 +251,7 @@ def save_run_record(clients: AwsClients, settings: Settings) -> None:
         RunState(
             run_id="run-beta",
             job_name="driftline-run-beta",
-            status="finished",
+            status=RunStatus.FINISHED,
             event_id="evt-1",
             holder=None,
             window_start="2026-11-27T08:00:00+00:00",

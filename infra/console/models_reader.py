@@ -1,6 +1,6 @@
 """The models page's data: the registry (``sagemaker:ListModelPackages`` +
 ``DescribeModelPackage`` through :mod:`retrain.registry`) and the retrain runs' records
-(``s3:ListObjectsV2`` + ``GetObject`` of ``retrain/<model>/<run id>/state.json``)."""
+(``s3:ListObjectsV2`` + ``GetObject`` of ``retrain/<model>/<run id>/run.json``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from etl.exceptions import RetrainError
 from infra.console.context import Console, guard
 from infra.console.lake_reader import list_prefix
 from retrain import registry
+from retrain.manual import Action
 from retrain.runs import STATE_FILE, RunState, model_name, promotion_metric, settings_contract
 from retrain.wiring import model_group
 
@@ -20,7 +21,7 @@ from retrain.wiring import model_group
 @dataclass
 class VersionRow:
     version: int
-    status: str
+    status: registry.Approval
     serving: bool
     metric: float | None
     champion_metric: float | None
@@ -31,6 +32,34 @@ class VersionRow:
     run_id: str
     reason: str
     created: str
+    #: The manual gate's buttons this row offers (what ``retrain.manual.decide`` accepts).
+    actions: tuple[Action, ...] = ()
+
+    @property
+    def buttons(self) -> list[tuple[str, str, bool]]:
+        """(action, label, danger) per button."""
+        return [(str(a), *BUTTONS[a]) for a in self.actions]
+
+
+#: A button's label and whether it is drawn as a danger.
+BUTTONS: dict[Action, tuple[str, bool]] = {
+    Action.APPROVE: ("Approve", False),
+    Action.REJECT: ("Reject", True),
+    Action.ROLLBACK: ("Roll back", False),
+}
+
+
+def actions_for(status: registry.Approval, serving: bool) -> tuple[Action, ...]:
+    """Approve what is not approved; reject what is not rejected; roll back to an approved
+    version that does not serve (``decide`` refuses a rollback to anything else)."""
+    out: list[Action] = []
+    if status is not registry.Approval.APPROVED:
+        out.append(Action.APPROVE)
+    if status is not registry.Approval.REJECTED:
+        out.append(Action.REJECT)
+    if status is registry.Approval.APPROVED and not serving:
+        out.append(Action.ROLLBACK)
+    return tuple(out)
 
 
 @dataclass
@@ -67,11 +96,12 @@ def models(console: Console) -> ModelsView:
     for v in versions:
         lin = v.lineage
         window = " → ".join(x for x in (lin.get("window_start"), lin.get("window_end")) if x)
+        serving = champ is not None and champ.version == v.version
         rows.append(
             VersionRow(
                 version=v.version,
                 status=v.status,
-                serving=champ is not None and champ.version == v.version,
+                serving=serving,
                 metric=v.metrics.get(metric),
                 champion_metric=v.champion_metrics.get(metric),
                 metrics=dict(v.metrics),
@@ -81,6 +111,7 @@ def models(console: Console) -> ModelsView:
                 run_id=lin.get("run_id", ""),
                 reason=v.reason,
                 created=v.created.strftime("%Y-%m-%d %H:%M:%S") if v.created else "",
+                actions=actions_for(v.status, serving),
             )
         )
     return ModelsView(group, metric, rows, champ.version if champ else None)

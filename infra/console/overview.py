@@ -23,7 +23,7 @@ from typing import Any
 
 from infra.console.alarms_reader import describe_drift_alarm
 from infra.console.context import BackendError, Console, guard, parallel
-from infra.console.lake_reader import dead_letters, lake_summary
+from infra.console.lake_reader import LakeSummary, dead_letters, lake_summary
 from retrain import registry
 from retrain.wiring import model_group
 
@@ -201,19 +201,61 @@ class WarehouseView:
     rows: int
     loaded_manifests: int
     last_load: datetime | None
+    #: Lake flushes not loaded yet (None: the lake could not be read; its card says why).
     pending_manifests: int | None
     configured: bool = True
+    #: How far the warehouse is behind the lake: the lake's last write minus the last load.
+    lag_s: float | None = None
 
 
 def warehouse(console: Console) -> WarehouseView:
+    """Rows and loads (SQL on the warehouse), and the load lag against the lake's manifests."""
+    s = console.settings
+    backend = "PostgreSQL" if s.warehouse_backend == "postgres" else "Redshift"
+    if s.warehouse_backend == "postgres" and not s.warehouse_dsn:
+        return WarehouseView(backend, 0, 0, None, None, configured=False)
+
+    def lake_side() -> LakeSummary | None:
+        try:
+            return lake_summary(console)
+        except BackendError:  # the lake card names the failing call
+            return None
+
+    (rows, loaded, last), lake_now = parallel(
+        lambda: _warehouse_counts(console, backend), lake_side
+    )
+    view = WarehouseView(backend, rows, loaded, last, None)
+    if lake_now is not None:
+        view.pending_manifests = max(lake_now.manifests - loaded, 0)
+        behind = view.pending_manifests > 0 and lake_now.last_write is not None
+        if behind and last is not None and lake_now.last_write is not None:
+            view.lag_s = max((lake_now.last_write - last).total_seconds(), 0.0)
+        elif not behind:
+            view.lag_s = 0.0
+    return view
+
+
+def _as_utc(value: Any) -> datetime | None:
+    """A timestamp as the warehouse returns it (PostgreSQL: a datetime; the Redshift Data API:
+    text), aware and in UTC."""
+    if value is None or value == "":
+        return None
+    try:
+        t = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _warehouse_counts(console: Console, backend: str) -> tuple[int, int, datetime | None]:
+    """(rows, manifests loaded, last load) by two SELECTs; zeros before the first load."""
     from etl.warehouse.ddl import LEDGER_TABLE, Dialect, qualified
     from etl.warehouse.loader import build_warehouse
 
     s = console.settings
-    schema = s.warehouse_schema
     dialect = Dialect.POSTGRES if s.warehouse_backend == "postgres" else Dialect.REDSHIFT
-    target = qualified(schema, console.contract.name, dialect)
-    ledger = qualified(schema, LEDGER_TABLE, dialect)
+    target = qualified(s.warehouse_schema, console.contract.name, dialect)
+    ledger = qualified(s.warehouse_schema, LEDGER_TABLE, dialect)
 
     def query() -> tuple[int, int, datetime | None]:
         wh = build_warehouse(s, console.contract, console.clients)
@@ -222,18 +264,14 @@ def warehouse(console: Console) -> WarehouseView:
             led = wh.query(f"SELECT count(*), max(loaded_at) FROM {ledger}").rows
         finally:
             wh.close()
-        return int(rows[0][0]), int(led[0][0]), led[0][1]
+        return int(rows[0][0]), int(led[0][0]), _as_utc(led[0][1])
 
-    backend = "PostgreSQL" if s.warehouse_backend == "postgres" else "Redshift"
-    if s.warehouse_backend == "postgres" and not s.warehouse_dsn:
-        return WarehouseView(backend, 0, 0, None, None, configured=False)
     try:
-        rows, loaded, last = guard(backend, "warehouse row count + load ledger", query)
+        return guard(backend, "warehouse row count + load ledger", query)
     except BackendError as exc:
         if "does not exist" in exc.message:  # nothing loaded yet: the loader creates the tables
-            return WarehouseView(backend, 0, 0, None, None)
+            return 0, 0, None
         raise
-    return WarehouseView(backend, rows, loaded, last, None)
 
 
 @dataclass
@@ -262,7 +300,7 @@ def drift_alarm(console: Console) -> AlarmView | None:
 @dataclass
 class ServingView:
     version: int | None
-    status: str | None
+    status: registry.Approval | None
     metrics: dict[str, float] = field(default_factory=dict)
     endpoint: str = ""
     endpoint_state: str = ""

@@ -39,7 +39,7 @@ from etl.contract import Contract, load_contract
 from etl.lake import LakeLayout, LakeWriter
 from etl.records import RawRecord, RecordDecoder
 from etl.settings import Settings
-from infra.commands.models import serving_settings
+from infra.commands._common import serving_settings
 from infra.context import LocalState, resolve_settings
 from infra.local import console_url
 from retrain import registry
@@ -231,6 +231,10 @@ def test_every_page_loads_and_the_charts_draw(
                 "return [...document.querySelectorAll('.err')].map(e => e.textContent)"
             )
             assert errors == [], errors
+            # AND the warehouse card has the demo's rows and its lag behind the lake: the
+            # test's own dead-letter flush is the one flush the demo's loader did not see
+            card = browser.find_element("css selector", "#frag-warehouse").text
+            assert "1 flush behind" in card, card
         if name == "drift":
             # THEN the score and every feature's series drew, with the demo's data
             _charts_drew(browser, n_features + 1)

@@ -53,6 +53,7 @@ def test_deploy_local_provides_every_resource_of_the_template(aws: AwsClients) -
         "GlueDatabase", "DriftAlarm", "QualityAlarm", "DeadLetterAlarm", "ConsumerLagAlarm",
         "RetrainQueuePolicy", "RetrainDeadLetterQueuePolicy", "ModelPackageGroup",
         "AthenaWorkgroup", "DeadLetterTable", "CompactionTable",
+        "AlarmTransitionsTable", "DriftMetricsTable", "ModelVersionsTable",
     }  # fmt: skip
     assert by_id["Stream"].provided_by == "emulator-cloudformation"
     assert by_id["RedshiftWorkgroup"].provided_by.startswith("local stand-in: embedded PostgreSQL")

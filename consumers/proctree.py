@@ -6,7 +6,8 @@ with the level above it, whatever kills it:
 
 * a daemon gets ``PR_SET_PDEATHSIG`` = SIGKILL from the supervisor (:func:`die_with_parent`);
 * a relay reads the daemon's pipe: its end of file (the daemon is gone) ends it;
-* a record processor gets ``PR_SET_PDEATHSIG`` from its relay.
+* a record processor gets ``PR_SET_PDEATHSIG`` from its relay when the relay starts it; one forked
+  by the fleet's warm server (:mod:`consumers.warm`) watches its relay's connection instead.
 
 Java's children do not get the death signal: the JVM starts them from pool threads that end
 while the process lives on, and the kernel sends the signal when the *thread* ends.

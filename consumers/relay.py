@@ -15,6 +15,10 @@ does no data work and does not crash with the processor behind it:
   messages (the processor's own replay of pending flush ranges then applies, and its checkpoints
   go to the daemon as usual), and resumes: the daemon, and the worker's other shards, never notice.
 
+A new processor comes from the fleet's warm server when there is one
+(``DRIFTLINE_PROCESSOR_SERVER``, :mod:`consumers.warm`: forked with its imports done), else the
+relay starts it itself.
+
 When the relay cannot recover (no buffer after an overflow, more than ``--max-crashes`` within a
 minute) it exits with the processor's code, and the daemon's own path (exit, supervisor restart,
 lease re-taken from the checkpoint) takes over. Run by the daemon's launcher script::

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from etl.aws import error_code
 from etl.contract import PARTITION_DATE, PARTITION_HOUR, Contract
-
-if TYPE_CHECKING:
-    from etl.lake import LakeLayout
+from etl.lake_layout import LakeLayout
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,10 @@ import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from etl import keys
-from etl.contract import PARTITION_DATE, PARTITION_HOUR, SEQUENCE_NUMBER, Contract
+from etl.contract import SEQUENCE_NUMBER, Contract
 from etl.exceptions import LakeWriteError
 from etl.glue_catalog import GlueCatalog
+from etl.lake_layout import LakeLayout
 
 __all__ = [
     "GlueCatalog",
@@ -99,24 +100,6 @@ class Manifest:
         doc = json.loads(text)
         doc["objects"] = [LakeObject(**o) for o in doc.get("objects", [])]
         return cls(**doc)
-
-
-@dataclass(frozen=True, slots=True)
-class LakeLayout:
-    """Where things live in the lake bucket."""
-
-    bucket: str
-    table: str
-    lake_prefix: str = "lake"
-    dead_letter_prefix: str = "dead-letters"
-    manifest_prefix: str = "manifests"
-
-    @property
-    def table_location(self) -> str:
-        return f"s3://{self.bucket}/{self.lake_prefix}/{self.table}/"
-
-    def partition_location(self, event_date: str, event_hour: str) -> str:
-        return f"{self.table_location}{PARTITION_DATE}={event_date}/{PARTITION_HOUR}={event_hour}/"
 
 
 def encode_parquet(

@@ -421,6 +421,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--flush", type=int, default=FLUSH, help="records per flush")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", action="store_true", help="also print one JSON line of results")
+    parser.add_argument("--score", action="store_true", help="also time the scoring path")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # child process mode
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
@@ -521,6 +522,15 @@ def main(argv: list[str] | None = None) -> int:
         f" {args.processes} fresh processes x {args.repeats} runs per side"
     )
     print_report(timings, n, summary, kcl_us)
+    if args.score:  # the optional scoring path (consumers/scoring.py), per record
+        from bench._scoring_cost import measure
+
+        sc = measure(records, args.batch)
+        summary["scoring"] = sc
+        print(
+            f"  scoring path: {sc['score_us_per_record']:.2f} us/record on top of decoding's"
+            f" {sc['decode_us_per_record']:.2f} ({sc['score_over_decode']:.2f}x)"
+        )
     if args.json:
         ratios = ("ratio_core", "ratio_io", "ratio_core_cpu", "ratio_io_cpu")
         line = {

@@ -12,13 +12,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from consumers.flush import FlushPolicy
 from consumers.processor import BatchObserver, KclRecordProcessor, ShardProcessor
 from consumers.warm import RELAY_ENV
-from etl.aws import AwsClients
+from etl.aws import AwsClients, error_code
 from etl.contract import Contract, contract_for_settings
-from etl.lake import GlueCatalog, LakeLayout, LakeWriter
+from etl.lake import GlueCatalog, LakeLayout, LakeWriter, WriterOptions, stream_tag
 from etl.logs import configure_json_logging
 from etl.records import RecordDecoder
 from etl.settings import Settings, load_settings
@@ -47,10 +50,13 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         layout,
         clients.client("s3"),
         catalog=catalog,
-        compression=settings.parquet_compression,
-        max_attempts=settings.s3_max_attempts,
-        backoff_base_s=settings.s3_backoff_base_s,
-        fault=injected_fault(settings),
+        options=WriterOptions(
+            compression=settings.parquet_compression,
+            max_attempts=settings.s3_max_attempts,
+            backoff_base_s=settings.s3_backoff_base_s,
+            stream=stream_incarnation(settings, clients),
+            fault=injected_fault(settings),
+        ),
     )
     policy = FlushPolicy(
         settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_s
@@ -61,6 +67,25 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         policy,
         observer=build_observer(settings, contract, clients),
     )
+
+
+def stream_incarnation(settings: Settings, clients: AwsClients) -> str:
+    """The stream incarnation's tag for the lake's keys (etl.lake.WriterOptions): from its ARN
+    and creation time. "" (untagged keys) without a stream name, or when the stream cannot be
+    described (with a warning)."""
+    stream = settings.stream_name
+    if not stream:
+        return ""
+    try:
+        summary = clients.client("kinesis").describe_stream_summary(StreamName=stream)
+    except (ClientError, BotoCoreError) as exc:
+        log.warning(
+            "stream not described: lake keys untagged by its incarnation",
+            extra={"stream": stream, "error": error_code(exc) or str(exc)},
+        )
+        return ""
+    desc = summary["StreamDescriptionSummary"]
+    return stream_tag(desc["StreamARN"], desc["StreamCreationTimestamp"])
 
 
 def injected_fault(settings: Settings) -> Callable[[str], None] | None:
@@ -90,12 +115,22 @@ def injected_fault(settings: Settings) -> Callable[[str], None] | None:
 def build_observer(
     settings: Settings, contract: Contract, clients: AwsClients
 ) -> BatchObserver | None:
-    """The on-stream drift window, when the drift package is available and configured."""
+    """The on-stream drift window, when the drift package is available and configured, and the
+    quality window when ``quality_scoring`` is on (docs/quality.md)."""
     try:
         from consumers.drift_observer import make_drift_observer
     except ImportError:
         return None
-    return make_drift_observer(settings, contract, clients)
+    drift = make_drift_observer(settings, contract, clients)
+    if not settings.quality_scoring:
+        return drift
+    from consumers.quality_observer import Observers, make_quality_observer
+
+    # the local serving backend's pointer (retrain.wiring.pointer_path: cache / model / CURRENT)
+    model = settings.model_name or contract.name.replace("_", "-")
+    pointer = Path(settings.model_cache_dir).resolve() / model / "CURRENT"
+    quality = make_quality_observer(settings, contract, clients, pointer)
+    return Observers(drift, quality) if quality is not None else drift
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ from consumers.daemon import (
     write_daemon_files,
 )
 from consumers.proctree import cmdline, die_with_parent, group_members, kill_group
-from consumers.warm import SERVER_ENV
+from consumers.warm import SERVER_ENV, SERVER_PID_ENV
 from etl.exceptions import KclSetupError
 from etl.settings import Settings, to_env
 
@@ -235,7 +235,7 @@ class ConsumerFleet:
         classdata.ensure_in_background(java, jar_dir)  # for the next start of a daemon
         if self.warm and self.module == "consumers.app":
             self.server = self._start_server(env)
-            env = {**env, SERVER_ENV: self.server_name}
+            env = {**env, SERVER_ENV: self.server_name, SERVER_PID_ENV: str(self.server.pid)}
         for i in range(self.workers):
             worker_id = self.worker_id(i)
             files = write_daemon_files(

@@ -79,68 +79,58 @@ def build_datums(
     high_resolution: bool = False,
 ) -> list[Datum]:
     """The PutMetricData datums for one window (features first, then the summary)."""
-    stream_dim = {"Name": "Stream", "Value": stream_name}
     extra: dict[str, Any] = {}
     if timestamp is not None:
         extra["Timestamp"] = timestamp
     if high_resolution:
         extra["StorageResolution"] = 1
+    stream_dim = {"Name": "Stream", "Value": stream_name}
+    return [
+        *_feature_datums(result, stream_dim, extra),
+        *_summary_datums(result, dead_letters, stream_dim, extra),
+    ]
+
+
+def _datum(
+    metric: str, dims: list[dict[str, str]], value: float, unit: str, extra: dict[str, Any]
+) -> Datum:
+    return {"MetricName": metric, "Dimensions": dims, "Value": value, "Unit": unit, **extra}
+
+
+def _measured(value: float | None) -> bool:
+    """Whether ``value`` was measured (None: nothing measured; inf is not a metric value)."""
+    return value is not None and math.isfinite(value)
+
+
+def _feature_datums(
+    result: DriftResult, stream_dim: dict[str, str], extra: dict[str, Any]
+) -> list[Datum]:
+    """Per feature: its drift measures, with a ``Feature`` dimension."""
     out: list[Datum] = []
     for f in result.features:
         dims = [stream_dim, {"Name": "Feature", "Value": f.name}]
         for attr, metric in FEATURE_METRICS:
             value = getattr(f, attr)
-            if value is None or not math.isfinite(value):  # nothing measured (or inf)
-                continue
-            out.append(
-                {
-                    "MetricName": metric,
-                    "Dimensions": dims,
-                    "Value": float(value),
-                    "Unit": "None",
-                    **extra,
-                }
-            )
-    for metric, value in (("DriftScore", result.drift_score), ("MaxPSI", result.max_psi)):
-        if value is not None and math.isfinite(value):
-            out.append(
-                {
-                    "MetricName": metric,
-                    "Dimensions": [stream_dim],
-                    "Value": float(value),
-                    "Unit": "None",
-                    **extra,
-                }
-            )
-    out.append(
-        {
-            "MetricName": "WindowRows",
-            "Dimensions": [stream_dim],
-            "Value": float(result.rows),
-            "Unit": "Count",
-            **extra,
-        }
-    )
+            if _measured(value):
+                out.append(_datum(metric, dims, float(value), "None", extra))
+    return out
+
+
+def _summary_datums(
+    result: DriftResult, dead_letters: int, stream_dim: dict[str, str], extra: dict[str, Any]
+) -> list[Datum]:
+    """Per window: drift score, max PSI, rows, the dead-letter rate and count."""
+    dims = [stream_dim]
+    out = [
+        _datum(metric, dims, float(value), "None", extra)
+        for metric, value in (("DriftScore", result.drift_score), ("MaxPSI", result.max_psi))
+        if value is not None and _measured(value)
+    ]
+    out.append(_datum("WindowRows", dims, float(result.rows), "Count", extra))
     seen = result.rows + dead_letters
     if seen > 0:
-        out.append(
-            {
-                "MetricName": "DeadLetterRate",
-                "Dimensions": [stream_dim],
-                "Value": dead_letters / seen,
-                "Unit": "None",
-                **extra,
-            }
-        )
-    out.append(
-        {
-            "MetricName": "DeadLetters",
-            "Dimensions": [stream_dim],
-            "Value": float(dead_letters),
-            "Unit": "Count",
-            **extra,
-        }
-    )
+        out.append(_datum("DeadLetterRate", dims, dead_letters / seen, "None", extra))
+    out.append(_datum("DeadLetters", dims, float(dead_letters), "Count", extra))
     return out
 
 
@@ -185,6 +175,17 @@ class PublishReport:
     failed_datums: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How :class:`MetricsPublisher` retries a throttled or failed PutMetricData."""
+
+    max_attempts: int = 5
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 5.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random | None = None
+
+
 class MetricsPublisher:
     """PutMetricData for drift windows; never raises, counts what it could not publish.
 
@@ -198,23 +199,20 @@ class MetricsPublisher:
         *,
         stream_name: str,
         high_resolution: bool = False,
-        max_attempts: int = 5,
-        backoff_base_s: float = 0.2,
-        backoff_max_s: float = 5.0,
-        sleep: Callable[[float], None] = time.sleep,
-        rng: random.Random | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts={max_attempts} must be >= 1")
+        retry = retry or RetryPolicy()
+        if retry.max_attempts < 1:
+            raise ValueError(f"max_attempts={retry.max_attempts} must be >= 1")
         self._cw = cloudwatch_client
         self.namespace = namespace
         self.stream_name = stream_name
         self.high_resolution = high_resolution
-        self.max_attempts = max_attempts
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
-        self._sleep = sleep
-        self._rng = rng or random.Random()
+        self.max_attempts = retry.max_attempts
+        self.backoff_base_s = retry.backoff_base_s
+        self.backoff_max_s = retry.backoff_max_s
+        self._sleep = retry.sleep
+        self._rng = retry.rng or random.Random()
         self.failures = 0
         self.failed_datums = 0
         self.published_datums = 0

@@ -186,6 +186,17 @@ def _record_getters() -> tuple[Callable[[Any], Any], ...]:
 _DATA_B64, _SEQ, _PKEY, _ARRIVAL_MS = _record_getters()
 
 
+@dataclass(frozen=True, slots=True)
+class Clocks:
+    """Time as a :class:`ShardProcessor` sees it (tests inject their own), and how often it
+    tries a throttled checkpoint."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    sleep: Callable[[float], None] = time.sleep
+    checkpoint_attempts: int = 6
+
+
 class ShardProcessor:
     """Everything the KCL asks of a processor, written against plain inputs so it is testable.
 
@@ -199,19 +210,17 @@ class ShardProcessor:
         policy: FlushPolicy,
         *,
         observer: BatchObserver | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        sleep: Callable[[float], None] = time.sleep,
-        checkpoint_attempts: int = 6,
+        clocks: Clocks | None = None,
     ) -> None:
         self.decoder = decoder
         self.writer = writer
         self.policy = policy
         self.observer = observer
-        self._clock = clock
-        self._wall = wall_clock
-        self._sleep = sleep
-        self._checkpoint_attempts = checkpoint_attempts
+        clocks = clocks or Clocks()
+        self._clock = clocks.monotonic
+        self._wall = clocks.wall
+        self._sleep = clocks.sleep
+        self._checkpoint_attempts = clocks.checkpoint_attempts
         self.shard_id = ""
         self._buffer = _Buffer()
         self._replay: deque[Manifest] = deque()

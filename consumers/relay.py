@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from consumers.proctree import die_with_parent
-from consumers.warm import SERVER_ENV, WarmChild
+from consumers.warm import SERVER_ENV, SERVER_PID_ENV, WarmChild
 from consumers.warm import request as warm_request
 
 _ACTION = re.compile(rb'"action"\s*:\s*"(\w+)"')
@@ -106,12 +106,15 @@ class Relay:
     generation: int = 0
     #: The warm processors' server (:mod:`consumers.warm`); None: start processors here.
     server: str | None = None
+    server_pid: int | None = None
     _preexec: Callable[[], None] = field(default_factory=die_with_parent)
 
     # -- processes -------------------------------------------------------------------------
     def start_child(self) -> None:
         self.generation += 1
-        warm = warm_request(self.server, os.environ) if self.server else None
+        warm = None
+        if self.server:
+            warm = warm_request(self.server, os.environ, server_pid=self.server_pid)
         self.child = warm or subprocess.Popen(
             self.command,
             stdin=subprocess.PIPE,
@@ -333,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     relay = Relay(command, args.max_buffer_bytes, args.max_crashes)
     relay.server = os.environ.get(SERVER_ENV) or None
+    relay.server_pid = int(os.environ.get(SERVER_PID_ENV) or 0) or None
     threading.Thread(target=relay.read_daemon, args=(sys.stdin.buffer,), daemon=True).start()
     sys.exit(relay.run())
 

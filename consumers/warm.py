@@ -37,25 +37,49 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import IO
 
 #: The environment variable naming the server's socket, for the relays.
 SERVER_ENV = "DRIFTLINE_PROCESSOR_SERVER"
+#: The server's PID: while it runs but does not listen yet (imports), a relay waits for it.
+SERVER_PID_ENV = "DRIFTLINE_PROCESSOR_SERVER_PID"
 #: The relay's PID, in the processor's environment (its parent is the server, not the relay).
 RELAY_ENV = "DRIFTLINE_RELAY_PID"
 _MAX_REQUEST = 1 << 20
 
 
 def warm_up() -> None:
-    """Everything a processor imports, including what it imports lazily on its first batch."""
+    """Everything a processor imports, including what it imports lazily (pandas, through
+    pyarrow's schema metadata) and the kernels its first batch and flush load: a few records of
+    the shipped example decoded, split by hour and encoded as Parquet. Never fails the server."""
     import amazon_kclpy.kcl  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
     import consumers.app
-    import etl.lake  # noqa: F401
 
     with contextlib.suppress(ImportError):
         import consumers.drift_observer  # noqa: F401
+    with contextlib.suppress(Exception):
+        _first_batch()
+
+
+def _first_batch() -> None:
+    from datetime import UTC, datetime
+
+    from etl.contract import load_contract
+    from etl.lake import encode_parquet, split_partitions
+    from etl.records import RawRecord, RecordDecoder
+    from etl.synthetic import encode_record, generate_records
+
+    contract = load_contract()
+    records = [
+        RawRecord(encode_record(r), str(i), "k", None)
+        for i, r in enumerate(generate_records(8, seed=1), start=1)
+    ]
+    batch = RecordDecoder(contract).decode(records, shard_id="warm", ingest_time=datetime.now(UTC))
+    for _, _, part in split_partitions(batch.table, contract.event_time_field.name):
+        encode_parquet(part, "zstd")
 
 
 def _address(name: str) -> str:
@@ -223,8 +247,32 @@ class WarmChild:
             os.kill(self.pid, signal.SIGKILL)
 
 
-def request(name: str, env: Mapping[str, str], timeout: float = 5.0) -> WarmChild | None:
-    """A processor from the server ``name``; None when there is no server to ask."""
+def request(
+    name: str, env: Mapping[str, str], timeout: float = 5.0, server_pid: int | None = None
+) -> WarmChild | None:
+    """A processor from the server ``name``; None when there is no server to ask.
+
+    With ``server_pid``, a server that runs but does not listen yet (still importing: it starts
+    with the daemons) is waited for, up to a minute: its imports are the ones a processor
+    started here would do anyway."""
+    deadline = time.monotonic() + 60.0
+    while True:
+        child = _request_once(name, env, timeout)
+        if child is not None or server_pid is None or time.monotonic() > deadline:
+            return child
+        if not _running(server_pid):
+            return None
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "consumers.app" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def _request_once(name: str, env: Mapping[str, str], timeout: float) -> WarmChild | None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     child_in, to_child = os.pipe()
     from_child, child_out = os.pipe()

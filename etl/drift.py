@@ -46,12 +46,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -66,6 +64,8 @@ from etl.calibration import (
     wilson_hilferty,
 )
 from etl.cusum import Cusum
+from etl.drift_layout import Layout
+from etl.drift_result import MISSING, DriftResult, FeatureDrift, Status
 from etl.drift_stats import (
     JS_BASE,
     PSI_EPSILON,
@@ -81,10 +81,8 @@ from etl.drift_stats import (
     shares,
 )
 from etl.profile import (
-    CategoricalProfile,
     FloatArray,
     IntArray,
-    NumericProfile,
     Profile,
     arrow_column,
     as_arrow,
@@ -113,178 +111,12 @@ __all__ = [
     "shares",
 ]
 
-BoolArray = npt.NDArray[np.bool_]
 _SQRT2 = math.sqrt(2.0)
-
-
-class Status(StrEnum):
-    """A feature's state in a window."""
-
-    OK = "ok"
-    EMPTY = "empty"
-    MISSING_IN_BASELINE = "missing_in_baseline"
-    MISSING_IN_DATA = "missing_in_data"
-
-
-_MISSING = (Status.MISSING_IN_BASELINE, Status.MISSING_IN_DATA)
 #: A categorical batch with more distinct values than this is mapped by Arrow, not a dict.
 _MAX_LOOKUPS = 256
 
 
-# -- results --------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class FeatureDrift:
-    """One feature's statistics for one window."""
-
-    name: str
-    kind: Literal["numeric", "categorical", "unknown"]
-    status: Status
-    rows: int = 0
-    nulls: int = 0
-    psi: float | None = None
-    js_distance: float | None = None
-    ks_statistic: float | None = None
-    chi2_pvalue: float | None = None
-    null_rate_delta: float | None = None
-    out_of_range_share: float | None = None
-    nonfinite: int = 0
-
-    statistic: float | None = None
-    dof: int | None = None
-    evidence: float | None = None
-    p_value: float | None = None
-    threshold: float | None = None
-    cusum: float | None = None
-    cusum_threshold: float | None = None
-    score: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
-
-
-@dataclass(frozen=True, slots=True)
-class DriftResult:
-    """A closed window's statistics; ``drift_score`` is the largest feature score (None when no
-    feature was scored, or the window has fewer than ``min_rows`` rows), ``max_psi`` the largest
-    PSI."""
-
-    rows: int
-    features: tuple[FeatureDrift, ...]
-    baseline_version: str = ""
-    contract_hash: str = ""
-    drift_score: float | None = None
-    missing: tuple[str, ...] = field(default=())
-    max_psi: float | None = None
-    min_rows: int = 0
-
-    @property
-    def too_small(self) -> bool:
-        """Fewer rows than the window minimum: statistics shown, no score."""
-        return self.rows < self.min_rows
-
-    def feature(self, name: str) -> FeatureDrift:
-        for f in self.features:
-            if f.name == name:
-                return f
-        raise KeyError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "drift_score": self.drift_score,
-            "max_psi": self.max_psi,
-            "min_rows": self.min_rows,
-            "baseline_version": self.baseline_version,
-            "contract_hash": self.contract_hash,
-            "missing": list(self.missing),
-            "features": [f.to_dict() for f in self.features],
-        }
-
-
 # -- the window -----------------------------------------------------------------------------------
-@dataclass(eq=False)
-class _Layout:
-    """The baseline as the window reads it, laid out once when the window opens: one row per
-    scored feature (numeric or categorical), value bins padded to a common width, nulls last."""
-
-    names: tuple[str, ...]
-    numeric: BoolArray
-    widths: tuple[int, ...]
-    #: numeric: the searchsorted grid (``[min, *edges, nextafter(max)]`` when the range brackets
-    #: the edges, so one pass also counts values outside the range; else the edges)
-    grids: tuple[FloatArray | None, ...]
-    ranged: tuple[bool, ...]
-    ranges: tuple[tuple[float, float] | None, ...]
-    categories: tuple[dict[str, int], ...]  # categorical: value → its bin (others: the last)
-    numeric_rows: tuple[int, ...]  # numeric features whose baseline has values
-    categorical_rows: tuple[int, ...]
-    full: FloatArray  # (F, width + 1) baseline counts, nulls last
-    rows: tuple[int, ...]
-    null_counts: tuple[int, ...]
-    calibrated: tuple[bool, ...]
-    z_threshold: tuple[float, ...]
-    cusum_threshold: tuple[float, ...]
-    oor_rate: tuple[float, ...]
-
-    @classmethod
-    def of(cls, profile: Profile, names: Iterable[str], cal: Calibration) -> _Layout:
-        feats = [(n, profile.features[n]) for n in names if n in profile.features]
-        widths = tuple(len(fp.counts) for _, fp in feats)
-        full = np.zeros((len(feats), max(widths, default=0) + 1), np.float64)
-        grids: list[FloatArray | None] = []
-        ranged: list[bool] = []
-        ranges: list[tuple[float, float] | None] = []
-        for j, (_, fp) in enumerate(feats):
-            full[j, : widths[j]] = fp.counts
-            full[j, -1] = fp.nulls
-            grid, in_range, rng = _numeric_grid(fp) if isinstance(fp, NumericProfile) else _NONE
-            grids.append(grid)
-            ranged.append(in_range)
-            ranges.append(rng)
-        fcs = [cal.features.get(n) for n, _ in feats]
-        return cls(
-            names=tuple(n for n, _ in feats),
-            numeric=np.array([isinstance(fp, NumericProfile) for _, fp in feats], np.bool_),
-            widths=widths,
-            grids=tuple(grids),
-            ranged=tuple(ranged),
-            ranges=tuple(ranges),
-            categories=tuple(
-                {c: i for i, c in enumerate(fp.categories)}
-                if isinstance(fp, CategoricalProfile)
-                else {}
-                for _, fp in feats
-            ),
-            numeric_rows=tuple(
-                j for j, (_, fp) in enumerate(feats) if isinstance(fp, NumericProfile) and fp.count
-            ),
-            categorical_rows=tuple(
-                j for j, (_, fp) in enumerate(feats) if isinstance(fp, CategoricalProfile)
-            ),
-            full=full,
-            rows=tuple(fp.n for _, fp in feats),
-            null_counts=tuple(fp.nulls for _, fp in feats),
-            calibrated=tuple(fc is not None for fc in fcs),
-            z_threshold=tuple(fc.z_threshold if fc else math.nan for fc in fcs),
-            cusum_threshold=tuple(fc.cusum_threshold if fc else math.nan for fc in fcs),
-            oor_rate=tuple(fc.oor_rate if fc else 0.0 for fc in fcs),
-        )
-
-
-_NONE: tuple[None, bool, None] = (None, False, None)
-
-
-def _numeric_grid(fp: NumericProfile) -> tuple[FloatArray, bool, tuple[float, float] | None]:
-    edges = np.asarray(fp.edges, np.float64)
-    if fp.min is None or fp.max is None:
-        return edges, False, None
-    lo, hi = fp.min, fp.max
-    top = float(np.nextafter(hi, np.inf))
-    if edges.size and not (lo <= edges[0] and edges[-1] <= top):
-        return edges, False, (lo, hi)  # edges of another profile's data: count the range apart
-    return np.concatenate([[lo], edges, [top]]), True, (lo, hi)
-
-
 @dataclass(slots=True)
 class _Scores:
     """Every feature's statistics for one window, computed together (one entry per layout row)."""
@@ -330,7 +162,7 @@ class DriftWindow:
             ).calibration
         assert cal is not None
         self.calibration: Calibration = cal
-        self._lay = _Layout.of(profile, self.features, cal)
+        self._lay = Layout.of(profile, self.features, cal)
         self._index = {n: j for j, n in enumerate(self._lay.names)}
         f = len(self._lay.names)
         self._counts = np.zeros((f, self._lay.full.shape[1]), np.int64)
@@ -486,7 +318,7 @@ class DriftWindow:
             baseline_version=self.profile.version,
             contract_hash=self.profile.contract_hash,
             drift_score=max(scored) if scored and self.rows >= min_rows else None,
-            missing=tuple(f.name for f in out if f.status in _MISSING),
+            missing=tuple(f.name for f in out if f.status in MISSING),
             max_psi=max(psis) if psis else None,
             min_rows=min_rows,
         )

@@ -214,14 +214,7 @@ def _field_plan(contract: Contract, f: Field, raw: Mapping[str, Any]) -> FieldPl
     if unknown:
         raise ContractError(f"{where}: unknown keys {unknown}; allowed are {sorted(_FIELD_KEYS)}")
     drift = _table(f"{where}.drift", raw.get("drift", {}))
-    null_rate = DEFAULT_NULL_RATE if (f.nullable or not f.required) else 0.0
-    if "null_rate" in raw:
-        null_rate = _num(where, "null_rate", raw["null_rate"])
-        if not 0 <= null_rate < 1 or (null_rate > 0 and f.required and not f.nullable):
-            raise ContractError(
-                f"{where}.null_rate: {null_rate} must be in [0, 1), and 0 for a required,"
-                " non-nullable field"
-            )
+    null_rate = _null_rate(where, f, raw)
     if f.role in (Role.ID, Role.EVENT_TIME):
         if f.role is Role.ID and f.type not in (FieldType.STRING, FieldType.INT):
             raise ContractError(
@@ -234,18 +227,7 @@ def _field_plan(contract: Contract, f: Field, raw: Mapping[str, Any]) -> FieldPl
         return FieldPlan(f.name, f.type, "timestamp", {}, {}, **common)
     is_number = f.type in (FieldType.INT, FieldType.FLOAT)
     if is_number and "values" not in raw:
-        dist, params, dparams = _default_params(f)
-        if "dist" in raw:
-            dist = str(raw["dist"])
-            if dist not in DISTS:
-                raise ContractError(f"{where}.dist: got {dist!r}, expected one of {sorted(DISTS)}")
-            params = {p: _num(where, p, raw.get(p)) for p in DISTS[dist]}
-            dparams = dict(params)
-        dparams.update({p: _num(f"{where}.drift", p, drift[p]) for p in DISTS[dist] if p in drift})
-        decimals = raw.get("round", 0 if f.type is FieldType.INT else 3)
-        if not isinstance(decimals, int) or isinstance(decimals, bool) or decimals < 0:
-            raise ContractError(f"{where}.round: expected an integer >= 0, got {decimals!r}")
-        return FieldPlan(f.name, f.type, dist, params, dparams, decimals=decimals, **common)
+        return _numeric_plan(where, f, raw, drift, common)
     pooled = f.type is FieldType.STRING and f.role is not Role.FEATURE and f.allowed is None
     if pooled and "values" not in raw:
         pool = raw.get("pool", DEFAULT_POOL)
@@ -255,6 +237,43 @@ def _field_plan(contract: Contract, f: Field, raw: Mapping[str, Any]) -> FieldPl
         return FieldPlan(f.name, f.type, "pool", {}, {}, pool=pool, prefix=prefix, **common)
     values, weights, dweights = _choice(where, f, raw, drift)
     return FieldPlan(f.name, f.type, "choice", {}, {}, values, weights, dweights, **common)
+
+
+def _null_rate(where: str, f: Field, raw: Mapping[str, Any]) -> float:
+    """The field's share of nulls: as given (0 for a required, non-nullable field), else the
+    default for a field that may be null."""
+    null_rate = DEFAULT_NULL_RATE if (f.nullable or not f.required) else 0.0
+    if "null_rate" in raw:
+        null_rate = _num(where, "null_rate", raw["null_rate"])
+        if not 0 <= null_rate < 1 or (null_rate > 0 and f.required and not f.nullable):
+            raise ContractError(
+                f"{where}.null_rate: {null_rate} must be in [0, 1), and 0 for a required,"
+                " non-nullable field"
+            )
+    return null_rate
+
+
+def _numeric_plan(
+    where: str,
+    f: Field,
+    raw: Mapping[str, Any],
+    drift: Mapping[str, Any],
+    common: dict[str, Any],
+) -> FieldPlan:
+    """A number drawn from a distribution (the field's default, or ``dist`` with its
+    parameters); ``drift`` overrides parameters after the drift point."""
+    dist, params, dparams = _default_params(f)
+    if "dist" in raw:
+        dist = str(raw["dist"])
+        if dist not in DISTS:
+            raise ContractError(f"{where}.dist: got {dist!r}, expected one of {sorted(DISTS)}")
+        params = {p: _num(where, p, raw.get(p)) for p in DISTS[dist]}
+        dparams = dict(params)
+    dparams.update({p: _num(f"{where}.drift", p, drift[p]) for p in DISTS[dist] if p in drift})
+    decimals = raw.get("round", 0 if f.type is FieldType.INT else 3)
+    if not isinstance(decimals, int) or isinstance(decimals, bool) or decimals < 0:
+        raise ContractError(f"{where}.round: expected an integer >= 0, got {decimals!r}")
+    return FieldPlan(f.name, f.type, dist, params, dparams, decimals=decimals, **common)
 
 
 def _term(where: str, raw: Any, plans: Mapping[str, FieldPlan]) -> Term:

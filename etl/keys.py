@@ -42,8 +42,15 @@ def sequence_key(seq: str) -> int:
     return int(seq)
 
 
-def range_stem(shard_id: str, first: str, last: str) -> str:
-    return f"{shard_id}-{pad_sequence(first)}-{pad_sequence(last)}"
+def range_stem(shard_id: str, first: str, last: str, stream: str = "") -> str:
+    """``<shard>-<first>-<last>``, then ``.<stream>`` when the stream incarnation is tagged."""
+    return f"{shard_id}-{pad_sequence(first)}-{pad_sequence(last)}{_tag(stream)}"
+
+
+def _tag(stream: str) -> str:
+    if stream and not stream.isalnum():
+        raise ValueError(f"a stream tag is alphanumeric, got {stream!r}")
+    return f".{stream}" if stream else ""
 
 
 def lake_object_key(
@@ -54,34 +61,49 @@ def lake_object_key(
     last: str,
     event_date: str,
     event_hour: str,
+    *,
+    stream: str = "",
 ) -> str:
     return (
         f"{lake_prefix}/{table}/event_date={event_date}/event_hour={event_hour}/"
-        f"{range_stem(shard_id, first, last)}.parquet"
+        f"{range_stem(shard_id, first, last, stream)}.parquet"
     )
 
 
 def dead_letter_key(
-    dead_letter_prefix: str, table: str, shard_id: str, first: str, last: str, day: str
+    dead_letter_prefix: str,
+    table: str,
+    shard_id: str,
+    first: str,
+    last: str,
+    day: str,
+    stream: str = "",
 ) -> str:
-    return (
-        f"{dead_letter_prefix}/{table}/event_date={day}/{range_stem(shard_id, first, last)}.jsonl"
-    )
+    stem = range_stem(shard_id, first, last, stream)
+    return f"{dead_letter_prefix}/{table}/event_date={day}/{stem}.jsonl"
 
 
 def manifest_prefix_for(manifest_prefix: str, table: str, shard_id: str) -> str:
     return f"{manifest_prefix}/{table}/{shard_id}/"
 
 
-def manifest_key(manifest_prefix: str, table: str, shard_id: str, first: str, last: str) -> str:
+def manifest_key(
+    manifest_prefix: str, table: str, shard_id: str, first: str, last: str, stream: str = ""
+) -> str:
     return (
         f"{manifest_prefix_for(manifest_prefix, table, shard_id)}"
-        f"{pad_sequence(first)}-{pad_sequence(last)}.json"
+        f"{pad_sequence(first)}-{pad_sequence(last)}{_tag(stream)}.json"
     )
 
 
 def parse_manifest_name(name: str) -> tuple[str, str]:
-    """``'<first>-<last>.json'`` → (first, last) without the padding."""
-    stem = name.rsplit("/", 1)[-1].removesuffix(".json")
+    """``'<first>-<last>[.<stream>].json'`` → (first, last) without the padding."""
+    stem = name.rsplit("/", 1)[-1].removesuffix(".json").split(".", 1)[0]
     first, _, last = stem.partition("-")
     return str(int(first)), str(int(last))
+
+
+def manifest_stream(name: str) -> str:
+    """The stream incarnation tag of a manifest key (``""``: untagged)."""
+    stem = name.rsplit("/", 1)[-1].removesuffix(".json")
+    return stem.split(".", 1)[1] if "." in stem else ""

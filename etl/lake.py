@@ -3,8 +3,10 @@
 A flush is a commit protocol, so a crash anywhere leaves nothing half-visible to the loader and a
 replay rewrites the very same objects:
 
-1. the manifest ``manifests/<table>/<shard>/<first>-<last>.json`` is written ``pending``;
-2. one Parquet object per (event date, hour) partition, keys derived from (shard, first, last);
+1. the manifest ``manifests/<table>/<shard>/<first>-<last>[.<stream>].json`` is written
+   ``pending`` (``<stream>``: the stream incarnation's tag, :class:`WriterOptions`);
+2. one Parquet object per (event date, hour) partition, keys derived from (shard, first, last,
+   stream);
 3. the dead letters of the range as JSON lines;
 4. new partitions are registered in the Glue catalog (the table is created first if missing);
 5. the manifest is rewritten ``committed``.
@@ -19,6 +21,7 @@ put with boto3; the Glue table (built from the contract) and its partitions are 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -35,9 +38,21 @@ import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from etl import keys
-from etl.aws import error_code
 from etl.contract import PARTITION_DATE, PARTITION_HOUR, SEQUENCE_NUMBER, Contract
 from etl.exceptions import LakeWriteError
+from etl.glue_catalog import GlueCatalog
+
+__all__ = [
+    "GlueCatalog",
+    "LakeLayout",
+    "LakeObject",
+    "LakeWriter",
+    "Manifest",
+    "WriterOptions",
+    "encode_parquet",
+    "split_partitions",
+    "stream_tag",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +87,8 @@ class Manifest:
     dead_letters: int = 0
     written_at: str = ""
     version: int = 1
+    #: The stream incarnation's tag (:func:`stream_tag`); "" in lakes written before it.
+    stream: str = ""
 
     def to_json(self) -> str:
         doc = asdict(self)
@@ -152,11 +169,48 @@ def split_partitions(table: pa.Table, event_time_column: str) -> list[tuple[str,
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class WriterOptions:
+    """How a :class:`LakeWriter` writes: encoding, retries, and the stream incarnation.
+
+    ``stream`` tags every key and manifest of this writer with the stream's incarnation (see
+    :func:`stream_tag`): a deleted and re-created stream restarts its sequence numbers, and
+    without the tag its flushes would overwrite the old incarnation's objects, and its processors
+    would take the old manifests for their own pending ranges. ``""``: untagged (the keys of
+    lakes written before the tag; such manifests belong to every incarnation).
+    """
+
+    compression: str = "zstd"
+    max_attempts: int = 6
+    backoff_base_s: float = 0.2
+    backoff_cap_s: float = 10.0
+    stream: str = ""
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: Tests only: called at "after_pending_manifest" and "after_parquet_put" (may end us).
+    fault: Callable[[str], None] | None = None
+
+
+def stream_tag(arn: str, created: datetime) -> str:
+    """A stream incarnation's short tag: its ARN (the same after a re-creation under the same
+    name) and its creation time (not)."""
+    return hashlib.sha256(f"{arn}|{created.isoformat()}".encode()).hexdigest()[:12]
+
+
+@dataclass
+class _Flush:
+    """One flush, planned: the manifest, its key, and each object's encoded body."""
+
+    key: str
+    manifest: Manifest
+    bodies: list[bytes]
+    dead_letter_body: bytes | None
+
+
 class LakeWriter:
     """Writes flushes of one contract's rows to the lake; clients are injected.
 
-    ``glue`` is a callable pair from :class:`GlueCatalog` (or ``None`` to skip cataloguing, e.g. in
-    benchmarks).
+    ``catalog`` registers new partitions (``None`` skips cataloguing, e.g. in benchmarks).
     """
 
     def __init__(
@@ -166,27 +220,14 @@ class LakeWriter:
         s3_client: Any,
         *,
         catalog: GlueCatalog | None = None,
-        compression: str = "zstd",
-        max_attempts: int = 6,
-        backoff_base_s: float = 0.2,
-        backoff_cap_s: float = 10.0,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        fault: Callable[[str], None] | None = None,
+        options: WriterOptions | None = None,
     ) -> None:
         self.contract = contract
-        #: Tests only: called at "after_pending_manifest" and "after_parquet_put" (may end us).
-        self._fault = fault
         self.layout = layout
         self.s3 = s3_client
-        self._unique_columns = (contract.id_field.name, SEQUENCE_NUMBER)
         self.catalog = catalog
-        self.compression = compression
-        self.max_attempts = max_attempts
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
-        self._sleep = sleep
-        self._clock = clock
+        self.options = options or WriterOptions()
+        self._unique_columns = (contract.id_field.name, SEQUENCE_NUMBER)
         self._rng = random.Random()
 
     # -- the flush protocol ----------------------------------------------------------------
@@ -199,72 +240,82 @@ class LakeWriter:
         dead_letters: Sequence[_DeadLetterLike] = (),
     ) -> Manifest:
         """Make rows and dead letters of one sequence range durable; returns the manifest."""
-        lay = self.layout
-        now = self._clock()
+        flush = self._plan(shard_id, (first_sequence, last_sequence), rows, dead_letters)
+        self._put(flush.key, flush.manifest.to_json().encode(), "application/json")
+        self._fault("after_pending_manifest")
+        self._put_data(flush)
+        self._register_partitions(flush.manifest)
+        flush.manifest.state = "committed"
+        self._put(flush.key, flush.manifest.to_json().encode(), "application/json")
+        return flush.manifest
+
+    def _plan(
+        self,
+        shard_id: str,
+        seq_range: tuple[str, str],
+        rows: pa.Table,
+        dead_letters: Sequence[_DeadLetterLike],
+    ) -> _Flush:
+        """The manifest (keys derived from shard, range and stream) and the encoded bodies.
+        Encoded before the pending manifest so it records each object's size (Redshift's COPY
+        manifest needs it: no HEAD per object later)."""
+        lay, opts, (first, last) = self.layout, self.options, seq_range
+        now = opts.clock()
         manifest = Manifest(
             table=lay.table,
             shard_id=shard_id,
-            first_sequence=first_sequence,
-            last_sequence=last_sequence,
+            first_sequence=first,
+            last_sequence=last,
             rows=rows.num_rows,
             dead_letters=len(dead_letters),
             written_at=now.isoformat(),
-        )
-        m_key = keys.manifest_key(
-            lay.manifest_prefix, lay.table, shard_id, first_sequence, last_sequence
+            stream=opts.stream,
         )
         parts = split_partitions(rows, self.contract.event_time_field.name)
-        # Encoded before the pending manifest so it records each object's size (Redshift's COPY
-        # manifest needs it: no HEAD per object later).
         bodies = [
-            encode_parquet(part, self.compression, unique_columns=self._unique_columns)
+            encode_parquet(part, opts.compression, unique_columns=self._unique_columns)
             for _, _, part in parts
         ]
         for (day, hour, part), body in zip(parts, bodies, strict=True):
             key = keys.lake_object_key(
-                lay.lake_prefix, lay.table, shard_id, first_sequence, last_sequence, day, hour
+                lay.lake_prefix, lay.table, shard_id, first, last, day, hour, stream=opts.stream
             )
-            manifest.objects.append(
-                LakeObject(
-                    key=key, rows=part.num_rows, event_date=day, event_hour=hour, bytes=len(body)
-                )
-            )
+            manifest.objects.append(LakeObject(key, part.num_rows, day, hour, len(body)))
+        letters = None
         if dead_letters:
+            day = now.strftime("%Y-%m-%d")
             manifest.dead_letter_keys.append(
                 keys.dead_letter_key(
-                    lay.dead_letter_prefix,
-                    lay.table,
-                    shard_id,
-                    first_sequence,
-                    last_sequence,
-                    now.strftime("%Y-%m-%d"),
+                    lay.dead_letter_prefix, lay.table, shard_id, first, last, day, opts.stream
                 )
             )
+            letters = "".join(d.to_json(now) + "\n" for d in dead_letters).encode()
+        key = keys.manifest_key(lay.manifest_prefix, lay.table, shard_id, first, last, opts.stream)
+        return _Flush(key, manifest, bodies, letters)
 
-        self._put(m_key, manifest.to_json().encode(), "application/json")
-        if self._fault is not None:
-            self._fault("after_pending_manifest")
-        for obj, body in zip(manifest.objects, bodies, strict=True):
+    def _put_data(self, flush: _Flush) -> None:
+        for obj, body in zip(flush.manifest.objects, flush.bodies, strict=True):
             self._put(obj.key, body, "application/vnd.apache.parquet")
-            if self._fault is not None:
-                self._fault("after_parquet_put")
-        if dead_letters:
-            body = "".join(d.to_json(now) + "\n" for d in dead_letters).encode()
-            self._put(manifest.dead_letter_keys[0], body, "application/x-ndjson")
-        if self.catalog is not None and parts:
-            self._retry(
-                "register partitions",
-                lambda: self.catalog.add_partitions(  # type: ignore[union-attr]
-                    sorted({(o.event_date, o.event_hour) for o in manifest.objects})
-                ),
-            )
-        manifest.state = "committed"
-        self._put(m_key, manifest.to_json().encode(), "application/json")
-        return manifest
+            self._fault("after_parquet_put")
+        if flush.dead_letter_body is not None:
+            key = flush.manifest.dead_letter_keys[0]
+            self._put(key, flush.dead_letter_body, "application/x-ndjson")
+
+    def _register_partitions(self, manifest: Manifest) -> None:
+        catalog = self.catalog
+        if catalog is None or not manifest.objects:
+            return
+        partitions = sorted({(o.event_date, o.event_hour) for o in manifest.objects})
+        self._retry("register partitions", lambda: catalog.add_partitions(partitions))
+
+    def _fault(self, point: str) -> None:
+        if self.options.fault is not None:
+            self.options.fault(point)
 
     def uncheckpointed(self, shard_id: str, checkpoint: str | None) -> list[Manifest]:
         """Manifests of ``shard_id`` whose range starts after ``checkpoint`` (all when it is not a
-        sequence number, e.g. TRIM_HORIZON), in sequence order."""
+        sequence number, e.g. TRIM_HORIZON), in sequence order; only this stream incarnation's
+        (and untagged ones)."""
         lay = self.layout
         prefix = keys.manifest_prefix_for(lay.manifest_prefix, lay.table, shard_id)
         kwargs: dict[str, Any] = {"Bucket": lay.bucket, "Prefix": prefix}
@@ -277,6 +328,8 @@ class LakeWriter:
             paginator = self.s3.get_paginator("list_objects_v2")
             for page in paginator.paginate(**kwargs):
                 for item in page.get("Contents", []):
+                    if keys.manifest_stream(item["Key"]) not in ("", self.options.stream):
+                        continue  # another incarnation of the stream
                     body = self.s3.get_object(Bucket=lay.bucket, Key=item["Key"])["Body"].read()
                     found.append(Manifest.from_json(body))
 
@@ -294,16 +347,17 @@ class LakeWriter:
         )
 
     def _retry(self, what: str, fn: Callable[[], object]) -> None:
+        opts = self.options
         last: Exception | None = None
-        for attempt in range(1, self.max_attempts + 1):
+        for attempt in range(1, opts.max_attempts + 1):
             try:
                 fn()
                 return
             except (ClientError, BotoCoreError, OSError) as exc:
                 last = exc
-                if attempt == self.max_attempts:
+                if attempt == opts.max_attempts:
                     break
-                delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1))
+                delay = min(opts.backoff_cap_s, opts.backoff_base_s * 2 ** (attempt - 1))
                 delay = self._rng.uniform(0, delay)
                 log.warning(
                     "lake write retry",
@@ -314,188 +368,8 @@ class LakeWriter:
                         "sleep_s": round(delay, 3),
                     },
                 )
-                self._sleep(delay)
+                opts.sleep(delay)
         raise LakeWriteError(
-            f"{what} failed after {self.max_attempts} attempts: {last}; nothing past the last"
+            f"{what} failed after {opts.max_attempts} attempts: {last}; nothing past the last"
             " checkpoint was acknowledged — the records will be redelivered"
         )
-
-
-class GlueCatalog:
-    """The lake's Glue table and its partitions, with plain Glue calls (the record processor
-    never imports awswrangler and pandas: ~45 MiB of its memory floor)."""
-
-    def __init__(
-        self,
-        contract: Contract,
-        layout: LakeLayout,
-        database: str,
-        boto3_session: Any,
-        compression: str = "zstd",
-        *,
-        endpoint_url: str | None = None,
-    ) -> None:
-        self.contract = contract
-        self.endpoint_url = endpoint_url
-        self.layout = layout
-        self.database = database
-        self.session = boto3_session
-        self.compression = compression
-        self._known: set[tuple[str, str]] = set()
-        self._descriptor: dict[str, Any] | None = None
-
-    def table_input(self) -> dict[str, Any]:
-        """The Glue ``TableInput`` of the lake table, from the contract: Parquet (Hive serde) at
-        the table's location, partitioned by the event's date and hour (strings)."""
-        compression = "none" if self.compression == "none" else self.compression
-        data_params = {
-            "classification": "parquet",
-            "compressionType": compression,
-            "typeOfData": "file",
-        }
-        return {
-            "Name": self.layout.table,
-            "Description": f"driftline lake table: contract {self.contract.name}"
-            f" v{self.contract.version}",
-            "TableType": "EXTERNAL_TABLE",
-            "Parameters": {
-                **data_params,
-                "driftline_contract_hash": self.contract.hash,
-                **self.projection(),
-            },
-            "PartitionKeys": [
-                {"Name": PARTITION_DATE, "Type": "string"},
-                {"Name": PARTITION_HOUR, "Type": "string"},
-            ],
-            "StorageDescriptor": {
-                "Columns": [
-                    {"Name": name, "Type": glue_type}
-                    for name, glue_type in self.contract.glue_columns().items()
-                ],
-                "Location": self.layout.table_location,
-                "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
-                "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
-                "Compressed": self.compression != "none",
-                "NumberOfBuckets": -1,
-                "SerdeInfo": {
-                    "SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde."
-                    "ParquetHiveSerDe",
-                    "Parameters": {"serialization.format": "1"},
-                },
-                "StoredAsSubDirectories": False,
-                "Parameters": {"CrawlerSchemaDeserializerVersion": "1.0", **data_params},
-            },
-        }
-
-    def ensure_table(self) -> None:
-        """Create the table from the contract, or bring an existing one up to it (idempotent)."""
-        glue = self._glue()
-        if not self.create_table_if_missing():
-            glue.update_table(DatabaseName=self.database, TableInput=self.table_input())
-            self._descriptor = None
-
-    def create_table_if_missing(self) -> bool:
-        """Create the table unless it exists; True when this call created it.
-
-        Safe to race: every shard's processor may find the table missing at once; one
-        ``CreateTable`` wins and the others' ``AlreadyExistsException`` means the same table
-        (it is built from the same contract)."""
-        try:
-            self._glue().create_table(DatabaseName=self.database, TableInput=self.table_input())
-        except ClientError as exc:
-            if error_code(exc) == "AlreadyExistsException":
-                return False
-            raise
-        log.info(
-            "created the missing lake table",
-            extra={"database": self.database, "table": self.layout.table},
-        )
-        return True
-
-    def _glue(self) -> Any:
-        return self.session.client("glue", **self._client_kwargs())
-
-    def _table_descriptor(self) -> dict[str, Any]:
-        glue = self._glue()
-        try:
-            table = glue.get_table(DatabaseName=self.database, Name=self.layout.table)["Table"]
-        except ClientError as exc:
-            if error_code(exc) != "EntityNotFoundException":
-                raise
-            # A missing table is made, never a crash-loop: the contract says what it holds.
-            self.create_table_if_missing()
-            table = glue.get_table(DatabaseName=self.database, Name=self.layout.table)["Table"]
-        descriptor: dict[str, Any] = table["StorageDescriptor"]
-        return descriptor
-
-    def projection(self) -> dict[str, str]:
-        """Athena partition projection: a new hour is queryable before (without) registration."""
-        return {
-            "projection.enabled": "true",
-            f"projection.{PARTITION_DATE}.type": "date",
-            f"projection.{PARTITION_DATE}.format": "yyyy-MM-dd",
-            f"projection.{PARTITION_DATE}.range": "2020-01-01,NOW",
-            f"projection.{PARTITION_DATE}.interval": "1",
-            f"projection.{PARTITION_DATE}.interval.unit": "DAYS",
-            f"projection.{PARTITION_HOUR}.type": "integer",
-            f"projection.{PARTITION_HOUR}.range": "0,23",
-            f"projection.{PARTITION_HOUR}.digits": "2",
-            "storage.location.template": self.layout.partition_location(
-                f"${{{PARTITION_DATE}}}", f"${{{PARTITION_HOUR}}}"
-            ),
-        }
-
-    def add_partitions(self, partitions: Sequence[tuple[str, str]]) -> None:
-        """Register new (date, hour) partitions with the table's own storage descriptor.
-
-        Plain Glue ``BatchCreatePartition`` (what ``wr.catalog.add_parquet_partitions`` does) so
-        the record processor never imports awswrangler and pandas (~45 MiB of its memory floor).
-        """
-        new = [p for p in partitions if p not in self._known]
-        if not new:
-            return
-        glue = self._glue()
-        if self._descriptor is None:
-            self._descriptor = self._table_descriptor()
-        base = self._descriptor
-        inputs = [
-            {
-                "Values": [d, h],
-                "StorageDescriptor": {
-                    **{
-                        k: base[k]
-                        for k in ("InputFormat", "OutputFormat", "SerdeInfo")
-                        if k in base
-                    },
-                    "Columns": base.get("Columns", []),
-                    "Location": self.layout.partition_location(d, h),
-                    "Compressed": base.get("Compressed", False),
-                },
-            }
-            for d, h in new
-        ]
-        for i in range(0, len(inputs), 100):
-            resp = glue.batch_create_partition(
-                DatabaseName=self.database,
-                TableName=self.layout.table,
-                PartitionInputList=inputs[i : i + 100],
-            )
-            errors = [
-                e
-                for e in resp.get("Errors", [])
-                if e.get("ErrorDetail", {}).get("ErrorCode") != "AlreadyExistsException"
-            ]
-            if errors:
-                raise ClientError(
-                    {
-                        "Error": {
-                            "Code": errors[0]["ErrorDetail"].get("ErrorCode", "Glue"),
-                            "Message": str(errors[0]["ErrorDetail"]),
-                        }
-                    },
-                    "BatchCreatePartition",
-                )
-        self._known.update(new)
-
-    def _client_kwargs(self) -> dict[str, Any]:
-        return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}

@@ -16,7 +16,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,11 @@ class Settings:
     drift_target_rate: float = 1e-4
     metrics_namespace: str = "Driftline"
     metrics_high_resolution: bool = False
+    #: Score each decoded batch with the served model and publish model-quality windows of the
+    #: inline labels (consumers/quality_observer.py, docs/quality.md); off by default.
+    quality_scoring: bool = False
+    #: A quality window closes after ``drift_window_s`` and at least this many labels.
+    quality_min_labels: int = 200
 
     # -- producer --------------------------------------------------------------------------
     producer_max_attempts: int = 8
@@ -170,34 +175,53 @@ def _coerce(key: str, raw: Any, annotation: Any) -> Any:
         if optional:
             return None
         raise ConfigError(key, f"must be a {annotation.__name__}, got nothing")
-    if annotation is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(key, f"expected true/false, got {raw!r}")
-    if annotation is int:
-        if isinstance(raw, bool):
-            raise ConfigError(key, f"expected an integer, got {raw!r}")
-        try:
-            return int(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(key, f"expected an integer, got {raw!r}") from None
-    if annotation is float:
-        if isinstance(raw, bool):
-            raise ConfigError(key, f"expected a number, got {raw!r}")
-        try:
-            return float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(key, f"expected a number, got {raw!r}") from None
-    if annotation is str:
-        if not isinstance(raw, str | int | float):
-            raise ConfigError(key, f"expected a string, got {raw!r}")
-        return str(raw)
-    raise ConfigError(key, f"unsupported setting type {annotation!r}")  # pragma: no cover
+    coerce = _COERCERS.get(annotation)
+    if coerce is None:  # pragma: no cover
+        raise ConfigError(key, f"unsupported setting type {annotation!r}")
+    return coerce(key, raw)
+
+
+def _to_bool(key: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(key, f"expected true/false, got {raw!r}")
+
+
+def _to_int(key: str, raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ConfigError(key, f"expected an integer, got {raw!r}")
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"expected an integer, got {raw!r}") from None
+
+
+def _to_float(key: str, raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ConfigError(key, f"expected a number, got {raw!r}")
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"expected a number, got {raw!r}") from None
+
+
+def _to_str(key: str, raw: Any) -> str:
+    if not isinstance(raw, str | int | float):
+        raise ConfigError(key, f"expected a string, got {raw!r}")
+    return str(raw)
+
+
+_COERCERS: dict[Any, Callable[[str, Any], Any]] = {
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+    str: _to_str,
+}
 
 
 def _build(values: Mapping[str, Any], origin: str) -> Settings:
@@ -215,26 +239,7 @@ def _build(values: Mapping[str, Any], origin: str) -> Settings:
 
 
 def _check(s: Settings) -> None:
-    positive_ints = (
-        "flush_max_records",
-        "flush_max_bytes",
-        "s3_max_attempts",
-        "kcl_max_records",
-        "drift_min_rows",
-        "producer_max_attempts",
-        "warehouse_batch_manifests",
-    )
-    for key in positive_ints:
-        if getattr(s, key) <= 0:
-            raise ConfigError(key, f"must be > 0, got {getattr(s, key)}")
-    for key in (
-        "flush_max_age_s",
-        "drift_window_s",
-        "s3_backoff_base_s",
-        "producer_backoff_base_s",
-    ):
-        if getattr(s, key) <= 0:
-            raise ConfigError(key, f"must be > 0 seconds, got {getattr(s, key)}")
+    _check_positive(s)
     _check_retrain(s)
     if s.fault is not None and (s.fault not in FAULT_POINTS or not s.fault_token):
         raise ConfigError(
@@ -253,6 +258,36 @@ def _check(s: Settings) -> None:
             "parquet_compression",
             f"got {s.parquet_compression!r}, expected one of {_VALID_COMPRESSION}",
         )
+    _check_names(s)
+    _check_warehouse(s)
+
+
+def _check_positive(s: Settings) -> None:
+    positive_ints = (
+        "flush_max_records",
+        "flush_max_bytes",
+        "s3_max_attempts",
+        "kcl_max_records",
+        "drift_min_rows",
+        "quality_min_labels",
+        "producer_max_attempts",
+        "warehouse_batch_manifests",
+    )
+    for key in positive_ints:
+        if getattr(s, key) <= 0:
+            raise ConfigError(key, f"must be > 0, got {getattr(s, key)}")
+    for key in (
+        "flush_max_age_s",
+        "drift_window_s",
+        "s3_backoff_base_s",
+        "producer_backoff_base_s",
+    ):
+        if getattr(s, key) <= 0:
+            raise ConfigError(key, f"must be > 0 seconds, got {getattr(s, key)}")
+
+
+def _check_names(s: Settings) -> None:
+    """The endpoint, the stack name and the lake prefixes: names other systems will parse."""
     if s.endpoint_url is not None and not s.endpoint_url.startswith(("http://", "https://")):
         raise ConfigError("endpoint_url", f"expected an http(s) URL, got {s.endpoint_url!r}")
     if not s.stack_name.replace("-", "").isalnum() or not s.stack_name[:1].isalpha():
@@ -266,7 +301,6 @@ def _check(s: Settings) -> None:
             raise ConfigError(
                 key, f"got {value!r}; use a non-empty prefix without leading/trailing '/'"
             )
-    _check_warehouse(s)
 
 
 _PROMOTION_METRICS = (

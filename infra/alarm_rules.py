@@ -278,68 +278,12 @@ def evaluate(
     counts = {_epoch(t): c for t, c in (sample_counts or {}).items()}
     starts = evaluation_range(alarm, now)
     present = [(t, by_epoch[_epoch(t)]) for t in starts if _epoch(t) in by_epoch]
-    n, m = alarm.n, alarm.m
-    missing_mode = alarm.missing
-
-    evaluated: list[tuple[dt.datetime, float | None, bool]]
-    if len(present) >= n:
-        real = present[-n:]
-        evaluated = [(t, v, alarm.breaches(v)) for t, v in real]
-        breaching = sum(1 for *_, b in evaluated if b)
-        state = AlarmState.ALARM if breaching >= m else AlarmState.OK
+    if len(present) >= alarm.n:
+        state, breaching, evaluated = _with_all_periods(alarm, present[-alarm.n :])
     elif not present:
-        evaluated = []
-        if missing_mode is MissingData.BREACHING:
-            state, breaching = AlarmState.ALARM, n
-        elif missing_mode is MissingData.NOT_BREACHING:
-            state, breaching = AlarmState.OK, 0
-        elif missing_mode is MissingData.IGNORE:
-            state, breaching = AlarmState(current), 0
-        else:
-            state, breaching = AlarmState.INSUFFICIENT_DATA, 0
+        state, breaching, evaluated = _with_no_data(alarm, current)
     else:
-        evaluated = [(t, v, alarm.breaches(v)) for t, v in present]
-        fills = n - len(present)
-        real_breaching = sum(1 for *_, b in evaluated if b)
-        if missing_mode is MissingData.BREACHING:
-            breaching = real_breaching + fills
-            state = AlarmState.ALARM if breaching >= m else AlarmState.OK
-        elif missing_mode is MissingData.NOT_BREACHING:
-            breaching = real_breaching
-            state = AlarmState.ALARM if breaching >= m else AlarmState.OK
-        elif missing_mode is MissingData.IGNORE:
-            # The guide's tables: a real non-breaching point settles OK; breaching points that
-            # are too few keep the current state.
-            breaching = real_breaching
-            if real_breaching >= m:
-                state = AlarmState.ALARM
-            elif real_breaching < len(present):
-                state = AlarmState.OK
-            else:
-                state = AlarmState(current)
-        else:
-            # MISSING. The guide's tables: a real non-breaching point settles OK; when every real
-            # point breaches but too few of them, the alarm goes to ALARM only if the oldest
-            # period of the evaluation range breached ("X - - - -"), else INSUFFICIENT_DATA
-            # ("- - - - X").
-            breaching = real_breaching
-            oldest_breaches = _epoch(starts[0]) in by_epoch and alarm.breaches(
-                by_epoch[_epoch(starts[0])]
-            )
-            if real_breaching >= m:
-                state = AlarmState.ALARM
-            elif real_breaching < len(present):
-                state = AlarmState.OK
-            elif oldest_breaches:
-                state = AlarmState.ALARM
-            else:
-                state = AlarmState.INSUFFICIENT_DATA
-        # the filled periods: the most recent missing ones within the last N periods first
-        filled_at = [t for t in reversed(starts) if _epoch(t) not in by_epoch][:fills]
-        fill_breaches = missing_mode is MissingData.BREACHING
-        evaluated = sorted(
-            evaluated + [(t, None, fill_breaches) for t in filled_at], key=lambda e: e[0]
-        )
+        state, breaching, evaluated = _with_missing_periods(alarm, present, starts, current)
 
     reason = _reason(alarm, state, evaluated, breaching, len(present))
     reason_data = _reason_data(alarm, now, evaluated, counts)
@@ -350,6 +294,68 @@ def evaluate(
         changed=state.value != current,
         evaluated=tuple(evaluated),
     )
+
+
+_Evaluated = list[tuple[dt.datetime, float | None, bool]]
+
+
+def _with_all_periods(
+    alarm: AlarmDefinition, real: list[tuple[dt.datetime, float]]
+) -> tuple[AlarmState, int, _Evaluated]:
+    """N periods with data: ALARM when at least M of them breach."""
+    evaluated: _Evaluated = [(t, v, alarm.breaches(v)) for t, v in real]
+    breaching = sum(1 for *_, b in evaluated if b)
+    return (AlarmState.ALARM if breaching >= alarm.m else AlarmState.OK), breaching, evaluated
+
+
+def _with_no_data(alarm: AlarmDefinition, current: str) -> tuple[AlarmState, int, _Evaluated]:
+    """No period has data: the missing-data mode alone decides."""
+    missing_mode = alarm.missing
+    if missing_mode is MissingData.BREACHING:
+        return AlarmState.ALARM, alarm.n, []
+    if missing_mode is MissingData.NOT_BREACHING:
+        return AlarmState.OK, 0, []
+    if missing_mode is MissingData.IGNORE:
+        return AlarmState(current), 0, []
+    return AlarmState.INSUFFICIENT_DATA, 0, []
+
+
+def _with_missing_periods(
+    alarm: AlarmDefinition,
+    present: list[tuple[dt.datetime, float]],
+    starts: list[dt.datetime],
+    current: str,
+) -> tuple[AlarmState, int, _Evaluated]:
+    """Some of the last N periods have data: the missing ones are filled per the mode."""
+    evaluated: _Evaluated = [(t, v, alarm.breaches(v)) for t, v in present]
+    fills = alarm.n - len(present)
+    real_breaching = sum(1 for *_, b in evaluated if b)
+    missing_mode, m = alarm.missing, alarm.m
+    breaching = real_breaching + fills if missing_mode is MissingData.BREACHING else real_breaching
+    if missing_mode in (MissingData.BREACHING, MissingData.NOT_BREACHING):
+        state = AlarmState.ALARM if breaching >= m else AlarmState.OK
+    elif real_breaching >= m:
+        state = AlarmState.ALARM
+    elif real_breaching < len(present):
+        # The guide's tables: a real non-breaching point settles OK.
+        state = AlarmState.OK
+    elif missing_mode is MissingData.IGNORE:
+        # breaching points that are too few keep the current state
+        state = AlarmState(current)
+    else:
+        # MISSING: when every real point breaches but too few of them, the alarm goes to ALARM
+        # only if the oldest period of the evaluation range breached ("X - - - -"), else
+        # INSUFFICIENT_DATA ("- - - - X").
+        oldest_breaches = present[0][0] == starts[0] and alarm.breaches(present[0][1])
+        state = AlarmState.ALARM if oldest_breaches else AlarmState.INSUFFICIENT_DATA
+    # the filled periods: the most recent missing ones within the last N periods first
+    seen = {_epoch(t) for t, _ in present}
+    filled_at = [t for t in reversed(starts) if _epoch(t) not in seen][:fills]
+    fill_breaches = missing_mode is MissingData.BREACHING
+    evaluated = sorted(
+        evaluated + [(t, None, fill_breaches) for t in filled_at], key=lambda e: e[0]
+    )
+    return state, breaching, evaluated
 
 
 def _reason(

@@ -29,12 +29,13 @@ import pyarrow.parquet as pq
 from consumers.daemon import PROCESSOR_LOG
 from consumers.fleet import ConsumerFleet
 from etl.aws import AwsClients, configure_awswrangler
-from etl.contract import load_contract
+from etl.contract import Contract, load_contract
 from etl.exceptions import DriftlineError
 from etl.producer import ProduceRun, ProduceSummary, produce
 from etl.settings import Settings, load_settings
 from infra import local
 from infra.context import LocalState, normalize_contract_path, resolve_settings, state_dir
+from infra.demo_loop import LoopOptions, Rig, run_loop
 from retrain.runs import model_name
 
 log = logging.getLogger("driftline.demo")
@@ -102,6 +103,7 @@ class LakeWatcher:
 
 
 def _percentile(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile, ``q`` in 0–100 (``numpy.percentile``; as ``infra.loadgen``)."""
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
@@ -129,35 +131,46 @@ def wait_until_consuming(fleet: ConsumerFleet, shards: int, timeout: float) -> f
     )
 
 
-def run_demo(
-    *,
-    records: int = 5000,
-    shards: int | None = None,
-    workers: int = 2,
-    scenario: str = "stationary",
-    poison_rate: float = 0.01,
-    rate: float | None = 500.0,
-    seed: int = 7,
-    timeout: float = 240.0,
-    progress: Callable[[str], None] = lambda _m: None,
-    keep_up: bool = False,
-    contract_path: str | None = None,
-) -> dict[str, Any]:
-    """Run the demo; ``scenario="drift"`` runs the closed retraining loop (see infra.demo_loop).
+@dataclass(frozen=True)
+class DemoOptions:
+    """``driftline demo``'s flags. ``scenario="drift"`` runs the closed retraining loop (see
+    infra.demo_loop); ``contract_path`` (default: the ``contract_path`` setting, else the card
+    example) is the contract the whole run follows."""
 
-    ``contract_path`` (default: the ``contract_path`` setting, else the card example) is the
-    contract the whole run follows."""
+    records: int = 5000
+    shards: int | None = None
+    workers: int = 2
+    scenario: str = "stationary"
+    poison_rate: float = 0.01
+    rate: float | None = 500.0
+    seed: int = 7
+    timeout: float = 240.0
+    keep_up: bool = False
+    contract_path: str | None = None
+
+
+@dataclass
+class _Produced:
+    """What a scenario put on the stream, and how long it streamed."""
+
+    produced: int
+    poison: int
+    poison_by_kind: dict[str, int]
+    good: set[str]
+    seconds: float
+    loop: dict[str, Any] = field(default_factory=dict)
+
+
+def run_demo(
+    options: DemoOptions | None = None, progress: Callable[[str], None] = lambda _m: None
+) -> dict[str, Any]:
+    """Bring the local stack up, start the consumers, run the scenario, return its summary
+    (``run_demo(DemoOptions(records=2_000))["missing"]`` is 0 when every record arrived)."""
+    opts = options or DemoOptions()
     t0 = time.monotonic()
     d = state_dir()
-    drift = scenario == "drift"
-    overrides = _demo_overrides(drift)
-    path = contract_path or load_settings().contract_path
-    if path:  # absolute: the consumers and services run in other working directories
-        overrides["contract_path"] = normalize_contract_path(path, "--contract")
+    overrides, params = _demo_settings(opts)
     contract = load_contract(overrides.get("contract_path"))
-    params = {"ModelName": model_name(load_settings(overrides))}
-    if drift:
-        params["DriftWindowSeconds"] = str(DRIFT_WINDOW_S)
     up = local.up(
         contract_path=overrides.get("contract_path"), progress=progress, parameters=params
     )
@@ -169,111 +182,149 @@ def run_demo(
         settings, _ = resolve_settings(overrides)
         clients = AwsClients(region=settings.region, endpoint_url=settings.endpoint_url)
         configure_awswrangler(settings.endpoint_url)
-        stream = settings.require("stream_name")
-        n_shards = _shard_count(clients, stream)
-        if shards is not None and shards != n_shards:
-            clients.client("kinesis").update_shard_count(
-                StreamName=stream, TargetShardCount=shards, ScalingType="UNIFORM_SCALING"
-            )
-            n_shards = shards
-        progress(f"starting {workers} KCL worker(s) on {n_shards} shard(s)")
+        n_shards = _reshard(clients, settings.require("stream_name"), opts.shards)
+        progress(f"starting {opts.workers} KCL worker(s) on {n_shards} shard(s)")
         fleet = ConsumerFleet(
-            settings, workers, d / "consumers", max_leases=-(-n_shards // workers)
+            settings, opts.workers, d / "consumers", max_leases=-(-n_shards // opts.workers)
         )
         fleet.start()
         lease_s = wait_until_consuming(fleet, n_shards, 150)
         progress(f"workers run a processor for every shard after {lease_s:.1f}s")
-        watcher = LakeWatcher(
-            clients,
-            settings.require("lake_bucket"),
-            f"{settings.lake_prefix}/{contract.name}/",
-            f"{settings.dead_letter_prefix}/{contract.name}/",
-            contract.id_field.name,
-        )
+        rig = Rig(settings, clients, fleet, _lake_watcher(clients, settings, contract))
         dsn = up.state.extra.get("warehouse_dsn")
         follower = WarehouseFollower(settings, clients, str(dsn)).start() if dsn else None
-        if drift:
-            from infra.demo_loop import run_loop
-
-            loop = run_loop(
-                settings,
-                clients,
-                fleet,
-                watcher,
-                up.state.outputs,
-                d,
-                history=records,
-                rate=rate or 500.0,
-                seed=seed,
-                poison_rate=poison_rate,
-                timeout=max(timeout, 420.0),
-                progress=progress,
-            )
-            server = loop.pop("model_server")
-            if keep_up:
-                keep_model_server(server, d)
-            else:
-                server.stop()
-            produced, poison, poison_by_kind, good = (
-                loop.pop("produced"),
-                loop.pop("poison"),
-                loop.pop("poison_by_kind"),
-                loop.pop("good_ids"),
-            )
-            elapsed = loop.pop("stream_seconds")
+        if opts.scenario == "drift":
+            run = _drift_loop(rig, up.state.outputs, d, opts, progress)
         else:
-            progress(f"producing {records} records")
-            s, elapsed = _produce_and_wait(
-                settings,
-                clients,
-                fleet,
-                watcher,
-                records=records,
-                rate=rate,
-                seed=seed,
-                poison_rate=poison_rate,
-                timeout=timeout,
-                progress=progress,
-            )
-            produced, poison, poison_by_kind = s.produced, sum(s.poison.values()), s.poison
-            good = set(s.good_ids)
-            loop = {}
-        dupes = sum(c - 1 for c in watcher.ids.values() if c > 1)
-        result: dict[str, Any] = {
-            "scenario": scenario,
+            run = _stationary(rig, opts, progress)
+        result = {
+            "scenario": opts.scenario,
             "contract": contract.name,
             "model_name": model_name(settings),
-            "produced": produced,
-            "poison": poison,
-            "poison_by_kind": poison_by_kind,
-            "lake_rows": watcher.rows,
-            "dead_letters": watcher.dead_letters,
-            "dead_letter_reasons": dict(watcher.dead_reasons),
-            "duplicates": dupes,
-            "missing": len(good - set(watcher.ids)),
-            "partitions": len(watcher.partitions),
+            **_lake_figures(run, rig.watcher),
             "shards": n_shards,
-            "workers": workers,
+            "workers": opts.workers,
             "seconds": round(time.monotonic() - t0, 1),
-            "stream_seconds": round(elapsed, 1),
-            "records_per_second": round(produced / elapsed, 1) if elapsed else None,
-            "latency_p50_s": _percentile(watcher.latencies, 50),
-            "latency_p95_s": _percentile(watcher.latencies, 95),
+            **_stream_figures(run, rig.watcher),
             "kcl_start_s": round(lease_s, 1),
             "local_up_s": round(up.seconds, 1),
         }
         if follower is not None:
             result.update(follower.finish())
-        result.update(loop)
-        if keep_up:  # the stack stays: its history is queryable at once (docs/analytics.md)
+        result.update(run.loop)
+        if opts.keep_up:  # the stack stays: its history is queryable at once (docs/analytics.md)
             result["history_exported"] = _export_history(settings, clients, d, progress)
         result["seconds"] = round(time.monotonic() - t0, 1)
         return result
     finally:
         if fleet is not None:
             fleet.stop()
-        if not keep_up:
+        if not opts.keep_up:
             local.down()
+
+
+def _demo_settings(opts: DemoOptions) -> tuple[dict[str, Any], dict[str, str]]:
+    """(settings overrides, stack parameters) for the run."""
+    drift = opts.scenario == "drift"
+    overrides = _demo_overrides(drift)
+    path = opts.contract_path or load_settings().contract_path
+    if path:  # absolute: the consumers and services run in other working directories
+        overrides["contract_path"] = normalize_contract_path(path, "--contract")
+    params = {"ModelName": model_name(load_settings(overrides))}
+    if drift:
+        params["DriftWindowSeconds"] = str(DRIFT_WINDOW_S)
+    return overrides, params
+
+
+def _reshard(clients: AwsClients, stream: str, shards: int | None) -> int:
+    """The stream's shard count, after resharding to ``shards`` when another count is asked."""
+    n_shards = _shard_count(clients, stream)
+    if shards is not None and shards != n_shards:
+        clients.client("kinesis").update_shard_count(
+            StreamName=stream, TargetShardCount=shards, ScalingType="UNIFORM_SCALING"
+        )
+        n_shards = shards
+    return n_shards
+
+
+def _lake_watcher(clients: AwsClients, settings: Settings, contract: Contract) -> LakeWatcher:
+    return LakeWatcher(
+        clients,
+        settings.require("lake_bucket"),
+        f"{settings.lake_prefix}/{contract.name}/",
+        f"{settings.dead_letter_prefix}/{contract.name}/",
+        contract.id_field.name,
+    )
+
+
+def _drift_loop(
+    rig: Rig, outputs: dict[str, str], d: Path, opts: DemoOptions, progress: Callable[[str], None]
+) -> _Produced:
+    """The closed retraining loop; its model server is stopped, or kept with ``--keep``."""
+    loop = run_loop(
+        rig,
+        outputs,
+        d,
+        LoopOptions(
+            history=opts.records,
+            rate=opts.rate or 500.0,
+            seed=opts.seed,
+            poison_rate=opts.poison_rate,
+            timeout=max(opts.timeout, 420.0),
+        ),
+        progress,
+    )
+    server = loop.pop("model_server")
+    if opts.keep_up:
+        keep_model_server(server, d)
+    else:
+        server.stop()
+    return _Produced(
+        produced=loop.pop("produced"),
+        poison=loop.pop("poison"),
+        poison_by_kind=loop.pop("poison_by_kind"),
+        good=loop.pop("good_ids"),
+        seconds=loop.pop("stream_seconds"),
+        loop=loop,
+    )
+
+
+def _stationary(rig: Rig, opts: DemoOptions, progress: Callable[[str], None]) -> _Produced:
+    progress(f"producing {opts.records} records")
+    run = ProduceRun(
+        records=opts.records,
+        rate=opts.rate,
+        seed=opts.seed,
+        poison_rate=opts.poison_rate,
+        start=datetime.now(UTC),
+    )
+    s, elapsed = _produce_and_wait(rig, run, opts.timeout, progress)
+    return _Produced(s.produced, sum(s.poison.values()), s.poison, set(s.good_ids), elapsed)
+
+
+def _stream_figures(run: _Produced, watcher: LakeWatcher) -> dict[str, Any]:
+    return {
+        "stream_seconds": round(run.seconds, 1),
+        "records_per_second": round(run.produced / run.seconds, 1) if run.seconds else None,
+        "latency_p50_s": _percentile(watcher.latencies, 50),
+        "latency_p95_s": _percentile(watcher.latencies, 95),
+    }
+
+
+def _lake_figures(run: _Produced, watcher: LakeWatcher) -> dict[str, Any]:
+    """What was produced against what the lake holds: every good record once, every poison one a
+    dead letter."""
+    return {
+        "produced": run.produced,
+        "poison": run.poison,
+        "poison_by_kind": run.poison_by_kind,
+        "lake_rows": watcher.rows,
+        "dead_letters": watcher.dead_letters,
+        "dead_letter_reasons": dict(watcher.dead_reasons),
+        "duplicates": sum(c - 1 for c in watcher.ids.values() if c > 1),
+        "missing": len(run.good - set(watcher.ids)),
+        "partitions": len(watcher.partitions),
+    }
 
 
 def _export_history(
@@ -305,17 +356,7 @@ def keep_model_server(server: Any, d: Path) -> None:
 
 
 def _produce_and_wait(
-    settings: Settings,
-    clients: AwsClients,
-    fleet: ConsumerFleet,
-    watcher: LakeWatcher,
-    *,
-    records: int,
-    rate: float | None,
-    seed: int,
-    poison_rate: float,
-    timeout: float,
-    progress: Callable[[str], None],
+    rig: Rig, run: ProduceRun, timeout: float, progress: Callable[[str], None]
 ) -> tuple[ProduceSummary, float]:
     """Produce in a thread while the watcher reads the lake; until everything is visible."""
     box: list[ProduceSummary] = []
@@ -323,19 +364,7 @@ def _produce_and_wait(
 
     def work() -> None:
         try:
-            box.append(
-                produce(
-                    settings,
-                    clients,
-                    ProduceRun(
-                        records=records,
-                        rate=rate,
-                        seed=seed,
-                        poison_rate=poison_rate,
-                        start=datetime.now(UTC),
-                    ),
-                )
-            )
+            box.append(produce(rig.settings, rig.clients, run))
         except BaseException as exc:  # re-raised below with the producer's own error
             errors.append(exc)
 
@@ -344,10 +373,9 @@ def _produce_and_wait(
     producer.start()
     deadline = p_start + timeout
     last_report = 0.0
+    watcher = rig.watcher
     while time.monotonic() < deadline:
-        time.sleep(1.0)
-        watcher.poll()
-        fleet.supervise_once()
+        rig.tick()
         if errors:
             raise errors[0]
         if time.monotonic() - last_report > 5:

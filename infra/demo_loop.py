@@ -271,149 +271,237 @@ class DriftMonitor:
         return f"drift score {self.last_score} (max {self.max_score}), alarm {self.state}"
 
 
+@dataclass(frozen=True)
+class Rig:
+    """The running parts a demo drives: settings, clients, the consumer fleet, the lake watcher."""
+
+    settings: Settings
+    clients: AwsClients
+    fleet: Any  # consumers.fleet.ConsumerFleet
+    watcher: Any  # infra.demo.LakeWatcher
+
+    def tick(self) -> None:
+        """One second of watching: read the lake, restart a crashed worker."""
+        time.sleep(1.0)
+        self.watcher.poll()
+        self.fleet.supervise_once()
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    history: int
+    rate: float
+    seed: int
+    poison_rate: float
+    timeout: float
+
+
 def run_loop(
-    settings: Settings,
-    clients: AwsClients,
-    fleet: Any,
-    watcher: Any,
+    rig: Rig,
     outputs: dict[str, str],
     state: Path,
-    *,
-    history: int,
-    rate: float,
-    seed: int,
-    poison_rate: float,
-    timeout: float,
+    options: LoopOptions,
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
     """Phases 1-3 of the module docstring; returns the loop's figures for the demo summary."""
-    from infra.loadgen import load_result, start_load
-    from infra.model_server import start_model_server
-    from retrain.runs import promotion_metric
-    from retrain.wiring import pointer_path
+    loop = _ClosedLoop(rig, outputs, state, options, progress)
+    hist, history_end = loop.history_to_lake()
+    server, boot = loop.serve_champion(history_end)
+    before = loop.score(server.url)
+    streamed = loop.stream_until_closed(server.url)
+    loop.drain([hist, *streamed.producer.summaries])
+    after = loop.score(server.url)
+    return loop.figures(hist, boot, server, streamed, before, after)
 
-    n_history = max(history, 5_000)
-    lsettings = loop_settings(settings, state)
-    contract = load_contract(settings.contract_path)
-    metric = promotion_metric(lsettings, contract)
-    sample, labels = drifted_sample(
-        seed + 999, contract
-    )  # before anything starts: no label, no loop
-    deadline = time.monotonic() + timeout
 
-    # 1. history → lake → first champion, served; its profile is the current baseline
-    progress(f"producing {n_history} stationary records of history (event time 1 h ago)")
-    monitor = DriftMonitor(clients, settings, outputs.get("DriftAlarmName"))
-    hist, history_end = start_history(settings, clients, n_history, seed, poison_rate)
-    hist_poison = sum(hist.poison.values())
-    while len(watcher.ids) < hist.good or watcher.dead_letters < hist_poison:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the history did not reach the lake in time")
-        time.sleep(1.0)
-        watcher.poll()
-        fleet.supervise_once()
-        monitor.poll(-1.0)  # any ALARM before the drift starts is a false alarm
-    boot = bootstrap_champion(lsettings, clients, history_end, progress)
-    server = start_model_server(
-        state, None, pointer=pointer_path(lsettings), s3_client=clients.client("s3")
-    )
-    lsettings = lsettings.replace(
-        model_server_url=server.url, model_server_token_file=str(server.token_file)
-    )
-    progress(f"champion v{boot.model_version} served at {server.url}; baseline {boot.baseline_uri}")
-    before = score_endpoint(server.url, sample, labels, contract.task)
+@dataclass
+class _Streamed:
+    """What phase 2 leaves: its threads' findings and the swap load's process."""
 
-    # 2. the drifted stream, the alarm, the dispatcher and the retrain
-    t0 = time.monotonic()
-    dispatch = DispatchThread(lsettings, clients, t0)
-    producer = StreamProducer(settings, clients, rate, seed, poison_rate)
-    threads = [
-        threading.Thread(target=dispatch.run, daemon=True),
-        threading.Thread(target=producer.run, daemon=True),
-    ]
-    for t in threads:
-        t.start()
-    progress(f"streaming drifted records at {rate:.0f}/s until the loop closes")
-    load_proc, load_out = None, state / "swap-load.json"
-    last = 0.0
-    try:
-        while time.monotonic() < deadline:
-            time.sleep(1.0)
-            elapsed = time.monotonic() - t0
-            watcher.poll()
-            fleet.supervise_once()
-            monitor.poll(elapsed)
-            if monitor.alarm_s is not None and load_proc is None:
-                # ≥ 100 requests/s from another process across the model switch
-                load_proc = start_load(
-                    server.url,
-                    requests=12_000,
-                    rate=120.0,
-                    max_seconds=100.0,
-                    out=load_out,
-                    record=sample[0],
-                )
-            if time.monotonic() - last > 5:
-                last = time.monotonic()
-                progress(
-                    f"t+{elapsed:.0f}s lake rows {watcher.rows}, {monitor.line()},"
-                    f" retrain {'promoted' if dispatch.promoted else 'waiting'}"
-                )
-            if dispatch.promoted and monitor.ok_again_s is not None:
-                break
-    finally:
-        producer.stop.set()
-        threads[1].join(timeout=30)
-        dispatch.stop.set()
-        threads[0].join(timeout=30)
-    stream_s = time.monotonic() - t0
+    dispatch: DispatchThread
+    producer: StreamProducer
+    seconds: float
+    load_proc: Any
+    load_out: Path
 
-    # 3. everything produced reaches the lake; the new model on the same post-drift sample
-    want = set(hist.good_ids) | set(producer.good_ids)
-    poison = hist_poison + producer.poison
-    while time.monotonic() < deadline + 60 and (
-        not want <= set(watcher.ids) or watcher.dead_letters < poison
-    ):
-        time.sleep(1.0)
-        watcher.poll()
-        fleet.supervise_once()
-    after = score_endpoint(server.url, sample, labels, contract.task)
-    load = load_result(load_proc, load_out, timeout=150) if load_proc is not None else {}
-    promoted = dispatch.promoted
-    outcome = promoted[1] if promoted else None
-    kinds: dict[str, int] = {}
-    for s in [hist, *producer.summaries]:
-        for k, v in s.poison.items():
-            kinds[k] = kinds.get(k, 0) + v
-    return {
-        "produced": hist.produced + producer.produced,
-        "poison": poison,
-        "poison_by_kind": kinds,
-        "good_ids": want,
-        "stream_seconds": stream_s,
-        "history_records": hist.produced,
-        "champion_version": boot.model_version,
-        "drift_onset_s": 0.0,
-        "drift_alarm_s": monitor.alarm_s,
-        "max_drift_score": monitor.max_score,
-        "last_drift_score": monitor.last_score,
-        "false_alarms": 0
-        if monitor.alarm_s is None
-        else sum(1 for t in monitor.alarm_times if t < 0),
-        "retrain_started_s": dispatch.received_s,
-        "deployed_s": promoted[0] if promoted else None,
-        "retrain_to_serving_s": (outcome.timings or {}).get("total_s") if outcome else None,
-        "retrain_status": [r.status for _, r in dispatch.results],
-        "retrain_errors": dispatch.errors,
-        "metric": metric,
-        "metric_champion": (outcome.metrics_champion or {}).get(metric) if outcome else None,
-        "metric_challenger": outcome.metrics_challenger.get(metric) if outcome else None,
-        **{f"{k}_after_drift_before_retrain": v for k, v in before.items()},
-        **{f"{k}_after_drift_after_retrain": v for k, v in after.items()},
-        "alarm_ok_again_s": monitor.ok_again_s,
-        "alarm_state": monitor.state,
-        "requests_during_swap": load.get("ok", 0) + load.get("failed", 0) if load else 0,
-        "failed_requests_during_swap": load.get("failed") if load else None,
-        # the caller stops it, or keeps it up with the stack (`driftline demo --keep`)
-        "model_server": server,
-    }
+
+class _ClosedLoop:
+    """The loop's steps over one rig; each method is one phase of the module docstring."""
+
+    def __init__(
+        self,
+        rig: Rig,
+        outputs: dict[str, str],
+        state: Path,
+        options: LoopOptions,
+        progress: Callable[[str], None],
+    ) -> None:
+        from retrain.runs import promotion_metric
+
+        self.rig, self.state, self.options, self.progress = rig, state, options, progress
+        self.lsettings = loop_settings(rig.settings, state)
+        self.contract = load_contract(rig.settings.contract_path)
+        self.metric = promotion_metric(self.lsettings, self.contract)
+        # before anything starts: no label, no loop
+        self.sample, self.labels = drifted_sample(options.seed + 999, self.contract)
+        self.deadline = time.monotonic() + options.timeout
+        self.monitor = DriftMonitor(rig.clients, rig.settings, outputs.get("DriftAlarmName"))
+
+    def history_to_lake(self) -> tuple[ProduceSummary, datetime]:
+        """1. history → lake (any ALARM before the drift starts is a false alarm)."""
+        n_history = max(self.options.history, 5_000)
+        self.progress(f"producing {n_history} stationary records of history (event time 1 h ago)")
+        rig, opts = self.rig, self.options
+        hist, history_end = start_history(
+            rig.settings, rig.clients, n_history, opts.seed, opts.poison_rate
+        )
+        while len(rig.watcher.ids) < hist.good or rig.watcher.dead_letters < sum(
+            hist.poison.values()
+        ):
+            if time.monotonic() > self.deadline:
+                raise TimeoutError("the history did not reach the lake in time")
+            rig.tick()
+            self.monitor.poll(-1.0)
+        return hist, history_end
+
+    def serve_champion(self, history_end: datetime) -> tuple[Any, Any]:
+        """1. the first champion, trained on the history, served; its profile is the baseline."""
+        from infra.model_server import start_model_server
+        from retrain.wiring import pointer_path
+
+        clients = self.rig.clients
+        boot = bootstrap_champion(self.lsettings, clients, history_end, self.progress)
+        server = start_model_server(
+            self.state, None, pointer=pointer_path(self.lsettings), s3_client=clients.client("s3")
+        )
+        self.lsettings = self.lsettings.replace(
+            model_server_url=server.url, model_server_token_file=str(server.token_file)
+        )
+        self.progress(
+            f"champion v{boot.model_version} served at {server.url}; baseline {boot.baseline_uri}"
+        )
+        return server, boot
+
+    def score(self, url: str) -> dict[str, float]:
+        return score_endpoint(url, self.sample, self.labels, self.contract.task)
+
+    def stream_until_closed(self, url: str) -> _Streamed:
+        """2. the drifted stream, the alarm, the dispatcher and the retrain, until the alarm is
+        OK again after a promotion (or the deadline)."""
+        rig, opts = self.rig, self.options
+        t0 = time.monotonic()
+        dispatch = DispatchThread(self.lsettings, rig.clients, t0)
+        producer = StreamProducer(rig.settings, rig.clients, opts.rate, opts.seed, opts.poison_rate)
+        threads = [
+            threading.Thread(target=dispatch.run, daemon=True),
+            threading.Thread(target=producer.run, daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        self.progress(f"streaming drifted records at {opts.rate:.0f}/s until the loop closes")
+        streamed = _Streamed(dispatch, producer, 0.0, None, self.state / "swap-load.json")
+        last = 0.0
+        try:
+            while time.monotonic() < self.deadline:
+                time.sleep(1.0)
+                elapsed = time.monotonic() - t0
+                rig.watcher.poll()
+                rig.fleet.supervise_once()
+                self.monitor.poll(elapsed)
+                if self.monitor.alarm_s is not None and streamed.load_proc is None:
+                    streamed.load_proc = self._start_swap_load(url, streamed.load_out)
+                if time.monotonic() - last > 5:
+                    last = time.monotonic()
+                    self.progress(
+                        f"t+{elapsed:.0f}s lake rows {rig.watcher.rows}, {self.monitor.line()},"
+                        f" retrain {'promoted' if dispatch.promoted else 'waiting'}"
+                    )
+                if dispatch.promoted and self.monitor.ok_again_s is not None:
+                    break
+        finally:
+            producer.stop.set()
+            threads[1].join(timeout=30)
+            dispatch.stop.set()
+            threads[0].join(timeout=30)
+        streamed.seconds = time.monotonic() - t0
+        return streamed
+
+    def _start_swap_load(self, url: str, out: Path) -> Any:
+        """≥ 100 requests/s from another process across the model switch."""
+        from infra.loadgen import start_load
+
+        return start_load(
+            url, requests=12_000, rate=120.0, max_seconds=100.0, out=out, record=self.sample[0]
+        )
+
+    def drain(self, summaries: list[ProduceSummary]) -> None:
+        """3. everything produced reaches the lake (a minute past the deadline at most)."""
+        want = {i for s in summaries for i in s.good_ids}
+        poison = sum(sum(s.poison.values()) for s in summaries)
+        watcher = self.rig.watcher
+        while time.monotonic() < self.deadline + 60 and (
+            not want <= set(watcher.ids) or watcher.dead_letters < poison
+        ):
+            self.rig.tick()
+
+    def figures(
+        self,
+        hist: ProduceSummary,
+        boot: Any,
+        server: Any,
+        streamed: _Streamed,
+        before: dict[str, float],
+        after: dict[str, float],
+    ) -> dict[str, Any]:
+        """The loop's figures for the demo summary (the model server rides along for the caller
+        to stop, or to keep up with the stack: `driftline demo --keep`)."""
+        from infra.loadgen import load_result
+
+        monitor, dispatch, producer = self.monitor, streamed.dispatch, streamed.producer
+        load = (
+            load_result(streamed.load_proc, streamed.load_out, timeout=150)
+            if streamed.load_proc is not None
+            else {}
+        )
+        kinds: dict[str, int] = {}
+        for s in [hist, *producer.summaries]:
+            for k, v in s.poison.items():
+                kinds[k] = kinds.get(k, 0) + v
+        return {
+            "produced": hist.produced + producer.produced,
+            "poison": sum(hist.poison.values()) + producer.poison,
+            "poison_by_kind": kinds,
+            "good_ids": set(hist.good_ids) | set(producer.good_ids),
+            "stream_seconds": streamed.seconds,
+            "history_records": hist.produced,
+            "champion_version": boot.model_version,
+            "drift_onset_s": 0.0,
+            "drift_alarm_s": monitor.alarm_s,
+            "max_drift_score": monitor.max_score,
+            "last_drift_score": monitor.last_score,
+            "false_alarms": 0
+            if monitor.alarm_s is None
+            else sum(1 for t in monitor.alarm_times if t < 0),
+            **self._retrain_figures(dispatch),
+            **{f"{k}_after_drift_before_retrain": v for k, v in before.items()},
+            **{f"{k}_after_drift_after_retrain": v for k, v in after.items()},
+            "alarm_ok_again_s": monitor.ok_again_s,
+            "alarm_state": monitor.state,
+            "requests_during_swap": load.get("ok", 0) + load.get("failed", 0) if load else 0,
+            "failed_requests_during_swap": load.get("failed") if load else None,
+            "model_server": server,
+        }
+
+    def _retrain_figures(self, dispatch: DispatchThread) -> dict[str, Any]:
+        promoted, metric = dispatch.promoted, self.metric
+        outcome = promoted[1] if promoted else None
+        return {
+            "retrain_started_s": dispatch.received_s,
+            "deployed_s": promoted[0] if promoted else None,
+            "retrain_to_serving_s": (outcome.timings or {}).get("total_s") if outcome else None,
+            "retrain_status": [r.status for _, r in dispatch.results],
+            "retrain_errors": dispatch.errors,
+            "metric": metric,
+            "metric_champion": (outcome.metrics_champion or {}).get(metric) if outcome else None,
+            "metric_challenger": outcome.metrics_challenger.get(metric) if outcome else None,
+        }

@@ -39,10 +39,14 @@ def contract_record(path: str | None = None, seed: int = 0) -> dict[str, Any]:
 
 
 def _percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile, ``q`` in 0–100 as ``numpy.percentile`` and ``infra.demo`` take it
+    (nearest rank; NaN when there are no values)."""
     if not values:
         return float("nan")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile q={q} must be in 0-100")
     ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    idx = min(len(ordered) - 1, max(0, round(q / 100.0 * (len(ordered) - 1))))
     return ordered[idx]
 
 
@@ -59,32 +63,58 @@ def run(
     parsed = urlparse(url)
     if parsed.hostname not in ("127.0.0.1", "localhost"):
         raise SystemExit(f"refusing to load {url}: loopback only")
-    host, port = parsed.hostname, parsed.port or 80
-    lock = threading.Lock()
-    issued = 0
-    latencies: list[float] = []
-    errors: list[str] = []
-    models: Counter[str] = Counter()
-    failed = 0
-    start = time.perf_counter()
-    deadline = start + max_seconds
-    interval = 1.0 / rate if rate > 0 else 0.0
+    load = _Load(parsed.hostname, parsed.port or 80, requests, rate, max_seconds)
+    threads = [
+        threading.Thread(target=load.worker, args=(body, content_type), daemon=True)
+        for _ in range(concurrency)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max_seconds + 15)
+    return load.summary()
 
-    def next_slot() -> float | None:
-        nonlocal issued
-        with lock:
-            if issued >= requests:
+
+class _Load:
+    """The shared state of one run: the request schedule and what came back."""
+
+    def __init__(
+        self, host: str, port: int, requests: int, rate: float, max_seconds: float
+    ) -> None:
+        self.host, self.port, self.requests = host, port, requests
+        self.lock = threading.Lock()
+        self.issued = 0
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self.models: Counter[str] = Counter()
+        self.failed = 0
+        self.start = time.perf_counter()
+        self.deadline = self.start + max_seconds
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+
+    def next_slot(self) -> float | None:
+        """When the next request is due (a fixed schedule at ``rate``); None when all are out."""
+        with self.lock:
+            if self.issued >= self.requests:
                 return None
-            slot = start + issued * interval
-            issued += 1
+            slot = self.start + self.issued * self.interval
+            self.issued += 1
             return slot
 
-    def worker() -> None:
-        nonlocal failed
-        conn = http.client.HTTPConnection(host, port, timeout=10)
+    def _connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=10)
+
+    def _failure(self, text: str) -> None:
+        with self.lock:
+            self.failed += 1
+            if len(self.errors) < 5:
+                self.errors.append(text)
+
+    def worker(self, body: bytes, content_type: str) -> None:
+        conn = self._connect()
         while True:
-            slot = next_slot()
-            if slot is None or time.perf_counter() > deadline:
+            slot = self.next_slot()
+            if slot is None or time.perf_counter() > self.deadline:
                 break
             delay = slot - time.perf_counter()
             if delay > 0:
@@ -97,43 +127,34 @@ def run(
                 resp = conn.getresponse()
                 payload = resp.read()
                 elapsed = time.perf_counter() - t0
-                with lock:
-                    if resp.status == 200:
-                        latencies.append(elapsed)
-                        models[resp.getheader("X-Model-Id", "?")] += 1
-                    else:
-                        failed += 1
-                        if len(errors) < 5:
-                            errors.append(f"{resp.status}: {payload[:200]!r}")
+                if resp.status == 200:
+                    with self.lock:
+                        self.latencies.append(elapsed)
+                        self.models[resp.getheader("X-Model-Id", "?")] += 1
+                else:
+                    self._failure(f"{resp.status}: {payload[:200]!r}")
                 if resp.getheader("Connection", "").lower() == "close":
                     conn.close()
-                    conn = http.client.HTTPConnection(host, port, timeout=10)
+                    conn = self._connect()
             except (OSError, http.client.HTTPException) as exc:
-                with lock:
-                    failed += 1
-                    if len(errors) < 5:
-                        errors.append(f"{type(exc).__name__}: {exc}")
+                self._failure(f"{type(exc).__name__}: {exc}")
                 conn.close()
-                conn = http.client.HTTPConnection(host, port, timeout=10)
+                conn = self._connect()
         conn.close()
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(max_seconds + 15)
-    seconds = time.perf_counter() - start
-    ok = len(latencies)
-    return {
-        "ok": ok,
-        "failed": failed,
-        "errors": errors,
-        "seconds": round(seconds, 3),
-        "requests_per_second": round((ok + failed) / seconds, 1) if seconds > 0 else 0.0,
-        "latency_p50_ms": round(_percentile(latencies, 0.50) * 1000, 3),
-        "latency_p99_ms": round(_percentile(latencies, 0.99) * 1000, 3),
-        "models": dict(models),
-    }
+    def summary(self) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.start
+        ok, failed = len(self.latencies), self.failed
+        return {
+            "ok": ok,
+            "failed": failed,
+            "errors": self.errors,
+            "seconds": round(seconds, 3),
+            "requests_per_second": round((ok + failed) / seconds, 1) if seconds > 0 else 0.0,
+            "latency_p50_ms": round(_percentile(self.latencies, 50) * 1000, 3),
+            "latency_p99_ms": round(_percentile(self.latencies, 99) * 1000, 3),
+            "models": dict(self.models),
+        }
 
 
 def start_load(

@@ -26,16 +26,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from consumers.fleet import stop_recorded_fleet
 from etl.aws import AwsClients, configure_awswrangler
-from etl.contract import load_contract
+from etl.contract import Contract, load_contract
 from etl.exceptions import EmulatorError
 from etl.settings import load_settings
 from infra.context import STATE_CONTRACT, LocalState, normalize_contract_path, state_dir
 from infra.emulator import start_emulator
 from infra.lake_table import ensure_lake_table
 from infra.procs import pid_alive, spawn_module, stop_pid
+
+if TYPE_CHECKING:
+    from infra.stack import StackResult
 
 log = logging.getLogger("driftline.local")
 
@@ -47,14 +51,21 @@ class LocalUp:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """Which local stand-ins :func:`up` starts besides the emulator and the stack."""
+
+    warehouse: bool = True  # the embedded PostgreSQL (Redshift stand-in)
+    services: bool = True  # alarm evaluator and event dispatcher
+    console: bool = True
+
+
 def up(
     *,
     stack_name: str = "driftline",
     region: str = "us-east-1",
     directory: Path | None = None,
-    with_warehouse: bool = True,
-    with_services: bool = True,
-    with_console: bool = True,
+    parts: Parts | None = None,
     parameters: dict[str, str] | None = None,
     contract_path: str | None = None,
     progress: Callable[[str], None] = lambda _msg: None,
@@ -69,13 +80,7 @@ def up(
     contract = load_contract(contract_path)  # a bad contract fails before anything starts
     existing = LocalState.load(d)
     if existing is not None and pid_alive(existing.pids.get("emulator", -1)):
-        running = existing.extra.get(STATE_CONTRACT)
-        if contract_path is not None and contract_path != running:
-            raise EmulatorError(
-                f"the local stack in {d} is up with contract {running or 'card_transactions'}"
-                f" (the shipped example), not {contract_path}; run `driftline local down` first,"
-                " or use another DRIFTLINE_STATE_DIR for a second stack"
-            )
+        _check_same_contract(existing, contract_path, d)
         progress(f"local stack already up at {existing.endpoint}")
         return LocalUp(existing, [], 0.0)
     if existing is not None:
@@ -92,38 +97,66 @@ def up(
         state.extra[STATE_CONTRACT] = contract_path
     state.save(d)
     try:
-        clients = AwsClients(region=region, endpoint_url=emu.endpoint)
-        configure_awswrangler(emu.endpoint)
-        progress("deploying infra/templates/driftline.yaml into the emulator")
-        from infra.stack import deploy_local
         from retrain.runs import model_name_for
 
         # the model is named after the contract unless the caller names it
         parameters = {"ModelName": model_name_for(contract), **(parameters or {})}
-        result = deploy_local(clients, stack_name=stack_name, parameters=parameters)
-        state.outputs = dict(result.outputs)
-        state.save(d)
-        progress(f"creating the Glue table of contract {contract.name}")
-        ensure_lake_table(clients, state.outputs, contract, load_settings())
-        if with_warehouse:
-            progress("starting the embedded PostgreSQL (Redshift stand-in)")
-            from infra.pg import start_postgres
-
-            pg = start_postgres(d)
-            state.pids["postgres"] = pg.pid
-            state.extra["warehouse_dsn"] = pg.dsn
-            state.extra["warehouse_reader_dsn"] = pg.reader_dsn
-            state.save(d)
-        if with_services:
-            _start_services(state, d, progress)
-        if with_console:
-            _start_console(state, d, progress)
-        state.save(d)
+        result = _deploy_stack(state, d, contract, parameters, progress)
+        _start_parts(state, d, parts or Parts(), progress)
     except BaseException:
         down(directory=d)
         raise
     resources = [(r.logical_id, r.type, r.provided_by) for r in result.resources]
     return LocalUp(state, resources, time.monotonic() - started)
+
+
+def _check_same_contract(existing: LocalState, contract_path: str | None, d: Path) -> None:
+    """A running stack serves one contract: asking it for another is an error, not a restart."""
+    running = existing.extra.get(STATE_CONTRACT)
+    if contract_path is not None and contract_path != running:
+        raise EmulatorError(
+            f"the local stack in {d} is up with contract {running or 'card_transactions'}"
+            f" (the shipped example), not {contract_path}; run `driftline local down` first,"
+            " or use another DRIFTLINE_STATE_DIR for a second stack"
+        )
+
+
+def _deploy_stack(
+    state: LocalState,
+    d: Path,
+    contract: Contract,
+    parameters: dict[str, str],
+    progress: Callable[[str], None],
+) -> StackResult:
+    """The template into the emulator, then the contract's Glue table; outputs into the state."""
+    from infra.stack import deploy_local
+
+    clients = AwsClients(region=state.region, endpoint_url=state.endpoint)
+    configure_awswrangler(state.endpoint)
+    progress("deploying infra/templates/driftline.yaml into the emulator")
+    result = deploy_local(clients, stack_name=state.stack_name, parameters=parameters)
+    state.outputs = dict(result.outputs)
+    state.save(d)
+    progress(f"creating the Glue table of contract {contract.name}")
+    ensure_lake_table(clients, state.outputs, contract, load_settings())
+    return result
+
+
+def _start_parts(state: LocalState, d: Path, parts: Parts, progress: Callable[[str], None]) -> None:
+    if parts.warehouse:
+        progress("starting the embedded PostgreSQL (Redshift stand-in)")
+        from infra.pg import start_postgres
+
+        pg = start_postgres(d)
+        state.pids["postgres"] = pg.pid
+        state.extra["warehouse_dsn"] = pg.dsn
+        state.extra["warehouse_reader_dsn"] = pg.reader_dsn
+        state.save(d)
+    if parts.services:
+        _start_services(state, d, progress)
+    if parts.console:
+        _start_console(state, d, progress)
+    state.save(d)
 
 
 def _start_services(state: LocalState, d: Path, progress: Callable[[str], None]) -> None:

@@ -60,7 +60,6 @@ from infra.model_server_proc import (
     ServerProcess,
     remember,
     start_model_server,
-    stop_model_server,
 )
 from infra.procs import free_port
 from retrain.backends.reload_auth import TOKEN_FILE, ReloadRefusedError, within, write_token
@@ -76,7 +75,6 @@ __all__ = [
     "ServerProcess",
     "remember",
     "start_model_server",
-    "stop_model_server",
 ]
 
 _DIGITS = re.compile(r"^[0-9]{1,12}$")

@@ -170,10 +170,6 @@ def _answers(url: str, *, need_model: bool) -> bool:
         return False
 
 
-def stop_model_server(server: ServerProcess, timeout: float = 10.0) -> None:
-    server.stop(timeout)
-
-
 def remember(state: Any, server: ServerProcess) -> None:
     """Record the server in ``LocalState.extra`` (``driftline predict`` / ``models`` find it)."""
     state.extra[STATE_KEY] = {

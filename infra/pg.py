@@ -209,29 +209,10 @@ def start_postgres(
     user = _service_user()
     if user is not None:
         _ensure_traversable(data_dir)
-    stale = data_dir / "postmaster.pid"
-    if stale.exists():
-        pid = int(stale.read_text().split()[0])
-        if pid_alive(pid):
-            raise EmulatorError(
-                f"a PostgreSQL (pid {pid}) already runs on {data_dir}; stop it with"
-                " `driftline local down`"
-            )
-        stale.unlink()
+    _clear_stale_pid(data_dir)
     port = port or free_port()
     log_path = state_dir / "postgres" / "postgres.log"
-    settings = {
-        "listen_addresses": "127.0.0.1",
-        "port": str(port),
-        "unix_socket_directories": "",
-        "max_connections": "40",
-        "shared_buffers": "64MB",
-    }
-    if not durable:
-        settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-    args = [str(bin_dir(version) / "postgres"), "-D", str(data_dir)]
-    for key, value in settings.items():
-        args += ["-c", f"{key}={value}"]
+    args = _postmaster_args(data_dir, port, durable, version)
     log_path.touch()
     if user is not None:
         os.chown(log_path, user.pw_uid, user.pw_gid)
@@ -258,6 +239,36 @@ def start_postgres(
         raise
     log.info("embedded PostgreSQL %d up: pid %d, %s", version, proc.pid, pg.dsn)
     return pg
+
+
+def _clear_stale_pid(data_dir: Path) -> None:
+    """Remove a postmaster.pid left by a crashed server; refuse when that server still runs."""
+    stale = data_dir / "postmaster.pid"
+    if stale.exists():
+        pid = int(stale.read_text().split()[0])
+        if pid_alive(pid):
+            raise EmulatorError(
+                f"a PostgreSQL (pid {pid}) already runs on {data_dir}; stop it with"
+                " `driftline local down`"
+            )
+        stale.unlink()
+
+
+def _postmaster_args(data_dir: Path, port: int, durable: bool, version: int) -> list[str]:
+    """The postgres command: loopback TCP only (no Unix socket), small buffers for a laptop."""
+    settings = {
+        "listen_addresses": "127.0.0.1",
+        "port": str(port),
+        "unix_socket_directories": "",
+        "max_connections": "40",
+        "shared_buffers": "64MB",
+    }
+    if not durable:
+        settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+    args = [str(bin_dir(version) / "postgres"), "-D", str(data_dir)]
+    for key, value in settings.items():
+        args += ["-c", f"{key}={value}"]
+    return args
 
 
 def stop_postgres(pg: PgProcess | int, timeout: float = 15.0) -> None:

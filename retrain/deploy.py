@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -23,6 +24,19 @@ from etl.exceptions import RetrainError
 VARIANT = "AllTraffic"
 INFERENCE_PROGRAM = "inference.py"
 CODE_DIR = "/opt/ml/model/code"
+
+
+class EndpointStatus(StrEnum):
+    """The endpoint's ``EndpointStatus`` (SageMaker's words) that a deployment waits on."""
+
+    IN_SERVICE = "InService"
+    FAILED = "Failed"
+    ROLLING_BACK = "RollingBack"
+    OUT_OF_SERVICE = "OutOfService"
+
+
+#: A deployment that reaches one of these did not take (the blue fleet serves, or nothing does).
+_BROKEN = (EndpointStatus.FAILED, EndpointStatus.ROLLING_BACK, EndpointStatus.OUT_OF_SERVICE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,9 +227,9 @@ def wait_in_service(
     while True:
         desc = sagemaker.describe_endpoint(EndpointName=endpoint_name)
         status = str(desc.get("EndpointStatus"))
-        if status == "InService":
+        if status == EndpointStatus.IN_SERVICE:
             return status
-        if status in ("Failed", "RollingBack", "OutOfService"):
+        if status in _BROKEN:
             raise RetrainError(
                 f"endpoint {endpoint_name!r} is {status}: {desc.get('FailureReason', '')}"
             )

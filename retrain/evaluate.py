@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
 from etl.exceptions import RetrainError
+
+if TYPE_CHECKING:  # numpy.typing is numpy >= 1.20; the container's numpy may be older
+    import numpy.typing as npt
 
 #: Metrics where lower is better; all others are higher-is-better.
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})

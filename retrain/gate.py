@@ -52,6 +52,7 @@ from retrain.runs import (
     settings_contract,
 )
 from retrain.start import start_run
+from retrain.triggers import Trigger, quality_alarm_name, quality_prefix, trigger_of
 from retrain.wiring import RunDeps, drift_prefix, idempotency_table, lock_ttl
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ class _Claim:
     store: IdempotencyStore
     holder: str
     resumed: bool
+    #: What started the run, recorded with the event's result (drift, quality, schedule).
+    trigger: Trigger = Trigger.DRIFT
 
 
 def _store(settings: Settings, clients: AwsClients) -> IdempotencyStore:
@@ -118,8 +121,11 @@ def _alarm_decision(
     if isinstance(event, ScheduledEvent):
         # the safety net: no alarm to check; the lock's cool-down still applies
         return Decision(True, "scheduled safety-net retrain"), None
-    # unset, only this stack's drift alarms (the rule's own prefix) start a run
+    # unset, only this stack's drift alarms (the rule's own prefix) start a run; the quality
+    # alarm starts one like the drift alarm (docs/quality.md)
     names = (settings.drift_alarm_name,) if settings.drift_alarm_name else ()
+    if names or event.alarm_name.startswith(quality_prefix(settings.stack_name)):
+        names = (*names, quality_alarm_name(settings.stack_name))
     decision = should_retrain(event, alarm_names=names, alarm_prefix=drift_prefix(settings))
     contract = deps.contract or settings_contract(settings)
     if decision.run and contract.label is None:
@@ -189,6 +195,7 @@ def handle_event(
         log.info("event %s not run: %s", event.event_id, lock.reason)
         return HandlerResult(GateStatus(lock.verdict.value), lock.reason, event.event_id)
     when = now or datetime.now(UTC)
+    claim = replace(claim, trigger=trigger_of(event, settings.stack_name))
     if wait:
         return _run_here(settings, clients, trigger, when, event.event_id, claim, deps, gate)
     return _start_here(settings, clients, trigger, when, event.event_id, claim, deps, gate)
@@ -216,7 +223,13 @@ def _run_here(
         claim.store.finish_event(event_id, claim.holder, EventStatus.FAILED, failure)
         claim.store.release_lock(model, claim.holder, gate.clock(), 0.0)
         raise
-    result = json.dumps({"status": str(outcome.status), "version": outcome.model_version})
+    result = json.dumps(
+        {
+            "status": str(outcome.status),
+            "version": outcome.model_version,
+            "trigger": str(claim.trigger),
+        }
+    )
     claim.store.finish_event(event_id, claim.holder, EventStatus.COMPLETED, result)
     claim.store.release_lock(model, claim.holder, gate.clock(), settings.retrain_cooldown_s)
     return HandlerResult(GateStatus.RAN, outcome.reason, event_id, outcome)
@@ -240,7 +253,12 @@ def _start_here(
         claim.store.finish_event(event_id, claim.holder, EventStatus.FAILED, failure)
         claim.store.release_lock(model_name(settings), claim.holder, gate.clock(), 0.0)
         raise
-    started = {"status": str(GateStatus.STARTED), "run_id": state.run_id, "job": state.job_name}
+    started = {
+        "status": str(GateStatus.STARTED),
+        "run_id": state.run_id,
+        "job": state.job_name,
+        "trigger": str(claim.trigger),
+    }
     claim.store.finish_event(event_id, claim.holder, EventStatus.COMPLETED, json.dumps(started))
     reason = f"training job {state.job_name} started"
     log.info("event %s: %s", event_id, reason)
@@ -334,7 +352,13 @@ def _finish_here(
         claim.store.finish_event(event.event_id, claim.holder, EventStatus.FAILED, failure)
         _end_run(claim.store, settings, state, gate.clock, failure=failure)
         raise
-    result = json.dumps({"status": str(outcome.status), "version": outcome.model_version})
+    result = json.dumps(
+        {
+            "status": str(outcome.status),
+            "version": outcome.model_version,
+            "trigger": str(claim.trigger),
+        }
+    )
     claim.store.finish_event(event.event_id, claim.holder, EventStatus.COMPLETED, result)
     _end_run(claim.store, settings, state, gate.clock, failure=None)
     return HandlerResult(

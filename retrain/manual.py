@@ -62,7 +62,28 @@ def serving_image(settings: Settings) -> str:
         return resolve_image(
             settings.region, settings.sklearn_framework_version, settings.sagemaker_serving_instance
         )
-    return "driftline/local-sklearn:latest"
+    from retrain.backends.local import LOCAL_IMAGE
+
+    return LOCAL_IMAGE
+
+
+def _reject(
+    sm: Any,
+    group: str,
+    target: registry.ModelVersion,
+    champ: registry.ModelVersion | None,
+    reason: str,
+) -> Decision | registry.ModelVersion:
+    """Reject ``target``. If it was serving, the newest approved version left is returned, to
+    serve again; otherwise what serves is unchanged (the decision is returned as it stands)."""
+    registry.set_status(sm, target, registry.Approval.REJECTED, reason=reason)
+    if champ is None or champ.version != target.version:
+        return Decision(Action.REJECT, target.version, champ.version if champ else None)
+    fallback = registry.champion(registry.list_versions(sm, group))
+    if fallback is None:
+        log.warning("no approved version is left to serve")
+        return Decision(Action.REJECT, target.version, None)
+    return fallback
 
 
 def decide(
@@ -91,16 +112,10 @@ def decide(
             f" version; use `driftline models approve {target.version}` to approve it"
         )
     if act is Action.REJECT:
-        registry.set_status(
-            sm, target, registry.Approval.REJECTED, reason=reason or "rejected by hand"
-        )
-        if champ is None or champ.version != target.version:
-            return Decision(act, target.version, champ.version if champ else None)
-        fallback = registry.champion(registry.list_versions(sm, group))
-        if fallback is None:
-            log.warning("no approved version is left to serve")
-            return Decision(act, target.version, None)
-        target, why = fallback, f"restored after v{target.version} was rejected"
+        reinstated = _reject(sm, group, target, champ, reason or "rejected by hand")
+        if isinstance(reinstated, Decision):
+            return reinstated
+        target, why = reinstated, f"restored after v{target.version} was rejected"
     else:
         why = reason or f"{act} by hand"
     serving = make_serving(settings, clients)

@@ -186,6 +186,17 @@ def _field_value(cell: dict[str, Any]) -> Any:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Polling:
+    """How a statement is waited for: ``DescribeStatement`` every ``first_s``, doubling up to
+    ``max_s``, for at most ``timeout_s``."""
+
+    first_s: float = 0.25
+    max_s: float = 5.0
+    timeout_s: float = 900.0
+    sleep: Callable[[float], None] = time.sleep
+
+
 class RedshiftDataWarehouse:
     """Loads flush manifests into Redshift via the Data API; clients are injected."""
 
@@ -197,20 +208,18 @@ class RedshiftDataWarehouse:
         target: RedshiftTarget,
         *,
         bucket: str,
-        poll_first_s: float = 0.25,
-        poll_max_s: float = 5.0,
-        timeout_s: float = 900.0,
-        sleep: Callable[[float], None] = time.sleep,
+        polling: Polling | None = None,
     ) -> None:
         self.client = client
         self.s3 = s3
         self.contract = contract
         self.target = target
         self.bucket = bucket
-        self.poll_first_s = poll_first_s
-        self.poll_max_s = poll_max_s
-        self.timeout_s = timeout_s
-        self.sleep = sleep
+        polling = polling or Polling()
+        self.poll_first_s = polling.first_s
+        self.poll_max_s = polling.max_s
+        self.timeout_s = polling.timeout_s
+        self.sleep = polling.sleep
 
     @property
     def table(self) -> str:

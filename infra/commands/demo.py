@@ -10,7 +10,7 @@ from typing import Any
 from etl.settings import load_settings
 from infra.argtypes import at_least, fraction_below_one, positive
 from infra.context import add_contract_option
-from infra.demo import run_demo
+from infra.demo import DemoOptions, run_demo
 
 
 def register(sub: Any) -> None:
@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     # every flag was checked by its argparse type: nothing has started yet if one is wrong
-    result = run_demo(
+    options = DemoOptions(
         records=args.records,
         shards=args.shards,
         workers=args.workers,
@@ -55,8 +55,8 @@ def _demo(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         keep_up=args.keep_up,
         contract_path=load_settings({"contract_path": args.contract}).contract_path,
-        progress=lambda m: print(f"… {m}", file=sys.stderr, flush=True),
     )
+    result = run_demo(options, lambda m: print(f"… {m}", file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps(result))
     else:

@@ -59,8 +59,7 @@ def _up(args: argparse.Namespace) -> int:
     contract_path = load_settings({"contract_path": args.contract}).contract_path
     res = local.up(
         stack_name=args.stack,
-        with_warehouse=not args.no_warehouse,
-        with_console=not args.no_console,
+        parts=local.Parts(warehouse=not args.no_warehouse, console=not args.no_console),
         contract_path=contract_path,
         parameters={"ShardCount": str(args.shards)} if args.shards is not None else None,
         progress=lambda m: print(f"… {m}", file=sys.stderr),

@@ -1,6 +1,6 @@
 """The models page's data: the registry (``sagemaker:ListModelPackages`` +
 ``DescribeModelPackage`` through :mod:`retrain.registry`) and the retrain runs' records
-(``s3:ListObjectsV2`` + ``GetObject`` of ``retrain/<model>/<run id>/state.json``)."""
+(``s3:ListObjectsV2`` + ``GetObject`` of ``retrain/<model>/<run id>/run.json``)."""
 
 from __future__ import annotations
 

@@ -300,7 +300,7 @@ def drift_alarm(console: Console) -> AlarmView | None:
 @dataclass
 class ServingView:
     version: int | None
-    status: str | None
+    status: registry.Approval | None
     metrics: dict[str, float] = field(default_factory=dict)
     endpoint: str = ""
     endpoint_state: str = ""

@@ -94,14 +94,16 @@ def drift_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriftDemo]:
     assertions, the console's browser test) instead of once each; stopped after the last of
     them (see :func:`pytest_runtest_teardown`) or at the end of the session."""
     from infra.alarm_evaluator import read_history
-    from infra.demo import run_demo
+    from infra.demo import DemoOptions, run_demo
 
     state = tmp_path_factory.mktemp("drift-demo") / "state"
     _DEMOS_UP.append(state)
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("DRIFTLINE_STATE_DIR", str(state))
-            result = run_demo(records=5_000, workers=2, scenario="drift", rate=500.0, keep_up=True)
+            result = run_demo(
+                DemoOptions(records=5_000, workers=2, scenario="drift", rate=500.0, keep_up=True)
+            )
         yield DriftDemo(state, result, read_history(state))
     finally:
         _stop_demo(state)

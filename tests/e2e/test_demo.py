@@ -11,7 +11,7 @@ import pytest
 
 from infra import local
 from infra.alarm_evaluator import read_history
-from infra.demo import run_demo
+from infra.demo import DemoOptions, run_demo
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import DriftDemo
@@ -89,7 +89,7 @@ def test_stationary_demo_is_exactly_once_for_any_contract(
         path = str(tmp_path / "bike_rentals.toml")
         Path(path).write_text(HAND_WRITTEN)
     # WHEN the stationary demo runs on it
-    r = run_demo(records=2_000, workers=2, rate=500.0, contract_path=path)
+    r = run_demo(DemoOptions(records=2_000, workers=2, rate=500.0, contract_path=path))
     # THEN every good record is in the lake once, and every poison record a dead letter
     assert r["contract"] == ("sensor_readings" if contract == "sensor" else "bike_rentals")
     assert (r["missing"], r["duplicates"]) == (0, 0)
@@ -111,12 +111,14 @@ def test_drift_demo_closes_the_loop_for_the_sensor_contract(
     try:
         # WHEN the drift demo runs on the sensor contract
         r = run_demo(
-            records=5_000,
-            workers=2,
-            scenario="drift",
-            rate=500.0,
-            keep_up=True,
-            contract_path=SENSOR,
+            DemoOptions(
+                records=5_000,
+                workers=2,
+                scenario="drift",
+                rate=500.0,
+                keep_up=True,
+                contract_path=SENSOR,
+            )
         )
         # THEN the loop closed
         assert_loop_closed(r, read_history(state), "sensor-readings")
@@ -163,7 +165,9 @@ def test_two_demos_in_a_row_each_see_a_warehouse_equal_to_their_lake(
     try:
         for seed in (3, 4):
             # WHEN a stationary demo runs (up → produce → consume → load → down), twice in a row
-            r = run_demo(records=1_500, workers=1, scenario="stationary", rate=500.0, seed=seed)
+            r = run_demo(
+                DemoOptions(records=1_500, workers=1, scenario="stationary", rate=500.0, seed=seed)
+            )
             # THEN each run's warehouse holds exactly that run's lake: the state went with `down`
             assert (r["missing"], r["duplicates"]) == (0, 0)
             assert r["lake_rows"] == r["produced"] - r["poison"]

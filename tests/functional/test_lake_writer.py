@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ from botocore.exceptions import ClientError
 from etl.aws import AwsClients, configure_awswrangler
 from etl.contract import load_contract
 from etl.exceptions import LakeWriteError
-from etl.lake import GlueCatalog, LakeLayout, LakeWriter
+from etl.lake import GlueCatalog, LakeLayout, LakeWriter, WriterOptions, stream_tag
 from etl.records import RawRecord, RecordDecoder
 from etl.synthetic import encode_record, generate_records, make_poison
 
@@ -31,9 +32,8 @@ def lake(aws: AwsClients) -> tuple[LakeWriter, GlueCatalog]:
     layout = LakeLayout(BUCKET, CONTRACT.name)
     catalog = GlueCatalog(CONTRACT, layout, "lakedb", aws.session, endpoint_url=aws.endpoint_url)
     catalog.ensure_table()
-    return LakeWriter(
-        CONTRACT, layout, aws.client("s3"), catalog=catalog, backoff_base_s=0.01
-    ), catalog
+    options = WriterOptions(backoff_base_s=0.01)
+    return LakeWriter(CONTRACT, layout, aws.client("s3"), catalog=catalog, options=options), catalog
 
 
 def _decode(n: int, start: int = 1, poison: int = 0):
@@ -126,6 +126,29 @@ def test_uncheckpointed_lists_only_ranges_past_the_checkpoint(lake) -> None:
     assert writer.uncheckpointed("shardId-000000000001", None) == []
 
 
+def test_a_re_created_streams_flushes_never_touch_the_old_incarnations(lake, aws) -> None:  # type: ignore[no-untyped-def]
+    old, _ = lake
+    arn = "arn:aws:kinesis:us-east-1:123456789012:stream/s"
+    tags = [stream_tag(arn, datetime(2026, 1, 1, h, tzinfo=UTC)) for h in (1, 2)]
+    first, second = (
+        LakeWriter(CONTRACT, old.layout, old.s3, options=WriterOptions(stream=t)) for t in tags
+    )
+    _, batch = _decode(20)
+    # GIVEN a flush of the first incarnation and an untagged one (a lake from before the tag)
+    a = first.write("shardId-000000000000", "1", "10", batch.table.slice(0, 10))
+    old.write("shardId-000000000000", "11", "20", batch.table.slice(10, 10))
+    # WHEN the re-created stream (sequence numbers restarted) flushes the very same range
+    b = second.write("shardId-000000000000", "1", "10", batch.table.slice(0, 10))
+    # THEN its objects and manifest have keys of their own: nothing of the first is overwritten
+    assert {o.key for o in a.objects}.isdisjoint(o.key for o in b.objects)
+    assert (a.stream, b.stream) == tuple(tags)
+    listed = aws.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="manifests/")["Contents"]
+    assert len(listed) == 3
+    # AND its processors take only its own manifests (and untagged ones) for pending ranges
+    mine = second.uncheckpointed("shardId-000000000000", None)
+    assert [(m.stream, m.first_sequence) for m in mine] == [(tags[1], "1"), ("", "11")]
+
+
 def test_s3_errors_are_retried_then_fail_loudly(lake, aws: AwsClients) -> None:
     writer, _ = lake
     _, batch = _decode(10)
@@ -155,7 +178,7 @@ def test_s3_errors_are_retried_then_fail_loudly(lake, aws: AwsClients) -> None:
         raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "PutObject")
 
     writer.s3 = type("S3", (), {"put_object": staticmethod(dead_put)})()
-    writer.max_attempts = 3
+    writer.options = dataclasses.replace(writer.options, max_attempts=3)
     # WHEN every put fails THEN LakeWriteError says nothing was acknowledged
     with pytest.raises(LakeWriteError, match="after 3 attempts"):
         writer.write("shardId-000000000000", "11", "20", batch.table)

@@ -23,8 +23,7 @@ def test_local_up_creates_the_contracts_table_and_later_commands_use_it(tmp_path
     up = local.up(
         directory=state,
         contract_path=str(PARCEL_SCANS),
-        with_warehouse=False,
-        with_services=False,
+        parts=local.Parts(warehouse=False, services=False),
     )
     try:
         clients = AwsClients(endpoint_url=up.state.endpoint)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from consumers.metrics import MetricsPublisher
+from consumers.metrics import MetricsPublisher, RetryPolicy
 from etl.aws import AwsClients
 from etl.contract import load_contract
 from etl.drift import DriftWindow
@@ -91,7 +91,9 @@ class ThrottlingFirst:
 
 def test_injected_throttling_is_retried_and_the_data_arrives(aws: AwsClients) -> None:
     cw = aws.client("cloudwatch")
-    pub = MetricsPublisher(ThrottlingFirst(cw, 2), stream_name="s2", sleep=lambda _s: None)
+    pub = MetricsPublisher(
+        ThrottlingFirst(cw, 2), stream_name="s2", retry=RetryPolicy(sleep=lambda _s: None)
+    )
     report = pub.publish(_result(), dead_letters=0)
     assert report.failed_datums == 0 and pub.retries == 2
     assert cw.list_metrics(Namespace="Driftline", MetricName="WindowRows")["Metrics"]
@@ -104,6 +106,8 @@ def test_emulator_down_is_counted_not_raised() -> None:
     cw = AwsClients(endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1).client(
         "cloudwatch"
     )
-    pub = MetricsPublisher(cw, stream_name="s3", sleep=lambda _s: None, max_attempts=2)
+    pub = MetricsPublisher(
+        cw, stream_name="s3", retry=RetryPolicy(sleep=lambda _s: None, max_attempts=2)
+    )
     report = pub.publish(_result(), dead_letters=0)
     assert pub.failures == 1 and report.failed_datums == report.datums

@@ -23,24 +23,24 @@ def _client() -> object:
 
 
 def _plan() -> deploy.EndpointPlan:
-    return deploy.plan(
+    spec = deploy.EndpointSpec(
         endpoint_name="driftline-fraud",
-        version=7,
-        image_uri=IMAGE,
-        model_data_url="s3://lake/models/fraud/r7/model.tar.gz",
         role_arn=ROLE,
         instance_type="ml.m5.large",
         alarm_names=("driftline-fraud-errors", "driftline-fraud-latency"),
         kms_key_arn=KEY,
+    )
+    return deploy.plan(
+        spec, version=7, image_uri=IMAGE, model_data_url="s3://lake/models/fraud/r7/model.tar.gz"
     )
 
 
 def _expect_model_and_config(stub: Stubber) -> None:
     stub.add_response(
         "create_model",
-        {"ModelArn": ARN + "model/driftline-fraud-v7"},
+        {"ModelArn": ARN + "model/driftline-fraud-v000007"},
         {
-            "ModelName": "driftline-fraud-v7",
+            "ModelName": "driftline-fraud-v000007",
             "PrimaryContainer": {
                 "Image": IMAGE,
                 "ModelDataUrl": "s3://lake/models/fraud/r7/model.tar.gz",
@@ -56,14 +56,14 @@ def _expect_model_and_config(stub: Stubber) -> None:
     )
     stub.add_response(
         "create_endpoint_config",
-        {"EndpointConfigArn": ARN + "endpoint-config/driftline-fraud-v7"},
+        {"EndpointConfigArn": ARN + "endpoint-config/driftline-fraud-v000007"},
         {
-            "EndpointConfigName": "driftline-fraud-v7",
+            "EndpointConfigName": "driftline-fraud-v000007",
             "KmsKeyId": KEY,
             "ProductionVariants": [
                 {
                     "VariantName": "AllTraffic",
-                    "ModelName": "driftline-fraud-v7",
+                    "ModelName": "driftline-fraud-v000007",
                     "InitialInstanceCount": 1,
                     "InstanceType": "ml.m5.large",
                     "InitialVariantWeight": 1.0,
@@ -83,7 +83,7 @@ def test_an_existing_endpoint_gets_a_canary_blue_green_update_with_auto_rollback
             {
                 "EndpointName": "driftline-fraud",
                 "EndpointArn": ARN + "endpoint/driftline-fraud",
-                "EndpointConfigName": "driftline-fraud-v6",
+                "EndpointConfigName": "driftline-fraud-v000006",
                 "EndpointStatus": "InService",
                 "CreationTime": "2026-03-01T00:00:00Z",
                 "LastModifiedTime": "2026-03-01T00:00:00Z",
@@ -96,7 +96,7 @@ def test_an_existing_endpoint_gets_a_canary_blue_green_update_with_auto_rollback
             {"EndpointArn": ARN + "endpoint/driftline-fraud"},
             {
                 "EndpointName": "driftline-fraud",
-                "EndpointConfigName": "driftline-fraud-v7",
+                "EndpointConfigName": "driftline-fraud-v000007",
                 "RetainAllVariantProperties": False,
                 "DeploymentConfig": {
                     "BlueGreenUpdatePolicy": {
@@ -132,7 +132,7 @@ def test_a_missing_endpoint_is_created() -> None:
         stub.add_response(
             "create_endpoint",
             {"EndpointArn": ARN + "endpoint/driftline-fraud"},
-            {"EndpointName": "driftline-fraud", "EndpointConfigName": "driftline-fraud-v7"},
+            {"EndpointName": "driftline-fraud", "EndpointConfigName": "driftline-fraud-v000007"},
         )
         deploy.deploy(sm, _plan())
         stub.assert_no_pending_responses()

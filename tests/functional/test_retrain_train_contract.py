@@ -45,11 +45,14 @@ def test_the_script_writes_model_metrics_and_baseline(tmp_path: Path) -> None:
         check=False,
     )
 
-    # THEN it exits 0 and the model dir holds model, schema, metrics and the baseline
+    # THEN it exits 0 and the model dir holds model, schema, metrics, the baseline and the
+    # serving container's program (code/inference.py)
     assert proc.returncode == 0, proc.stderr
     model_dir = tmp_path / "model"
+    assert (model_dir / "code" / "inference.py").is_file()
     assert sorted(p.name for p in model_dir.iterdir()) == [
         "baseline.json",
+        "code",
         "metrics.json",
         "model.joblib",
         "model.json",

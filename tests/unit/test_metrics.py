@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from consumers.metrics import MetricsPublisher, batches, build_datums
+from consumers.metrics import MetricsPublisher, RetryPolicy, batches, build_datums
 from etl.drift import DriftResult, FeatureDrift
 
 TS = dt.datetime(2026, 11, 22, 5, 1, tzinfo=dt.UTC)
@@ -138,7 +138,9 @@ def test_batches_hold_at_most_1000_datums_and_respect_the_byte_budget() -> None:
 def test_throttling_is_retried_with_backoff_then_succeeds() -> None:
     # GIVEN a client that throttles twice
     cw, slept = RecordingCloudWatch(fail=2), []
-    pub = MetricsPublisher(cw, stream_name="tx", sleep=slept.append, backoff_base_s=0.2)
+    pub = MetricsPublisher(
+        cw, stream_name="tx", retry=RetryPolicy(sleep=slept.append, backoff_base_s=0.2)
+    )
     # WHEN a window is published
     report = pub.publish(RESULT, timestamp=TS, dead_letters=0)
     # THEN the third attempt succeeds, with jittered exponential backoff in between
@@ -149,7 +151,9 @@ def test_throttling_is_retried_with_backoff_then_succeeds() -> None:
 
 def test_persistent_server_errors_are_counted_and_never_raised() -> None:
     cw = RecordingCloudWatch(fail=99, code="InternalFailure", status=500)
-    pub = MetricsPublisher(cw, stream_name="tx", sleep=lambda _s: None, max_attempts=4)
+    pub = MetricsPublisher(
+        cw, stream_name="tx", retry=RetryPolicy(sleep=lambda _s: None, max_attempts=4)
+    )
     report = pub.publish(RESULT, timestamp=TS, dead_letters=0)
     assert len(cw.calls) == 4
     assert pub.failures == 1 and report.failed_datums == 14 == pub.failed_datums
@@ -157,6 +161,8 @@ def test_persistent_server_errors_are_counted_and_never_raised() -> None:
 
 def test_non_retryable_errors_fail_at_once() -> None:
     cw = RecordingCloudWatch(fail=99, code="InvalidParameterValue", status=400)
-    pub = MetricsPublisher(cw, stream_name="tx", sleep=lambda _s: pytest.fail("no sleep"))
+    pub = MetricsPublisher(
+        cw, stream_name="tx", retry=RetryPolicy(sleep=lambda _s: pytest.fail("no sleep"))
+    )
     pub.publish(RESULT, timestamp=TS, dead_letters=0)
     assert len(cw.calls) == 1 and pub.failures == 1

@@ -14,7 +14,7 @@ from amazon_kclpy import dispatch
 from amazon_kclpy.messages import Record
 
 from consumers.flush import FlushPolicy
-from consumers.processor import KclRecordProcessor, ShardProcessor, to_raw_records
+from consumers.processor import Clocks, KclRecordProcessor, ShardProcessor, to_raw_records
 from etl.contract import load_contract
 from etl.exceptions import LakeWriteError
 from etl.lake import Manifest
@@ -85,7 +85,7 @@ def make(
         RecordDecoder(CONTRACT),
         lake,
         FlushPolicy(max_records, 1 << 30, 10.0),  # type: ignore[arg-type]
-        clock=lambda: t[0],
+        clocks=Clocks(monotonic=lambda: t[0]),
     )
 
 

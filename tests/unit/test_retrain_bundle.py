@@ -35,6 +35,9 @@ NEWER_NAMES = {
     ("itertools", "pairwise"),
 }
 NEWER_MODULES = {"tomllib"}
+#: Modules the container's packages may lack at run time (numpy.typing: numpy >= 1.20); allowed
+#: under ``if TYPE_CHECKING:`` only.
+RUNTIME_AVOID = {"numpy.typing"}
 #: Keyword arguments added in 3.10: dataclass(slots=, kw_only=, match_args=), zip(strict=).
 NEWER_KEYWORDS = {"dataclass": {"slots", "kw_only", "match_args"}, "zip": {"strict"}}
 
@@ -47,6 +50,36 @@ def _name(node: ast.expr) -> str:
     return ""
 
 
+def _import_problems(node: ast.Import | ast.ImportFrom, line: str, guarded: bool) -> list[str]:
+    names = [a.name for a in node.names]
+    found = [
+        f"{line}: import {n} outside TYPE_CHECKING"
+        for n in names
+        if isinstance(node, ast.Import) and not guarded and n in RUNTIME_AVOID
+    ]
+    if isinstance(node, ast.ImportFrom):
+        found += [
+            f"{line}: from {node.module} import {n} (3.10+)"
+            for n in names
+            if (node.module, n) in NEWER_NAMES
+        ]
+    mods = names if isinstance(node, ast.Import) else [node.module]
+    return found + [f"{line}: import {m} (3.11+)" for m in mods if m in NEWER_MODULES]
+
+
+def _call_problems(node: ast.Call, line: str) -> list[str]:
+    fn = _name(node.func)
+    found = [
+        f"{line}: {fn}({kw.arg}=...) (3.10+)"
+        for kw in node.keywords
+        if kw.arg in NEWER_KEYWORDS.get(fn, set())
+    ]
+    union_check = fn in ("isinstance", "issubclass") and len(node.args) == 2
+    if union_check and isinstance(node.args[1], ast.BinOp):
+        found.append(f"{line}: {fn} with a X | Y union (3.10+)")
+    return found
+
+
 def py39_problems(source: str, where: str) -> list[str]:
     """Every construct of ``source`` that Python 3.9 cannot run (an empty list: none)."""
     try:
@@ -54,15 +87,16 @@ def py39_problems(source: str, where: str) -> list[str]:
     except SyntaxError as exc:
         return [f"{where}:{exc.lineno}: not Python 3.9 syntax: {exc.msg}"]
     found: list[str] = []
+    guarded = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and _name(node.test) == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
     for node in ast.walk(tree):
         line = f"{where}:{getattr(node, 'lineno', '?')}"
-        if isinstance(node, ast.ImportFrom):
-            for alias in node.names:
-                if (node.module, alias.name) in NEWER_NAMES:
-                    found.append(f"{line}: from {node.module} import {alias.name} (3.10+)")
         if isinstance(node, ast.Import | ast.ImportFrom):
-            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-            found += [f"{line}: import {m} (3.11+)" for m in mods if m in NEWER_MODULES]
+            found += _import_problems(node, line, id(node) in guarded)
         if (
             isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name)
@@ -70,15 +104,7 @@ def py39_problems(source: str, where: str) -> list[str]:
         ):
             found.append(f"{line}: {node.value.id}.{node.attr} (3.10+)")
         if isinstance(node, ast.Call):
-            for kw in node.keywords:
-                if kw.arg in NEWER_KEYWORDS.get(_name(node.func), set()):
-                    found.append(f"{line}: {_name(node.func)}({kw.arg}=...) (3.10+)")
-            if (
-                _name(node.func) in ("isinstance", "issubclass")
-                and len(node.args) == 2
-                and isinstance(node.args[1], ast.BinOp)
-            ):
-                found.append(f"{line}: {_name(node.func)} with a X | Y union (3.10+)")
+            found += _call_problems(node, line)
     return found
 
 
@@ -113,6 +139,9 @@ def test_the_checker_catches_what_python_3_9_cannot_run() -> None:
     assert len(py39_problems(bad, "x.py")) == 1  # match: a syntax error ends the parse
     assert len(py39_problems(bad.split("match", maxsplit=1)[0], "x.py")) == 5
     assert py39_problems("import datetime\nz = datetime.timezone.utc\n", "y.py") == []
+    assert len(py39_problems("import numpy.typing as npt\n", "z.py")) == 1
+    guarded = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import numpy.typing\n"
+    assert py39_problems(guarded, "z.py") == []
 
 
 @pytest.mark.parametrize("rel", SHIPPED)

@@ -15,6 +15,7 @@ from etl.exceptions import WarehouseError
 from etl.warehouse.ledger import LedgerEntry
 from etl.warehouse.redshift import (
     MERGE_INDEX,
+    Polling,
     RedshiftDataWarehouse,
     RedshiftTarget,
     batch_id,
@@ -175,7 +176,9 @@ def test_load_is_one_batch_statement_polled_with_backoff(
     # GIVEN a warehouse on stubbed clients and a batch of two manifests
     rs, rs_stub, s3, s3_stub = clients
     sleeps: list[float] = []
-    wh = RedshiftDataWarehouse(rs, s3, contract, TARGET, bucket="lake", sleep=sleeps.append)
+    wh = RedshiftDataWarehouse(
+        rs, s3, contract, TARGET, bucket="lake", polling=Polling(sleep=sleeps.append)
+    )
     key = f"warehouse/copy-manifests/card_transactions/{batch_id(BATCH)}.json"
     s3_stub.add_response(
         "put_object",
@@ -222,7 +225,9 @@ def test_a_failed_statement_surfaces_its_error(
 ) -> None:
     # GIVEN a batch whose COPY fails on Redshift
     rs, rs_stub, s3, s3_stub = clients
-    wh = RedshiftDataWarehouse(rs, s3, contract, TARGET, bucket="lake", sleep=lambda _: None)
+    wh = RedshiftDataWarehouse(
+        rs, s3, contract, TARGET, bucket="lake", polling=Polling(sleep=lambda _: None)
+    )
     s3_stub.add_response(
         "put_object",
         {},
@@ -264,7 +269,9 @@ def test_ensure_tables_adds_new_columns_and_ledger_reads_pages(
 ) -> None:
     # GIVEN a table that lacks the contract's 'is_fraud' column
     rs, rs_stub, s3, _ = clients
-    wh = RedshiftDataWarehouse(rs, s3, contract, TARGET, bucket="lake", sleep=lambda _: None)
+    wh = RedshiftDataWarehouse(
+        rs, s3, contract, TARGET, bucket="lake", polling=Polling(sleep=lambda _: None)
+    )
     rs_stub.add_response("batch_execute_statement", {"Id": "s-1"}, {"Sqls": ANY, **CALL})
     rs_stub.add_response("describe_statement", {"Id": "s-1", "Status": "FINISHED"}, {"Id": "s-1"})
     rs_stub.add_response("execute_statement", {"Id": "q-1"}, {"Sql": ANY, **CALL})

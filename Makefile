@@ -20,8 +20,11 @@ $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "driftline: $(PYTHON) not found (Python >= 3.11 needed); set PYTHON=..." >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	@$(UV) pip sync --quiet --python $(PY) --require-hashes --only-binary kclpy-ext requirements.lock
+	@$(UV) pip sync --quiet --python $(PY) --require-hashes --only-binary kclpy-ext --compile-bytecode requirements.lock
 	@$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	@# bytecode up front: every process (processors, relays, tests' subprocesses) imports
+	@# without compiling, also where PYTHONDONTWRITEBYTECODE is set
+	@$(PY) -m compileall -q -j 0 etl consumers retrain infra >/dev/null
 	@touch $(STAMP)
 
 demo: java $(STAMP)

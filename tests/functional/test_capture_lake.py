@@ -15,7 +15,7 @@ from etl.aws import AwsClients
 from etl.capture import capture_line
 from etl.capture_lake import CaptureIngester, predictions_contract
 from etl.contract import load_contract
-from etl.lake import GlueCatalog, LakeLayout, LakeWriter
+from etl.lake import GlueCatalog, LakeLayout, LakeWriter, WriterOptions
 
 pytestmark = pytest.mark.functional
 CONTRACT = load_contract()
@@ -67,7 +67,8 @@ def test_capture_objects_become_a_partitioned_glue_table(aws: AwsClients) -> Non
     layout = LakeLayout(BUCKET, pc_.name)
     catalog = GlueCatalog(pc_, layout, "lakedb", aws.session, endpoint_url=aws.endpoint_url)
     catalog.ensure_table()
-    writer = LakeWriter(pc_, layout, aws.client("s3"), catalog=catalog, backoff_base_s=0.01)
+    options = WriterOptions(backoff_base_s=0.01)
+    writer = LakeWriter(pc_, layout, aws.client("s3"), catalog=catalog, options=options)
     ingester = CaptureIngester(aws.client("s3"), writer)
     # WHEN they are ingested
     report = ingester.ingest(BUCKET, "capture")

@@ -189,9 +189,9 @@ class CaptureIngester:
     def _one(self, bucket: str, key: str, report: IngestReport) -> None:
         base = str(_first_sequence(key))
         lay = self.writer.layout
-        m_key = keys.manifest_key(
-            lay.manifest_prefix, lay.table, CAPTURE_SHARD, base, str(int(base) + LINE_SPAN - 1)
-        )
+        last = str(int(base) + LINE_SPAN - 1)
+        stream = self.writer.options.stream
+        m_key = keys.manifest_key(lay.manifest_prefix, lay.table, CAPTURE_SHARD, base, last, stream)
         if self._committed(lay.bucket, m_key):
             report.skipped += 1
             return

@@ -73,11 +73,11 @@ from etl.drift_stats import (
     chi2_rows,
     chi2_sf,
     js_distance,
-    js_rows,
-    ks_rows,
+    js_of_shares,
     ks_statistic,
     psi,
-    psi_rows,
+    psi_of_floored,
+    row_shares,
     shares,
 )
 from etl.profile import (
@@ -289,10 +289,11 @@ class DriftWindow:
             cx, cd = chi2_rows(bval[cat], val[cat])
             for i, j in enumerate(cat):
                 chi2[j], chi2_dof[j] = float(cx[i]), int(cd[i])
+        q = row_shares(val)
         return _Scores(
-            psi=psi_rows(bval, val).tolist(),
-            js=js_rows(bval, val).tolist(),
-            ks=ks_rows(bval, val).tolist(),
+            psi=psi_of_floored(lay.floored, np.maximum(q, PSI_EPSILON)).tolist(),
+            js=js_of_shares(lay.shares, q).tolist(),
+            ks=np.max(np.abs(lay.cdf - np.cumsum(q, axis=1)), axis=1).tolist(),
             chi2=chi2,
             chi2_dof=chi2_dof,
             statistic=x.tolist(),

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from etl.calibration import Calibration
+from etl.drift_stats import PSI_EPSILON, row_shares
 from etl.profile import CategoricalProfile, FloatArray, NumericProfile, Profile
 
 BoolArray = npt.NDArray[np.bool_]
@@ -35,6 +36,9 @@ class Layout:
     numeric_rows: tuple[int, ...]  # numeric features whose baseline has values
     categorical_rows: tuple[int, ...]
     full: FloatArray  # (F, width + 1) baseline counts, nulls last
+    shares: FloatArray  # (F, width) the value bins' shares ...
+    floored: FloatArray  # ... floored at PSI_EPSILON (for PSI) ...
+    cdf: FloatArray  # ... and cumulated (for KS)
     rows: tuple[int, ...]
     null_counts: tuple[int, ...]
     calibrated: tuple[bool, ...]
@@ -58,6 +62,7 @@ class Layout:
             ranged.append(in_range)
             ranges.append(rng)
         fcs = [cal.features.get(n) for n, _ in feats]
+        shares = row_shares(full[:, :-1])
         return cls(
             names=tuple(n for n, _ in feats),
             numeric=np.array([isinstance(fp, NumericProfile) for _, fp in feats], np.bool_),
@@ -78,6 +83,9 @@ class Layout:
                 j for j, (_, fp) in enumerate(feats) if isinstance(fp, CategoricalProfile)
             ),
             full=full,
+            shares=shares,
+            floored=np.maximum(shares, PSI_EPSILON),
+            cdf=np.cumsum(shares, axis=1),
             rows=tuple(fp.n for _, fp in feats),
             null_counts=tuple(fp.nulls for _, fp in feats),
             calibrated=tuple(fc is not None for fc in fcs),

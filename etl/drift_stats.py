@@ -138,6 +138,11 @@ def psi_rows(expected: FloatArray, actual: FloatArray, epsilon: float = PSI_EPSI
     """:func:`psi` of each row pair."""
     p = np.maximum(row_shares(np.asarray(expected, np.float64)), epsilon)
     q = np.maximum(row_shares(np.asarray(actual, np.float64)), epsilon)
+    return psi_of_floored(p, q)
+
+
+def psi_of_floored(p: FloatArray, q: FloatArray) -> FloatArray:
+    """PSI of each row from shares already floored at the epsilon."""
     return np.asarray(np.sum((q - p) * np.log(q / p), axis=1))
 
 
@@ -145,8 +150,16 @@ def js_rows(expected: FloatArray, actual: FloatArray, base: float = JS_BASE) -> 
     """:func:`js_distance` of each row pair."""
     p = row_shares(np.asarray(expected, np.float64))
     q = row_shares(np.asarray(actual, np.float64))
+    return js_of_shares(p, q, base)
+
+
+def js_of_shares(p: FloatArray, q: FloatArray, base: float = JS_BASE) -> FloatArray:
+    """Jensen–Shannon distance of each row from the shares."""
     m = (p + q) / 2.0
-    js = np.sum(_rel_entr(p, m) + _rel_entr(q, m), axis=1) / 2.0
+    safe_m = np.where(m > 0, m, 1.0)  # m > 0 wherever p or q is: no infinite term here
+    js_p = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0) / safe_m), 0.0)
+    js_q = np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0) / safe_m), 0.0)
+    js = np.sum(js_p + js_q, axis=1) / 2.0
     js /= np.log(base)
     return np.asarray(np.sqrt(np.maximum(js, 0.0)))
 

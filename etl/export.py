@@ -244,10 +244,10 @@ class Exporter:
         by_day: dict[str, list[Row]] = defaultdict(list)
         for row in rows:
             by_day[row[TIME_COLUMN[table]].strftime("%Y-%m-%d")].append(row)
-        if table is not ExportTable.MODEL_VERSIONS:
-            # Days from the re-read start on are complete: an emptied day keeps its old object.
-            by_day = defaultdict(list, {d: r for d, r in by_day.items() if d >= f"{start:%F}"})
         digests = dict(mark.get("digests", {}))
+        if table is not ExportTable.MODEL_VERSIONS:
+            # Days before the re-read start are final: the watermark forgets their digests.
+            digests = {d: h for d, h in digests.items() if d >= f"{start:%F}"}
         written: list[str] = []
         for day, day_rows in sorted(by_day.items()):
             body = _encode(table, day_rows)

@@ -15,7 +15,6 @@ destroy) is in :mod:`infra.stack_aws`.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -496,19 +495,3 @@ def empty_and_delete_bucket(clients: AwsClients, bucket: str) -> None:
     except ClientError as exc:
         if error_code(exc) != "NoSuchBucket":
             raise
-
-
-def result_table(result: StackResult) -> str:
-    """A plain-text table of the resources (for `driftline local status`)."""
-    rows = [("logical id", "type", "physical id", "provided by")] + [
-        (r.logical_id, r.type, r.physical_id or "-", r.provided_by) for r in result.resources
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3]
-        for row in rows
-    )
-
-
-def dumps(result: StackResult) -> str:
-    return json.dumps(result.to_json(), indent=2, sort_keys=True)

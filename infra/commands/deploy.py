@@ -26,7 +26,7 @@ from infra.context import (
     state_dir,
 )
 from infra.lake_table import ensure_lake_table
-from infra.stack import StackResult, deploy_local, result_table, teardown_local
+from infra.stack import StackResult, deploy_local, teardown_local
 from infra.stack_aws import deploy_aws, destroy_aws
 
 
@@ -178,3 +178,15 @@ def run_destroy(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def result_table(result: StackResult) -> str:
+    """A plain-text table of the resources (what `driftline deploy` prints)."""
+    rows = [("logical id", "type", "physical id", "provided by")] + [
+        (r.logical_id, r.type, r.physical_id or "-", r.provided_by) for r in result.resources
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3]
+        for row in rows
+    )

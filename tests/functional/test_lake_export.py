@@ -80,7 +80,9 @@ def _models(aws: AwsClients) -> None:
     """v1 approved and promoted, v2 rejected by the retrain decision."""
     sm = aws.client("sagemaker")
     registry.ensure_group(sm, GROUP)
-    for n, (auc, status) in enumerate([(0.81, registry.APPROVED), (0.78, registry.REJECTED)]):
+    for n, (auc, status) in enumerate(
+        [(0.81, registry.Approval.APPROVED), (0.78, registry.Approval.REJECTED)]
+    ):
         version = registry.register(
             sm,
             GROUP,
@@ -167,7 +169,7 @@ def test_exported_history_answers_the_two_queries_and_a_rerun_writes_nothing_twi
     # WHEN a version's status changes (a rollback rejects v1)
     sm = aws.client("sagemaker")
     v1 = registry.find(registry.list_versions(sm, GROUP), 1)
-    registry.set_status(sm, v1, registry.REJECTED, reason="rolled back")
+    registry.set_status(sm, v1, registry.Approval.REJECTED, reason="rolled back")
     third = exporter.run()
     # THEN only the model versions' day is rewritten, and each version is still there once
     assert third.written[ExportTable.DRIFT_METRICS] == []

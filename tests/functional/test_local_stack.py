@@ -50,9 +50,10 @@ def test_deploy_local_provides_every_resource_of_the_template(aws: AwsClients) -
     kinds = {r.logical_id: r.provided_by.split(" ")[0] for r in result.resources}
     print("\n" + "\n".join(f"{r.logical_id:30} {r.provided_by}" for r in result.resources))
     assert {k for k, v in kinds.items() if v == "emulator-api"} == {
-        "GlueDatabase", "DriftAlarm", "DeadLetterAlarm", "ConsumerLagAlarm",
+        "GlueDatabase", "DriftAlarm", "QualityAlarm", "DeadLetterAlarm", "ConsumerLagAlarm",
         "RetrainQueuePolicy", "RetrainDeadLetterQueuePolicy", "ModelPackageGroup",
         "AthenaWorkgroup", "DeadLetterTable", "CompactionTable",
+        "AlarmTransitionsTable", "DriftMetricsTable", "ModelVersionsTable",
     }  # fmt: skip
     assert by_id["Stream"].provided_by == "emulator-cloudformation"
     assert by_id["RedshiftWorkgroup"].provided_by.startswith("local stand-in: embedded PostgreSQL")

@@ -10,9 +10,13 @@ import pytest
 from etl.aws import AwsClients
 from etl.contract import load_contract
 from etl.exceptions import EmulatorError
+from etl.export import ExportTable
 from infra import local
 from infra.context import resolve_settings
 from tests.contracts import PARCEL_SCANS
+
+#: The tables `driftline lake export` fills (the template creates them).
+EXPORTED = [str(t) for t in ExportTable]
 
 pytestmark = pytest.mark.functional
 
@@ -31,7 +35,9 @@ def test_local_up_creates_the_contracts_table_and_later_commands_use_it(tmp_path
         # THEN its Glue database holds the contract's table, and no other contract's
         tables = clients.client("glue").get_tables(DatabaseName=db)["TableList"]
         # the contract's lake table, next to the stack's shared dead-letter and compaction tables
-        assert sorted(t["Name"] for t in tables) == ["compactions", "dead_letters", "parcel_scans"]
+        assert sorted(t["Name"] for t in tables) == sorted(
+            [*EXPORTED, "compactions", "dead_letters", "parcel_scans"]
+        )
         [lake_table] = [t for t in tables if t["Name"] == "parcel_scans"]
         assert lake_table["Parameters"]["driftline_contract_hash"] == (
             load_contract(PARCEL_SCANS).hash

@@ -100,3 +100,19 @@ def test_a_model_package_is_one_row_per_metric_or_one_without() -> None:
     assert {(r["version"], r["status"], r["promoted_at"]) for r in rows} == {(2, "Rejected", None)}
     bare = version_rows({**desc, "CustomerMetadataProperties": {}}, "s-model")
     assert [(r["metric"], r["value"]) for r in bare] == [(None, None)]
+
+
+def test_a_run_rereads_from_the_watermarks_day_and_an_hour_earlier_across_midnight() -> None:
+    from etl.export import _start_of
+
+    now = dt.datetime(2026, 1, 20, 12, 0, tzinfo=dt.UTC)
+    # a first run: the last 14 days, from midnight
+    assert _start_of({}, now) == dt.datetime(2026, 1, 6, tzinfo=dt.UTC)
+    # the watermark's day from midnight
+    assert _start_of({"through": "2026-01-20T09:00:00+00:00"}, now) == dt.datetime(
+        2026, 1, 20, tzinfo=dt.UTC
+    )
+    # just after midnight: the previous day again (late datapoints of its last hour)
+    assert _start_of({"through": "2026-01-20T00:30:00+00:00"}, now) == dt.datetime(
+        2026, 1, 19, tzinfo=dt.UTC
+    )

@@ -39,9 +39,12 @@ class Limits:
     socket_timeout_s: float = SOCKET_TIMEOUT_S
     max_workers: int = MAX_WORKERS
     drain_s: float = DRAIN_SECONDS
+    #: The largest request body accepted (a larger one gets 413).
+    max_bytes: int = DEFAULT_MAX_BYTES
 
     def args(self) -> list[str]:
         return [
+            "--max-bytes", str(self.max_bytes),
             "--socket-timeout", str(self.socket_timeout_s),
             "--max-workers", str(self.max_workers),
             "--drain-seconds", str(self.drain_s),
@@ -92,15 +95,14 @@ def start_model_server(
     model_uri_or_dir: str | Path | None,
     *,
     pointer: Path | None = None,
-    port: int | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
     s3_client: Any = None,
     timeout: float = 60.0,
     model_root: Path | None = None,
     limits: Limits = Limits(),
     capture: CaptureOptions | None = None,
 ) -> ServerProcess:
-    """Start the server as a process on 127.0.0.1 and wait until it answers ``/ping``.
+    """Start the server as a process on 127.0.0.1 (a free port) and wait until it answers
+    ``/ping``.
 
     ``model_uri_or_dir`` is a model directory or an ``s3://.../model.tar.gz`` (then ``s3_client``
     is needed; the archive is extracted under ``state_dir/models``), or None to serve whatever
@@ -112,41 +114,20 @@ def start_model_server(
     if model_root is None:
         model_root = pointer.parent if pointer is not None else state_dir / "models"
     state_dir.mkdir(parents=True, exist_ok=True)
-    model_dir: str | None = None
-    if model_uri_or_dir is not None:
-        text = str(model_uri_or_dir)
-        if text.startswith("s3://"):
-            if s3_client is None:
-                raise EmulatorError(f"{text}: pass s3_client to fetch an s3:// model")
-            from retrain.artifacts import fetch_model
-
-            name = text.rstrip("/").rsplit("/", 2)[-2]
-            model_dir = str(fetch_model(s3_client, text, state_dir / "models" / name))
-        else:
-            model_dir = str(Path(text).resolve())
+    model_dir = _local_model_dir(state_dir, model_uri_or_dir, s3_client)
     ready = state_dir / "model_server.endpoint"
     ready.unlink(missing_ok=True)
     cmd = [
-        sys.executable,
-        "-m",
-        "infra.model_server",
-        "--port",
-        str(port or free_port()),
-        "--ready-file",
-        str(ready),
-        "--max-bytes",
-        str(max_bytes),
-        "--model-root",
-        str(model_root.resolve()),
-        "--token-file",
-        str(state_dir / TOKEN_FILE),
+        sys.executable, "-m", "infra.model_server",
+        "--port", str(free_port()),
+        "--ready-file", str(ready),
+        "--model-root", str(model_root.resolve()),
+        "--token-file", str(state_dir / TOKEN_FILE),
         *limits.args(),
         *(capture.args() if capture is not None else []),
-    ]
-    if model_dir is not None:
-        cmd += ["--model-dir", model_dir]
-    if pointer is not None:
-        cmd += ["--pointer", str(pointer)]
+        *(["--model-dir", model_dir] if model_dir is not None else []),
+        *(["--pointer", str(pointer)] if pointer is not None else []),
+    ]  # fmt: skip
     log_path = state_dir / "model_server.log"
     proc = spawn(cmd, log_path, env={"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"})
     need_model = model_dir is not None
@@ -158,6 +139,22 @@ def start_model_server(
         log_path=log_path,
     )
     return ServerProcess(pid=proc.pid, url=url, process=proc, token_file=state_dir / TOKEN_FILE)
+
+
+def _local_model_dir(state_dir: Path, model: str | Path | None, s3_client: Any) -> str | None:
+    """The directory to serve: ``model`` itself, or an ``s3://`` archive fetched under
+    ``state_dir/models``; None when no model is named."""
+    if model is None:
+        return None
+    text = str(model)
+    if not text.startswith("s3://"):
+        return str(Path(text).resolve())
+    if s3_client is None:
+        raise EmulatorError(f"{text}: pass s3_client to fetch an s3:// model")
+    from retrain.artifacts import fetch_model
+
+    name = text.rstrip("/").rsplit("/", 2)[-2]
+    return str(fetch_model(s3_client, text, state_dir / "models" / name))
 
 
 def _answers(url: str, *, need_model: bool) -> bool:

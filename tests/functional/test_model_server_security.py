@@ -37,9 +37,8 @@ def guarded(
         state,
         models[0],
         pointer=state / "CURRENT",
-        max_bytes=1_000_000,
         model_root=models[0].parent,
-        limits=Limits(socket_timeout_s=1.0, max_workers=3, drain_s=1.0),
+        limits=Limits(socket_timeout_s=1.0, max_workers=3, drain_s=1.0, max_bytes=1_000_000),
     )
     try:
         yield srv, state

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from etl.synthetic import Scenario, generate_frame
-from infra.model_server import ServerProcess, start_model_server
+from infra.model_server import Limits, ServerProcess, start_model_server
 from retrain.backends.local import write_pointer
 from retrain.train import train
 
@@ -55,7 +55,11 @@ def running(
     """One server process for the module (starting one costs seconds on a loaded machine)."""
     state = tmp_path_factory.mktemp("server")
     srv = start_model_server(
-        state, models[0], pointer=state / "CURRENT", max_bytes=64_000, model_root=models[0].parent
+        state,
+        models[0],
+        pointer=state / "CURRENT",
+        limits=Limits(max_bytes=64_000),
+        model_root=models[0].parent,
     )
     try:
         yield srv, state

@@ -120,35 +120,43 @@ def input_fn(request_body: str | bytes, request_content_type: str) -> list[Any]:
     if not text.strip():
         raise InputError("the request body is empty; send at least one record")
     if kind == JSON:
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise InputError(f"the body is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise InputError("the JSON body is nested too deeply") from None
-        if isinstance(doc, Mapping) and "instances" in doc:
-            doc = doc["instances"]
-        records = [doc] if isinstance(doc, Mapping) else doc
-        if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
-            raise InputError(
-                'expected a JSON object, a list of objects or {"instances": [...]} of feature'
-                " name -> value"
-            )
-        if not records:
-            raise InputError("no records to score")
-        return list(records)
+        return _json_records(text)
     if kind == CSV:
-        try:
-            rows = [row for row in csv.reader(io.StringIO(text)) if row]
-        except csv.Error as exc:  # e.g. a field over the csv module's field size limit
-            raise InputError(f"the body is not valid CSV: {exc}") from None
-        if not rows:
-            raise InputError("no CSV rows to score")
-        return rows
+        return _csv_rows(text)
     raise InputError(
         f"content type {request_content_type!r} is not supported; use {JSON!r} or {CSV!r}",
         status=415,
     )
+
+
+def _json_records(text: str) -> list[Any]:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InputError("the JSON body is nested too deeply") from None
+    if isinstance(doc, Mapping) and "instances" in doc:
+        doc = doc["instances"]
+    records = [doc] if isinstance(doc, Mapping) else doc
+    if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
+        raise InputError(
+            'expected a JSON object, a list of objects or {"instances": [...]} of feature'
+            " name -> value"
+        )
+    if not records:
+        raise InputError("no records to score")
+    return list(records)
+
+
+def _csv_rows(text: str) -> list[Any]:
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    except csv.Error as exc:  # e.g. a field over the csv module's field size limit
+        raise InputError(f"the body is not valid CSV: {exc}") from None
+    if not rows:
+        raise InputError("no CSV rows to score")
+    return rows
 
 
 def _check_value(spec: FeatureSpec, value: Any, where: str) -> Any:

@@ -138,6 +138,10 @@ def _serve(port: int, ready_file: Path | None, *, serialize: bool = True) -> Non
     from hypercorn.config import Config
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+    from infra import emulator_cloudwatch
+
+    emulator_cloudwatch.install()  # GetMetricData in time linear in the datapoints
+
     # moto decides some behaviour from env; keep it deterministic and offline.
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
     app = _always_send_body(_kinesis_limits(DomainDispatcherApplication(create_backend_app)))

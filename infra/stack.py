@@ -225,6 +225,34 @@ def first_failure(cfn: Any, stack_name: str) -> str:
     return "see the stack's events"
 
 
+def delete_stack_and_wait(
+    cfn: Any,
+    stack_name: str,
+    template: Mapping[str, Any],
+    made: Mapping[str, tuple[str, str]],
+    what: str,
+    timeout: float,
+    poll: float,
+) -> list[tuple[str, str]]:
+    """Delete the stack and wait until it is gone; returns the (type, physical id) of what the
+    template retains (``DeletionPolicy: Retain``), which outlives the stack."""
+    retained = [
+        made[lid]
+        for lid, spec in template["Resources"].items()
+        if spec.get("DeletionPolicy") == "Retain" and lid in made
+    ]
+    cfn.delete_stack(StackName=stack_name)
+
+    def gone() -> tuple[bool, str | None]:
+        now = stack_status(cfn, stack_name)
+        if now == "DELETE_FAILED":
+            return False, first_failure(cfn, stack_name)
+        return now in (None, "DELETE_COMPLETE"), None
+
+    wait_until(gone, f"deletion of {what}", timeout, poll)
+    return retained
+
+
 def stack_outputs(cfn: Any, stack_name: str) -> dict[str, str]:
     stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
     return {o["OutputKey"]: str(o["OutputValue"]) for o in stacks[0].get("Outputs", []) or []}
@@ -444,22 +472,11 @@ def teardown_local(
     template = deployed_template(cfn, stack_name, template_path)
     stack = _LocalStack(clients, stack_name, template, stack_parameters(cfn, stack_name))
     removed = stack.statuses("delete")
-    retained = [
-        (lid, stack.cfn_made[lid])
-        for lid, spec in template["Resources"].items()
-        if spec.get("DeletionPolicy") == "Retain" and lid in stack.cfn_made
-    ]
-    cfn.delete_stack(StackName=stack_name)
-
-    def gone() -> tuple[bool, str | None]:
-        now = stack_status(cfn, stack_name)
-        if now == "DELETE_FAILED":
-            return False, first_failure(cfn, stack_name)
-        return now in (None, "DELETE_COMPLETE"), None
-
-    wait_until(gone, f"deletion of local stack {stack_name}", timeout, 0.1)
+    retained = delete_stack_and_wait(
+        cfn, stack_name, template, stack.cfn_made, f"local stack {stack_name}", timeout, 0.1
+    )
     if purge_retained:
-        for _lid, (rtype, physical) in retained:
+        for rtype, physical in retained:
             if rtype == "AWS::S3::Bucket":
                 empty_and_delete_bucket(clients, physical)
     return removed

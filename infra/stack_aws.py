@@ -27,11 +27,10 @@ from infra.stack import (
     StackResult,
     apply_change_set,
     cfn_resources,
+    delete_stack_and_wait,
     deployed_template,
-    first_failure,
     stack_outputs,
     stack_status,
-    wait_until,
 )
 
 log = logging.getLogger(__name__)
@@ -214,18 +213,7 @@ def destroy_aws(
         return []
     template = deployed_template(cfn, stack_name, None)
     made = cfn_resources(cfn, stack_name)
-    kept = [
-        made[lid][1]
-        for lid, spec in template["Resources"].items()
-        if spec.get("DeletionPolicy") == "Retain" and lid in made
-    ]
-    cfn.delete_stack(StackName=stack_name)
-
-    def gone() -> tuple[bool, str | None]:
-        now = stack_status(cfn, stack_name)
-        if now == "DELETE_FAILED":
-            return False, first_failure(cfn, stack_name)
-        return now in (None, "DELETE_COMPLETE"), None
-
-    wait_until(gone, f"deletion of stack {stack_name}", timeout, poll)
-    return kept
+    kept = delete_stack_and_wait(
+        cfn, stack_name, template, made, f"stack {stack_name}", timeout, poll
+    )
+    return [physical for _rtype, physical in kept]

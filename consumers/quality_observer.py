@@ -8,8 +8,8 @@ window). A window closes like a drift window (``drift_window_s`` of processing t
 (``consumers/quality_metrics.py``), where the quality alarm watches ``QualityAUC``.
 
 Rows with a null label are not labelled predictions: they count as predictions only (coverage).
-Late labels (``[labels] arrival = "late"``) need the join (``etl/quality_join.py``), which this
-observer does not run yet (docs/quality.md). Nothing here may fail the data path.
+Late labels (``[labels] arrival = "late"``) are joined by the processor's label stage instead
+(``consumers/late_quality.py``, docs/quality.md). Nothing here may fail the data path.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ checkpoint back, and exactly once across a crash at any checkpoint (restore + re
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ from etl.exceptions import ConfigError, LakeWriteError
 from etl.label_producer import LateLabels, plan_labels
 from etl.records import RawRecord, RecordDecoder
 from etl.synthetic import encode_record, generate_records
+from infra.cli import main
 from tests.contracts import CARD_LATE_LABELS
 from tests.unit.test_processor import FakeLake
 
@@ -287,3 +290,39 @@ def test_windows_closing_mid_run_are_published_once_across_a_crash(crash_at: int
     # THEN several windows were published and their labels sum to the labelled ids, each once
     assert len(pub.windows) > 3
     assert sum(w["LabelsJoined"] for w in pub.windows) == len(final)
+
+
+def _second_stream_contract(tmp: Path) -> Path:
+    text = CARD_LATE_LABELS.read_text()
+    text = text.replace('kind_field = "record_kind"\nlabel_kind = "label"\n', 'stream = "labels"\n')
+    assert 'stream = "labels"' in text
+    path = tmp / "second_stream.toml"
+    path.write_text(text)
+    return path
+
+
+def test_contract_check_and_consume_say_a_second_label_stream_is_not_consumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("DRIFTLINE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DRIFTLINE_STATE_DIR", str(tmp_path / "state"))
+    path = _second_stream_contract(tmp_path)
+    # WHEN the contract is checked THEN it is valid, with a warning naming labels.stream
+    assert main(["contract", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "labels.stream = 'labels'" in out and "refuses" in out
+    # WHEN the consumer is started on it THEN it refuses before starting, naming labels.stream
+    for key, value in {
+        "STREAM_NAME": "s",
+        "LAKE_BUCKET": "b",
+        "GLUE_DATABASE": "d",
+        "APPLICATION_NAME": "a",
+        "ENDPOINT_URL": "http://127.0.0.1:9",
+    }.items():
+        monkeypatch.setenv(f"DRIFTLINE_{key}", value)
+    rc = main(["consume", "--contract", str(path)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "labels.stream" in err and "Traceback" not in err

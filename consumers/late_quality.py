@@ -119,8 +119,13 @@ class LateLabelStage:
             self.opened_at = now
         if rows.num_rows:
             self._predict(rows)
-        if len(labels):
+        if not len(labels):
+            return
+        try:
             self.join.add_labels(labels.ids, labels.labels, labels.times)
+        except Exception as exc:  # a join bug must not stall the shard's data path: counted
+            self.errors += 1
+            log.error("label join update failed: %s: %s", type(exc).__name__, exc)
 
     def _predict(self, rows: pa.Table) -> None:
         assert self.scorer is not None
@@ -135,7 +140,11 @@ class LateLabelStage:
             self.unscored += rows.num_rows  # no model deployed yet: nothing to join
             return
         ids = [str(v) for v in rows.column(self.id_field).to_pylist()]
-        self.join.add_predictions(ids, scored.scores.tolist(), _epoch_s(rows[self.time_field]))
+        try:
+            self.join.add_predictions(ids, scored.scores.tolist(), _epoch_s(rows[self.time_field]))
+        except Exception as exc:  # as above: counted, never raised into the data path
+            self.errors += 1
+            log.error("label join update failed: %s: %s", type(exc).__name__, exc)
 
     # -- exactly once with the checkpoint -----------------------------------------------------
     def restore(self, shard_id: str, checkpoint: str | None) -> None:
@@ -207,11 +216,21 @@ class LateLabelStage:
     def _publish(self, figures: QualityFigures, stamp: str) -> None:
         self.closed.append(figures)
         del self.closed[:-16]
+        c = self.join.counts
         log.info(
             "late-label quality window closed: labels=%d predictions=%d auc=%s",
             figures.labels,
             figures.predictions,
             figures.auc,
+            extra={
+                "joined": c.joined,
+                "unlabelled": c.unlabelled,
+                "orphan_labels": c.orphan_labels,
+                "changed": c.changed,
+                "duplicates": c.duplicates,
+                "unscored": self.unscored,
+                "errors": self.errors,
+            },
         )
         if self.publisher is None:
             return

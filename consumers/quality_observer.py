@@ -120,7 +120,9 @@ def make_quality_observer(
     """The quality observer from the process settings (None when off or not applicable)."""
     if not settings.quality_scoring or settings.stream_name is None:
         return None
-    if contract.label is None or contract.labels.late:
+    if contract.labels.late:
+        return None  # the processor's label stage joins late labels (consumers/late_quality.py)
+    if contract.label is None:
         log.warning("quality scoring off: contract %s has no inline label", contract.name)
         return None
     publisher = MetricsPublisher(

@@ -249,6 +249,7 @@ class ShardProcessor:
         self.shard_id = ""
         self._buffer = _Buffer()
         self._replay: deque[Manifest] = deque()
+        self._fed: str | None = None
         self.checkpointed: str | None = None
         self.skipped_replayed = 0
 
@@ -258,6 +259,7 @@ class ShardProcessor:
         self._buffer = _Buffer()
         self.checkpointed = checkpoint
         self._replay = deque(self.writer.uncheckpointed(shard_id, checkpoint))
+        self._fed = None  # the last record the label join saw
         if self.labels is not None:
             self.labels.restore(shard_id, checkpoint)
         log.info(
@@ -311,6 +313,8 @@ class ShardProcessor:
             return
         if seq is None or not seq.isdigit():
             return
+        if self._fed is not None and sequence_key(self._fed) > sequence_key(seq):
+            return  # the join saw records past the checkpoint (a refused checkpoint): not here
         self._save_labels(seq, now, force=force)
         self.labels.after_checkpoint(self.shard_id, seq)
 
@@ -347,7 +351,10 @@ class ShardProcessor:
         at the checkpoint) must still see its predictions and labels."""
         if self.labels is None or not records:
             return
-        data, labels, _ = self._route(records)
+        self._fed = records[-1].sequence_number
+        aggregated = _kpl_aggregated(records)  # dead letters in the lake: not joined either
+        rows = [r for i, r in enumerate(records) if i not in aggregated] if aggregated else records
+        data, labels, _ = self._route(rows)
         batch = self.decoder.decode(data, shard_id=self.shard_id, ingest_time=self._wall())
         self.labels.observe(batch.table, labels, now)
 
@@ -367,6 +374,7 @@ class ShardProcessor:
             nbytes += sum(len(records[i].data) for i in aggregated)
         if self.labels is not None:
             self.labels.observe(batch.table, labels, now)
+            self._fed = records[-1].sequence_number
         self._buffer.add(
             batch.table,
             dead,

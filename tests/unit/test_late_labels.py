@@ -326,3 +326,29 @@ def test_contract_check_and_consume_say_a_second_label_stream_is_not_consumed(
     rc = main(["consume", "--contract", str(path)])
     err = capsys.readouterr().err
     assert rc != 0 and "labels.stream" in err and "Traceback" not in err
+
+
+def test_after_a_refused_checkpoint_the_window_is_not_closed_at_the_old_one() -> None:
+    from amazon_kclpy.checkpoint_error import CheckpointError
+
+    # GIVEN a lease lost after the first checkpoint (later checkpoints refused)
+    class Refusing(LoggingCheckpointer):
+        def checkpoint(self, sequence_number=None, sub_sequence_number=None) -> None:  # type: ignore[no-untyped-def]
+            if self.calls:
+                raise CheckpointError("ShutdownException")
+            super().checkpoint(sequence_number)
+
+    raws, _ = stream(200, seed=5)
+    log: list[str] = []
+    store, pub = FakeStore(log), FakePublisher(log)
+    cp = Refusing(log)
+    p = processor(late_lake(), store, pub, [0.0], 1e9)
+    p.initialize("shardId-0", "TRIM_HORIZON")
+    for i in range(0, 150, 25):
+        p.process(raws[i : i + 25], cp)
+    # WHEN it is asked to shut down
+    p.shutdown_requested(cp)
+    # THEN the join, which saw records past its checkpoint, publishes nothing: the next owner
+    # restores the checkpoint's snapshot and replays them (no window counted twice)
+    assert cp.calls == ["75"] and pub.windows == []
+    assert json.loads(store.docs[("shardId-0", "75")])["to_publish"] == []

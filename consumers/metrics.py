@@ -70,6 +70,16 @@ _RETRYABLE_CODES = frozenset(
 Datum = dict[str, Any]
 
 
+def datum_extras(timestamp: dt.datetime | None, high_resolution: bool) -> dict[str, Any]:
+    """The keys every datum of one window shares: its time, and 1-second storage when asked."""
+    extra: dict[str, Any] = {}
+    if timestamp is not None:
+        extra["Timestamp"] = timestamp
+    if high_resolution:
+        extra["StorageResolution"] = 1
+    return extra
+
+
 def build_datums(
     result: DriftResult,
     *,
@@ -79,11 +89,7 @@ def build_datums(
     high_resolution: bool = False,
 ) -> list[Datum]:
     """The PutMetricData datums for one window (features first, then the summary)."""
-    extra: dict[str, Any] = {}
-    if timestamp is not None:
-        extra["Timestamp"] = timestamp
-    if high_resolution:
-        extra["StorageResolution"] = 1
+    extra = datum_extras(timestamp, high_resolution)
     stream_dim = {"Name": "Stream", "Value": stream_name}
     return [
         *_feature_datums(result, stream_dim, extra),

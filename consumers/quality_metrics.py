@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
 
-from consumers.metrics import Datum
+from consumers.metrics import Datum, datum_extras
 from etl.quality import QualityFigures, QualityMetric
 
 _COUNTS = {QualityMetric.LABELS}
@@ -37,11 +36,7 @@ def quality_datums(
     high_resolution: bool = False,
 ) -> list[Datum]:
     """The PutMetricData datums of one quality window."""
-    extra: dict[str, Any] = {}
-    if timestamp is not None:
-        extra["Timestamp"] = timestamp
-    if high_resolution:
-        extra["StorageResolution"] = 1
+    extra = datum_extras(timestamp, high_resolution)
     out: list[Datum] = []
     for metric, value in figures.metrics().items():
         if not math.isfinite(value):

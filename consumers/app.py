@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,6 +23,7 @@ from consumers.warm import RELAY_ENV
 from etl.aws import AwsClients, error_code
 from etl.contract import Contract, contract_for_settings
 from etl.exceptions import ConfigError
+from etl.label_lake import labels_contract
 from etl.lake import GlueCatalog, LakeLayout, LakeWriter, WriterOptions, stream_tag
 from etl.logs import configure_json_logging
 from etl.records import RecordDecoder
@@ -31,6 +33,36 @@ log = logging.getLogger("driftline.consumer")
 
 
 def build_processor(settings: Settings, contract: Contract, clients: AwsClients) -> ShardProcessor:
+    options = WriterOptions(
+        compression=settings.parquet_compression,
+        max_attempts=settings.s3_max_attempts,
+        backoff_base_s=settings.s3_backoff_base_s,
+        stream=stream_incarnation(settings, clients),
+        fault=injected_fault(settings),
+    )
+    writer = lake_writer(settings, contract, clients, options)
+    policy = FlushPolicy(
+        settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_s
+    )
+    labels = build_label_stage(settings, contract, clients)
+    label_writer = None
+    if labels is not None:  # the label records' own table, written in the records' flush
+        label_options = replace(options, fault=None)
+        label_writer = lake_writer(settings, labels_contract(contract), clients, label_options)
+    return ShardProcessor(
+        RecordDecoder(contract),
+        writer,
+        policy,
+        observer=build_observer(settings, contract, clients),
+        labels=labels,
+        label_writer=label_writer,
+    )
+
+
+def lake_writer(
+    settings: Settings, contract: Contract, clients: AwsClients, options: WriterOptions
+) -> LakeWriter:
+    """The lake writer of one table (the records', or a late contract's labels table)."""
     layout = LakeLayout(
         bucket=settings.require("lake_bucket"),
         table=contract.name,
@@ -46,29 +78,7 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         compression=settings.parquet_compression,
         endpoint_url=settings.endpoint_url,
     )
-    writer = LakeWriter(
-        contract,
-        layout,
-        clients.client("s3"),
-        catalog=catalog,
-        options=WriterOptions(
-            compression=settings.parquet_compression,
-            max_attempts=settings.s3_max_attempts,
-            backoff_base_s=settings.s3_backoff_base_s,
-            stream=stream_incarnation(settings, clients),
-            fault=injected_fault(settings),
-        ),
-    )
-    policy = FlushPolicy(
-        settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_s
-    )
-    return ShardProcessor(
-        RecordDecoder(contract),
-        writer,
-        policy,
-        observer=build_observer(settings, contract, clients),
-        labels=build_label_stage(settings, contract, clients),
-    )
+    return LakeWriter(contract, layout, clients.client("s3"), catalog=catalog, options=options)
 
 
 def model_pointer(settings: Settings, contract: Contract) -> Path:

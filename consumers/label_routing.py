@@ -42,11 +42,14 @@ _DECODE = msgspec.json.Decoder().decode
 
 @dataclass(slots=True)
 class LabelRows:
-    """Label records of a batch, in stream order: id, label (as a float), time (epoch s)."""
+    """Label records of a batch, in stream order: id, label (as a float), time (epoch s), and
+    each record's sequence number and arrival (ms; its identity in the lake's labels table)."""
 
     ids: list[str] = field(default_factory=list)
     labels: list[float] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    sequences: list[str] = field(default_factory=list)
+    arrivals_ms: list[int | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -108,6 +111,8 @@ class LabelRouter:
             out.labels.ids.append(key)
             out.labels.labels.append(value)
             out.labels.times.append(when)
+            out.labels.sequences.append(r.sequence_number)
+            out.labels.arrivals_ms.append(r.approximate_arrival_ms)
         self.routed_labels += len(out.labels)
         return out
 

@@ -43,6 +43,7 @@ from consumers.quality_metrics import quality_datums
 from consumers.scoring import BatchScorer
 from etl.contract import Contract, Task
 from etl.exceptions import ConfigError
+from etl.label_lake import label_rows, labels_contract
 from etl.quality import QualityFigures
 from etl.quality_join import LabelJoin, new_join
 from etl.quality_state import JoinStateStore
@@ -84,6 +85,7 @@ class LateLabelStage:
         refuse_label_stream(contract)
         self.router = LabelRouter(contract)
         self.contract = contract
+        self.lake_contract = labels_contract(contract)
         self.scorer, self.publisher, self.store = scorer, publisher, store
         self.window_s, self.min_labels = window_s, min_labels
         self._wall = wall_clock
@@ -110,6 +112,17 @@ class LateLabelStage:
     ) -> tuple[list[RawRecord], LabelRows, list[DeadLetter]]:
         routed = self.router.split(records, shard_id)
         return routed.data, routed.labels, routed.dead_letters
+
+    def lake_rows(self, labels: LabelRows, shard_id: str, ingest_time: dt.datetime) -> pa.Table:
+        """The batch's label records as rows of the lake's labels table (etl/label_lake.py)."""
+        return label_rows(
+            self.lake_contract,
+            ids=labels.ids,
+            labels=labels.labels,
+            times_s=labels.times,
+            identity=(shard_id, labels.sequences, labels.arrivals_ms),
+            ingest_time=ingest_time,
+        )
 
     def observe(self, rows: pa.Table, labels: LabelRows, now: float) -> None:
         """Predictions from the decoded rows, then the batch's labels, into the join."""

@@ -4,7 +4,9 @@ The MultiLangDaemon (Java) starts one child process per leased shard and talks t
 stdin/stdout (so this module never prints: logs go to stderr). The sink contract:
 
 * a record is checkpointed only after it is durable in the lake or the dead-letter prefix;
-* a flush covers a contiguous sequence range and writes keys derived from it;
+* a flush covers a contiguous sequence range and writes keys derived from it; for a late-label
+  contract the range's label records go to the labels table in the same flush, between the
+  records' pending and committed manifests (``etl/label_lake.py``), so they replay with it;
 * after a crash or a lease handover, the ranges that were flushed but not checkpointed (their
   manifests lie past the checkpoint) are replayed exactly: committed ones are skipped and
   checkpointed, a pending one is rewritten with the same range, so the same objects are rewritten;
@@ -69,6 +71,8 @@ class LabelStage(Protocol):
 
     def due(self, now: float) -> bool: ...
 
+    def lake_rows(self, labels: Any, shard_id: str, ingest_time: datetime) -> pa.Table: ...
+
 
 class BatchObserver(Protocol):
     """Sees every decoded batch (e.g. the drift window); must never fail the data path."""
@@ -81,6 +85,8 @@ class BatchObserver(Protocol):
 @dataclass
 class _Buffer:
     tables: list[pa.Table] = field(default_factory=list)
+    #: the label records' rows (a late-label contract's labels table, ``etl/label_lake.py``)
+    label_tables: list[pa.Table] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     first: str | None = None
     last: str | None = None
@@ -235,9 +241,12 @@ class ShardProcessor:
         observer: BatchObserver | None = None,
         clocks: Clocks | None = None,
         labels: LabelStage | None = None,
+        label_writer: LakeWriter | None = None,
     ) -> None:
         self.decoder = decoder
         self.labels = labels
+        #: the labels table's writer: label records land in the lake in the records' flush
+        self.label_writer = label_writer if labels is not None else None
         self.writer = writer
         self.policy = policy
         self.observer = observer
@@ -375,6 +384,9 @@ class ShardProcessor:
         if self.labels is not None:
             self.labels.observe(batch.table, labels, now)
             self._fed = records[-1].sequence_number
+            if self.label_writer is not None and len(labels):
+                lake = self.labels.lake_rows(labels, self.shard_id, self._wall())
+                self._buffer.label_tables.append(lake)
         self._buffer.add(
             batch.table,
             dead,
@@ -463,7 +475,10 @@ class ShardProcessor:
         )
         started = time.perf_counter()
         try:
-            self.writer.write(self.shard_id, first, last, rows, b.dead_letters)
+            also = self._label_rows(b)  # passed only when there are labels to write
+            self.writer.write(
+                self.shard_id, first, last, rows, b.dead_letters, **({"also": also} if also else {})
+            )
         except LakeWriteError:
             log.critical(
                 "lake write failed after retries; exiting so the KCL restarts from the"
@@ -479,6 +494,7 @@ class ShardProcessor:
                 "first": first,
                 "last": last,
                 "rows": rows.num_rows,
+                "label_rows": sum(t.num_rows for t in b.label_tables),
                 "dead_letters": len(b.dead_letters),
                 "seconds": round(time.perf_counter() - started, 3),
             },
@@ -487,6 +503,12 @@ class ShardProcessor:
         # Give the flushed buffer's Arrow memory back to the OS (RSS stays near the buffer limit).
         pa.default_memory_pool().release_unused()
         self._checkpoint_labelled(checkpointer, last, self._clock())
+
+    def _label_rows(self, b: _Buffer) -> list[tuple[LakeWriter, pa.Table]]:
+        """The buffer's label records for the labels table, written in the same flush."""
+        if self.label_writer is None or not b.label_tables:
+            return []
+        return [(self.label_writer, pa.concat_tables(b.label_tables))]
 
     def _checkpoint(self, checkpointer: Checkpointer, seq: str | None) -> None:
         from amazon_kclpy.checkpoint_error import CheckpointError

@@ -170,7 +170,8 @@ class WriterOptions:
     stream: str = ""
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    #: Tests only: called at "after_pending_manifest" and "after_parquet_put" (may end us).
+    #: Tests only: called at "after_pending_manifest", "after_parquet_put" and
+    #: "after_companion" (another table's rows of the range written; may end us).
     fault: Callable[[str], None] | None = None
 
 
@@ -221,12 +222,25 @@ class LakeWriter:
         last_sequence: str,
         rows: pa.Table,
         dead_letters: Sequence[_DeadLetterLike] = (),
+        *,
+        also: Sequence[tuple[LakeWriter, pa.Table]] = (),
     ) -> Manifest:
-        """Make rows and dead letters of one sequence range durable; returns the manifest."""
+        """Make rows and dead letters of one sequence range durable; returns the manifest.
+
+        ``also``: rows of other tables that came from the same range (a late-label contract's
+        label records, ``etl/label_lake.py``), each written by its table's writer, with its own
+        manifest for the same (shard, range, stream), after this table's pending manifest and
+        before its committed one: a crash in between leaves this range pending, and its replay
+        rewrites both tables' objects under the same keys. A table with no rows in the range
+        gets no manifest."""
         flush = self._plan(shard_id, (first_sequence, last_sequence), rows, dead_letters)
         self._put(flush.key, flush.manifest.to_json().encode(), "application/json")
         self._fault("after_pending_manifest")
         self._put_data(flush)
+        for writer, table in also:
+            if table.num_rows:
+                writer.write(shard_id, first_sequence, last_sequence, table)
+                self._fault("after_companion")
         self._register_partitions(flush.manifest)
         flush.manifest.state = "committed"
         self._put(flush.key, flush.manifest.to_json().encode(), "application/json")

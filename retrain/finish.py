@@ -238,6 +238,7 @@ def _finish(
         holdout_rows=state.holdout_rows,
         endpoint=done.endpoint,
         timings={k: round(v, 3) for k, v in timings.items()},
+        unlabelled_rows=state.unlabelled_rows,
     )
     log.info("retrain run %s: %s (%s)", state.run_id, done.status, ev.decision.reason)
     return outcome

@@ -64,6 +64,8 @@ class RetrainOutcome:
     holdout_rows: int
     endpoint: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: Late labels: records of the window left out for having no label yet (None: inline).
+    unlabelled_rows: int | None = None
 
     @property
     def promoted(self) -> bool:

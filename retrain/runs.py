@@ -73,6 +73,9 @@ class RunState:
     reason: str = ""
     model_version: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A late-label contract's records of the window with no label yet (left out of training;
+    #: ``retrain.data.time_split``); None for an inline contract.
+    unlabelled_rows: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

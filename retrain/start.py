@@ -81,12 +81,6 @@ def read_split(settings: Settings, clients: AwsClients, contract: Contract, now:
     )
 
 
-def _label_counts(split: Split, contract: Contract) -> dict[str, int]:
-    """A late-label contract's run record says how many records of its window had no label yet
-    (left out of training: ``retrain.data.time_split``)."""
-    return {"unlabelled_rows": split.unlabelled} if contract.labels.late else {}
-
-
 def _upload(s3: Any, local: Path, uri: str) -> None:
     bucket, key = split_s3(uri)
     s3.upload_file(str(local), bucket, key)
@@ -218,7 +212,8 @@ def start_run(
         state,
         event_id=event.event_id if event else None,
         holder=holder,
-        extra={"read_s": round(time.monotonic() - t0, 3), **_label_counts(split, contract)},
+        extra={"read_s": round(time.monotonic() - t0, 3)},
+        unlabelled_rows=split.unlabelled if contract.labels.late else None,
     )
     # saved before the job starts: its state-change event can never find the run missing
     save_state(s3, settings, state)

@@ -5,7 +5,8 @@ One stack and one daemon run serve both claims (the e2e budget): the published q
 are scikit-learn's on the (score, label) pairs rebuilt independently (lake rows read back and
 scored here, labels from the producer), and after the kill -9 every labelled id counts exactly
 once (the published LabelsJoined sum to the distinct labels produced), so the figures equal what
-a run without the crash gives (the oracle does not depend on the crash)."""
+a run without the crash gives (the oracle does not depend on the crash). The label records land
+in the lake's labels table exactly once too (read back by DuckDB)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import awswrangler as wr
+import pandas as pd
 import pytest
 
 from bench._fleet import events, kill9, live_processors
@@ -24,11 +26,14 @@ from consumers.fleet import ConsumerFleet
 from etl.aws import AwsClients, configure_awswrangler
 from etl.contract import load_contract
 from etl.keys import sequence_key
+from etl.label_lake import labels_table
 from etl.label_producer import LateLabels
 from etl.producer import ProduceRun, ProduceSummary, produce
+from etl.query import LakeQuery
 from etl.settings import Settings, load_settings
 from infra.demo import wait_until_consuming
 from infra.emulator import EmulatorProcess
+from retrain.data import latest_labels
 from tests.contracts import CARD_LATE_LABELS
 from tests.e2e.test_kcl_pipeline import dead_reasons, wait_for
 from tests.late_labels import oracle, published, serve_model
@@ -164,6 +169,24 @@ def test_late_labels_joined_through_the_daemon_exactly_once_across_a_kill_9(
     assert len(lake) == lake["transaction_id"].nunique() == 2000
     assert lake["is_fraud"].isna().all()
     assert dead_reasons(settings, clients) == {"missing_required": 1, "wrong_type": 1}
+    # AND the label records are in their own table, read back by DuckDB: one row per label
+    # record sent (each (shard, sequence number) once across the kill), each id once per label
+    # version, and the last one of each id is the label the producer ended with
+    q = LakeQuery(str(settings.lake_bucket), clients=clients, contract=LATE)
+    got = q.query(
+        "SELECT transaction_id, is_fraud, labelled_at, shard_id, sequence_number,"
+        f" approximate_arrival_time FROM {labels_table(LATE)}"
+    )
+    labels = pd.DataFrame(got.rows, columns=got.columns)
+    assert len(labels) == summary.labels_sent == len(summary.labels) + summary.labels_changed
+    assert not labels.duplicated(["shard_id", "sequence_number"]).any()
+    assert not labels.duplicated(["transaction_id", "is_fraud"]).any()
+    versions = labels["transaction_id"].value_counts()
+    assert set(versions.index) == set(summary.labels) and (versions == 2).sum() == (
+        summary.labels_changed
+    )
+    latest = latest_labels(labels, LATE)
+    assert dict(zip(latest["transaction_id"], latest["is_fraud"], strict=True)) == summary.labels
     # AND every labelled id was counted exactly once in the published windows
     cw = clients.client("cloudwatch")
     joined = published(cw, settings.metrics_namespace, str(settings.stream_name), "LabelsJoined")

@@ -333,11 +333,10 @@ def _check_retrain(s: Settings) -> None:
     for key in ("retrain_min_rows", "model_max_request_bytes"):
         if getattr(s, key) <= 0:
             raise ConfigError(key, f"must be > 0, got {getattr(s, key)}")
-    for key in ("promotion_margin", "quality_auc_margin", "quality_rmse_margin"):
+    keys = ("promotion_margin", "quality_auc_margin", "quality_rmse_margin", "retrain_cooldown_s")
+    for key in keys:
         if getattr(s, key) < 0:
             raise ConfigError(key, f"must be >= 0, got {getattr(s, key)}")
-    if s.retrain_cooldown_s < 0:
-        raise ConfigError("retrain_cooldown_s", f"must be >= 0 seconds, got {s.retrain_cooldown_s}")
     if s.promotion_metric is not None and s.promotion_metric not in _PROMOTION_METRICS:
         raise ConfigError(
             "promotion_metric", f"got {s.promotion_metric!r}, expected one of {_PROMOTION_METRICS}"

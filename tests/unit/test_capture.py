@@ -110,7 +110,7 @@ def _good_line(n_in: int = 1, n_out: int = 1) -> str:
                 when=0.0,
             ),
             LineProblem.BAD_BODY,
-        ),  # fmt: skip
+        ),
         (_good_line(2, 1), LineProblem.COUNT_MISMATCH),
     ],
 )

@@ -381,8 +381,9 @@ def test_the_quality_alarm_watches_the_contracts_task_figure(
     # AND the retrain function may read and re-arm exactly that alarm
     by_sid = {st["Sid"]: st for st in _policy(t["Resources"], "RetrainFunctionRole")}
     assert by_sid["ArmQualityAlarm"]["Action"] == "cloudwatch:PutMetricAlarm"
-    assert by_sid["ArmQualityAlarm"]["Resource"] == {"Fn::GetAtt": ["QualityAlarm", "Arn"]}
-    assert {"Fn::GetAtt": ["QualityAlarm", "Arn"]} in by_sid["ReadAlarms"]["Resource"]
+    arn = f"arn:aws:cloudwatch:us-east-1:1:alarm:{name}"
+    assert r.resolve(by_sid["ArmQualityAlarm"]["Resource"]) == [arn]
+    assert arn in r.resolve(by_sid["ReadAlarms"]["Resource"])
 
 
 def test_quicksight_exists_only_with_a_principal_and_reads_only_the_lake() -> None:

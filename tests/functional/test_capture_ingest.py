@@ -18,7 +18,7 @@ import pytest
 
 from etl.aws import AwsClients
 from etl.capture import CAPTURE_PREFIX, capture_line
-from etl.capture_lake import ingester_for
+from etl.capture_lake import handler, ingester_for
 from etl.contract import load_contract
 from etl.settings import load_settings
 from etl.synthetic import Scenario, generate_frame
@@ -151,7 +151,9 @@ def test_local_up_captures_and_lake_capture_makes_the_predictions_queryable(
     assert count["n"] == 11
 
 
-def test_concurrent_and_windowed_ingests_write_each_prediction_once(aws: AwsClients) -> None:
+def test_concurrent_and_windowed_ingests_write_each_prediction_once(
+    aws: AwsClients, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # GIVEN six capture objects of three invocations of two records each
     s3 = aws.client("s3")
     s3.create_bucket(Bucket="lake")
@@ -204,3 +206,25 @@ def test_concurrent_and_windowed_ingests_write_each_prediction_once(aws: AwsClie
     data = ds.dataset(f"lake/lake/{CONTRACT.name}_predictions/", filesystem=fs, partitioning="hive")
     ids = data.to_table(columns=["transaction_id"]).column("transaction_id").to_pylist()
     assert sorted(ids) == sorted(str(r["transaction_id"]) for r in rows)
+
+    # WHEN the scheduled Lambda's handler runs (the template's environment) after one more object
+    extra = capture_line(
+        json.dumps([{"transaction_id": "late-1", "amount": 1.0}]).encode(),
+        "application/json",
+        b'{"predictions": [{"score": 0.7}]}',
+        "application/json",
+        event_id="late",
+        when=time.time(),
+    )
+    s3.put_object(Bucket="lake", Key="capture/ep/AllTraffic/2026/01/05/10/late.jsonl", Body=extra)
+    (tmp_path / "none.toml").write_text("")
+    for key, value in {
+        "CONFIG": str(tmp_path / "none.toml"),
+        "ENDPOINT_URL": aws.endpoint_url or "",
+        "LAKE_BUCKET": "lake",
+        "GLUE_DATABASE": "lakedb",
+    }.items():
+        monkeypatch.setenv(f"DRIFTLINE_{key}", value)
+    report = handler({"since_s": 3600})
+    # THEN it ingests the new object and skips the six already in the table
+    assert (report["objects"], report["skipped"], report["rows"]) == (1, 6, 1)

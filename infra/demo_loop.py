@@ -366,14 +366,15 @@ class _ClosedLoop:
 
     def serve_champion(self, history_end: datetime) -> tuple[Any, Any]:
         """1. the first champion, trained on the history, served; its profile is the baseline."""
-        from infra.model_server import start_model_server
+        from infra.model_server import capture_options, start_model_server
         from retrain.wiring import pointer_path
 
         clients = self.rig.clients
         boot = bootstrap_champion(self.lsettings, clients, history_end, self.progress)
         server = start_model_server(
-            self.state, None, pointer=pointer_path(self.lsettings), s3_client=clients.client("s3")
-        )
+            self.state, None, pointer=pointer_path(self.lsettings), s3_client=clients.client("s3"),
+            capture=capture_options(self.lsettings),  # predictions to s3://<lake>/capture/
+        )  # fmt: skip
         self.lsettings = self.lsettings.replace(
             model_server_url=server.url, model_server_token_file=str(server.token_file)
         )

@@ -76,6 +76,13 @@ class StackResult:
 # -- template ----------------------------------------------------------------------------------
 
 
+def contract_task(contract: Any) -> dict[str, str]:
+    """The ``ContractTask`` parameter of a contract (the quality alarm watches its figure: AUC
+    for binary classification and contracts without a label, RMSE for regression)."""
+    task = getattr(contract, "task", None)
+    return {"ContractTask": "regression" if str(task) == "regression" else "binary_classification"}
+
+
 def load_template(path: Path | None = None) -> dict[str, Any]:
     """The template as plain data, with YAML short forms (``!Ref``, ``!Sub`` ...) expanded."""
     import yaml  # type: ignore[import-untyped, unused-ignore]  # types-PyYAML is not locked

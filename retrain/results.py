@@ -64,6 +64,10 @@ class RetrainOutcome:
     holdout_rows: int
     endpoint: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: What started the run: drift, quality, schedule or manual (``retrain.triggers.Trigger``).
+    trigger: str | None = None
+    #: A promotion's quality alarm line (alarm, champion, holdout figure, margin, threshold).
+    quality_alarm: dict[str, Any] | None = None
 
     @property
     def promoted(self) -> bool:

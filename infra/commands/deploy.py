@@ -26,7 +26,7 @@ from infra.context import (
     state_dir,
 )
 from infra.lake_table import ensure_lake_table
-from infra.stack import StackResult, deploy_local, teardown_local
+from infra.stack import StackResult, contract_task, deploy_local, teardown_local
 from infra.stack_aws import deploy_aws, destroy_aws
 
 
@@ -112,6 +112,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if local:
+        params = {**contract_task(contract), **params}
         result = deploy_local(clients, stack_name=stack_name, parameters=params)
         state = LocalState.load(state_dir())
         if state is not None and state.stack_name == stack_name:

@@ -109,15 +109,10 @@ def up(
         state.extra[STATE_CONTRACT] = contract_path
     state.save(d)
     try:
-        from infra.stack import contract_task
-        from retrain.runs import model_name_for
+        from infra.stack import contract_parameters
 
         # the model is named after the contract unless the caller names it
-        parameters = {
-            "ModelName": model_name_for(contract),
-            **contract_task(contract),
-            **(parameters or {}),
-        }
+        parameters = {**contract_parameters(contract), **(parameters or {})}
         result = _deploy_stack(state, d, contract, parameters, progress)
         _start_parts(state, d, parts or Parts(), progress)
     except BaseException:

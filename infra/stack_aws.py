@@ -27,7 +27,7 @@ from infra.stack import (
     StackResult,
     apply_change_set,
     cfn_resources,
-    contract_task,
+    contract_parameters,
     delete_stack_and_wait,
     deployed_template,
     stack_outputs,
@@ -182,7 +182,7 @@ def deploy_aws(
     contract = contract or load_contract()
     contract_key = upload_contract(clients, art.bucket, stack_name, contract)
     params = {
-        **contract_task(contract),
+        **contract_parameters(contract),
         "LocalMode": "false",
         "ArtifactsBucket": art.bucket,
         "AppArtifactKey": art.app_key,

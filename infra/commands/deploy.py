@@ -26,7 +26,7 @@ from infra.context import (
     state_dir,
 )
 from infra.lake_table import ensure_lake_table
-from infra.stack import StackResult, contract_task, deploy_local, teardown_local
+from infra.stack import StackResult, contract_parameters, deploy_local, teardown_local
 from infra.stack_aws import deploy_aws, destroy_aws
 
 
@@ -111,8 +111,8 @@ def run_deploy(args: argparse.Namespace) -> int:
         f"driftline: deploying stack {stack_name} to {where} with contract {contract.name}",
         file=sys.stderr,
     )
+    params = {**contract_parameters(contract, settings.model_name), **params}
     if local:
-        params = {**contract_task(contract), **params}
         result = deploy_local(clients, stack_name=stack_name, parameters=params)
         state = LocalState.load(state_dir())
         if state is not None and state.stack_name == stack_name:

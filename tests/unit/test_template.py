@@ -770,3 +770,36 @@ def test_a_deferred_alarm_is_delivered_again_by_a_schedule_of_the_stacks_own_gro
     (invoke,) = policy["PolicyDocument"]["Statement"]
     assert invoke["Action"] == "lambda:InvokeFunction"
     assert invoke["Resource"]["Fn::Sub"].endswith(":function:${AWS::StackName}-retrain")
+
+
+def test_every_function_of_ours_gets_the_deployed_contract() -> None:
+    # A function without DRIFTLINE_CONTRACT_PATH silently used the shipped example contract
+    # (the compaction Lambda compacted the card table whatever was deployed): every function
+    # running driftline code gets the deployed one, and its role may read it.
+    t = _template()
+    resources, params = t["Resources"], t["Parameters"]
+    checked = []
+    for lid, spec in resources.items():
+        if spec["Type"] != "AWS::Lambda::Function":
+            continue
+        handler = spec["Properties"]["Handler"]
+        if isinstance(handler, dict):
+            handler = params[handler["Ref"]]["Default"]
+        if handler.split(".", 1)[0] not in ("etl", "consumers", "retrain", "infra"):
+            continue
+        checked.append(lid)
+        env = spec["Properties"]["Environment"]["Variables"]
+        assert env.get("DRIFTLINE_CONTRACT_PATH") == {
+            "Fn::Sub": "s3://${ArtifactsBucket}/${ContractKey}"
+        }, lid
+        role = spec["Properties"]["Role"]["Fn::GetAtt"][0]
+        reads = [
+            s
+            for s in _policy(resources, role)
+            if "s3:GetObject" in _as_list(s["Action"])
+            and {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactsBucket}/${ContractKey}"}
+            in _as_list(s["Resource"])
+        ]
+        assert reads, f"{lid}'s role {role} cannot read the contract"
+    assert {"CompactionFunction", "CaptureIngestFunction", "RetrainFunction"} <= set(checked)
+    assert "AnalyticsExportFunction" in checked

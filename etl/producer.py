@@ -18,6 +18,7 @@ any contract: the records come from the contract's generator plan (``etl/generat
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import time
@@ -32,6 +33,7 @@ from botocore.exceptions import ClientError
 from etl.aws import AwsClients, error_code, error_message
 from etl.contract import Contract, load_contract
 from etl.exceptions import ProducerError
+from etl.label_producer import LabelPlan, LateLabels, plan_labels
 from etl.settings import Settings
 from etl.synthetic import POISON_KINDS, Scenario, encode_record, generate_records, make_poison
 
@@ -231,6 +233,10 @@ class ProduceSummary:
     seed: int
     first_event_time: str | None
     last_event_time: str | None
+    #: late-label contracts: each labelled id's last label sent (what the join ends with)
+    labels: dict[str, Any] = field(default_factory=dict, repr=False)
+    labels_sent: int = 0
+    labels_changed: int = 0
 
     @property
     def records_per_second(self) -> float:
@@ -252,6 +258,12 @@ class ProduceSummary:
             "first_event_time": self.first_event_time,
             "last_event_time": self.last_event_time,
         }
+        if self.labels_sent:
+            doc.update(
+                labels_sent=self.labels_sent,
+                labels_changed=self.labels_changed,
+                labelled_ids=len(self.labels),
+            )
         if with_ids:
             doc["good_ids"] = list(self.good_ids)
         return doc
@@ -292,6 +304,8 @@ class ProduceRun:
 
     With ``rate`` (records/s) the puts are paced and event times advance at that rate; ``start``
     is the first event time (``None``: the generator's fixed default, so runs are reproducible).
+    ``labels``: for a late-label contract, how its label records follow the data records
+    (``etl/label_producer.py``; default: every good record labelled at once, none changed).
     """
 
     records: int
@@ -301,6 +315,7 @@ class ProduceRun:
     poison_rate: float = 0.0
     drift_at: float = 0.5
     start: datetime | None = None
+    labels: LateLabels | None = None
 
     def __post_init__(self) -> None:
         if self.records < 0:
@@ -338,16 +353,21 @@ def produce(
         contract=contract,
     )
     plan = poison_plan(run.records, run.poison_rate, run.seed)
-    payloads = build_payloads(rows, plan, seed=run.seed, contract=contract)
-    producer = KinesisProducer(
-        clients.client("kinesis"),
-        stream,
-        max_attempts=settings.producer_max_attempts,
-        backoff_base_s=settings.producer_backoff_base_s,
-        rng=random.Random(run.seed),
-        sleep=sleep,
+    labelled = _label_plan(contract, rows, plan, run)
+    payloads = build_payloads(
+        rows if labelled is None else labelled.data_rows, plan, seed=run.seed, contract=contract
     )
-    paced = _put_paced(producer, payloads, run.rate, sleep, clock)
+    producer = _producer(settings, clients, stream, run.seed, sleep)
+    schedule = None
+    if labelled is not None:
+        label_stream = contract.labels.stream
+        target = (
+            producer
+            if label_stream is None
+            else _producer(settings, clients, label_stream, run.seed, sleep)
+        )
+        schedule = LabelSchedule(target, labelled)
+    paced = _put_paced(producer, payloads, run.rate, sleep, clock, schedule)
     id_field, et_field = contract.id_field.name, contract.event_time_field.name
     return ProduceSummary(
         stream_name=stream,
@@ -362,7 +382,67 @@ def produce(
         seed=run.seed,
         first_event_time=rows[0][et_field] if rows else None,
         last_event_time=rows[-1][et_field] if rows else None,
+        labels={} if labelled is None else dict(labelled.final),
+        labels_sent=0 if labelled is None else len(labelled.puts),
+        labels_changed=0 if labelled is None else sum(p.changed for p in labelled.puts),
     )
+
+
+def _producer(
+    settings: Settings, clients: AwsClients, stream: str, seed: int, sleep: Callable[[float], None]
+) -> KinesisProducer:
+    return KinesisProducer(
+        clients.client("kinesis"),
+        stream,
+        max_attempts=settings.producer_max_attempts,
+        backoff_base_s=settings.producer_backoff_base_s,
+        rng=random.Random(seed),
+        sleep=sleep,
+    )
+
+
+def _label_plan(
+    contract: Contract, rows: list[dict[str, Any]], poison: dict[int, str], run: ProduceRun
+) -> LabelPlan | None:
+    if not contract.labels.late:
+        if run.labels is not None:
+            raise ProducerError(
+                f"contract {contract.name!r} has inline labels: late label records (label delay,"
+                ' coverage) need a contract with [labels] arrival = "late"'
+            )
+        return None
+    labels = run.labels or LateLabels(seed=run.seed)
+    return plan_labels(contract, rows, labels, skip=frozenset(poison))
+
+
+class LabelSchedule:
+    """Label records due some seconds after their data record's put (a heap by due time)."""
+
+    def __init__(self, producer: KinesisProducer, plan: LabelPlan) -> None:
+        self.producer, self.plan = producer, plan
+        self._heap: list[tuple[float, int]] = []
+        self.retried = self.attempts = 0
+
+    def sent(self, lo: int, hi: int, at: float) -> None:
+        """Data records ``lo..hi-1`` were put at ``at``: schedule their labels."""
+        for i in range(lo, hi):
+            for j in self.plan.puts_of[i]:
+                heapq.heappush(self._heap, (at + self.plan.puts[j].due_s, j))
+
+    def put_due(self, now: float) -> None:
+        """Put every label due by ``now``, in due order (a label's resend after it)."""
+        due: list[int] = []
+        while self._heap and self._heap[0][0] <= now:
+            due.append(heapq.heappop(self._heap)[1])
+        if due:
+            result = self.producer.put(
+                [(self.plan.puts[j].data, self.plan.puts[j].partition_key) for j in due]
+            )
+            self.retried += result.retried
+            self.attempts += result.attempts
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
 
 
 @dataclass(frozen=True)
@@ -378,9 +458,11 @@ def _put_paced(
     rate: float | None,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
+    labels: LabelSchedule | None = None,
 ) -> _Paced:
     """Put ``payloads`` in chunks (a tenth of a second's worth when paced at ``rate``),
-    sleeping whenever ahead of the rate; logs progress every 5 s."""
+    sleeping whenever ahead of the rate; logs progress every 5 s. Label records go out as they
+    fall due, between chunks, then the rest at their times after the last chunk."""
     chunk = (
         MAX_RECORDS_PER_REQUEST
         if rate is None
@@ -391,11 +473,15 @@ def _put_paced(
     next_log = t0 + 5.0
     for lo in range(0, len(payloads), chunk):
         part = payloads[lo : lo + chunk]
+        if labels is not None:
+            labels.put_due(clock())
         result = producer.put(part)
         retried += result.retried
         attempts += result.attempts
         sent += len(part)
         now = clock()
+        if labels is not None:
+            labels.sent(lo, lo + len(part), now)
         if now >= next_log:
             log.info("produced %d/%d records to %s", sent, len(payloads), producer.stream_name)
             next_log = now + 5.0
@@ -403,13 +489,29 @@ def _put_paced(
             ahead = t0 + sent / rate - now
             if ahead > 0:
                 sleep(ahead)
+    if labels is not None:
+        _drain(labels, sleep, clock)
+        retried, attempts = retried + labels.retried, attempts + labels.attempts
     return _Paced(clock() - t0, retried, attempts)
+
+
+def _drain(
+    labels: LabelSchedule, sleep: Callable[[float], None], clock: Callable[[], float]
+) -> None:
+    """Put the labels still due after the last data record, each at its time."""
+    while (due := labels.next_due()) is not None:
+        wait = due - clock()
+        if wait > 0:
+            sleep(min(wait, 1.0))
+        labels.put_due(clock())
 
 
 __all__ = [
     "MAX_BYTES_PER_REQUEST",
     "MAX_RECORDS_PER_REQUEST",
     "KinesisProducer",
+    "LabelSchedule",
+    "LateLabels",
     "ProduceRun",
     "ProduceSummary",
     "PutResult",

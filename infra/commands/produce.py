@@ -7,7 +7,9 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from etl.contract import Contract, load_contract
 from etl.exceptions import ConfigError
+from etl.label_producer import LateLabels
 from etl.producer import ProduceRun, produce
 from etl.synthetic import Scenario
 from infra.context import add_contract_option, clients_for, resolve_settings
@@ -48,6 +50,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--drift-at", type=float, default=0.5, metavar="F", help="fraction of N where drift starts"
     )
+    p.add_argument(
+        "--label-delay",
+        type=float,
+        default=None,
+        metavar="S",
+        help='late-label contracts ([labels] arrival = "late"): each label record is put S'
+        " seconds after its data record (default 0)",
+    )
+    p.add_argument(
+        "--label-coverage",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="late labels: the seeded share of records that get a label, 0..1 (default 1)",
+    )
+    p.add_argument(
+        "--label-change-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="late labels: the seeded share of labels sent again, changed, 0..1 (default 0)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     add_contract_option(p)
     p.set_defaults(func=run)
@@ -62,11 +86,40 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--poison-rate", f"must be a fraction in [0, 1], got {args.poison_rate}")
     if not 0.0 <= args.drift_at <= 1.0:
         raise ConfigError("--drift-at", f"must be a fraction in [0, 1], got {args.drift_at}")
+    if args.label_delay is not None and args.label_delay < 0:
+        raise ConfigError("--label-delay", f"must be >= 0 seconds, got {args.label_delay}")
+    for flag, value in (
+        ("--label-coverage", args.label_coverage),
+        ("--label-change-rate", args.label_change_rate),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(flag, f"must be a fraction in [0, 1], got {value}")
+
+
+def _late_labels(args: argparse.Namespace, contract: Contract) -> LateLabels | None:
+    """The late-label options, or None; refused (naming the flag) for an inline contract."""
+    given = args.label_delay is not None or args.label_coverage != 1.0
+    given = given or args.label_change_rate != 0.0
+    if not contract.labels.late:
+        if given:
+            raise ConfigError(
+                "--label-delay",
+                f"contract {contract.name!r} has inline labels; late label records need"
+                ' [labels] arrival = "late" in the contract (docs/contracts.md)',
+            )
+        return None
+    return LateLabels(
+        delay_s=args.label_delay or 0.0,
+        coverage=args.label_coverage,
+        change_rate=args.label_change_rate,
+        seed=args.seed,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
     settings, _ = resolve_settings(args=args)
+    contract = load_contract(settings.contract_path)
     summary = produce(
         settings,
         clients_for(settings),
@@ -78,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
             poison_rate=args.poison_rate,
             drift_at=args.drift_at,
             start=datetime.now(UTC),
+            labels=_late_labels(args, contract),
         ),
+        contract=contract,
     )
     doc = summary.to_dict()
     if args.json:
@@ -89,5 +144,11 @@ def run(args: argparse.Namespace) -> int:
         f"produced {doc['produced']} records to {doc['stream_name']} in {doc['seconds']} s"
         f" ({doc['records_per_second']} records/s): {doc['good']} good, poison: {poison};"
         f" {doc['retried']} entries retried"
+        + (
+            f"; {doc['labels_sent']} label records ({doc['labels_changed']} changed) for"
+            f" {doc['labelled_ids']} ids"
+            if "labels_sent" in doc
+            else ""
+        )
     )
     return 0

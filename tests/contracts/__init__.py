@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 PARCEL_SCANS = Path(__file__).with_name("parcel_scans.toml")
+#: the card contract with late labels on the same stream (record_kind = "label")
+CARD_LATE_LABELS = Path(__file__).with_name("card_late_labels.toml")
 
 
 def parcel_scans(n: int, *, seed: int = 5, start: datetime | None = None) -> list[dict[str, Any]]:

@@ -189,3 +189,69 @@ def test_cli_produce_prints_a_json_summary(
     assert doc["poison"] == {kind: 2 for kind in POISON_KINDS}
     assert doc["seconds"] >= 0.09
     assert len(_read_all(aws.client("kinesis"), "cli")) == 40
+
+
+def test_late_labels_land_on_their_records_shard_after_them(aws: AwsClients) -> None:
+    from etl.label_producer import LateLabels
+    from tests.contracts import CARD_LATE_LABELS
+
+    # GIVEN a 4-shard stream and the late-label contract
+    kinesis = aws.client("kinesis")
+    _create_stream(kinesis, "late", 4)
+    settings = load_settings(
+        {
+            "stream_name": "late",
+            "endpoint_url": aws.endpoint_url,
+            "contract_path": str(CARD_LATE_LABELS),
+        },
+        env={},
+        config_path=None,
+    )
+    # WHEN 300 records are produced at 300/s with labels 0.5 s late, 80 % covered, 20 % changed
+    t0 = time.monotonic()
+    s = produce(
+        settings,
+        aws,
+        ProduceRun(
+            records=300,
+            rate=300,
+            seed=8,
+            labels=LateLabels(delay_s=0.5, coverage=0.8, change_rate=0.2, seed=8),
+        ),
+    )
+    assert time.monotonic() - t0 >= 1.0 + 0.5  # the last change is due 2 delays after its record
+    # THEN each label record is on its data record's shard, after it; the last one is the summary's
+    stored = sorted(_read_all(kinesis, "late"), key=lambda r: (r[0], sequence_key(r[1])))
+    data = {
+        json.loads(d)["transaction_id"]: (sid, seq)
+        for sid, seq, d, _ in stored
+        if b'"record_kind"' not in d
+    }
+    last: dict[str, bool] = {}
+    for sid, seq, d, _ in stored:
+        doc = json.loads(d)
+        if doc.get("record_kind") != "label":
+            assert "is_fraud" not in doc
+            continue
+        rid = doc["transaction_id"]
+        assert data[rid][0] == sid and sequence_key(data[rid][1]) < sequence_key(seq)
+        last[rid] = doc["is_fraud"]
+    assert len(data) == 300 and last == s.labels
+    assert s.labels_sent == len(s.labels) + s.labels_changed and 200 < len(s.labels) < 270
+    assert s.to_dict()["labelled_ids"] == len(s.labels)
+
+
+def test_cli_refuses_label_options_for_an_inline_contract(
+    aws: AwsClients,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Any,
+) -> None:
+    monkeypatch.setenv("DRIFTLINE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("DRIFTLINE_ENDPOINT_URL", str(aws.endpoint_url))
+    monkeypatch.setenv("DRIFTLINE_STREAM_NAME", "none")
+    monkeypatch.chdir(tmp_path)
+    rc = main(["produce", "--records", "5", "--label-delay", "3"])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "--label-delay" in err and 'arrival = "late"' in err and "Traceback" not in err

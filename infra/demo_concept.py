@@ -134,6 +134,13 @@ def recorded_trigger(settings: Settings, clients: AwsClients, event_id: str | No
     return str(trigger) if trigger is not None else None
 
 
+def evaluator_transitions(state: Path) -> list[list[str]]:
+    """Every state change the local alarm evaluator made: [time, alarm, old state, new state]."""
+    from infra.alarm_evaluator import read_history
+
+    return [[t.time, t.alarm_name, t.previous_state, t.state] for t in read_history(state)]
+
+
 def detection_s(
     alarm_at: float | None, first_arrival: float | None, concept: ConceptOptions
 ) -> float | None:
@@ -295,6 +302,7 @@ class _ConceptLoop(_ClosedLoop):
             "quality_alarm_state": q.state,
             "quality_ok_again_s": q.ok_again_s,
             "quality_transitions": q.transitions,
+            "quality_windows": self._windows(),
             "stream_auc_worst": round(min(aucs), 4) if aucs else None,
             "stream_auc_last": round(aucs[-1], 4) if aucs else None,
             "label_coverage": round(sum(q.coverage) / len(q.coverage), 4) if q.coverage else None,
@@ -303,8 +311,18 @@ class _ConceptLoop(_ClosedLoop):
             "max_drift_score": self.monitor.max_score,
             **self._retrain_figures(run.dispatch),
             "retrain_trigger": recorded_trigger(self.lsettings, self.rig.clients, event_id),
+            "alarm_transitions": evaluator_transitions(self.state),
             "deployed_s": promoted[0] if promoted else None,
         }
+
+    def _windows(self) -> list[list[float]]:
+        """The stream's QualityAUC datapoints (minimum over shards per 10 s period) as
+        [period start − the first changed label's arrival (s), AUC], the first 12."""
+        first = self.rig.watcher.first_arrival
+        if first is None:
+            return []
+        first += self.concept.label_delay_s
+        return [[round(t.timestamp() - first, 1), round(v, 4)] for t, v in self.quality.auc[:12]]
 
     def _counts(self, hist: Any, run: _ConceptStream) -> dict[str, Any]:
         kinds: dict[str, int] = {}

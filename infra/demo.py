@@ -186,6 +186,10 @@ def run_demo(
     d = state_dir()
     overrides, params = _demo_settings(opts)
     contract = load_contract(overrides.get("contract_path"))
+    if opts.scenario == "concept":  # before anything starts
+        from infra.demo_concept import check_contract
+
+        check_contract(contract)
     up = local.up(
         contract_path=overrides.get("contract_path"), progress=progress, parameters=params
     )

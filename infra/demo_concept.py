@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.aws import AwsClients
+from etl.contract import Contract, Task
 from etl.exceptions import LabelRequiredError
 from etl.settings import Settings
 from infra.demo_loop import (
@@ -134,6 +135,21 @@ def recorded_trigger(settings: Settings, clients: AwsClients, event_id: str | No
     return str(trigger) if trigger is not None else None
 
 
+def check_contract(contract: Contract) -> None:
+    """The concept demo needs a binary label: its quality alarm watches ROC AUC."""
+    if contract.label is None:
+        raise LabelRequiredError(
+            f"the concept demo scores the served model against labels, but contract"
+            f' {contract.name!r} declares no label; give a field role = "label"'
+        )
+    if contract.task is not Task.BINARY_CLASSIFICATION:
+        raise LabelRequiredError(
+            f"the concept demo's quality alarm watches ROC AUC, but contract {contract.name!r}"
+            f" is a {contract.task} task; run it with a binary classification contract"
+            " (e.g. etl/contracts/card_transactions.toml)"
+        )
+
+
 def evaluator_transitions(state: Path) -> list[list[str]]:
     """Every state change the local alarm evaluator made: [time, alarm, old state, new state]."""
     from infra.alarm_evaluator import read_history
@@ -209,17 +225,11 @@ class _ConceptLoop(_ClosedLoop):
         options: tuple[LoopOptions, ConceptOptions],
         progress: Callable[[str], None],
     ) -> None:
-        from etl.contract import Task
         from retrain.triggers import quality_alarm_name
 
         super().__init__(rig, outputs, state, options[0], progress)
         self.concept = options[1]
-        if self.contract.task is not Task.BINARY_CLASSIFICATION:
-            raise LabelRequiredError(
-                f"the concept demo watches the quality alarm on ROC AUC, but contract"
-                f" {self.contract.name!r} is a {self.contract.task} task; run it with a binary"
-                " classification contract (e.g. etl/contracts/card_transactions.toml)"
-            )
+        check_contract(self.contract)
         seed = options[0].seed + 999
         # fresh records of the same features' world, labelled before and after the change
         self.before_sample = drifted_sample(seed, self.contract, scenario="stationary")

@@ -13,13 +13,15 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from etl.contract import Contract, ContractError, Task, load_contract, parse_contract
+from etl.contract import Contract, Task, load_contract, parse_contract
 from etl.drift import DriftWindow
+from etl.exceptions import ContractError
 from etl.generator import plan_for
 from etl.profile import build_profile
 from etl.quality import new_window
 from etl.synthetic import Scenario, generate_frame
 from retrain.fit import _hyperparameters, fit
+from retrain.inference import LoadedModel
 from retrain.train import score_frame, spec_of
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "etl" / "contracts"
@@ -99,11 +101,11 @@ def test_the_drift_window_stays_quiet_over_many_concept_windows(contract: Contra
     assert _alarms(drifted) >= 4
 
 
-def _auc(contract: Contract, model: object, part: pd.DataFrame) -> float:
+def _auc(contract: Contract, model: LoadedModel, part: pd.DataFrame) -> float:
     """Our quality window's AUC of the model's scores on ``part``, held to scikit-learn's."""
     label = contract.label
     assert label is not None
-    scores = np.asarray(score_frame(model, part))  # type: ignore[arg-type]
+    scores = np.asarray(score_frame(model, part), dtype=np.float64)
     y = part[label.name].astype(bool).to_numpy()
     window = new_window(regression=False)
     window.update(scores, y.astype(np.float64))

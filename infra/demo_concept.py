@@ -48,6 +48,26 @@ from infra.demo_loop import (
 
 #: The quality alarm is armed this far below the champion's holdout ROC AUC.
 QUALITY_MARGIN = 0.05
+#: Records before the change that make every shard's scorer load the served model (~20 a shard:
+#: far fewer than a window's 200 labels, so the first window is almost all changed labels).
+WARM_UP_RECORDS = 40
+SCORING_LINE = '"msg": "scoring with model '
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def scoring_processors(work_dir: Path) -> int:
+    """Record processors whose scorer has loaded a model, from their logs."""
+    from consumers.daemon import PROCESSOR_LOG
+
+    pids = set()
+    for path in work_dir.glob(f"worker-*/{PROCESSOR_LOG}"):
+        for line in path.read_text(errors="replace").splitlines():
+            if SCORING_LINE in line:
+                pids.add((path.parent.name, json.loads(line).get("pid")))
+    return len(pids)
 
 
 @dataclass(frozen=True)
@@ -192,12 +212,13 @@ def run_concept_loop(
     server, boot = loop.serve_champion(history_end)
     armed = arm_quality_alarm(loop.lsettings, rig.clients, loop.concept.margin)
     progress(f"quality alarm {armed['name']} armed at {armed['threshold']}")
+    warm = loop.warm_scorers()
     before = loop.score_on(server.url, loop.before_sample)
     at_change = loop.score_on(server.url, loop.after_sample)
     streamed = loop.stream_until_restored()
-    loop.drain([hist, *streamed.producer.summaries])
+    loop.drain([hist, warm, *streamed.producer.summaries])
     after = loop.score_on(server.url, loop.after_sample)
-    figures = loop.concept_figures(hist, boot, streamed, armed)
+    figures = loop.concept_figures((hist, warm), boot, streamed, armed)
     figures.update(
         auc_before=before.get("roc_auc"),
         auc_at_change=at_change.get("roc_auc"),
@@ -241,6 +262,32 @@ class _ConceptLoop(_ClosedLoop):
     def score_on(self, url: str, sample: tuple[list[dict[str, Any]], Any]) -> dict[str, float]:
         """The served model's ROC AUC and accuracy on ``sample`` (records, labels)."""
         return score_endpoint(url, sample[0], sample[1], self.contract.task)
+
+    def warm_scorers(self) -> Any:
+        """A few records before the change (labelled, stationary), so each shard's scorer has
+        loaded the served model before the first changed record arrives (it loads on the first
+        batch it scores); waits until every processor says so (a minute at most)."""
+        from etl.producer import ProduceRun, produce
+
+        rig = self.rig
+        summary = produce(
+            rig.settings,
+            rig.clients,
+            ProduceRun(records=WARM_UP_RECORDS, seed=self.options.seed + 50, start=_now()),
+        )
+        shards = int(
+            rig.clients.client("kinesis").describe_stream_summary(
+                StreamName=rig.settings.require("stream_name")
+            )["StreamDescriptionSummary"]["OpenShardCount"]
+        )
+        deadline = time.monotonic() + 60.0
+        while scoring_processors(rig.fleet.work_dir) < shards and time.monotonic() < deadline:
+            rig.tick()
+        self.progress(
+            f"{scoring_processors(rig.fleet.work_dir)} of {shards} record processors score with"
+            " the served model"
+        )
+        return summary
 
     def stream_until_restored(self) -> _ConceptStream:
         """2-3: the concept stream, until a retrain promoted and the quality alarm is OK again
@@ -291,7 +338,7 @@ class _ConceptLoop(_ClosedLoop):
                 return
 
     def concept_figures(
-        self, hist: Any, boot: Any, run: _ConceptStream, armed: dict[str, Any]
+        self, before: tuple[Any, Any], boot: Any, run: _ConceptStream, armed: dict[str, Any]
     ) -> dict[str, Any]:
         """The summary's figures (the sample scores are added by the caller)."""
         q, window = self.quality, self.concept.window_s
@@ -300,7 +347,7 @@ class _ConceptLoop(_ClosedLoop):
         event_id = next((r.event_id for _, r in run.dispatch.results if r.outcome), None)
         aucs = [v for _, v in q.auc]
         return {
-            **self._counts(hist, run),
+            **self._counts(before, run),
             "champion_version": boot.model_version,
             "label_delay_s": self.concept.label_delay_s,
             "window_s": window,
@@ -334,16 +381,19 @@ class _ConceptLoop(_ClosedLoop):
         first += self.concept.label_delay_s
         return [[round(t.timestamp() - first, 1), round(v, 4)] for t, v in self.quality.auc[:12]]
 
-    def _counts(self, hist: Any, run: _ConceptStream) -> dict[str, Any]:
+    def _counts(self, before: tuple[Any, Any], run: _ConceptStream) -> dict[str, Any]:
+        """What was produced: history, warm-up and the concept stream."""
+        summaries = [*before, *run.producer.summaries]
         kinds: dict[str, int] = {}
-        for s in [hist, *run.producer.summaries]:
+        for s in summaries:
             for k, v in s.poison.items():
                 kinds[k] = kinds.get(k, 0) + v
         return {
-            "produced": hist.produced + run.producer.produced,
-            "poison": sum(hist.poison.values()) + run.producer.poison,
+            "produced": sum(s.produced for s in summaries),
+            "poison": sum(kinds.values()),
             "poison_by_kind": kinds,
-            "good_ids": set(hist.good_ids) | set(run.producer.good_ids),
+            "good_ids": {i for s in summaries for i in s.good_ids},
             "stream_seconds": run.seconds,
-            "history_records": hist.produced,
+            "history_records": before[0].produced,
+            "warm_up_records": before[1].produced,
         }

@@ -59,11 +59,12 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_demo)
 
 
-#: Why ``--label-delay S`` > 0 is refused on this build (see docs/quality.md, L2).
+#: Why ``--label-delay S`` > 0 is refused (docs/quality.md, L5 "Not yet done").
 LATE_LABELS_MISSING = (
-    "--label-delay {delay:g}: late labels (label records arriving after their data record) need"
-    " the late-label join in the consumers, which is not wired in yet (docs/quality.md, L2);"
-    " run with --label-delay 0 (labels inline with their records)"
+    "--label-delay {delay:g}: the consumers join late label records, but the retrain trains from"
+    " the lake, where a late-label contract's records carry no label (label records are not"
+    " landed in the lake yet), so neither the first champion nor the quality-triggered retrain"
+    " could be trained; run with --label-delay 0 (labels inline with their records)"
 )
 
 

@@ -33,8 +33,8 @@ def no_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     [
         (
             ["demo", "--scenario", "concept", "--label-delay", "30"],
-            "--label-delay 30: late labels (label records arriving after their data record) need"
-            " the late-label join in the consumers",
+            "--label-delay 30: the consumers join late label records, but the retrain trains"
+            " from the lake, where a late-label contract's records carry no label",
         ),
         (["demo", "--label-delay", "5"], "--label-delay applies to --scenario concept only"),
     ],

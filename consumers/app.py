@@ -17,10 +17,11 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumers.flush import FlushPolicy
-from consumers.processor import BatchObserver, KclRecordProcessor, ShardProcessor
+from consumers.processor import BatchObserver, KclRecordProcessor, LabelStage, ShardProcessor
 from consumers.warm import RELAY_ENV
 from etl.aws import AwsClients, error_code
 from etl.contract import Contract, contract_for_settings
+from etl.exceptions import ConfigError
 from etl.lake import GlueCatalog, LakeLayout, LakeWriter, WriterOptions, stream_tag
 from etl.logs import configure_json_logging
 from etl.records import RecordDecoder
@@ -66,7 +67,27 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         writer,
         policy,
         observer=build_observer(settings, contract, clients),
+        labels=build_label_stage(settings, contract, clients),
     )
+
+
+def model_pointer(settings: Settings, contract: Contract) -> Path:
+    """The local serving backend's pointer (``retrain.wiring.pointer_path``)."""
+    model = settings.model_name or contract.name.replace("_", "-")
+    return Path(settings.model_cache_dir).resolve() / model / "CURRENT"
+
+
+def build_label_stage(
+    settings: Settings, contract: Contract, clients: AwsClients
+) -> LabelStage | None:
+    """Late labels on the same stream (``[labels] arrival = "late"``): label records routed
+    before validation, and joined with the scored records when ``quality_scoring`` is on
+    (docs/quality.md). Late labels on a second stream fail here, naming ``labels.stream``."""
+    if not contract.labels.late:
+        return None
+    from consumers.late_quality import make_label_stage
+
+    return make_label_stage(settings, contract, clients, model_pointer(settings, contract))
 
 
 def stream_incarnation(settings: Settings, clients: AwsClients) -> str:
@@ -126,10 +147,7 @@ def build_observer(
         return drift
     from consumers.quality_observer import Observers, make_quality_observer
 
-    # the local serving backend's pointer (retrain.wiring.pointer_path: cache / model / CURRENT)
-    model = settings.model_name or contract.name.replace("_", "-")
-    pointer = Path(settings.model_cache_dir).resolve() / model / "CURRENT"
-    quality = make_quality_observer(settings, contract, clients, pointer)
+    quality = make_quality_observer(settings, contract, clients, model_pointer(settings, contract))
     return Observers(drift, quality) if quality is not None else drift
 
 
@@ -159,6 +177,14 @@ def run() -> None:
     log.info("processor started", extra={"relay": int(relay)})
     clients = AwsClients.from_settings(settings)
     contract = contract_for_settings(settings, clients)
+    if contract.labels.late:
+        from consumers.late_quality import refuse_label_stream
+
+        try:
+            refuse_label_stream(contract)
+        except ConfigError as exc:
+            log.critical("%s", exc)
+            raise SystemExit(2) from None
     from amazon_kclpy import kcl
 
     processor = KclRecordProcessor(lambda: build_processor(settings, contract, clients))

@@ -48,6 +48,28 @@ class Checkpointer(Protocol):
     ) -> None: ...
 
 
+class LabelStage(Protocol):
+    """Late labels on the stream (``consumers.late_quality.LateLabelStage``): takes label records
+    out before validation, joins them with the scored data rows, and snapshots the join between
+    a durable flush and its checkpoint."""
+
+    def route(
+        self, records: Sequence[RawRecord], shard_id: str
+    ) -> tuple[list[RawRecord], Any, list[DeadLetter]]: ...
+
+    def observe(self, rows: pa.Table, labels: Any, now: float) -> None: ...
+
+    def restore(self, shard_id: str, checkpoint: str | None) -> None: ...
+
+    def before_checkpoint(
+        self, shard_id: str, last: str, now: float, *, force: bool = False
+    ) -> None: ...
+
+    def after_checkpoint(self, shard_id: str, last: str) -> None: ...
+
+    def due(self, now: float) -> bool: ...
+
+
 class BatchObserver(Protocol):
     """Sees every decoded batch (e.g. the drift window); must never fail the data path."""
 
@@ -155,6 +177,7 @@ def _to_raw_record(r: Any) -> RawRecord:
 
 _B64_STRICT = functools.partial(pybase64.b64decode, validate=True)
 _RAW_SEQ = operator.attrgetter("sequence_number")
+_RAW_DATA = operator.attrgetter("data")
 _RECORD_FIELDS = ("data", "sequence_number", "partition_key", "timestamp_millis")
 
 
@@ -211,8 +234,10 @@ class ShardProcessor:
         *,
         observer: BatchObserver | None = None,
         clocks: Clocks | None = None,
+        labels: LabelStage | None = None,
     ) -> None:
         self.decoder = decoder
+        self.labels = labels
         self.writer = writer
         self.policy = policy
         self.observer = observer
@@ -224,6 +249,7 @@ class ShardProcessor:
         self.shard_id = ""
         self._buffer = _Buffer()
         self._replay: deque[Manifest] = deque()
+        self._fed: str | None = None
         self.checkpointed: str | None = None
         self.skipped_replayed = 0
 
@@ -233,6 +259,9 @@ class ShardProcessor:
         self._buffer = _Buffer()
         self.checkpointed = checkpoint
         self._replay = deque(self.writer.uncheckpointed(shard_id, checkpoint))
+        self._fed = None  # the last record the label join saw
+        if self.labels is not None:
+            self.labels.restore(shard_id, checkpoint)
         log.info(
             "initialized",
             extra={"shard": shard_id, "checkpoint": checkpoint, "replay_ranges": len(self._replay)},
@@ -250,6 +279,8 @@ class ShardProcessor:
                 self._maybe_flush(checkpointer, now)
         if not records:
             self._maybe_flush(checkpointer, now)
+        if self.labels is not None and self.labels.due(now):
+            self._close_labels(now, force=False)
         if self.observer is not None:
             self.observer.flush(now)
 
@@ -263,13 +294,69 @@ class ShardProcessor:
 
     def shard_ended(self, checkpointer: Checkpointer) -> None:
         self._flush(checkpointer, FlushReason.SHARD_END)
+        self._close_labels(self._clock(), force=True)
         # The KCL requires a checkpoint at SHARD_END (no sequence number) before children start.
         self._checkpoint(checkpointer, None)
 
     def shutdown_requested(self, checkpointer: Checkpointer) -> None:
         self._flush(checkpointer, FlushReason.SHUTDOWN)
+        self._close_labels(self._clock(), force=True)
         if self.observer is not None:
             self.observer.flush(self._clock())
+
+    # -- late labels -------------------------------------------------------------------------
+    def _close_labels(self, now: float, *, force: bool) -> None:
+        """Close the label join's window at the checkpoint itself: only when nothing is buffered
+        or being replayed, so the join holds exactly the records up to the checkpoint."""
+        seq = self.checkpointed
+        if self.labels is None or self._buffer.records or self._replay:
+            return
+        if seq is None or not seq.isdigit():
+            return
+        if self._fed is not None and sequence_key(self._fed) > sequence_key(seq):
+            return  # the join saw records past the checkpoint (a refused checkpoint): not here
+        self._save_labels(seq, now, force=force)
+        self.labels.after_checkpoint(self.shard_id, seq)
+
+    def _save_labels(self, last: str, now: float, *, force: bool = False) -> None:
+        """The join's snapshot under ``last``, after the flush and before its checkpoint."""
+        if self.labels is None:
+            return
+        try:
+            self.labels.before_checkpoint(self.shard_id, last, now, force=force)
+        except LakeWriteError as exc:
+            log.critical(
+                "label-join snapshot not saved; exiting before the checkpoint so the KCL"
+                " replays from the last one",
+                extra={"shard": self.shard_id, "last": last, "error": str(exc)},
+            )
+            raise SystemExit(3) from None
+
+    def _checkpoint_labelled(self, checkpointer: Checkpointer, last: str, now: float) -> None:
+        """Snapshot, checkpoint, then publish what the checkpointed snapshot closed."""
+        self._save_labels(last, now)
+        self._checkpoint(checkpointer, last)
+        if self.labels is not None and self.checkpointed == last:
+            self.labels.after_checkpoint(self.shard_id, last)
+
+    def _route(
+        self, records: Sequence[RawRecord]
+    ) -> tuple[Sequence[RawRecord], Any, list[DeadLetter]]:
+        if self.labels is None:
+            return records, None, []
+        return self.labels.route(records, self.shard_id)
+
+    def _join_only(self, records: Sequence[RawRecord], now: float) -> None:
+        """A replayed range already committed to the lake: not rewritten, but the join (restored
+        at the checkpoint) must still see its predictions and labels."""
+        if self.labels is None or not records:
+            return
+        self._fed = records[-1].sequence_number
+        aggregated = _kpl_aggregated(records)  # dead letters in the lake: not joined either
+        rows = [r for i, r in enumerate(records) if i not in aggregated] if aggregated else records
+        data, labels, _ = self._route(rows)
+        batch = self.decoder.decode(data, shard_id=self.shard_id, ingest_time=self._wall())
+        self.labels.observe(batch.table, labels, now)
 
     # -- buffering ---------------------------------------------------------------------------
     def _add(self, records: Sequence[RawRecord], now: float) -> None:
@@ -277,11 +364,17 @@ class ShardProcessor:
             return
         aggregated = _kpl_aggregated(records)
         rows = [r for i, r in enumerate(records) if i not in aggregated] if aggregated else records
-        batch = self.decoder.decode(rows, shard_id=self.shard_id, ingest_time=self._wall())
-        dead, nbytes = batch.dead_letters, batch.input_bytes
+        data, labels, label_dead = self._route(rows)
+        batch = self.decoder.decode(data, shard_id=self.shard_id, ingest_time=self._wall())
+        dead, nbytes = batch.dead_letters + label_dead, batch.input_bytes
+        if data is not rows:  # label records count toward the buffer's bytes like any record
+            nbytes += sum(map(len, map(_RAW_DATA, rows))) - sum(map(len, map(_RAW_DATA, data)))
         if aggregated:
             dead = dead + [self._aggregated_letter(records[i]) for i in sorted(aggregated)]
             nbytes += sum(len(records[i].data) for i in aggregated)
+        if self.labels is not None:
+            self.labels.observe(batch.table, labels, now)
+            self._fed = records[-1].sequence_number
         self._buffer.add(
             batch.table,
             dead,
@@ -329,13 +422,14 @@ class ShardProcessor:
         chunk, rest = records[:inside], records[inside:]
         if m.state == "committed":
             self.skipped_replayed += len(chunk)
+            self._join_only(chunk, now)
         else:
             self._add(chunk, now)
         reached = bool(chunk) and sequence_key(chunk[-1].sequence_number) >= last
         if reached or (rest and sequence_key(rest[0].sequence_number) > last):
             self._replay.popleft()
             if m.state == "committed":
-                self._checkpoint(checkpointer, m.last_sequence)
+                self._checkpoint_labelled(checkpointer, m.last_sequence, now)
             else:
                 self._flush(
                     checkpointer,
@@ -392,7 +486,7 @@ class ShardProcessor:
         self._buffer = _Buffer()
         # Give the flushed buffer's Arrow memory back to the OS (RSS stays near the buffer limit).
         pa.default_memory_pool().release_unused()
-        self._checkpoint(checkpointer, last)
+        self._checkpoint_labelled(checkpointer, last, self._clock())
 
     def _checkpoint(self, checkpointer: Checkpointer, seq: str | None) -> None:
         from amazon_kclpy.checkpoint_error import CheckpointError

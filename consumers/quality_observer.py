@@ -8,8 +8,8 @@ window). A window closes like a drift window (``drift_window_s`` of processing t
 (``consumers/quality_metrics.py``), where the quality alarm watches ``QualityAUC``.
 
 Rows with a null label are not labelled predictions: they count as predictions only (coverage).
-Late labels (``[labels] arrival = "late"``) need the join (``etl/quality_join.py``), which this
-observer does not run yet (docs/quality.md). Nothing here may fail the data path.
+Late labels (``[labels] arrival = "late"``) are joined by the processor's label stage instead
+(``consumers/late_quality.py``, docs/quality.md). Nothing here may fail the data path.
 """
 
 from __future__ import annotations
@@ -120,7 +120,9 @@ def make_quality_observer(
     """The quality observer from the process settings (None when off or not applicable)."""
     if not settings.quality_scoring or settings.stream_name is None:
         return None
-    if contract.label is None or contract.labels.late:
+    if contract.labels.late:
+        return None  # the processor's label stage joins late labels (consumers/late_quality.py)
+    if contract.label is None:
         log.warning("quality scoring off: contract %s has no inline label", contract.name)
         return None
     publisher = MetricsPublisher(

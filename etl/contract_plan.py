@@ -75,6 +75,12 @@ def warnings(contract: Contract) -> list[str]:
             f"partition_key {pk.name!r} has only {len(pk.allowed)} allowed values: at most that"
             " many shards ever receive records"
         )
+    if contract.labels.late and contract.labels.stream is not None:
+        out.append(
+            f"labels.stream = {contract.labels.stream!r}: late labels on a second stream are not"
+            " consumed yet; `driftline consume` refuses this contract. Put label records on the"
+            " records' stream and set [labels] kind_field instead"
+        )
     for f in contract.features:
         if f.type is FieldType.STRING and f.allowed is None:
             out.append(

@@ -12,7 +12,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from consumers.fleet import ConsumerFleet
+from consumers.late_quality import refuse_label_stream
 from etl.aws import error_code
+from etl.contract import contract_for_settings
 from etl.exceptions import ConfigError
 from etl.settings import Settings
 from infra.argtypes import at_least
@@ -60,6 +62,8 @@ def _consume(args: argparse.Namespace) -> int:
     settings, _ = resolve_settings(args=args)
     for key in ("stream_name", "lake_bucket", "glue_database", "application_name"):
         settings.require(key)
+    # late labels on a second stream are refused here, naming labels.stream, not in a child
+    refuse_label_stream(contract_for_settings(settings, clients_for(settings)))
     fleet = ConsumerFleet(
         settings,
         args.workers,

@@ -41,7 +41,8 @@ def register(sub: Any) -> None:
         type=non_negative,
         default=0.0,
         metavar="S",
-        help="concept: seconds between a record and its label (default 0: labels inline)",
+        help="concept: seconds between a record and its label (0, labels inline, is the only"
+        " one supported yet: docs/quality.md L5)",
     )
     p.add_argument("--poison-rate", type=fraction_below_one, default=0.01)
     p.add_argument("--rate", type=positive, default=500.0, help="records/s produced (default 500)")

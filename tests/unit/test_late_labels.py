@@ -352,3 +352,17 @@ def test_after_a_refused_checkpoint_the_window_is_not_closed_at_the_old_one() ->
     # restores the checkpoint's snapshot and replays them (no window counted twice)
     assert cp.calls == ["75"] and pub.windows == []
     assert json.loads(store.docs[("shardId-0", "75")])["to_publish"] == []
+
+
+def test_one_search_over_the_batch_finds_exactly_the_label_records() -> None:
+    # GIVEN a batch of 600 records, label records scattered among the data records
+    raws, final = stream(400, seed=11, change_rate=0.2)
+    # WHEN split in one call
+    out = LabelRouter(LATE).split(raws, "s")
+    # THEN the data records are exactly those without a kind, in order, and every label is a row
+    kinds = [json.loads(r.data).get("record_kind") for r in raws]
+    assert [r.sequence_number for r in out.data] == [
+        r.sequence_number for r, k in zip(raws, kinds, strict=True) if k is None
+    ]
+    assert len(out.labels) == kinds.count("label") and set(out.labels.ids) == set(final)
+    assert out.dead_letters == []

@@ -41,6 +41,15 @@ from typing import Any
 #: SageMaker's data-capture event version.
 EVENT_VERSION = "0"
 DEFAULT_VARIANT = "AllTraffic"
+#: Where captured predictions go in the lake bucket: the SageMaker endpoint's DataCaptureConfig
+#: (retrain/wiring.py), the local model server (infra/model_server_proc.py) and the ingester
+#: (etl/capture_lake.py; the template's CaptureIngestFunction reads it).
+CAPTURE_PREFIX = "capture"
+
+
+def capture_uri(bucket: str) -> str:
+    """``s3://<lake bucket>/capture``: the one capture destination of a stack."""
+    return f"s3://{bucket}/{CAPTURE_PREFIX}"
 
 
 class Encoding(StrEnum):
@@ -150,18 +159,63 @@ def _scores(text: str, content_type: str) -> list[float]:
     return [float(p["score"]) for p in doc.get("predictions", [])]
 
 
-def predictions_of(line: str) -> list[CapturedPrediction]:
+class LineProblem(StrEnum):
+    """Why a capture line could not be read (the ingester's dead letters carry it)."""
+
+    NOT_JSON = "capture_not_json"
+    NOT_CAPTURE = "capture_shape"
+    BAD_BODY = "capture_body"
+    COUNT_MISMATCH = "capture_count_mismatch"
+
+
+class MalformedLineError(ValueError):
+    """A capture line that is not SageMaker's data-capture format (or disagrees with itself)."""
+
+    def __init__(self, problem: LineProblem, detail: str) -> None:
+        super().__init__(f"{problem}: {detail}")
+        self.problem, self.detail = problem, detail
+
+
+def _parsed(line: str) -> tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]:
+    """(endpointInput, endpointOutput, eventMetadata) of a line, or :class:`MalformedLineError`."""
+    try:
+        doc = json.loads(line)
+    except ValueError as exc:
+        raise MalformedLineError(LineProblem.NOT_JSON, str(exc)) from None
+    try:
+        data, meta = doc["captureData"], doc.get("eventMetadata", {})
+        inp, out = data["endpointInput"], data["endpointOutput"]
+        if not all(isinstance(x, Mapping) for x in (inp, out, meta)):
+            raise TypeError("endpointInput, endpointOutput and eventMetadata must be objects")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise MalformedLineError(
+            LineProblem.NOT_CAPTURE, f"not a data-capture line ({type(exc).__name__}: {exc})"
+        ) from None
+    return inp, out, meta
+
+
+def predictions_of(line: str, *, strict: bool = False) -> list[CapturedPrediction]:
     """The scored records of one capture line (empty if the input was not JSON records, or the
-    counts of inputs and outputs differ: such a line cannot be joined by id)."""
-    doc = json.loads(line)
-    data, meta = doc["captureData"], doc.get("eventMetadata", {})
-    inp, out = data["endpointInput"], data["endpointOutput"]
+    counts of inputs and outputs differ: such a line cannot be joined by id).
+
+    ``strict``: a line that is not the format, whose bodies do not parse, or whose inputs and
+    outputs differ in number raises :class:`MalformedLineError` (the ingester's dead letters)."""
+    inp, out, meta = _parsed(line)
     in_type = str(inp.get("observedContentType", ""))
     if in_type.split(";", 1)[0].strip().lower() != "application/json":
         return []  # CSV rows or binary bodies carry no id to join by
-    records = _input_records(_decode(inp))
-    scores = _scores(_decode(out), str(out.get("observedContentType", "")))
+    try:
+        records = _input_records(_decode(inp))
+        scores = _scores(_decode(out), str(out.get("observedContentType", "")))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise MalformedLineError(
+            LineProblem.BAD_BODY, f"input or output body unreadable ({type(exc).__name__}: {exc})"
+        ) from None
     if len(records) != len(scores):
+        if strict:
+            raise MalformedLineError(
+                LineProblem.COUNT_MISMATCH, f"{len(records)} input records, {len(scores)} scores"
+            )
         return []
     return [
         CapturedPrediction(

@@ -19,10 +19,12 @@ rewrites the same Parquet objects, and an object whose manifest is committed is 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +33,7 @@ from botocore.exceptions import ClientError
 
 from etl import keys
 from etl.aws import error_code
-from etl.capture import CapturedPrediction, iter_lines, predictions_of
+from etl.capture import CAPTURE_PREFIX, CapturedPrediction, MalformedLineError, predictions_of
 from etl.contract import (
     ARRIVAL_TIME,
     INGEST_TIME,
@@ -42,7 +44,7 @@ from etl.contract import (
     FieldType,
     Role,
 )
-from etl.lake import LakeWriter
+from etl.lake import GlueCatalog, LakeLayout, LakeWriter, WriterOptions
 
 CAPTURE_SHARD = "capture"
 PREDICTION_TIME = "prediction_time"
@@ -51,6 +53,8 @@ MODEL_VERSION = "model_version"
 CAPTURE_EVENT_ID = "capture_event_id"
 #: Lines of one capture object get sequence numbers object_digest * LINE_SPAN + line.
 LINE_SPAN = 10_000_000
+
+log = logging.getLogger(__name__)
 
 
 def predictions_contract(contract: Contract) -> Contract:
@@ -154,16 +158,75 @@ def _feature(f: Field, value: Any) -> Any:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class CaptureDeadLetter:
+    """A capture line that could not be read, with where it came from (the lake writer puts it
+    under the dead-letter prefix of the predictions table, with the object's flush)."""
+
+    reason: str
+    detail: str
+    data: bytes
+    capture_object: str
+    line: int
+
+    def to_json(self, dead_at: datetime) -> str:
+        doc: dict[str, Any] = {"reason": self.reason, "detail": self.detail}
+        try:
+            doc["payload"] = self.data.decode("utf-8")
+        except UnicodeDecodeError:
+            doc["payload_base64"] = base64.b64encode(self.data).decode("ascii")
+        doc.update(
+            capture_object=self.capture_object,
+            line=self.line,
+            dead_at=dead_at.astimezone(UTC).isoformat(),
+        )
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+def read_capture(
+    body: bytes, where: str
+) -> tuple[list[CapturedPrediction], list[CaptureDeadLetter]]:
+    """The predictions of a capture object's lines, and a dead letter per line that is not the
+    format (``where``: the object's ``s3://`` URI, kept with each dead letter)."""
+    found: list[CapturedPrediction] = []
+    dead: list[CaptureDeadLetter] = []
+    for n, raw in enumerate(body.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            found += predictions_of(raw.decode("utf-8"), strict=True)
+        except UnicodeDecodeError as exc:
+            dead.append(CaptureDeadLetter(NOT_UTF8, str(exc), raw, where, n))
+        except MalformedLineError as exc:
+            dead.append(CaptureDeadLetter(exc.problem.value, exc.detail, raw, where, n))
+    return found, dead
+
+
+#: The dead-letter reason of a capture line that is not UTF-8.
+NOT_UTF8 = "capture_not_utf8"
+
+
 @dataclass(slots=True)
 class IngestReport:
     objects: int = 0
     skipped: int = 0
     rows: int = 0
     without_id: int = 0
+    dead_letters: int = 0
+    #: Objects listed but older than ``since`` (not looked at).
+    older: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
 
 
 class CaptureIngester:
-    """Moves capture objects under ``s3://bucket/prefix/`` into the predictions table."""
+    """Moves capture objects under ``s3://bucket/prefix/`` into the predictions table.
+
+    Safe to run again and side by side: an object's rows, dead letters and manifest have keys
+    derived from the object's key, so a second run (or a concurrent one) writes the same objects,
+    and an object whose manifest is committed is skipped without being read.
+    """
 
     def __init__(
         self,
@@ -175,15 +238,21 @@ class CaptureIngester:
         self.s3, self.writer, self._clock = s3, writer, clock
         self.pcontract = writer.contract
 
-    def ingest(self, bucket: str, prefix: str) -> IngestReport:
+    def ingest(self, bucket: str, prefix: str, *, since: datetime | None = None) -> IngestReport:
+        """Every ``.jsonl`` capture object under the prefix (``since``: only those written since
+        then, by their LastModified: a schedule looks back a few of its periods, not at all)."""
         report = IngestReport()
         pages = self.s3.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix.strip("/") + "/"
         )
         for page in pages:
             for obj in page.get("Contents", []):
-                if obj["Key"].endswith(".jsonl"):
-                    self._one(bucket, obj["Key"], report)
+                if not obj["Key"].endswith(".jsonl"):
+                    continue
+                if since is not None and obj["LastModified"] < since:
+                    report.older += 1
+                    continue
+                self._one(bucket, obj["Key"], report)
         return report
 
     def _one(self, bucket: str, key: str, report: IngestReport) -> None:
@@ -196,13 +265,14 @@ class CaptureIngester:
             report.skipped += 1
             return
         body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        found = [p for line in iter_lines(body) for p in predictions_of(line)]
+        found, dead = read_capture(body, f"s3://{bucket}/{key}")
         preds = list(enumerate(found))  # numbered in order: a line may hold several records
         got = capture_rows(preds, self.pcontract, key, self._clock())
-        self.writer.write(CAPTURE_SHARD, got.first_sequence, got.last_sequence, got.rows)
+        self.writer.write(CAPTURE_SHARD, got.first_sequence, got.last_sequence, got.rows, dead)
         report.objects += 1
         report.rows += got.rows.num_rows
         report.without_id += got.without_id
+        report.dead_letters += len(dead)
 
     def _committed(self, bucket: str, m_key: str) -> bool:
         try:
@@ -212,3 +282,56 @@ class CaptureIngester:
                 return False
             raise
         return bool(doc.get("state") == "committed")
+
+
+def ingester_for(settings: Any, clients: Any, contract: Contract) -> CaptureIngester:
+    """The stack's ingester (``settings``: an :class:`etl.settings.Settings`, ``clients`` its
+    :class:`etl.aws.AwsClients`): the predictions table next to the contract's, its Glue table
+    created or updated first."""
+    pcontract = predictions_contract(contract)
+    layout = LakeLayout(
+        bucket=settings.require("lake_bucket"),
+        table=pcontract.name,
+        lake_prefix=settings.lake_prefix,
+        dead_letter_prefix=settings.dead_letter_prefix,
+        manifest_prefix=settings.manifest_prefix,
+    )
+    catalog = GlueCatalog(
+        pcontract,
+        layout,
+        settings.require("glue_database"),
+        clients.session,
+        compression=settings.parquet_compression,
+        endpoint_url=settings.endpoint_url,
+    )
+    catalog.ensure_table()
+    options = WriterOptions(
+        compression=settings.parquet_compression,
+        max_attempts=settings.s3_max_attempts,
+        backoff_base_s=settings.s3_backoff_base_s,
+    )
+    s3 = clients.client("s3")
+    return CaptureIngester(s3, LakeWriter(pcontract, layout, s3, catalog=catalog, options=options))
+
+
+#: How far back the scheduled run looks (LastModified) unless its event says ``since_s``.
+DEFAULT_LOOKBACK_S = 3 * 3600.0
+
+
+def handler(event: Any, context: Any = None) -> dict[str, int]:
+    """Lambda entry point of the scheduled ingest (template: CaptureIngestFunction); the event
+    may give ``{"since_s": 10800}`` (objects written in the last 3 hours, the default)."""
+    from datetime import timedelta
+
+    from etl.aws import AwsClients
+    from etl.contract import contract_for_settings
+    from etl.settings import load_settings
+
+    since_s = float((event or {}).get("since_s", DEFAULT_LOOKBACK_S))
+    settings = load_settings()
+    clients = AwsClients.from_settings(settings)
+    ingester = ingester_for(settings, clients, contract_for_settings(settings, clients))
+    since = datetime.now(UTC) - timedelta(seconds=since_s)
+    report = ingester.ingest(settings.require("lake_bucket"), CAPTURE_PREFIX, since=since)
+    log.info("capture ingest report %s", json.dumps(report.to_dict()))
+    return report.to_dict()

@@ -13,7 +13,9 @@ label. Per field (``[generator.fields.NAME]``):
 * any field: ``null_rate`` (only where the contract lets the field be null or absent);
 * ``drift``: the same keys again for the drifted world (e.g. ``drift = { mu = 4.1 }``).
 
-The label (``[generator.label]``, and ``[generator.label.drift]`` for the drifted world) is
+The label (``[generator.label]``, ``[generator.label.drift]`` for the drifted world, and
+``[generator.label.concept]`` for the concept scenario, where only the relation changes: the
+features keep their stationary distribution; it defaults to the drift relation) is
 ``intercept + sum(terms)``: a binary label is drawn with probability ``sigmoid`` of it, a
 regression label is it plus ``noise`` (normal sd). A term is ``weight`` times ``(x - center) /
 scale`` of a ``feature`` (``log = true`` takes its log first) and/or the indicator that every
@@ -116,6 +118,17 @@ class LabelPlan:
     drift_intercept: float
     drift_terms: tuple[Term, ...]
     noise: float = 0.5
+    #: The concept scenario's relation (over the stationary features); the drift one by default.
+    concept_intercept: float | None = None
+    concept_terms: tuple[Term, ...] | None = None
+
+    def relation(self, *, drifted: bool, concept: bool) -> tuple[float, tuple[Term, ...]]:
+        """(intercept, terms) of the stationary, drifted or concept world's label."""
+        if concept and self.concept_terms is not None and self.concept_intercept is not None:
+            return self.concept_intercept, self.concept_terms
+        if drifted or concept:
+            return self.drift_intercept, self.drift_terms
+        return self.intercept, self.terms
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,12 +358,25 @@ def _label_plan(contract: Contract, plans: Mapping[str, FieldPlan]) -> LabelPlan
         if "terms" in drift or "terms" not in raw
         else before
     )
+    drift_intercept = _num(where, "drift.intercept", drift.get("intercept", intercept))
+    concept = _table(f"{where}.concept", raw.get("concept", {}))
+    unknown = sorted(set(concept) - {"intercept", "terms"})
+    if unknown:
+        raise ContractError(
+            f"{where}.concept: unknown keys {unknown}; allowed are ['intercept', 'terms']"
+        )
     return LabelPlan(
         intercept=intercept,
         terms=before,
-        drift_intercept=_num(where, "drift.intercept", drift.get("intercept", intercept)),
+        drift_intercept=drift_intercept,
         drift_terms=after,
         noise=_num(where, "noise", raw.get("noise", 0.5)),
+        concept_intercept=_num(
+            where, "concept.intercept", concept.get("intercept", drift_intercept)
+        ),
+        concept_terms=terms(concept, f"{where}.concept", drifted=True)
+        if "terms" in concept
+        else after,
     )
 
 

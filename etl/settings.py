@@ -81,6 +81,12 @@ class Settings:
     quality_scoring: bool = False
     #: A quality window closes after ``drift_window_s`` and at least this many labels.
     quality_min_labels: int = 200
+    #: The quality alarm's line, set at every promotion (docs/quality.md): a binary model's
+    #: champion holdout ROC AUC minus this (absolute) ...
+    quality_auc_margin: float = 0.05
+    #: ... a regression model's champion holdout RMSE times (1 + this): RMSE has the label's unit,
+    #: so its margin is relative.
+    quality_rmse_margin: float = 0.25
 
     # -- producer --------------------------------------------------------------------------
     producer_max_attempts: int = 8
@@ -327,10 +333,10 @@ def _check_retrain(s: Settings) -> None:
     for key in ("retrain_min_rows", "model_max_request_bytes"):
         if getattr(s, key) <= 0:
             raise ConfigError(key, f"must be > 0, got {getattr(s, key)}")
-    if s.promotion_margin < 0:
-        raise ConfigError("promotion_margin", f"must be >= 0, got {s.promotion_margin}")
-    if s.retrain_cooldown_s < 0:
-        raise ConfigError("retrain_cooldown_s", f"must be >= 0 seconds, got {s.retrain_cooldown_s}")
+    keys = ("promotion_margin", "quality_auc_margin", "quality_rmse_margin", "retrain_cooldown_s")
+    for key in keys:
+        if getattr(s, key) < 0:
+            raise ConfigError(key, f"must be >= 0, got {getattr(s, key)}")
     if s.promotion_metric is not None and s.promotion_metric not in _PROMOTION_METRICS:
         raise ConfigError(
             "promotion_metric", f"got {s.promotion_metric!r}, expected one of {_PROMOTION_METRICS}"

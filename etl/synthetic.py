@@ -1,13 +1,17 @@
 """Seeded synthetic records for any data contract, with a drift scenario and poison.
 
 What each field looks like comes from the contract's ``[generator]`` table, or from defaults
-derived from its types, bounds and allowed values (see :mod:`etl.generator`). Two scenarios:
+derived from its types, bounds and allowed values (see :mod:`etl.generator`). Three scenarios:
 
 * ``stationary``: one fixed world;
 * ``drift``: records before ``drift_at`` (a fraction of ``n``) come from the stationary world; the
   rest from a shifted one: numeric features move, categorical mixes change, and the label follows
   a *different relation* to the features, so a model trained before the drift ranks the drifted
-  records badly and one retrained on them recovers.
+  records badly and one retrained on them recovers;
+* ``concept``: a concept drift. Every feature keeps its stationary distribution throughout (input
+  drift detection has nothing to see); after ``drift_at`` only the label's relation to the
+  features changes (``[generator.label.concept]``, else the drift relation), so a model trained
+  before ranks the later records badly, and only its quality on the labels shows it.
 
 The same ``(n, seed, scenario, drift_at, start, events_per_second, contract)`` always gives the
 same rows. The event-time field advances by ``1 / events_per_second``; ids are unique across seeds.
@@ -41,6 +45,7 @@ from etl.generator import FieldPlan, Plan, Term, plan_for
 class Scenario(StrEnum):
     STATIONARY = "stationary"
     DRIFT = "drift"
+    CONCEPT = "concept"
 
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -168,15 +173,21 @@ def _linear(
 
 
 def _label(
-    rng: np.random.Generator, plan: Plan, cols: Mapping[str, Column], drifted: np.ndarray
+    rng: np.random.Generator,
+    plan: Plan,
+    cols: Mapping[str, Column],
+    changed: np.ndarray,
+    scenario: Scenario,
 ) -> Column:
+    """The label: the stationary relation before the change, the drift or concept one after."""
     label = plan.contract.label
     lp = plan.label
     assert label is not None and lp is not None
-    n = len(drifted)
+    n = len(changed)
+    after = lp.relation(drifted=True, concept=scenario is Scenario.CONCEPT)
     z = np.where(
-        drifted,
-        _linear(lp.drift_terms, lp.drift_intercept, cols, n),
+        changed,
+        _linear(after[1], after[0], cols, n),
         _linear(lp.terms, lp.intercept, cols, n),
     )
     draw = rng.random(n)
@@ -215,7 +226,11 @@ def generate_columns(
         start = start.replace(tzinfo=UTC)
     rng = np.random.default_rng(seed)
     idx = np.arange(n)
-    drifted = idx >= round(drift_at * n) if scenario is Scenario.DRIFT else np.zeros(n, dtype=bool)
+    changed = idx >= round(drift_at * n)
+    if scenario is Scenario.STATIONARY:
+        changed = np.zeros(n, dtype=bool)
+    # the features' world: drifted only in the drift scenario (a concept drift keeps them)
+    drifted = changed if scenario is Scenario.DRIFT else np.zeros(n, dtype=bool)
     start_us = int(start.timestamp() * 1_000_000)
     event_us = start_us + np.floor(idx * (1_000_000 / events_per_second)).astype(np.int64)
     ctx = _Ctx(seed, event_us)
@@ -226,7 +241,7 @@ def generate_columns(
         if label is None or f.name != label.name
     }
     if label is not None:
-        cols[label.name] = _label(rng, plan, cols, drifted)
+        cols[label.name] = _label(rng, plan, cols, changed, scenario)
     return {f.name: cols[f.name] for f in contract.fields}
 
 

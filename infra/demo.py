@@ -58,6 +58,10 @@ class LakeWatcher:
     partitions: set[str] = field(default_factory=set)
     dead_seen: set[str] = field(default_factory=set)
     dead_reasons: Counter[str] = field(default_factory=Counter)
+    #: When set (epoch seconds): ``first_arrival`` is the earliest Kinesis arrival at or after it
+    #: (the concept demo: when the first changed label reached the stream).
+    since: float | None = None
+    first_arrival: float | None = None
 
     def __post_init__(self) -> None:
         self.fs = pafs.S3FileSystem(**self.clients.s3_filesystem_kwargs())
@@ -86,12 +90,21 @@ class LakeWatcher:
             arrivals = table.column("approximate_arrival_time").to_numpy(zero_copy_only=False)
             secs = arrivals.astype("datetime64[ms]").astype(np.int64) / 1000.0
             self.latencies.extend((now - secs).tolist())
+            self._note_arrivals(secs)
             self.partitions.add(key.rsplit("/", 1)[0])
         for key in self._new_keys(self.dead_letter_prefix, self.dead_seen):
             body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
             for line in body.splitlines():
                 if line.strip():
                     self.dead_reasons[json.loads(line)["reason"]] += 1
+
+    def _note_arrivals(self, secs: np.ndarray) -> None:
+        if self.since is None:
+            return
+        later = secs[secs >= self.since]
+        if later.size:
+            first = float(later.min())
+            self.first_arrival = min(first, self.first_arrival or first)
 
     @property
     def rows(self) -> int:
@@ -147,6 +160,8 @@ class DemoOptions:
     timeout: float = 240.0
     keep_up: bool = False
     contract_path: str | None = None
+    #: ``scenario="concept"``: seconds between a record and its label (0: inline labels).
+    label_delay: float = 0.0
 
 
 @dataclass
@@ -171,6 +186,10 @@ def run_demo(
     d = state_dir()
     overrides, params = _demo_settings(opts)
     contract = load_contract(overrides.get("contract_path"))
+    if opts.scenario == "concept":  # before anything starts
+        from infra.demo_concept import check_contract
+
+        check_contract(contract)
     up = local.up(
         contract_path=overrides.get("contract_path"), progress=progress, parameters=params
     )
@@ -195,6 +214,8 @@ def run_demo(
         follower = WarehouseFollower(settings, clients, str(dsn)).start() if dsn else None
         if opts.scenario == "drift":
             run = _drift_loop(rig, up.state.outputs, d, opts, progress)
+        elif opts.scenario == "concept":
+            run = _concept_loop(rig, up.state.outputs, d, opts, progress)
         else:
             run = _stationary(rig, opts, progress)
         result = {
@@ -225,8 +246,11 @@ def run_demo(
 
 def _demo_settings(opts: DemoOptions) -> tuple[dict[str, Any], dict[str, str]]:
     """(settings overrides, stack parameters) for the run."""
-    drift = opts.scenario == "drift"
+    drift = opts.scenario in ("drift", "concept")
     overrides = _demo_overrides(drift)
+    if opts.scenario == "concept":
+        # the consumers score every batch with the model the loop serves (its cache's CURRENT)
+        overrides.update(quality_scoring=True, model_cache_dir=str(state_dir() / "models"))
     path = opts.contract_path or load_settings().contract_path
     if path:  # absolute: the consumers and services run in other working directories
         overrides["contract_path"] = normalize_contract_path(path, "--contract")
@@ -274,6 +298,36 @@ def _drift_loop(
         ),
         progress,
     )
+    return _loop_produced(loop, d, opts)
+
+
+def _concept_loop(
+    rig: Rig, outputs: dict[str, str], d: Path, opts: DemoOptions, progress: Callable[[str], None]
+) -> _Produced:
+    """The concept-drift loop (infra.demo_concept); its model server stopped or kept."""
+    from infra.demo_concept import ConceptOptions, run_concept_loop
+
+    loop = run_concept_loop(
+        rig,
+        outputs,
+        d,
+        (
+            LoopOptions(
+                history=opts.records,
+                rate=opts.rate or 500.0,
+                seed=opts.seed,
+                poison_rate=opts.poison_rate,
+                timeout=max(opts.timeout, 420.0),
+            ),
+            ConceptOptions(label_delay_s=opts.label_delay, window_s=float(DRIFT_WINDOW_S)),
+        ),
+        progress,
+    )
+    return _loop_produced(loop, d, opts)
+
+
+def _loop_produced(loop: dict[str, Any], d: Path, opts: DemoOptions) -> _Produced:
+    """A loop's figures as the demo's ``_Produced``; its model server stopped (kept: --keep)."""
     server = loop.pop("model_server")
     if opts.keep_up:
         keep_model_server(server, d)

@@ -75,9 +75,10 @@ def score_endpoint(
 
 
 def drifted_sample(
-    seed: int, contract: Contract, n: int = 3_000
+    seed: int, contract: Contract, n: int = 3_000, scenario: str = "drift"
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Post-drift records (features only) and their labels, to score the served model on."""
+    """Records after the change of ``scenario`` (features only; ``stationary``: no change) and
+    their labels, to score the served model on."""
     from etl.synthetic import Scenario, generate_records
 
     label = contract.label
@@ -87,7 +88,7 @@ def drifted_sample(
             ' no label; run the stationary demo, or give a field role = "label"'
         )
     records = generate_records(
-        n, seed=seed, scenario=Scenario.DRIFT, drift_at=0.0, contract=contract
+        n, seed=seed, scenario=Scenario(scenario), drift_at=0.0, contract=contract
     )
     labels = np.asarray([r[label.name] for r in records])
     if contract.task is Task.BINARY_CLASSIFICATION:
@@ -98,13 +99,14 @@ def drifted_sample(
 
 @dataclass
 class StreamProducer:
-    """Produces drifted records in chunks, in real time, until stopped."""
+    """Produces drifted (or ``scenario``) records in chunks, in real time, until stopped."""
 
     settings: Settings
     clients: AwsClients
     rate: float
     seed: int
     poison_rate: float
+    scenario: str = "drift"
     summaries: list[ProduceSummary] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     started_at: float = 0.0
@@ -121,7 +123,7 @@ class StreamProducer:
                         records=CHUNK,
                         rate=self.rate,
                         seed=self.seed + 100 + i,
-                        scenario="drift",
+                        scenario=self.scenario,
                         drift_at=0.0,
                         poison_rate=self.poison_rate,
                         start=datetime.now(UTC),
@@ -366,14 +368,15 @@ class _ClosedLoop:
 
     def serve_champion(self, history_end: datetime) -> tuple[Any, Any]:
         """1. the first champion, trained on the history, served; its profile is the baseline."""
-        from infra.model_server import start_model_server
+        from infra.model_server import capture_options, start_model_server
         from retrain.wiring import pointer_path
 
         clients = self.rig.clients
         boot = bootstrap_champion(self.lsettings, clients, history_end, self.progress)
         server = start_model_server(
-            self.state, None, pointer=pointer_path(self.lsettings), s3_client=clients.client("s3")
-        )
+            self.state, None, pointer=pointer_path(self.lsettings), s3_client=clients.client("s3"),
+            capture=capture_options(self.lsettings),  # predictions to s3://<lake>/capture/
+        )  # fmt: skip
         self.lsettings = self.lsettings.replace(
             model_server_url=server.url, model_server_token_file=str(server.token_file)
         )

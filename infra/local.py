@@ -6,7 +6,9 @@
 * the CloudFormation template, deployed into it (what moto ignores is created by API);
 * the alarm evaluator (moto stores alarms but never evaluates them);
 * the embedded PostgreSQL standing in for Redshift;
-* the retrain dispatcher (polls the retrain rule's SQS target) and the local model server;
+* the retrain dispatcher (polls the retrain rule's SQS target);
+* the local model server (``Parts.model_server``, on for ``driftline local up``): it follows the
+  model cache's pointer and captures every prediction to ``s3://<lake>/capture/``;
 * the console (``driftline console``) on a free loopback port.
 
 ``down`` stops exactly those PIDs, and the consumer fleet a ``driftline consume`` or a demo runs
@@ -32,8 +34,14 @@ from consumers.fleet import stop_recorded_fleet
 from etl.aws import AwsClients, configure_awswrangler
 from etl.contract import Contract, load_contract
 from etl.exceptions import EmulatorError
-from etl.settings import load_settings
-from infra.context import STATE_CONTRACT, LocalState, normalize_contract_path, state_dir
+from etl.settings import Settings, load_settings
+from infra.context import (
+    STATE_CONTRACT,
+    LocalState,
+    normalize_contract_path,
+    settings_from_outputs,
+    state_dir,
+)
 from infra.emulator import start_emulator
 from infra.lake_table import ensure_lake_table
 from infra.procs import pid_alive, spawn_module, stop_pid
@@ -58,6 +66,10 @@ class Parts:
     warehouse: bool = True  # the embedded PostgreSQL (Redshift stand-in)
     services: bool = True  # alarm evaluator and event dispatcher
     console: bool = True
+    #: The local model server, following the model cache's pointer (it answers once a model is
+    #: promoted) and capturing every prediction to s3://<lake>/capture/ (docs/quality.md).
+    #: ``driftline local up`` starts it; the demos start their own after their first champion.
+    model_server: bool = False
 
 
 def up(
@@ -97,10 +109,10 @@ def up(
         state.extra[STATE_CONTRACT] = contract_path
     state.save(d)
     try:
-        from retrain.runs import model_name_for
+        from infra.stack import contract_parameters
 
         # the model is named after the contract unless the caller names it
-        parameters = {"ModelName": model_name_for(contract), **(parameters or {})}
+        parameters = {**contract_parameters(contract), **(parameters or {})}
         result = _deploy_stack(state, d, contract, parameters, progress)
         _start_parts(state, d, parts or Parts(), progress)
     except BaseException:
@@ -154,9 +166,38 @@ def _start_parts(state: LocalState, d: Path, parts: Parts, progress: Callable[[s
         state.save(d)
     if parts.services:
         _start_services(state, d, progress)
+    if parts.model_server:
+        _start_model_server(state, d, progress)
     if parts.console:
         _start_console(state, d, progress)
     state.save(d)
+
+
+def local_settings(state: LocalState) -> Settings:
+    """The settings of a command against this stack (its endpoint, outputs and contract)."""
+    fill = {
+        "endpoint_url": state.endpoint,
+        "region": state.region,
+        "stack_name": state.stack_name,
+        **settings_from_outputs(state.outputs),
+    }
+    if state.extra.get(STATE_CONTRACT):
+        fill["contract_path"] = str(state.extra[STATE_CONTRACT])
+    return load_settings(fill)
+
+
+def _start_model_server(state: LocalState, d: Path, progress: Callable[[str], None]) -> None:
+    from infra.model_server import capture_options, remember, start_model_server
+    from retrain.wiring import pointer_path
+
+    settings = local_settings(state)
+    capture = capture_options(settings)
+    server = start_model_server(d, None, pointer=pointer_path(settings), capture=capture)
+    state.pids["model_server"] = server.pid
+    remember(state, server)
+    state.save(d)
+    where = f"; captures to {capture.s3_uri}/" if capture else ""
+    progress(f"model server at {server.url} (serves the champion once one is promoted{where})")
 
 
 def _start_services(state: LocalState, d: Path, progress: Callable[[str], None]) -> None:

@@ -58,6 +58,7 @@ from infra.model_server_proc import (
     CaptureOptions,
     Limits,
     ServerProcess,
+    capture_options,
     remember,
     start_model_server,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "CaptureOptions",
     "Limits",
     "ServerProcess",
+    "capture_options",
     "remember",
     "start_model_server",
 ]

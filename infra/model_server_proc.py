@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from etl.capture import capture_uri
 from etl.exceptions import EmulatorError
+from etl.settings import Settings
 from infra.procs import free_port, read_ready_file, spawn, stop_child, wait_until
 from retrain.backends.reload_auth import TOKEN_FILE
 
@@ -76,6 +78,22 @@ class CaptureOptions:
         if self.endpoint_url:
             out += ["--capture-endpoint-url", self.endpoint_url]
         return out
+
+
+def capture_options(settings: Settings) -> CaptureOptions | None:
+    """Capture to the stack's lake bucket at the prefix the SageMaker endpoint uses
+    (``s3://<lake>/capture/<endpoint>/AllTraffic/...``): what ``driftline lake capture`` and the
+    template's CaptureIngestFunction read. None when the lake bucket is not known."""
+    if not settings.lake_bucket:
+        return None
+    from retrain.runs import model_name
+
+    endpoint = settings.endpoint_name or f"{settings.stack_name}-{model_name(settings)}"
+    return CaptureOptions(
+        s3_uri=capture_uri(settings.lake_bucket),
+        endpoint_name=endpoint,
+        endpoint_url=settings.endpoint_url,
+    )
 
 
 @dataclass

@@ -76,6 +76,20 @@ class StackResult:
 # -- template ----------------------------------------------------------------------------------
 
 
+def contract_parameters(contract: Any, model_name: str | None = None) -> dict[str, str]:
+    """The template parameters a contract decides, for every deploy (local or AWS): ``ModelName``
+    (the registry group, endpoint and training jobs; the settings' ``model_name`` or the
+    contract's name) and ``ContractTask`` (the quality alarm watches AUC for binary
+    classification and contracts without a label, RMSE for regression)."""
+    from retrain.runs import model_name_for
+
+    task = getattr(contract, "task", None)
+    return {
+        "ModelName": model_name or model_name_for(contract),
+        "ContractTask": "regression" if str(task) == "regression" else "binary_classification",
+    }
+
+
 def load_template(path: Path | None = None) -> dict[str, Any]:
     """The template as plain data, with YAML short forms (``!Ref``, ``!Sub`` ...) expanded."""
     import yaml  # type: ignore[import-untyped, unused-ignore]  # types-PyYAML is not locked

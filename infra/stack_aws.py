@@ -27,6 +27,7 @@ from infra.stack import (
     StackResult,
     apply_change_set,
     cfn_resources,
+    contract_parameters,
     delete_stack_and_wait,
     deployed_template,
     stack_outputs,
@@ -178,8 +179,10 @@ def deploy_aws(
 
     The contract (default: the shipped example) travels as the ``ContractKey`` parameter."""
     art = upload_artifacts(clients, stack_name, template_path=template_path, root=root)
-    contract_key = upload_contract(clients, art.bucket, stack_name, contract or load_contract())
+    contract = contract or load_contract()
+    contract_key = upload_contract(clients, art.bucket, stack_name, contract)
     params = {
+        **contract_parameters(contract),
         "LocalMode": "false",
         "ArtifactsBucket": art.bucket,
         "AppArtifactKey": art.app_key,

@@ -28,6 +28,7 @@ from retrain.evaluate import PromotionDecision, decide_promotion, score
 from retrain.fit import BASELINE_FILE, METRICS_FILE
 from retrain.inference import model_fn
 from retrain.promote import activate
+from retrain.quality_alarm import arm_at_promotion
 from retrain.results import OutcomeStatus, RetrainOutcome
 from retrain.runs import RunState, RunStatus, promotion_metric, run_prefix, save_state
 from retrain.train import labels, score_frame
@@ -51,6 +52,8 @@ class Promotion:
     status: OutcomeStatus
     endpoint: str | None = None
     baseline_uri: str | None = None
+    #: The quality alarm's new line (retrain/quality_alarm.py), None when not armed.
+    quality_alarm: dict[str, Any] | None = None
 
 
 def _read_parquet(s3: Any, uri: str) -> Any:
@@ -122,6 +125,7 @@ def lineage(
         "training_job": job.name,
         "champion_version": str(ev.champion.version if ev.champion else ""),
         "contract_hash": contract.hash,
+        "trigger": str(state.trigger) if state.trigger else "",
     }
 
 
@@ -168,6 +172,7 @@ def promote_or_reject(
     decision: PromotionDecision,
     serving: ServingBackend,
     state: RunState,
+    contract: Contract,
 ) -> Promotion:
     """Deploy, approve and publish the baseline of a winner; reject a loser (and a winner whose
     deployment failed, before raising)."""
@@ -191,8 +196,12 @@ def promote_or_reject(
         why = f"deployment failed: {exc}"
         registry.set_status(sm, version, registry.Approval.REJECTED, reason=why)
         raise
+    armed = arm_at_promotion(settings, clients, contract, activation.version)
     return Promotion(
-        OutcomeStatus.PROMOTED, activation.deployment.endpoint, activation.baseline_uri
+        OutcomeStatus.PROMOTED,
+        activation.deployment.endpoint,
+        activation.baseline_uri,
+        armed.to_dict() if armed else None,
     )
 
 
@@ -215,7 +224,7 @@ def _finish(
     version = register(settings, clients, state, job, ev, model_dir, contract)
     t3 = time.monotonic()
     serving = deps.serving_for(settings, clients)
-    done = promote_or_reject(settings, clients, version, ev.decision, serving, state)
+    done = promote_or_reject(settings, clients, version, ev.decision, serving, state, contract)
     if done.status is OutcomeStatus.PROMOTED:
         timings["deploy_s"] = time.monotonic() - t3
     timings.setdefault("total_s", time.time() - state.started_at)
@@ -239,6 +248,8 @@ def _finish(
         endpoint=done.endpoint,
         timings={k: round(v, 3) for k, v in timings.items()},
         unlabelled_rows=state.unlabelled_rows,
+        trigger=str(state.trigger) if state.trigger else None,
+        quality_alarm=done.quality_alarm,
     )
     log.info("retrain run %s: %s (%s)", state.run_id, done.status, ev.decision.reason)
     return outcome
@@ -303,6 +314,7 @@ def fail_run(
         "model_version": None,
         "window_start": state.window_start,
         "window_end": state.window_end,
+        "trigger": str(state.trigger) if state.trigger else None,
     }
     log.warning("retrain run %s failed: %s", state.run_id, reason)
     notify(settings, clients, doc)

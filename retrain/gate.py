@@ -121,13 +121,13 @@ def _alarm_decision(
     if isinstance(event, ScheduledEvent):
         # the safety net: no alarm to check; the lock's cool-down still applies
         return Decision(True, "scheduled safety-net retrain"), None
+    contract = deps.contract or settings_contract(settings)
     # unset, only this stack's drift alarms (the rule's own prefix) start a run; the quality
-    # alarm starts one like the drift alarm (docs/quality.md)
+    # alarm of the contract's task starts one like the drift alarm (docs/quality.md)
     names = (settings.drift_alarm_name,) if settings.drift_alarm_name else ()
     if names or event.alarm_name.startswith(quality_prefix(settings.stack_name)):
-        names = (*names, quality_alarm_name(settings.stack_name))
+        names = (*names, quality_alarm_name(settings.stack_name, contract.task))
     decision = should_retrain(event, alarm_names=names, alarm_prefix=drift_prefix(settings))
-    contract = deps.contract or settings_contract(settings)
     if decision.run and contract.label is None:
         decision = Decision(False, f"no retrain: contract {contract.name!r} declares no label")
     return decision, event
@@ -217,7 +217,9 @@ def _run_here(
         if gate.run is not None:
             outcome = gate.run(settings, clients, event=trigger, now=now)
         else:
-            outcome = run_retrain(settings, clients, event=trigger, now=now, deps=deps)
+            outcome = run_retrain(
+                settings, clients, event=trigger, now=now, deps=deps, trigger=claim.trigger
+            )
     except Exception as exc:
         failure = f"{type(exc).__name__}: {exc}"
         claim.store.finish_event(event_id, claim.holder, EventStatus.FAILED, failure)
@@ -247,7 +249,10 @@ def _start_here(
 ) -> HandlerResult:
     """Step 1 only; the lock stays held: step 2 (the job's state-change event) releases it."""
     try:
-        state = start_run(settings, clients, event=trigger, now=now, deps=deps, holder=claim.holder)
+        state = start_run(
+            settings, clients, event=trigger, now=now, deps=deps, holder=claim.holder,
+            trigger=claim.trigger,
+        )  # fmt: skip
     except Exception as exc:
         failure = f"{type(exc).__name__}: {exc}"
         claim.store.finish_event(event_id, claim.holder, EventStatus.FAILED, failure)
@@ -352,11 +357,12 @@ def _finish_here(
         claim.store.finish_event(event.event_id, claim.holder, EventStatus.FAILED, failure)
         _end_run(claim.store, settings, state, gate.clock, failure=failure)
         raise
+    # step 2's claim is the training job's event: the run's own record says what started it
     result = json.dumps(
         {
             "status": str(outcome.status),
             "version": outcome.model_version,
-            "trigger": str(claim.trigger),
+            "trigger": str(state.trigger) if state.trigger else None,
         }
     )
     claim.store.finish_event(event.event_id, claim.holder, EventStatus.COMPLETED, result)

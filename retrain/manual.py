@@ -21,6 +21,8 @@ from etl.exceptions import RetrainError
 from etl.settings import Settings
 from retrain import registry
 from retrain.promote import activate
+from retrain.quality_alarm import arm_at_promotion
+from retrain.runs import settings_contract
 from retrain.wiring import make_serving, model_group, work_dir
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ class Decision:
     serving: int | None
     endpoint: str | None = None
     baseline_uri: str | None = None
+    #: The quality alarm's new line after the new champion (None: not armed).
+    quality_alarm: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -52,6 +56,8 @@ class Decision:
             out["endpoint"] = self.endpoint
         if self.baseline_uri is not None:
             out["baseline_uri"] = self.baseline_uri
+        if self.quality_alarm is not None:
+            out["quality_alarm"] = self.quality_alarm
         return out
 
 
@@ -128,10 +134,12 @@ def decide(
         reason=why,
         staging_dir=work_dir(settings) / "manual",
     )
+    armed = arm_at_promotion(settings, clients, settings_contract(settings), done.version)
     return Decision(
         act,
         version,
         done.version.version,
         endpoint=done.deployment.endpoint,
         baseline_uri=done.baseline_uri,
+        quality_alarm=armed.to_dict() if armed else None,
     )

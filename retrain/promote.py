@@ -1,6 +1,7 @@
 """Make a registered version the one that serves: deploy, approve (``promoted_at``), publish its
 training data's profile as the current drift baseline. Used by a winning run and by the manual
-gate (``driftline models approve | rollback``)."""
+gate (``driftline models approve | rollback``); both then arm the quality alarm at the new
+champion's holdout figure (:func:`retrain.quality_alarm.arm_at_promotion`)."""
 
 from __future__ import annotations
 

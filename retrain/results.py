@@ -66,6 +66,10 @@ class RetrainOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     #: Late labels: records of the window left out for having no label yet (None: inline).
     unlabelled_rows: int | None = None
+    #: What started the run: drift, quality, schedule or manual (``retrain.triggers.Trigger``).
+    trigger: str | None = None
+    #: A promotion's quality alarm line (alarm, champion, holdout figure, margin, threshold).
+    quality_alarm: dict[str, Any] | None = None
 
     @property
     def promoted(self) -> bool:

@@ -21,6 +21,7 @@ from retrain.events import AlarmEvent
 from retrain.finish import fail_run, finish_run
 from retrain.results import RetrainOutcome
 from retrain.start import start_run
+from retrain.triggers import Trigger
 from retrain.wiring import RunDeps
 
 
@@ -51,18 +52,20 @@ def run_retrain(
     event: AlarmEvent | None,
     now: datetime,
     deps: RunDeps | None = None,
+    trigger: Trigger | None = None,
 ) -> RetrainOutcome:
     """Retrain on the lake window ending at ``now``; promote the challenger if it wins.
 
     Not gated: callers that may see duplicates go through :func:`retrain.gate.handle_event`. A
-    failed training job raises :class:`RetrainError` (after recording it and notifying).
+    failed training job raises :class:`RetrainError` (after recording it and notifying). The run
+    records ``trigger`` (default: the event's; ``manual`` without one, as ``driftline retrain``).
     """
     t0 = time.monotonic()
     deps = deps or RunDeps()
     # both steps use the same backend and contract
     training = deps.training_for(settings, clients)
     deps = replace(deps, training=training, contract=deps.contract_for(settings, clients))
-    state = start_run(settings, clients, event=event, now=now, deps=deps)
+    state = start_run(settings, clients, event=event, now=now, deps=deps, trigger=trigger)
     t1 = time.monotonic()
     job = wait_for_training(
         training,

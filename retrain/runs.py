@@ -29,6 +29,7 @@ from etl.settings import Settings
 from retrain.artifacts import split_s3
 from retrain.backends.base import JobStatus
 from retrain.events import TrainingJobEvent
+from retrain.triggers import Trigger
 
 STATE_FILE = "run.json"
 
@@ -76,6 +77,9 @@ class RunState:
     #: A late-label contract's records of the window with no label yet (left out of training;
     #: ``retrain.data.time_split``); None for an inline contract.
     unlabelled_rows: int | None = None
+    #: What started the run (drift, quality, schedule, manual); None in records written before
+    #: runs recorded it.
+    trigger: Trigger | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +92,8 @@ class RunState:
             raise RetrainError(f"run state lacks {missing}: {dict(doc)!r:.300}")
         fields = {k: v for k, v in doc.items() if k in known}
         fields["status"] = RunStatus(fields["status"])
+        if fields.get("trigger") is not None:
+            fields["trigger"] = Trigger(fields["trigger"])
         return cls(**fields)
 
 

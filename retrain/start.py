@@ -37,6 +37,7 @@ from retrain.runs import (
     save_state,
 )
 from retrain.train import baseline_json
+from retrain.triggers import Trigger, trigger_of
 from retrain.wiring import RunDeps, model_group, require_label, work_dir
 
 log = logging.getLogger(__name__)
@@ -189,9 +190,11 @@ def start_run(
     now: datetime,
     deps: RunDeps | None = None,
     holder: str | None = None,
+    trigger: Trigger | None = None,
 ) -> RunState:
     """Step 1: lake window → time-ordered split → channels in S3 → run state saved → training
-    job started (not awaited). ``holder`` is the single-flight lock's holder that step 2 releases.
+    job started (not awaited). ``holder`` is the single-flight lock's holder that step 2 releases;
+    ``trigger`` is recorded with the run (default: the event's, ``manual`` without one).
     """
     t0 = time.monotonic()
     deps = deps or RunDeps()
@@ -212,6 +215,7 @@ def start_run(
         state,
         event_id=event.event_id if event else None,
         holder=holder,
+        trigger=trigger or trigger_of(event, settings.stack_name),
         extra={"read_s": round(time.monotonic() - t0, 3)},
         unlabelled_rows=split.unlabelled if contract.labels.late else None,
     )

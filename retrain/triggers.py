@@ -14,6 +14,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from etl.contract import Task
 from retrain.events import AlarmEvent, ScheduledEvent
 
 
@@ -29,9 +30,10 @@ def quality_prefix(stack_name: str) -> str:
     return f"{stack_name}-quality-"
 
 
-def quality_alarm_name(stack_name: str) -> str:
-    """The template's QualityAlarm."""
-    return f"{quality_prefix(stack_name)}auc"
+def quality_alarm_name(stack_name: str, task: Task | None = None) -> str:
+    """The template's QualityAlarm: ``-quality-auc``, or ``-quality-rmse`` for a regression
+    contract (the template's ``ContractTask``; retrain/quality_alarm.py)."""
+    return f"{quality_prefix(stack_name)}{'rmse' if task is Task.REGRESSION else 'auc'}"
 
 
 def trigger_of(event: Any, stack_name: str) -> Trigger:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from etl.aws import AwsClients
+from etl.capture import capture_uri
 from etl.contract import Contract, contract_for_settings
 from etl.exceptions import LabelRequiredError
 from etl.settings import Settings
@@ -131,9 +132,7 @@ def make_serving(settings: Settings, clients: AwsClients) -> ServingBackend:
             ),
             kms_key_arn=settings.data_key_arn,
             # data capture next to the lake: the model-quality join reads it (docs/quality.md)
-            capture_s3_uri=(
-                f"s3://{settings.lake_bucket}/capture" if settings.lake_bucket else None
-            ),
+            capture_s3_uri=capture_uri(settings.lake_bucket) if settings.lake_bucket else None,
         )
         return SageMakerServing(clients.client("sagemaker"), spec)
     from retrain.backends.local import LocalServing

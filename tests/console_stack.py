@@ -243,6 +243,7 @@ def seed_models(
 def save_run_record(clients: AwsClients, settings: Settings) -> None:
     """The record of the retrain run that registered v2 and kept it for manual approval."""
     from retrain.runs import RunState, RunStatus, save_state
+    from retrain.triggers import Trigger
 
     bucket = settings.require("lake_bucket")
     save_state(
@@ -268,5 +269,6 @@ def save_run_record(clients: AwsClients, settings: Settings) -> None:
             champion_version=1,
             reason="challenger 0.86 vs champion 0.81: kept for manual approval",
             model_version=2,
+            trigger=Trigger.QUALITY,
         ),
     )

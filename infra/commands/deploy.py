@@ -26,7 +26,7 @@ from infra.context import (
     state_dir,
 )
 from infra.lake_table import ensure_lake_table
-from infra.stack import StackResult, deploy_local, teardown_local
+from infra.stack import StackResult, contract_parameters, deploy_local, teardown_local
 from infra.stack_aws import deploy_aws, destroy_aws
 
 
@@ -111,6 +111,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         f"driftline: deploying stack {stack_name} to {where} with contract {contract.name}",
         file=sys.stderr,
     )
+    params = {**contract_parameters(contract, settings.model_name), **params}
     if local:
         result = deploy_local(clients, stack_name=stack_name, parameters=params)
         state = LocalState.load(state_dir())

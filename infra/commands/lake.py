@@ -11,6 +11,11 @@ model registry's versions) into the lake as the tables ``drift_metrics``, ``alar
 and ``model_versions`` (etl/export.py), which the shared queries ``drift_alarm_history`` and
 ``model_versions_over_time`` read.
 
+``capture``: ingests the captured predictions (the model server's and the SageMaker endpoint's
+data-capture objects under ``s3://<lake bucket>/capture/``) into the table
+``<contract>_predictions`` (etl/capture_lake.py); ``--since AGE`` looks only at objects written
+in the last AGE.
+
 ``compact``: rewrites the small objects of every lake hour that closed more than ``--older-than``
 ago into objects of about ``--target-mb``, and deletes the superseded ones ``--grace`` after the
 compaction committed (etl/compaction.py says why that is safe while consumers write and readers
@@ -94,6 +99,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     export.add_argument("--json", action="store_true", help="print the report as JSON")
     export.set_defaults(func=run_export)
+
+    capture = sub.add_parser(
+        "capture",
+        help="ingest captured predictions into the <contract>_predictions table",
+        description="The model server's and the SageMaker endpoint's capture objects under"
+        " s3://<lake bucket>/capture/ become rows of <contract>_predictions (Glue table,"
+        " partitions, manifests); an object already ingested is skipped, a malformed line goes"
+        " to the dead letters with its reason (etl/capture_lake.py). On AWS the stack's"
+        " CaptureIngestFunction runs the same code on a schedule.",
+    )
+    capture.add_argument(
+        "--since",
+        type=duration,
+        default=None,
+        metavar="AGE",
+        help="only capture objects written in the last AGE (e.g. 3h); default: all",
+    )
+    capture.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_contract_option(capture)
+    capture.set_defaults(func=run_capture)
 
 
 def _engine(args: argparse.Namespace, settings: Settings) -> Engine:
@@ -198,4 +223,27 @@ def run_export(args: argparse.Namespace) -> int:
             f"{table}: {report.rows[table]} row(s) in {len(days)} day(s) written"
             + (f" ({', '.join(days)})" if days else " (nothing new)")
         )
+    return 0
+
+
+def run_capture(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from etl.capture import CAPTURE_PREFIX
+    from etl.capture_lake import ingester_for
+
+    settings, _ = resolve_settings(args=args)
+    clients = clients_for(settings)
+    contract = contract_for_settings(settings, clients)
+    since = None if args.since is None else datetime.now(UTC) - args.since
+    ingester = ingester_for(settings, clients, contract)
+    report = ingester.ingest(settings.require("lake_bucket"), CAPTURE_PREFIX, since=since)
+    if args.json:
+        print(json.dumps({"table": ingester.pcontract.name, **report.to_dict()}, sort_keys=True))
+        return 0
+    print(
+        f"{ingester.pcontract.name}: {report.objects} capture object(s) ingested, {report.rows}"
+        f" row(s); {report.skipped} already ingested; {report.dead_letters} malformed line(s) to"
+        f" the dead letters; {report.without_id} prediction(s) without an id (CSV) left out"
+    )
     return 0

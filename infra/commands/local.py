@@ -26,6 +26,11 @@ def register(sub: Any) -> None:
         "--shards", type=int, default=None, help="shards of the stream (the template's ShardCount)"
     )
     up.add_argument("--no-console", action="store_true", help="do not start the web console")
+    up.add_argument(
+        "--no-model-server",
+        action="store_true",
+        help="do not start the local model server (it captures every prediction to the lake)",
+    )
     add_contract_option(up)
     up.set_defaults(func=_up)
     down = actions.add_parser(
@@ -59,7 +64,11 @@ def _up(args: argparse.Namespace) -> int:
     contract_path = load_settings({"contract_path": args.contract}).contract_path
     res = local.up(
         stack_name=args.stack,
-        parts=local.Parts(warehouse=not args.no_warehouse, console=not args.no_console),
+        parts=local.Parts(
+            warehouse=not args.no_warehouse,
+            console=not args.no_console,
+            model_server=not args.no_model_server,
+        ),
         contract_path=contract_path,
         parameters={"ShardCount": str(args.shards)} if args.shards is not None else None,
         progress=lambda m: print(f"… {m}", file=sys.stderr),

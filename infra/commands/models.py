@@ -47,17 +47,21 @@ def _row(v: registry.ModelVersion, champion: int | None, metric: str) -> dict[st
         "window_end": v.lineage.get("window_end"),
         "baseline_version": v.lineage.get("baseline_version"),
         "run_id": v.lineage.get("run_id"),
+        # what started the run that made it (drift, quality, schedule, manual)
+        "trigger": v.lineage.get("trigger"),
         "reason": v.reason,
     }
 
 
 def _print_table(rows: list[dict[str, Any]], metric: str) -> None:
-    print(f"{'ver':>4} {'status':<22} {metric:>8} {'vs champ':>9}  reason")
+    print(f"{'ver':>4} {'status':<22} {metric:>8} {'vs champ':>9} {'trigger':<8}  reason")
     for r in rows:
         mark = "*" if r["serving"] else " "
         val = "" if r[metric] is None else f"{r[metric]:.4f}"
         champ = "" if r[f"champion_{metric}"] is None else f"{r[f'champion_{metric}']:.4f}"
-        print(f"{r['version']:>3}{mark} {r['status']:<22} {val:>8} {champ:>9}  {r['reason']}")
+        trig = r["trigger"] or "-"
+        head = f"{r['version']:>3}{mark} {r['status']:<22} {val:>8} {champ:>9}"
+        print(f"{head} {trig:<8}  {r['reason']}")
 
 
 def run(args: argparse.Namespace) -> int:

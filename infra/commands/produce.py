@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--scenario",
         choices=[s.value for s in Scenario],
         default=Scenario.STATIONARY.value,
-        help="stationary, or drift after --drift-at",
+        help="stationary, or drift (inputs and label) or concept (label only) after --drift-at",
     )
     p.add_argument(
         "--poison-rate",

@@ -4,11 +4,15 @@
 Each figure (``etl.quality.QualityMetric``: AUC, precision, recall, log loss, ECE, MAE, RMSE,
 label coverage, label delay percentiles, labels joined) is the latest datapoint the consumers
 published under the stream in the last ``--hours``, read back with GetMetricData; the quality
-alarm's state (``<stack>-quality-auc``) comes with them. Figures never published are ``null``.
+alarm's state (``<stack>-quality-auc``, ``-quality-rmse`` for a regression contract) comes with
+them. Figures never published are ``null``.
 
-``--arm`` sets that alarm's threshold to the champion's holdout ROC AUC (the model registry's
-``roc_auc`` of the serving version) minus ``--margin`` (default 0.05); the template creates it at
-0, i.e. not armed. The alarm's other settings (M of N, period, actions) stay as deployed.
+``--arm`` sets that alarm's threshold again from the serving champion's holdout figure in the
+model registry (every promotion does it by itself; retrain/quality_alarm.py): ROC AUC minus
+``--margin`` (default ``quality_auc_margin``, 0.05), or for a regression contract RMSE times
+(1 + ``--margin``) (default ``quality_rmse_margin``, 0.25; alarm ``<stack>-quality-rmse``). The
+template creates it unarmed. The alarm's other settings (M of N, period, actions) stay as
+deployed.
 """
 
 from __future__ import annotations
@@ -23,17 +27,23 @@ from etl.quality import QualityMetric
 from etl.settings import Settings
 from infra.argtypes import at_least
 from infra.context import clients_for, resolve_settings
-
-#: The quality alarm's name after the stack's (the template's QualityAlarm).
-QUALITY_ALARM_SUFFIX = "-quality-auc"
+from retrain.triggers import quality_prefix
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("quality", help="latest model-quality figures")
     p.add_argument("--hours", type=at_least(1), default=3, help="look back (default 3 h)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--arm", action="store_true", help="threshold = champion holdout AUC - margin")
-    p.add_argument("--margin", type=float, default=0.05, help="below the champion (default 0.05)")
+    p.add_argument(
+        "--arm", action="store_true", help="set the alarm from the champion's holdout figure"
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="AUC: below the champion (default quality_auc_margin 0.05); RMSE: share above it"
+        " (default quality_rmse_margin 0.25)",
+    )
     p.set_defaults(func=_quality)
 
 
@@ -74,7 +84,10 @@ def latest_figures(
 
 
 def quality_alarm(cw: Any, settings: Settings) -> dict[str, Any] | None:
-    name = f"{settings.stack_name}{QUALITY_ALARM_SUFFIX}"
+    from retrain.quality_alarm import alarm_name
+    from retrain.runs import settings_contract
+
+    name = alarm_name(settings, settings_contract(settings))
     found = cw.describe_alarms(AlarmNames=[name]).get("MetricAlarms", [])
     if not found:
         return None
@@ -87,51 +100,25 @@ def quality_alarm(cw: Any, settings: Settings) -> dict[str, Any] | None:
     }
 
 
-_KEEP = (
-    "AlarmName", "AlarmDescription", "ActionsEnabled", "OKActions", "AlarmActions",
-    "InsufficientDataActions", "MetricName", "Namespace", "Statistic", "Dimensions", "Period",
-    "EvaluationPeriods", "DatapointsToAlarm", "ComparisonOperator", "TreatMissingData", "Unit",
-)  # fmt: skip
-
-
-def set_threshold(cw: Any, alarm_name: str, threshold: float) -> dict[str, Any]:
-    """PutMetricAlarm with the alarm's own definition and a new threshold; the request."""
-    found = cw.describe_alarms(AlarmNames=[alarm_name]).get("MetricAlarms", [])
-    if not found:
-        raise ConfigError(
-            "quality_alarm",
-            f"no alarm named {alarm_name!r}; deploy the stack's template (it has QualityAlarm)",
-        )
-    request = {k: found[0][k] for k in _KEEP if found[0].get(k) not in (None, "")}
-    request["Threshold"] = threshold
-    cw.put_metric_alarm(**request)
-    return request
-
-
-def champion_auc(sagemaker: Any, settings: Settings) -> tuple[int, float]:
-    """The serving champion's version and holdout ROC AUC from the model registry."""
-    from retrain import registry
+def _arm(settings: Settings, margin: float | None, as_json: bool) -> int:
+    from retrain.quality_alarm import arm, champion_of
+    from retrain.runs import settings_contract
     from retrain.wiring import model_group
 
-    champ = registry.champion(registry.list_versions(sagemaker, model_group(settings)))
-    if champ is None or "roc_auc" not in champ.metrics:
-        raise ConfigError(
-            "champion",
-            "no champion with a holdout roc_auc in the model registry; train and promote one"
-            " first (`driftline retrain`)",
-        )
-    return champ.version, float(champ.metrics["roc_auc"])
-
-
-def _arm(settings: Settings, margin: float, as_json: bool) -> int:
+    if margin is not None and margin < 0:
+        raise ConfigError("--margin", f"must be >= 0, got {margin}")
     clients = clients_for(settings)
-    version, auc = champion_auc(clients.client("sagemaker"), settings)
-    name = f"{settings.stack_name}{QUALITY_ALARM_SUFFIX}"
-    threshold = round(auc - margin, 6)
-    set_threshold(clients.client("cloudwatch"), name, threshold)
-    doc = {"alarm": name, "champion_version": version, "holdout_auc": auc, "threshold": threshold}
-    print(json.dumps(doc, indent=1) if as_json else f"{name}: threshold {threshold} (v{version}"
-          f" holdout AUC {auc:.4f} - {margin})")  # fmt: skip
+    champion = champion_of(clients.client("sagemaker"), model_group(settings))
+    armed = arm(
+        clients.client("cloudwatch"), settings, settings_contract(settings), champion, margin
+    )
+    if as_json:
+        print(json.dumps(armed.to_dict(), indent=1))
+    else:
+        print(
+            f"{armed.alarm}: threshold {armed.threshold} (v{armed.champion_version} holdout"
+            f" {armed.holdout_metric} {armed.holdout:.4f}, margin {armed.margin})"
+        )
     return 0
 
 
@@ -151,7 +138,7 @@ def _quality(args: argparse.Namespace) -> int:
         shown = "-" if point is None else f"{point['value']:.6g}  at {point['time']}"
         print(f"  {name:<18} {shown}")
     if alarm is None:
-        print(f"  alarm: none named {settings.stack_name}{QUALITY_ALARM_SUFFIX}")
+        print(f"  alarm: none named {quality_prefix(settings.stack_name)}*")
     else:
         print(f"  alarm: {alarm['name']} {alarm['state']} (threshold {alarm['threshold']})")
     return 0

@@ -175,3 +175,48 @@ def test_two_demos_in_a_row_each_see_a_warehouse_equal_to_their_lake(
             assert not (state / "postgres" / "data").exists()
     finally:
         local.down(directory=state)
+
+
+#: ~2.5 min on a quiet VM (stack up, KCL start, history, champion, ~80 s of stream)
+CONCEPT_DEMO_TIMEOUT = 900
+
+
+@pytest.mark.timeout(CONCEPT_DEMO_TIMEOUT)
+def test_concept_demo_fires_the_quality_alarm_and_not_the_drift_alarm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a private state dir for the local stack
+    state = tmp_path / "state"
+    monkeypatch.setenv("DRIFTLINE_STATE_DIR", str(state))
+    # WHEN the concept demo runs on the card contract: stationary history, champion, quality
+    # alarm armed, then records whose features are unchanged but whose labels follow a new
+    # relation, consumed by real KCL workers that score every batch with the served model
+    r = run_demo(DemoOptions(records=5_000, workers=2, scenario="concept", rate=500.0))
+    # THEN the lake holds every good record once
+    assert (r["missing"], r["duplicates"]) == (0, 0)
+    assert r["lake_rows"] == r["produced"] - r["poison"]
+    # AND the drift alarm never left OK: the inputs did not drift
+    assert (r["drift_alarms"], r["drift_alarm_state"]) == (0, "OK")
+    assert r["max_drift_score"] is not None and r["max_drift_score"] < 1.0
+    transitions = r["alarm_transitions"]
+    assert not [t for t in transitions if t[1].endswith("drift-score") and t[3] == "ALARM"]
+    # AND the quality windows' AUC fell below the armed threshold and the quality alarm fired
+    # after the first changed labels arrived (every record carried its label: coverage 1)
+    assert r["champion_holdout_auc"] >= 0.8
+    assert r["stream_auc_worst"] < r["quality_threshold"] - 0.3
+    assert r["quality_alarm_s"] is not None and r["quality_alarm_s"] > 0
+    assert r["label_coverage"] == 1.0
+    # AND exactly one retrain ran, recorded with trigger "quality", and its challenger won
+    assert r["retrain_status"] == ["ran"] and r["retrain_errors"] == []
+    assert r["retrain_trigger"] == "quality"
+    assert r["metric_challenger"] > r["metric_champion"] + 0.3
+    # AND the served model lost its AUC at the change and the promoted one restored it
+    assert r["auc_at_change"] < 0.6
+    assert r["auc_after"] >= r["auc_before"] - 0.05
+    # AND on the stream: the last quality window is above the threshold, the alarm OK again
+    assert r["stream_auc_last"] >= r["quality_threshold"]
+    assert r["quality_alarm_state"] == "OK" and r["quality_ok_again_s"] > r["deployed_s"]
+    quality = [t[3] for t in transitions if t[1].endswith("quality-auc")]
+    assert "ALARM" in quality and quality[-1] == "OK"
+    # AND nothing is left running
+    assert local.status(directory=state) == {"up": False}

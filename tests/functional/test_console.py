@@ -106,6 +106,7 @@ def test_every_page_and_fragment_renders_the_seeded_stack(
     assert models.status_code == 200
     assert 'id="v1" class="serving"' in models.text and "PendingManualApproval" in models.text
     assert "challenger 0.86 vs champion 0.81" in models.text  # the run's reason
+    assert "<th>trigger</th>" in models.text and "<td>quality</td>" in models.text  # and trigger
     assert client.get("/dead-letters").status_code == 200
     assert client.get("/models/2/confirm?action=approve").status_code == 200
 

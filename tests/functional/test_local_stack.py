@@ -234,6 +234,11 @@ def test_deploy_aws_path_packages_uploads_and_creates_the_fleet(aws: AwsClients)
     fn = aws.client("lambda").get_function(FunctionName="prod-retrain")["Configuration"]
     assert (fn["Handler"], fn["Runtime"]) == ("retrain.handler.handler", "python3.11")
     assert fn["Environment"]["Variables"]["DRIFTLINE_CONTRACT_PATH"] == contract_uri
+    # AND the parameters the contract decides are its own, not the card example's defaults
+    stack = aws.client("cloudformation").describe_stacks(StackName="prod")["Stacks"][0]
+    given = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert given["ModelName"] == "parcel-scans"
+    assert given["ContractTask"] == str(contract.task)
     # AND what they load from there is the contract deployed
     assert load_contract(contract_uri, s3_client=aws.client("s3")).hash == contract.hash
 

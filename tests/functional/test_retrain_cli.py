@@ -17,6 +17,7 @@ from infra.model_server import ServerProcess, start_model_server
 from retrain import registry
 from retrain.artifacts import upload_model
 from retrain.train import train
+from tests.functional.template_alarm import create_quality_alarm
 
 pytestmark = pytest.mark.functional
 RECORD = {
@@ -78,6 +79,14 @@ def test_manual_gate(
                 lineage={"run_id": name},
             ),
         )
+    # AND the stack's quality alarm, unarmed (the stack's name is the default: driftline)
+    cw = aws.client("cloudwatch")
+    alarm, _ = create_quality_alarm(cw, stack="driftline")
+
+    def line() -> float:
+        return float(cw.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["Threshold"])
+
+    assert line() == 0.0
     monkeypatch.chdir(tmp_path)
     for key, value in {
         "ENDPOINT_URL": emulator,
@@ -94,10 +103,17 @@ def test_manual_gate(
         return dict(json.loads(capsys.readouterr().out))
 
     # WHEN version 1 then 2 are approved THEN each is served and its baseline is current
-    assert cli("models", "approve", "1", "--json")["serving"] == 1
+    first = cli("models", "approve", "1", "--json")
+    assert first["serving"] == 1
     assert _served(server) == "alpha"
+    # AND the quality alarm is armed at the new champion's holdout AUC minus the margin (0.05)
+    assert first["quality_alarm"] == {
+        "alarm": alarm, "champion_version": 1, "roc_auc": 0.8, "margin": 0.05, "threshold": 0.75,
+    }  # fmt: skip
+    assert line() == 0.75
     assert cli("models", "approve", "2", "--json")["serving"] == 2
     assert _served(server) == "beta"
+    assert line() == 0.85
     pointer = read_pointer(s3, "lake", "baselines", "card_transactions")
     assert pointer is not None
     assert (
@@ -107,12 +123,17 @@ def test_manual_gate(
     # WHEN predicting THEN the endpoint answers
     assert main(["predict", "--json", json.dumps(RECORD)]) == 0
     assert len(json.loads(capsys.readouterr().out)["predictions"]) == 1
-    # WHEN rolling back to 1 THEN alpha serves again
+    # WHEN rolling back to 1 THEN alpha serves again, and the alarm follows it
     assert cli("models", "rollback", "1", "--json")["serving"] == 1
     assert _served(server) == "alpha"
-    # WHEN the serving version is rejected THEN the previous champion (2) returns
+    assert line() == 0.75
+    # WHEN the serving version is rejected THEN the previous champion (2) returns, armed again
     assert cli("models", "reject", "1", "--json", "--reason", "bad canary")["serving"] == 2
     assert _served(server) == "beta"
+    assert line() == 0.85
+    # AND `driftline quality --arm` re-arms by hand with another margin
+    assert cli("quality", "--arm", "--margin", "0.1", "--json")["threshold"] == 0.8
+    assert line() == 0.8
     listing = cli("models", "--json")
     rows = listing["versions"]
     assert isinstance(rows, list)

@@ -99,3 +99,27 @@ def test_missing_package_or_lock_is_refused(tree: Path, tmp_path: Path) -> None:
     (tree / "retrain" / "__init__.py").unlink()
     with pytest.raises(StackError, match="is not a Python package"):
         build_lambda_zip(tree, tmp_path)
+
+
+def test_every_scheduled_lambda_handler_of_the_template_is_in_the_real_zip(tmp_path: Path) -> None:
+    import ast
+
+    from infra.stack import TEMPLATE_PATH, load_template
+
+    # GIVEN the Lambda zip built from this repository and the template's functions
+    art = build_lambda_zip(out_dir=tmp_path)
+    names = set(zipfile.ZipFile(art.path).namelist())
+    functions = {
+        lid: spec["Properties"]["Handler"]
+        for lid, spec in load_template(TEMPLATE_PATH)["Resources"].items()
+        if spec["Type"] == "AWS::Lambda::Function"
+        and isinstance(spec["Properties"]["Handler"], str)
+    }
+    assert functions["CaptureIngestFunction"] == "etl.capture_lake.handler"
+    # THEN each handler's module is in the zip and defines the function
+    for lid, handler in functions.items():
+        module, _, func = handler.rpartition(".")
+        path = module.replace(".", "/") + ".py"
+        assert path in names, (lid, path)
+        tree = ast.parse(zipfile.ZipFile(art.path).read(path))
+        assert func in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, lid

@@ -314,6 +314,78 @@ def test_the_export_function_is_scheduled_and_writes_only_the_analytics_prefix()
     assert not {a for a in actions if "Delete" in a or a.startswith(("iam:", "sagemaker:Update"))}
 
 
+def _policy(resources: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = resources[role]["Properties"]["Policies"][0][
+        "PolicyDocument"
+    ]["Statement"]
+    return statements
+
+
+def test_the_capture_ingest_function_is_scheduled_and_writes_only_the_predictions_table() -> None:
+    # GIVEN the template's capture ingest function, its rule and its role
+    resources = _template()["Resources"]
+    rule = resources["CaptureIngestRule"]["Properties"]
+    fn = resources["CaptureIngestFunction"]["Properties"]
+    statements = _policy(resources, "CaptureIngestFunctionRole")
+    # THEN the schedule invokes the etl.capture_lake handler, looking back three hours
+    assert rule["ScheduleExpression"] == {"Ref": "CaptureIngestSchedule"}
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["CaptureIngestFunction", "Arn"]}
+    assert json.loads(rule["Targets"][0]["Input"]) == {"since_s": 10800}
+    assert fn["Handler"] == "etl.capture_lake.handler"
+    assert fn["Code"]["S3Key"] == {"Ref": "LambdaCodeKey"}  # the Lambda zip of lambda_pkg
+    assert fn["ReservedConcurrentExecutions"] == 1
+    env = fn["Environment"]["Variables"]
+    assert env["DRIFTLINE_CONTRACT_PATH"] == {"Fn::Sub": "s3://${ArtifactsBucket}/${ContractKey}"}
+    # AND it reads the capture prefix and writes only the predictions table's objects
+    by_sid = {st["Sid"]: st for st in statements}
+    assert by_sid["CaptureRead"]["Action"] == "s3:GetObject"
+    assert by_sid["CaptureRead"]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:s3:::${LakeBucket}/capture/*"
+    }
+    writes = [st for st in statements if "s3:PutObject" in _as_list(st["Action"])]
+    assert [r["Fn::Sub"].split(":::", 1)[1] for w in writes for r in w["Resource"]] == [
+        "${LakeBucket}/lake/*_predictions/*",
+        "${LakeBucket}/manifests/*_predictions/*",
+        "${LakeBucket}/dead-letters/*_predictions/*",
+    ]
+    glue = by_sid["PredictionsTable"]["Resource"][-1]["Fn::Sub"]
+    assert glue.endswith(":table/${GlueDatabase}/*_predictions")
+    # AND nothing deletes, and the data key is the stack's own
+    actions = {a for st in statements for a in _as_list(st["Action"])}
+    assert not {a for a in actions if "Delete" in a or a.startswith(("iam:", "sagemaker:"))}
+    assert by_sid["DataKey"]["Resource"] == {"Fn::GetAtt": ["DataKey", "Arn"]}
+    # AND the handler the rule names is in the Lambda zip's packages
+    from infra.lambda_pkg import LAMBDA_PACKAGES
+
+    assert fn["Handler"].split(".", 1)[0] in LAMBDA_PACKAGES
+
+
+@pytest.mark.parametrize(
+    ("task", "name", "metric", "stat", "operator", "threshold"),
+    [
+        ("binary_classification", "s-quality-auc", "QualityAUC", "Minimum", "LessThanThreshold", 0),
+        ("regression", "s-quality-rmse", "QualityRMSE", "Maximum", "GreaterThanThreshold", 1e300),
+    ],
+)
+def test_the_quality_alarm_watches_the_contracts_task_figure(
+    task: str, name: str, metric: str, stat: str, operator: str, threshold: float
+) -> None:
+    # GIVEN the template resolved for a contract's task
+    r = _resolver({"ContractTask": task})
+    t = _template()
+    req = CloudWatchAlarm.request(r.resolve(t["Resources"]["QualityAlarm"]["Properties"]))
+    # THEN the alarm watches that task's figure, in its direction, unarmed
+    assert (req["AlarmName"], req["MetricName"], req["Statistic"]) == (name, metric, stat)
+    assert (req["ComparisonOperator"], req["Threshold"]) == (operator, threshold)
+    assert r.resolve(t["Outputs"]["QualityAlarmName"]["Value"]) == name
+    # AND the retrain function may read and re-arm exactly that alarm
+    by_sid = {st["Sid"]: st for st in _policy(t["Resources"], "RetrainFunctionRole")}
+    assert by_sid["ArmQualityAlarm"]["Action"] == "cloudwatch:PutMetricAlarm"
+    arn = f"arn:aws:cloudwatch:us-east-1:1:alarm:{name}"
+    assert r.resolve(by_sid["ArmQualityAlarm"]["Resource"]) == [arn]
+    assert arn in r.resolve(by_sid["ReadAlarms"]["Resource"])
+
+
 def test_quicksight_exists_only_with_a_principal_and_reads_only_the_lake() -> None:
     template = _template()
     # GIVEN the QuickSight resources  THEN each hangs on HasQuickSight (principal ARN not empty)
@@ -449,7 +521,7 @@ def test_logs_key_statement_is_the_documented_one_scoped_to_this_stacks_log_grou
         for spec in _template()["Resources"].values()
         if spec["Type"] == "AWS::Logs::LogGroup"
     ]
-    assert len(groups) == 5
+    assert len(groups) == 6
     arn = "arn:aws:logs:us-east-1:1:log-group:{}".format
     for group in groups:
         assert any(fnmatch.fnmatchcase(arn(group), p) for p in patterns), group
@@ -558,6 +630,9 @@ CHECKOV_SKIPS = {
     ("AnalyticsExportFunction", "CKV_AWS_117"): "calls only AWS APIs",
     ("AnalyticsExportFunction", "CKV_AWS_116"): "the next scheduled run retries it",
     ("AnalyticsExportFunction", "CKV_AWS_173"): "resource names only",
+    ("CaptureIngestFunction", "CKV_AWS_117"): "calls only S3 and Glue",
+    ("CaptureIngestFunction", "CKV_AWS_116"): "the next scheduled run retries them",
+    ("CaptureIngestFunction", "CKV_AWS_173"): "resource names only",
 }
 
 
@@ -695,3 +770,36 @@ def test_a_deferred_alarm_is_delivered_again_by_a_schedule_of_the_stacks_own_gro
     (invoke,) = policy["PolicyDocument"]["Statement"]
     assert invoke["Action"] == "lambda:InvokeFunction"
     assert invoke["Resource"]["Fn::Sub"].endswith(":function:${AWS::StackName}-retrain")
+
+
+def test_every_function_of_ours_gets_the_deployed_contract() -> None:
+    # A function without DRIFTLINE_CONTRACT_PATH silently used the shipped example contract
+    # (the compaction Lambda compacted the card table whatever was deployed): every function
+    # running driftline code gets the deployed one, and its role may read it.
+    t = _template()
+    resources, params = t["Resources"], t["Parameters"]
+    checked = []
+    for lid, spec in resources.items():
+        if spec["Type"] != "AWS::Lambda::Function":
+            continue
+        handler = spec["Properties"]["Handler"]
+        if isinstance(handler, dict):
+            handler = params[handler["Ref"]]["Default"]
+        if handler.split(".", 1)[0] not in ("etl", "consumers", "retrain", "infra"):
+            continue
+        checked.append(lid)
+        env = spec["Properties"]["Environment"]["Variables"]
+        assert env.get("DRIFTLINE_CONTRACT_PATH") == {
+            "Fn::Sub": "s3://${ArtifactsBucket}/${ContractKey}"
+        }, lid
+        role = spec["Properties"]["Role"]["Fn::GetAtt"][0]
+        reads = [
+            s
+            for s in _policy(resources, role)
+            if "s3:GetObject" in _as_list(s["Action"])
+            and {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactsBucket}/${ContractKey}"}
+            in _as_list(s["Resource"])
+        ]
+        assert reads, f"{lid}'s role {role} cannot read the contract"
+    assert {"CompactionFunction", "CaptureIngestFunction", "RetrainFunction"} <= set(checked)
+    assert "AnalyticsExportFunction" in checked

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from consumers.daemon import PROCESSOR_LOG
 from consumers.fleet import ConsumerFleet
 from etl.aws import AwsClients, configure_awswrangler
-from etl.contract import Contract, load_contract
+from etl.contract import DEFAULT_CONTRACT, Contract, load_contract
 from etl.exceptions import DriftlineError
 from etl.producer import ProduceRun, ProduceSummary, produce
 from etl.settings import Settings, load_settings
@@ -244,6 +244,28 @@ def run_demo(
             local.down()
 
 
+def late_contract_path(path: str | None) -> str:
+    """``--label-delay S > 0``: the contract's late-label variant (``[labels] arrival = "late"``,
+    label records on the records' stream), written next to the local state; a contract that is
+    already late is used as it is."""
+    from importlib import resources
+
+    from infra.demo_concept import late_contract_text
+
+    contract = load_contract(path)
+    if contract.labels.late and path is not None:
+        return path
+    if path is None:
+        text = resources.files("etl.contracts").joinpath(DEFAULT_CONTRACT).read_text()
+    else:
+        text = Path(path).read_text()
+    out = state_dir() / "demo-late-contract.toml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(late_contract_text(text, contract))
+    load_contract(out)  # its own errors (e.g. a required label field) named before anything starts
+    return str(out)
+
+
 def _demo_settings(opts: DemoOptions) -> tuple[dict[str, Any], dict[str, str]]:
     """(settings overrides, stack parameters) for the run."""
     drift = opts.scenario in ("drift", "concept")
@@ -254,6 +276,8 @@ def _demo_settings(opts: DemoOptions) -> tuple[dict[str, Any], dict[str, str]]:
     path = opts.contract_path or load_settings().contract_path
     if path:  # absolute: the consumers and services run in other working directories
         overrides["contract_path"] = normalize_contract_path(path, "--contract")
+    if opts.scenario == "concept" and opts.label_delay > 0:
+        overrides["contract_path"] = late_contract_path(overrides.get("contract_path"))
     params = {"ModelName": model_name(load_settings(overrides))}
     if drift:
         params["DriftWindowSeconds"] = str(DRIFT_WINDOW_S)

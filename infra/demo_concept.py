@@ -34,7 +34,8 @@ from typing import Any
 
 from etl.aws import AwsClients
 from etl.contract import Contract, Task
-from etl.exceptions import LabelRequiredError
+from etl.exceptions import ContractError, LabelRequiredError
+from etl.label_producer import LateLabels
 from etl.settings import Settings
 from infra.demo_loop import (
     DispatchThread,
@@ -52,6 +53,9 @@ QUALITY_MARGIN = 0.05
 #: far fewer than a window's 200 labels, so the first window is almost all changed labels).
 WARM_UP_RECORDS = 40
 SCORING_LINE = '"msg": "scoring with model '
+#: The fields ``--label-delay S > 0`` adds to an inline contract (:func:`late_contract_text`).
+LATE_KIND_FIELD = "record_kind"
+LATE_TIME_FIELD = "labelled_at"
 
 
 def _now() -> dt.datetime:
@@ -187,6 +191,45 @@ def detection_s(
     return round(alarm_at - (first_arrival + concept.label_delay_s), 1)
 
 
+def late_contract_text(text: str, contract: Contract) -> str:
+    """A late-label variant of an inline contract's TOML (``--label-delay S > 0``): the kind and
+    time fields appended as optional attributes, and ``[labels] arrival = "late"``. Its label
+    field must already be optional (a data record of a late contract carries none)."""
+    taken = {f.name for f in contract.fields} & {LATE_KIND_FIELD, LATE_TIME_FIELD}
+    if taken:
+        raise ContractError(
+            f"contract {contract.name!r} already has fields {sorted(taken)}: the demo's late"
+            " labels cannot add them; give a late-label contract with --contract"
+        )
+    return (
+        f"{text.rstrip()}\n\n# -- added by `driftline demo --label-delay`: late labels --\n"
+        f'[[fields]]\nname = "{LATE_KIND_FIELD}"\ntype = "string"\nrole = "attribute"\n'
+        "required = false\nnullable = true\n\n"
+        f'[[fields]]\nname = "{LATE_TIME_FIELD}"\ntype = "timestamp"\nrole = "attribute"\n'
+        "required = false\nnullable = true\n\n"
+        f'[labels]\narrival = "late"\nkind_field = "{LATE_KIND_FIELD}"\n'
+        f'time_field = "{LATE_TIME_FIELD}"\nhorizon_s = 3600\n'
+    )
+
+
+def labels_in_lake(settings: Settings, clients: AwsClients, contract: Contract) -> int:
+    """Rows of the lake's labels table, from its committed manifests (a replay rewrites the same
+    manifest: each range counts once)."""
+    from etl.label_lake import labels_table
+
+    s3 = clients.client("s3")
+    bucket = settings.require("lake_bucket")
+    rows = 0
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{settings.manifest_prefix}/{labels_table(contract)}/"
+    )
+    for page in pages:
+        for item in page.get("Contents", []):
+            doc = json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+            rows += int(doc.get("rows", 0)) if doc.get("state") == "committed" else 0
+    return rows
+
+
 def arm_quality_alarm(settings: Settings, clients: AwsClients, margin: float) -> dict[str, Any]:
     """``driftline quality --arm``: threshold = the champion's holdout ROC AUC - ``margin``."""
     from retrain.quality_alarm import arm, champion_of
@@ -215,6 +258,7 @@ def run_concept_loop(
     """Phases 1-3 of the module docstring; returns the loop's figures for the demo summary."""
     loop = _ConceptLoop(rig, outputs, state, options, progress)
     hist, history_end = loop.history_to_lake()
+    loop.labels_landed(hist)
     server, boot = loop.serve_champion(history_end)
     armed = arm_quality_alarm(loop.lsettings, rig.clients, loop.concept.margin)
     progress(f"quality alarm {armed['name']} armed at {armed['threshold']}")
@@ -269,6 +313,25 @@ class _ConceptLoop(_ClosedLoop):
         """The served model's ROC AUC and accuracy on ``sample`` (records, labels)."""
         return score_endpoint(url, sample[0], sample[1], self.contract.task)
 
+    def late_labels(self) -> LateLabels | None:
+        """A late-label contract's concept stream: every label ``label_delay_s`` after its
+        record, as a label record (None: inline labels, or the producer's default)."""
+        if not self.contract.labels.late:
+            return None
+        return LateLabels(delay_s=self.concept.label_delay_s, seed=self.options.seed)
+
+    def labels_landed(self, hist: Any) -> None:
+        """A late-label contract: wait until the history's label records are in the lake's
+        labels table (the first champion trains on the records joined with them)."""
+        if not self.contract.labels.late:
+            return
+        want = hist.labels_sent
+        while (got := labels_in_lake(self.rig.settings, self.rig.clients, self.contract)) < want:
+            if time.monotonic() > self.deadline:
+                raise TimeoutError(f"{got} of {want} history labels reached the lake in time")
+            self.rig.tick()
+        self.progress(f"{want} history label records in the lake's labels table")
+
     def warm_scorers(self) -> Any:
         """A few records before the change (labelled, stationary), so each shard's scorer has
         loaded the served model before the first changed record arrives (it loads on the first
@@ -304,7 +367,13 @@ class _ConceptLoop(_ClosedLoop):
         run = _ConceptStream(
             DispatchThread(self.lsettings, rig.clients, t0),
             StreamProducer(
-                rig.settings, rig.clients, opts.rate, opts.seed, opts.poison_rate, "concept"
+                rig.settings,
+                rig.clients,
+                opts.rate,
+                opts.seed,
+                opts.poison_rate,
+                "concept",
+                labels=self.late_labels(),
             ),
         )
         threads = [

@@ -33,6 +33,7 @@ import numpy as np
 from etl.aws import AwsClients
 from etl.contract import Contract, Task, load_contract
 from etl.exceptions import LabelRequiredError
+from etl.label_producer import LateLabels
 from etl.producer import ProduceRun, ProduceSummary, produce
 from etl.settings import Settings
 
@@ -107,6 +108,8 @@ class StreamProducer:
     seed: int
     poison_rate: float
     scenario: str = "drift"
+    #: A late-label contract: how its label records follow the records (None: the default).
+    labels: LateLabels | None = None
     summaries: list[ProduceSummary] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     started_at: float = 0.0
@@ -127,6 +130,7 @@ class StreamProducer:
                         drift_at=0.0,
                         poison_rate=self.poison_rate,
                         start=datetime.now(UTC),
+                        labels=self.labels,
                     ),
                 )
             )

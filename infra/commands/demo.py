@@ -41,8 +41,9 @@ def register(sub: Any) -> None:
         type=non_negative,
         default=0.0,
         metavar="S",
-        help="concept: seconds between a record and its label (0, labels inline, is the only"
-        " one supported yet: docs/quality.md L5)",
+        help="concept: seconds between a record and its label (0: labels inline; S > 0: label"
+        " records S s late on the stream, joined by the consumers, landed in the lake's labels"
+        " table and joined by the retrain: docs/quality.md L5)",
     )
     p.add_argument("--poison-rate", type=fraction_below_one, default=0.01)
     p.add_argument("--rate", type=positive, default=500.0, help="records/s produced (default 500)")
@@ -60,23 +61,10 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_demo)
 
 
-#: Why ``--label-delay S`` > 0 is refused (docs/quality.md, L5 "Not yet done").
-LATE_LABELS_MISSING = (
-    "--label-delay {delay:g}: the consumers join late label records, but the retrain trains from"
-    " the lake, where a late-label contract's records carry no label (label records are not"
-    " landed in the lake yet), so neither the first champion nor the quality-triggered retrain"
-    " could be trained; run with --label-delay 0 (labels inline with their records)"
-)
-
-
 def _demo(args: argparse.Namespace) -> int:
     # every flag was checked by its argparse type: nothing has started yet if one is wrong
     if args.label_delay and args.scenario != "concept":
         print("driftline demo: --label-delay applies to --scenario concept only", file=sys.stderr)
-        return 2
-    if args.label_delay > 0:
-        print(f"driftline demo: {LATE_LABELS_MISSING.format(delay=args.label_delay)}",
-              file=sys.stderr)  # fmt: skip
         return 2
     options = DemoOptions(
         records=args.records,

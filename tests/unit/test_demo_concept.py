@@ -11,10 +11,16 @@ from typing import Any
 import pytest
 
 from etl.contract import load_contract, parse_contract
-from etl.exceptions import LabelRequiredError
+from etl.exceptions import ContractError, LabelRequiredError
 from infra.cli import main
 from infra.commands.demo import concept_restored, concept_words
-from infra.demo_concept import ConceptOptions, QualityMonitor, check_contract, detection_s
+from infra.demo import late_contract_path
+from infra.demo_concept import (
+    ConceptOptions,
+    QualityMonitor,
+    check_contract,
+    detection_s,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -31,11 +37,6 @@ def no_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (
-            ["demo", "--scenario", "concept", "--label-delay", "30"],
-            "--label-delay 30: the consumers join late label records, but the retrain trains"
-            " from the lake, where a late-label contract's records carry no label",
-        ),
         (["demo", "--label-delay", "5"], "--label-delay applies to --scenario concept only"),
     ],
 )
@@ -137,3 +138,39 @@ def test_the_monitor_records_the_first_alarm_and_the_return_to_ok() -> None:
         q._saw(state, t)
     assert (q.alarm_s, q.ok_again_s, q.state) == (25.7, 71.3, "OK")
     assert q.transitions == [(1.0, "OK"), (25.7, "ALARM"), (71.3, "OK")]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_label_delay_runs_the_demo_on_the_contracts_late_label_variant(no_stack: Path) -> None:
+    # WHEN the concept demo is asked for late labels with an inline contract (card, sensor)
+    for path in (None, str(ROOT / "etl" / "contracts" / "sensor_readings.toml")):
+        inline = load_contract(path)
+        late = load_contract(late_contract_path(path))
+        # THEN it runs on its late variant: the same fields plus the kind and time attributes,
+        # label records on the records' stream, the same name (the same model and tables)
+        spec = late.labels
+        assert spec.late and (spec.kind_field, spec.time_field) == ("record_kind", "labelled_at")
+        assert late.name == inline.name and late.fields[: len(inline.fields)] == inline.fields
+        assert late.generator == inline.generator
+    # AND a contract already late is used as it is
+    given = str(ROOT / "tests" / "contracts" / "card_late_labels.toml")
+    assert late_contract_path(given) == given
+
+
+def test_a_contract_whose_label_is_required_cannot_get_late_labels(no_stack: Path) -> None:
+    # GIVEN the card contract with its label made required (a data record must carry it)
+    text = (ROOT / "etl" / "contracts" / "card_transactions.toml").read_text()
+    old = 'role = "label"\nrequired = false\nnullable = true'
+    assert old in text
+    strict = no_stack.parent / "strict.toml"
+    strict.write_text(text.replace(old, 'role = "label"\nrequired = true\nnullable = false'))
+    # WHEN the demo makes its late variant THEN the contract's own error names the label field
+    with pytest.raises(ContractError, match="is_fraud"):
+        late_contract_path(str(strict))
+    # AND a contract that has a field of the added names is refused, naming it
+    taken = no_stack.parent / "taken.toml"
+    taken.write_text(text.replace('name = "hour"', 'name = "labelled_at"'))
+    with pytest.raises(ContractError, match="labelled_at"):
+        late_contract_path(str(taken))

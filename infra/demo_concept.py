@@ -267,6 +267,7 @@ def run_concept_loop(
     at_change = loop.score_on(server.url, loop.after_sample)
     streamed = loop.stream_until_restored()
     loop.drain([hist, warm, *streamed.producer.summaries])
+    late = loop.late_figures([hist, warm, *streamed.producer.summaries], streamed)
     after = loop.score_on(server.url, loop.after_sample)
     figures = loop.concept_figures((hist, warm), boot, streamed, armed)
     figures.update(
@@ -274,6 +275,7 @@ def run_concept_loop(
         auc_at_change=at_change.get("roc_auc"),
         auc_after=after.get("roc_auc"),
         model_server=server,
+        **late,
     )
     return figures
 
@@ -319,6 +321,28 @@ class _ConceptLoop(_ClosedLoop):
         if not self.contract.labels.late:
             return None
         return LateLabels(delay_s=self.concept.label_delay_s, seed=self.options.seed)
+
+    def late_figures(self, summaries: list[Any], run: _ConceptStream) -> dict[str, Any]:
+        """A late-label contract: label records sent and in the lake's labels table (waited for
+        as the records are, a minute past the deadline at most), and what the promoted retrain
+        trained on (labelled rows; records left out for no label yet). {} for inline labels."""
+        if not self.contract.labels.late:
+            return {}
+        sent = sum(s.labels_sent for s in summaries)
+        rig = self.rig
+        while (
+            landed := labels_in_lake(rig.settings, rig.clients, self.contract)
+        ) < sent and time.monotonic() < self.deadline + 60:
+            rig.tick()
+        promoted = run.dispatch.promoted
+        outcome = promoted[1] if promoted else None
+        return {
+            "labels_sent": sent,
+            "labels_in_lake": landed,
+            "retrain_train_rows": outcome.train_rows if outcome else None,
+            "retrain_holdout_rows": outcome.holdout_rows if outcome else None,
+            "retrain_unlabelled_rows": outcome.unlabelled_rows if outcome else None,
+        }
 
     def labels_landed(self, hist: Any) -> None:
         """A late-label contract: wait until the history's label records are in the lake's

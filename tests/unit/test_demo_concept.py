@@ -4,6 +4,7 @@ The loop itself runs through the real daemon in tests/e2e/test_demo.py."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,20 @@ def test_the_monitor_records_the_first_alarm_and_the_return_to_ok() -> None:
         q._saw(state, t)
     assert (q.alarm_s, q.ok_again_s, q.state) == (25.7, 71.3, "OK")
     assert q.transitions == [(1.0, "OK"), (25.7, "ALARM"), (71.3, "OK")]
+
+
+def test_restored_means_a_window_of_the_new_model_at_or_above_the_line() -> None:
+    # the alarm returning to OK is not enough: re-arming at the promotion re-evaluates it, and
+    # periods without data count as not breaching; a window that began after the promotion must
+    # score at or above the line
+    q = QualityMonitor(clients=None, settings=None, alarm_name="s-quality-auc")  # type: ignore[arg-type]
+    promoted = dt.datetime(2026, 11, 28, 1, 50, 22, tzinfo=dt.UTC)
+    q.auc = [
+        (promoted - dt.timedelta(seconds=20), 0.95),  # before the change: good, but old
+        (promoted - dt.timedelta(seconds=2), 0.30),  # the old model on the new concept
+    ]
+    assert not q.restored_since(promoted.timestamp(), 0.83)
+    q.auc.append((promoted + dt.timedelta(seconds=8), 0.60))  # mixed window: not yet
+    assert not q.restored_since(promoted.timestamp(), 0.83)
+    q.auc.append((promoted + dt.timedelta(seconds=18), 0.86))
+    assert q.restored_since(promoted.timestamp(), 0.83)

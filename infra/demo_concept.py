@@ -12,8 +12,8 @@
    quality alarm to ALARM, EventBridge's retrain rule delivers the event and the dispatcher runs
    the gate, which records the run's trigger as ``quality``; the challenger, trained on the
    recent lake window, is promoted and served.
-3. *Recovery*: the consumers' scorer picks the new model up; the quality windows' AUC is back and
-   the quality alarm returns to OK.
+3. *Recovery*: the consumers' scorer picks the new model up; a quality window of the new model
+   scores at or above the line and the quality alarm returns to OK.
 
 ``auc_before`` is the served champion on a fresh stationary sample, ``auc_at_change`` the same
 model on a fresh post-change sample, ``auc_after`` the promoted model on that same sample (all
@@ -133,6 +133,13 @@ class QualityMonitor:
             Statistics=[stat],
         ).get("Datapoints", [])
         return sorted((p["Timestamp"], float(p[stat])) for p in points)
+
+    def restored_since(self, wall: float, threshold: float) -> bool:
+        """Whether a quality window of a period that began at or after ``wall`` (epoch seconds:
+        the promotion) scored at or above ``threshold``: the new model's own figure. The alarm
+        going OK is not enough: re-arming at the promotion re-evaluates it, and periods with no
+        data yet count as not breaching."""
+        return any(t.timestamp() >= wall and v >= threshold for t, v in self.auc)
 
     def line(self) -> str:
         last = round(self.auc[-1][1], 3) if self.auc else None
@@ -265,7 +272,7 @@ def run_concept_loop(
     warm = loop.warm_scorers()
     before = loop.score_on(server.url, loop.before_sample)
     at_change = loop.score_on(server.url, loop.after_sample)
-    streamed = loop.stream_until_restored()
+    streamed = loop.stream_until_restored(armed["threshold"])
     loop.drain([hist, warm, *streamed.producer.summaries])
     late = loop.late_figures([hist, warm, *streamed.producer.summaries], streamed)
     after = loop.score_on(server.url, loop.after_sample)
@@ -382,9 +389,9 @@ class _ConceptLoop(_ClosedLoop):
         )
         return summary
 
-    def stream_until_restored(self) -> _ConceptStream:
-        """2-3: the concept stream, until a retrain promoted and the quality alarm is OK again
-        (or the deadline)."""
+    def stream_until_restored(self, threshold: float) -> _ConceptStream:
+        """2-3: the concept stream, until a retrain promoted, a window of the new model scored at
+        or above ``threshold`` and the quality alarm is OK again (or the deadline)."""
         rig, opts = self.rig, self.options
         t0 = time.monotonic()
         rig.watcher.since = time.time()  # rows arriving from now on are after the change
@@ -408,7 +415,7 @@ class _ConceptLoop(_ClosedLoop):
             t.start()
         self.progress(f"streaming concept-drifted records at {opts.rate:.0f}/s")
         try:
-            self._watch(run, t0)
+            self._watch(run, t0, threshold)
         finally:
             run.producer.stop.set()
             threads[1].join(timeout=30)
@@ -417,8 +424,8 @@ class _ConceptLoop(_ClosedLoop):
         run.seconds = time.monotonic() - t0
         return run
 
-    def _watch(self, run: _ConceptStream, t0: float) -> None:
-        last = 0.0
+    def _watch(self, run: _ConceptStream, t0: float, threshold: float) -> None:
+        last, promoted_at = 0.0, None
         while time.monotonic() < self.deadline:
             time.sleep(1.0)
             elapsed = time.monotonic() - t0
@@ -433,7 +440,12 @@ class _ConceptLoop(_ClosedLoop):
                     f" {self.monitor.line()},"
                     f" retrain {'promoted' if run.dispatch.promoted else 'waiting'}"
                 )
-            if run.dispatch.promoted and self.quality.ok_again_s is not None:
+            if run.dispatch.promoted and promoted_at is None:
+                promoted_at = time.time()
+            restored = promoted_at is not None and self.quality.restored_since(
+                promoted_at, threshold
+            )
+            if restored and self.quality.state == "OK":
                 return
 
     def concept_figures(

@@ -12,6 +12,11 @@ call with a metric-math or Metrics Insights expression goes to moto's own code):
 range's datapoints once, keeps those of each query's metric with moto's own matching rules
 (name and namespace, or name and dimensions as moto compares them, then the unit), buckets them
 by period, and computes each period's statistic with moto's ``Statistics``.
+
+Also: ``PutMetricAlarm`` on an existing alarm keeps its state, as CloudWatch does ("when you update
+an existing alarm, its StateValue is left unchanged"). moto builds a new alarm in state OK, so a
+threshold changed while the alarm was in ALARM (the quality alarm re-armed at a promotion) made
+the local evaluator see OK -> ALARM again and send a second, spurious alarm event.
 """
 
 from __future__ import annotations
@@ -56,7 +61,26 @@ def install() -> None:
         ]
 
     backend.get_metric_data = get_metric_data  # type: ignore[method-assign]
+    backend.put_metric_alarm = _keeping_state(backend.put_metric_alarm)  # type: ignore[method-assign]
     setattr(backend, _INSTALLED, True)
+
+
+_STATE = ("state_value", "state_reason", "state_reason_data", "state_updated_timestamp", "history")
+
+
+def _keeping_state(put_metric_alarm: Any) -> Any:
+    """moto's ``put_metric_alarm`` with the state (value, reason, its data, time, history) of the
+    alarm it replaces carried over: an update changes the configuration, never the state."""
+
+    def put(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        before = self.alarms.get(name)
+        alarm = put_metric_alarm(self, name, *args, **kwargs)
+        if before is not None:
+            for attr in _STATE:
+                setattr(alarm, attr, getattr(before, attr))
+        return alarm
+
+    return put
 
 
 def _name(query: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ The loop itself runs through the real daemon in tests/e2e/test_demo.py."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,20 @@ def test_a_contract_whose_label_is_required_cannot_get_late_labels(no_stack: Pat
     taken.write_text(text.replace('name = "hour"', 'name = "labelled_at"'))
     with pytest.raises(ContractError, match="labelled_at"):
         late_contract_path(str(taken))
+
+
+def test_restored_means_a_window_of_the_new_model_at_or_above_the_line() -> None:
+    # the alarm returning to OK is not enough: re-arming at the promotion re-evaluates it, and
+    # periods without data count as not breaching; a window that began after the promotion must
+    # score at or above the line
+    q = QualityMonitor(clients=None, settings=None, alarm_name="s-quality-auc")  # type: ignore[arg-type]
+    promoted = dt.datetime(2026, 11, 28, 1, 50, 22, tzinfo=dt.UTC)
+    q.auc = [
+        (promoted - dt.timedelta(seconds=20), 0.95),  # before the change: good, but old
+        (promoted - dt.timedelta(seconds=2), 0.30),  # the old model on the new concept
+    ]
+    assert not q.restored_since(promoted.timestamp(), 0.83)
+    q.auc.append((promoted + dt.timedelta(seconds=8), 0.60))  # mixed window: not yet
+    assert not q.restored_since(promoted.timestamp(), 0.83)
+    q.auc.append((promoted + dt.timedelta(seconds=18), 0.86))
+    assert q.restored_since(promoted.timestamp(), 0.83)

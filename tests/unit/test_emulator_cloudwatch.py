@@ -127,3 +127,32 @@ def test_a_long_range_at_a_short_period_reads_each_datapoint_once() -> None:
     # THEN each datapoint's time was compared twice (in the range or not), no more
     assert _Counted.seen <= 2 * len(cw.metric_data) == 1800
     assert sum(len(r["values"]) for r in out) > 0
+
+
+def test_updating_an_alarm_keeps_its_state_as_cloudwatch_does() -> None:
+    # CloudWatch: "When you update an existing alarm, its StateValue is left unchanged". moto
+    # built a new alarm in OK, so re-arming the quality alarm at a promotion while it was in
+    # ALARM made the local evaluator send a second ALARM event
+    emulator_cloudwatch.install()
+    cw = models.CloudWatchBackend("us-east-1", "123456789012")
+    spec: dict[str, Any] = {
+        "namespace": "driftline", "metric_name": "QualityAUC",
+        "comparison_operator": "LessThanThreshold", "evaluation_periods": 3, "period": 10,
+        "statistic": "Minimum", "description": "", "dimensions": [STREAM], "alarm_actions": [],
+    }  # fmt: skip
+    cw.put_metric_alarm("s-quality-auc", threshold=0.83, **spec)
+    cw.set_alarm_state("s-quality-auc", "fired", '{"x":1}', "ALARM")
+    fired = cw.alarms["s-quality-auc"]
+    since, history = fired.state_updated_timestamp, list(fired.history)
+    # WHEN the threshold is changed
+    cw.put_metric_alarm("s-quality-auc", threshold=0.84, **spec)
+    # THEN the configuration is new and the state, its reason, time and history are the same
+    now = cw.alarms["s-quality-auc"]
+    assert now.threshold == 0.84
+    assert (now.state_value, now.state_reason, now.state_reason_data) == (
+        "ALARM", "fired", '{"x":1}',
+    )  # fmt: skip
+    assert (now.state_updated_timestamp, now.history) == (since, history)
+    # AND a new alarm still starts as moto starts it
+    cw.put_metric_alarm("s-other", threshold=1.0, **spec)
+    assert cw.alarms["s-other"].state_value == "OK"

@@ -133,3 +133,29 @@ def test_ensure_table_updates_a_table_of_an_older_contract(
     table = aws.client("glue").get_table(DatabaseName=db, Name="parcel_scans")["Table"]
     assert "hops" in [c["Name"] for c in table["StorageDescriptor"]["Columns"]]
     assert table["Parameters"]["driftline_contract_hash"] == CONTRACT.hash
+
+
+def test_the_stack_command_makes_a_late_contracts_labels_table_next_to_its_records(
+    aws: AwsClients,
+) -> None:
+    from infra.lake_table import ensure_lake_table
+    from tests.contracts import CARD_LATE_LABELS
+
+    # GIVEN a stack's outputs (bucket, Glue database)
+    glue = aws.client("glue")
+    glue.create_database(DatabaseInput={"Name": "db"})
+    outputs = {"LakeBucket": "lake", "GlueDatabase": "db"}
+    settings = load_settings({}, env={}, config_path=None)
+    # WHEN `local up` / `deploy` make the lake table of a late-label contract and of an inline one
+    assert ensure_lake_table(aws, outputs, load_contract(CARD_LATE_LABELS), settings) == (
+        "db.card_late_labels"
+    )
+    ensure_lake_table(aws, outputs, load_contract(), settings)
+    # THEN the late one's labels table is there too, with its columns and location; the inline
+    # one has none
+    names = sorted(t["Name"] for t in glue.get_tables(DatabaseName="db")["TableList"])
+    assert names == ["card_late_labels", "card_late_labels_labels", "card_transactions"]
+    table = glue.get_table(DatabaseName="db", Name="card_late_labels_labels")["Table"]
+    sd = table["StorageDescriptor"]
+    assert [c["Name"] for c in sd["Columns"]][:3] == ["transaction_id", "is_fraud", "labelled_at"]
+    assert sd["Location"] == "s3://lake/lake/card_late_labels_labels/"

@@ -11,10 +11,10 @@ becomes a dead letter with a reason and a detail naming the field, like any bad 
 
 >>> from etl.contract import load_contract
 >>> from etl.records import RawRecord
->>> r = LabelRouter(load_contract("tests/contracts/card_late_labels.toml"))
->>> out = r.split([RawRecord(b'{"transaction_id":"a","card_id":"c","is_fraud":true,'
-...     b'"record_kind":"label","labelled_at":"2026-01-01T00:00:10Z"}', "1", "c"),
-...     RawRecord(b'{"transaction_id":"b"}', "2", "c")], "shardId-0")
+>>> r = LabelRouter(load_contract("tests/contracts/parcel_late_labels.toml"))
+>>> out = r.split([RawRecord(b'{"parcel_id":"a","depot":"d","delivered_late":true,'
+...     b'"record_kind":"label","labelled_at":"2026-01-01T00:00:10Z"}', "1", "d"),
+...     RawRecord(b'{"parcel_id":"b"}', "2", "d")], "shardId-0")
 >>> [d.sequence_number for d in out.data], out.labels.ids, out.labels.labels, out.labels.times
 (['2'], ['a'], [1.0], [1767225610.0])
 """

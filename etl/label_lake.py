@@ -19,9 +19,9 @@ captured predictions' table is (``etl/capture_lake.py``), so the lake writer, it
 Glue catalog and the lake reader are the ones the records use.
 
 >>> from etl.contract import load_contract
->>> c = labels_contract(load_contract("tests/contracts/card_late_labels.toml"))
+>>> c = labels_contract(load_contract("tests/contracts/parcel_late_labels.toml"))
 >>> c.name, [f.name for f in c.fields]
-('card_late_labels_labels', ['transaction_id', 'is_fraud', 'labelled_at'])
+('parcel_late_labels_labels', ['parcel_id', 'delivered_late', 'labelled_at'])
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ idempotent without any bookkeeping. Sequence numbers are digit strings of varyin
 on AWS, a few on the emulator); they are compared as integers and zero-padded to a fixed width
 wherever they become part of a key, so keys also sort in sequence order.
 
->>> lake_object_key("lake", "tx", "shardId-000000000001", "7", "42", "2026-01-01", "05")[-61:]
-'00000000000000000000000000000000000000000000000000000042.parquet'
+>>> key = lake_object_key("lake", "tx", "shardId-000000000001", "7", "42", "2026-01-01", "05")
+>>> key.rsplit("-", 1)[1] == f"{42:056d}.parquet"
+True
 """
 
 from __future__ import annotations

@@ -336,8 +336,8 @@ def produce(
     """Generate ``run.records`` synthetic records of the contract (``settings.contract_path``
     unless given) and put them on ``settings.stream_name``.
 
-    >>> # doctest: +SKIP
-    >>> produce(settings, clients, ProduceRun(records=1000, poison_rate=0.01)).good
+    >>> run = ProduceRun(records=1000, poison_rate=0.01)
+    >>> produce(settings, clients, run).good  # doctest: +SKIP
     990
     """
     stream = settings.require("stream_name")

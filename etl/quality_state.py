@@ -10,8 +10,8 @@ a flush that was never checkpointed lies past the checkpoint and is ignored, and
 the checkpoint are replayed into the restored state, so each prediction and label counts once
 (and the join ignores a repeat anyway). Snapshots older than the checkpoint's are pruned.
 
->>> snapshot_key("quality-state", "tx", "shardId-0", "42")[-12:]
-'000042.json'
+>>> snapshot_key("quality-state", "tx", "shardId-0", "42").rsplit("/", 1)[1] == f"{42:056d}.json"
+True
 """
 
 from __future__ import annotations

@@ -11,8 +11,7 @@ what changed and CloudFormation sees a new key exactly when the code changed.
   need setuptools >= 68 and network access for build isolation), plus ``requirements.lock``; the
   instance installs the lock with ``--require-hashes``, then the wheel with ``--no-deps``.
 
->>> # doctest: +SKIP
->>> build_lambda_zip(Path("."), Path("/tmp/out")).name
+>>> build_lambda_zip(Path("."), Path("/tmp/out")).name  # doctest: +SKIP
 'retrain-lambda-3f2a9c1b7e4d.zip'
 """
 

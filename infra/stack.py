@@ -7,9 +7,8 @@ what the emulator's CloudFormation ignores; :class:`StackResult` lists every res
 template with how it is provided. What only AWS needs (the artifacts bucket, uploads, deploy and
 destroy) is in :mod:`infra.stack_aws`.
 
->>> # doctest: +SKIP
->>> result = deploy_local(AwsClients(endpoint_url="http://127.0.0.1:5000"))
->>> result.outputs["StreamName"]
+>>> result = deploy_local(AwsClients(endpoint_url="http://127.0.0.1:5000"))  # doctest: +SKIP
+>>> result.outputs["StreamName"]  # doctest: +SKIP
 'driftline-events'
 """
 

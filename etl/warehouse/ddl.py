@@ -24,10 +24,10 @@ Redshift physical design (see docs/warehouse.md):
 * ``SORTKEY(<event time>)``: analytics filter on time ranges (days, hours, drift windows); rows
   arrive roughly in event-time order, so the unsorted region stays small.
 
->>> from etl.contract import load_contract
 Every identifier is quoted (:func:`ident`): psycopg's ``sql.Identifier`` for PostgreSQL, the same
 SQL-standard double quotes (``"`` doubled inside) for Redshift; nothing is pasted bare.
 
+>>> from etl.contract import load_contract
 >>> print(create_table_sql(load_contract(), "driftline", Dialect.POSTGRES).splitlines()[0])
 CREATE TABLE IF NOT EXISTS "driftline"."card_transactions" (
 """

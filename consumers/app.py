@@ -24,7 +24,7 @@ from etl.aws import AwsClients, error_code
 from etl.contract import Contract, contract_for_settings
 from etl.exceptions import ConfigError
 from etl.label_lake import labels_contract
-from etl.lake import GlueCatalog, LakeLayout, LakeWriter, WriterOptions, stream_tag
+from etl.lake import WriterOptions, stream_tag, table_writer
 from etl.logs import configure_json_logging
 from etl.records import RecordDecoder
 from etl.settings import Settings, load_settings
@@ -40,7 +40,7 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         stream=stream_incarnation(settings, clients),
         fault=injected_fault(settings),
     )
-    writer = lake_writer(settings, contract, clients, options)
+    writer = table_writer(settings, contract, clients, options)
     policy = FlushPolicy(
         settings.flush_max_records, settings.flush_max_bytes, settings.flush_max_age_s
     )
@@ -48,7 +48,7 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
     label_writer = None
     if labels is not None:  # the label records' own table, written in the records' flush
         label_options = replace(options, fault=None)
-        label_writer = lake_writer(settings, labels_contract(contract), clients, label_options)
+        label_writer = table_writer(settings, labels_contract(contract), clients, label_options)
     return ShardProcessor(
         RecordDecoder(contract),
         writer,
@@ -57,28 +57,6 @@ def build_processor(settings: Settings, contract: Contract, clients: AwsClients)
         labels=labels,
         label_writer=label_writer,
     )
-
-
-def lake_writer(
-    settings: Settings, contract: Contract, clients: AwsClients, options: WriterOptions
-) -> LakeWriter:
-    """The lake writer of one table (the records', or a late contract's labels table)."""
-    layout = LakeLayout(
-        bucket=settings.require("lake_bucket"),
-        table=contract.name,
-        lake_prefix=settings.lake_prefix,
-        dead_letter_prefix=settings.dead_letter_prefix,
-        manifest_prefix=settings.manifest_prefix,
-    )
-    catalog = GlueCatalog(
-        contract,
-        layout,
-        settings.require("glue_database"),
-        clients.session,
-        compression=settings.parquet_compression,
-        endpoint_url=settings.endpoint_url,
-    )
-    return LakeWriter(contract, layout, clients.client("s3"), catalog=catalog, options=options)
 
 
 def model_pointer(settings: Settings, contract: Contract) -> Path:

@@ -19,7 +19,6 @@ rewrites the same Parquet objects, and an object whose manifest is committed is 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -44,7 +43,8 @@ from etl.contract import (
     FieldType,
     Role,
 )
-from etl.lake import GlueCatalog, LakeLayout, LakeWriter, WriterOptions
+from etl.lake import LakeWriter, WriterOptions, table_writer
+from etl.records import letter_head
 
 CAPTURE_SHARD = "capture"
 PREDICTION_TIME = "prediction_time"
@@ -170,11 +170,7 @@ class CaptureDeadLetter:
     line: int
 
     def to_json(self, dead_at: datetime) -> str:
-        doc: dict[str, Any] = {"reason": self.reason, "detail": self.detail}
-        try:
-            doc["payload"] = self.data.decode("utf-8")
-        except UnicodeDecodeError:
-            doc["payload_base64"] = base64.b64encode(self.data).decode("ascii")
+        doc = letter_head(self.reason, self.detail, self.data)
         doc.update(
             capture_object=self.capture_object,
             line=self.line,
@@ -288,30 +284,15 @@ def ingester_for(settings: Any, clients: Any, contract: Contract) -> CaptureInge
     """The stack's ingester (``settings``: an :class:`etl.settings.Settings`, ``clients`` its
     :class:`etl.aws.AwsClients`): the predictions table next to the contract's, its Glue table
     created or updated first."""
-    pcontract = predictions_contract(contract)
-    layout = LakeLayout(
-        bucket=settings.require("lake_bucket"),
-        table=pcontract.name,
-        lake_prefix=settings.lake_prefix,
-        dead_letter_prefix=settings.dead_letter_prefix,
-        manifest_prefix=settings.manifest_prefix,
-    )
-    catalog = GlueCatalog(
-        pcontract,
-        layout,
-        settings.require("glue_database"),
-        clients.session,
-        compression=settings.parquet_compression,
-        endpoint_url=settings.endpoint_url,
-    )
-    catalog.ensure_table()
     options = WriterOptions(
         compression=settings.parquet_compression,
         max_attempts=settings.s3_max_attempts,
         backoff_base_s=settings.s3_backoff_base_s,
     )
-    s3 = clients.client("s3")
-    return CaptureIngester(s3, LakeWriter(pcontract, layout, s3, catalog=catalog, options=options))
+    writer = table_writer(settings, predictions_contract(contract), clients, options)
+    if writer.catalog is not None:  # always: the ingester's table is created before it writes
+        writer.catalog.ensure_table()
+    return CaptureIngester(writer.s3, writer)
 
 
 #: How far back the scheduled run looks (LastModified) unless its event says ``since_s``.

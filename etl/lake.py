@@ -370,3 +370,28 @@ class LakeWriter:
             f"{what} failed after {opts.max_attempts} attempts: {last}; nothing past the last"
             " checkpoint was acknowledged — the records will be redelivered"
         )
+
+
+def table_writer(
+    settings: Any, contract: Contract, clients: Any, options: WriterOptions
+) -> LakeWriter:
+    """The lake writer of one of the stack's tables (the records', a late contract's labels, the
+    captured predictions'): its layout under the settings' prefixes, its Glue table in the stack's
+    database. ``settings``: an :class:`etl.settings.Settings`; ``clients``: its
+    :class:`etl.aws.AwsClients`."""
+    layout = LakeLayout(
+        bucket=settings.require("lake_bucket"),
+        table=contract.name,
+        lake_prefix=settings.lake_prefix,
+        dead_letter_prefix=settings.dead_letter_prefix,
+        manifest_prefix=settings.manifest_prefix,
+    )
+    catalog = GlueCatalog(
+        contract,
+        layout,
+        settings.require("glue_database"),
+        clients.session,
+        compression=settings.parquet_compression,
+        endpoint_url=settings.endpoint_url,
+    )
+    return LakeWriter(contract, layout, clients.client("s3"), catalog=catalog, options=options)

@@ -27,7 +27,7 @@ problems in contract order. Fields the contract does not know are ignored (count
 """
 
 from etl.records._decoder import RecordDecoder
-from etl.records._types import DeadLetter, DecodedBatch, RawRecord, Reason
+from etl.records._types import DeadLetter, DecodedBatch, RawRecord, Reason, letter_head
 
 __all__ = [
     "DeadLetter",
@@ -35,4 +35,5 @@ __all__ = [
     "RawRecord",
     "Reason",
     "RecordDecoder",
+    "letter_head",
 ]

@@ -46,6 +46,17 @@ class RawRecord(NamedTuple):
     approximate_arrival_ms: int | None = None
 
 
+def letter_head(reason: str, detail: str, data: bytes) -> dict[str, Any]:
+    """A dead letter's first keys: why, and the payload as text when it is UTF-8, else as
+    ``payload_base64`` (every dead-letter line of the lake starts so)."""
+    doc: dict[str, Any] = {"reason": reason, "detail": detail}
+    try:
+        doc["payload"] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["payload_base64"] = base64.b64encode(data).decode("ascii")
+    return doc
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A record that failed decoding or validation, with everything needed to replay it."""
@@ -74,11 +85,7 @@ class DeadLetter:
 
     def to_json(self, dead_at: datetime) -> str:
         """One JSON line; the payload as text when it is UTF-8, else as ``payload_base64``."""
-        doc: dict[str, Any] = {"reason": self.reason, "detail": self.detail}
-        try:
-            doc["payload"] = self.data.decode("utf-8")
-        except UnicodeDecodeError:
-            doc["payload_base64"] = base64.b64encode(self.data).decode("ascii")
+        doc = letter_head(self.reason, self.detail, self.data)
         doc.update(
             shard_id=self.shard_id,
             sequence_number=self.sequence_number,

@@ -305,6 +305,17 @@ def _lake_watcher(clients: AwsClients, settings: Settings, contract: Contract) -
     )
 
 
+def _loop_options(opts: DemoOptions) -> LoopOptions:
+    """The closed loops' options (drift and concept) from the demo's flags."""
+    return LoopOptions(
+        history=opts.records,
+        rate=opts.rate or 500.0,
+        seed=opts.seed,
+        poison_rate=opts.poison_rate,
+        timeout=max(opts.timeout, 420.0),
+    )
+
+
 def _drift_loop(
     rig: Rig, outputs: dict[str, str], d: Path, opts: DemoOptions, progress: Callable[[str], None]
 ) -> _Produced:
@@ -313,13 +324,7 @@ def _drift_loop(
         rig,
         outputs,
         d,
-        LoopOptions(
-            history=opts.records,
-            rate=opts.rate or 500.0,
-            seed=opts.seed,
-            poison_rate=opts.poison_rate,
-            timeout=max(opts.timeout, 420.0),
-        ),
+        _loop_options(opts),
         progress,
     )
     return _loop_produced(loop, d, opts)
@@ -336,13 +341,7 @@ def _concept_loop(
         outputs,
         d,
         (
-            LoopOptions(
-                history=opts.records,
-                rate=opts.rate or 500.0,
-                seed=opts.seed,
-                poison_rate=opts.poison_rate,
-                timeout=max(opts.timeout, 420.0),
-            ),
+            _loop_options(opts),
             ConceptOptions(label_delay_s=opts.label_delay, window_s=float(DRIFT_WINDOW_S)),
         ),
         progress,
